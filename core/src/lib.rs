@@ -1,0 +1,21 @@
+//! Covenant's pure trust core.
+//!
+//! Everything here is a function over bytes and values: no I/O, no async, no
+//! clock. The time, the trusted keys and the last state seen are passed in.
+//! Verification returns proof types ([`envelope::Verified`],
+//! [`root::TrustedRoot`], [`note::VerifiedCheckpoint`]) that only the
+//! verifying code can construct.
+
+#![forbid(unsafe_code)]
+
+pub mod digest;
+pub mod envelope;
+pub mod keys;
+pub mod merkle;
+pub mod note;
+pub mod root;
+pub mod statements;
+
+pub use digest::{Sha256Digest, Timestamp};
+pub use envelope::{Envelope, EnvelopeError, Verified};
+pub use keys::{KeyError, KeyId, KeySet, PublicKey, SigningKey};

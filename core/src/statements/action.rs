@@ -1,0 +1,288 @@
+//! Admin actions (what a compliance officer does, signed with the officer's
+//! own key) and misuse signals (what an engineer or auditor reports).
+//!
+//! The set of actions grows with the governance work (#4, #5); each variant
+//! is validated here for its shape, and by the state fold for its meaning.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Payload, SchemaV1, StatementError, check_id, check_text, fixed_tag, invalid};
+use crate::digest::{Sha256Digest, Timestamp};
+use crate::keys::PublicKey;
+
+fixed_tag!(
+    /// `_type` of an admin action.
+    ActionTag = str "action"
+);
+fixed_tag!(
+    /// `_type` of a misuse signal.
+    SignalTag = str "signal"
+);
+
+/// Suspension levels, ordered `none < L1 < L2 < L3 < legal-hold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub enum SuspensionLevel {
+    /// No suspension.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// No capability releases.
+    L1,
+    /// Security fixes only with a two-admin approval.
+    L2,
+    /// Managed exit: compliance-enabling and capability-removal only.
+    L3,
+    /// Nothing ships.
+    #[serde(rename = "legal-hold")]
+    LegalHold,
+}
+
+impl fmt::Display for SuspensionLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SuspensionLevel::None => "none",
+            SuspensionLevel::L1 => "L1",
+            SuspensionLevel::L2 => "L2",
+            SuspensionLevel::L3 => "L3",
+            SuspensionLevel::LegalHold => "legal-hold",
+        })
+    }
+}
+
+/// Whom a suspension applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SuspensionTarget {
+    /// Every deployment of a customer.
+    Customer(String),
+    /// One deployment.
+    Deployment(String),
+}
+
+/// Misuse case states, in lifecycle order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseState {
+    /// A signal arrived.
+    Received,
+    /// Judged credible enough to look at.
+    Triaged,
+    /// Under investigation.
+    Investigating,
+    /// A determination was made.
+    Determined,
+    /// The customer is remediating.
+    Remediation,
+    /// Remediation was verified.
+    Verified,
+    /// Closed; a closed case never blocks.
+    Closed,
+}
+
+/// The outcome of an investigation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Determination {
+    /// The misuse did not happen.
+    Unsubstantiated,
+    /// It cannot be said.
+    Inconclusive,
+    /// The misuse happened.
+    Substantiated,
+}
+
+/// The role an identity is issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityRole {
+    /// A compliance officer (its key must be listed in the root).
+    Admin,
+    /// A customer operator.
+    Customer,
+    /// A field engineer.
+    Engineer,
+    /// An auditor.
+    Auditor,
+    /// A deployment's agent.
+    Deployment,
+}
+
+/// What an admin action does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+// An action is parsed once and folded; boxing the key-carrying variant would
+// only complicate its serde shape.
+#[allow(clippy::large_enum_variant)]
+pub enum ActionKind {
+    /// Records a fact ("authority notified").
+    Note {
+        /// The text.
+        text: String,
+    },
+    /// Issues a certificate to a person or device and registers its signing key.
+    IssueIdentity {
+        /// The role.
+        role: IdentityRole,
+        /// The subject id (customer id, deployment id, person id).
+        subject: String,
+        /// The signing key the subject made itself.
+        signing_key: PublicKey,
+        /// SHA-256 of the issued certificate's DER bytes.
+        certificate_sha256: Sha256Digest,
+        /// For auditors: the customers in scope; absent means all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Vec<String>>,
+    },
+    /// Revokes a certificate and the signing key issued with it.
+    RevokeIdentity {
+        /// SHA-256 of the certificate's DER bytes.
+        certificate_sha256: Sha256Digest,
+        /// Entries the key signed at or after this ledger time no longer count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compromised_since: Option<Timestamp>,
+    },
+    /// Moves a misuse case along its lifecycle.
+    CaseTransition {
+        /// The case id.
+        case: String,
+        /// The new state.
+        to: CaseState,
+        /// With `determined`: the outcome.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        determination: Option<Determination>,
+    },
+    /// Proposes a suspension level (takes effect at once or after approval,
+    /// per DESIGN.md "Contracts and policy").
+    ProposeSuspension {
+        /// Whom.
+        target: SuspensionTarget,
+        /// The new level.
+        level: SuspensionLevel,
+    },
+    /// Approves a proposal, named by the SHA-256 of its payload bytes.
+    Approve {
+        /// The proposal's digest.
+        proposal: Sha256Digest,
+    },
+}
+
+/// Payload of `application/vnd.covenant.action.v1+json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAction {
+    /// Always `"action"`.
+    #[serde(rename = "_type")]
+    pub type_tag: ActionTag,
+    /// Always 1.
+    pub schema: SchemaV1,
+    /// What is done.
+    pub action: ActionKind,
+    /// Why, in words.
+    pub why: String,
+    /// Digests of the evidence behind it.
+    #[serde(default)]
+    pub evidence: Vec<Sha256Digest>,
+    /// When the admin signed it (the ledger time is what counts).
+    pub issued_at: Timestamp,
+}
+
+impl Payload for AdminAction {
+    const PAYLOAD_TYPE: &'static str = "application/vnd.covenant.action.v1+json";
+
+    fn validate(&self) -> Result<(), StatementError> {
+        check_text("why", &self.why)?;
+        match &self.action {
+            ActionKind::Note { text } => check_text("action.text", text),
+            ActionKind::IssueIdentity { subject, scope, .. } => {
+                check_id("action.subject", subject)?;
+                for customer in scope.iter().flatten() {
+                    check_id("action.scope", customer)?;
+                }
+                Ok(())
+            }
+            ActionKind::CaseTransition { case, to, determination } => {
+                check_id("action.case", case)?;
+                match (to, determination) {
+                    (CaseState::Determined, None) => {
+                        Err(invalid("action.determination", "a move to determined names the determination"))
+                    }
+                    (CaseState::Determined, Some(_)) => Ok(()),
+                    (_, Some(_)) => Err(invalid("action.determination", "only a move to determined has one")),
+                    (_, None) => Ok(()),
+                }
+            }
+            ActionKind::ProposeSuspension { target, .. } => match target {
+                SuspensionTarget::Customer(id) | SuspensionTarget::Deployment(id) => check_id("action.target", id),
+            },
+            ActionKind::RevokeIdentity { .. } | ActionKind::Approve { .. } => Ok(()),
+        }
+    }
+}
+
+/// Where a misuse signal comes from. Never shown to the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalSource {
+    /// A non-governmental organisation's report.
+    NgoReport,
+    /// A court decision.
+    CourtDecision,
+    /// An OECD National Contact Point determination.
+    NcpDetermination,
+    /// A sanctions listing.
+    SanctionsListing,
+    /// A field engineer's observation.
+    FieldEngineer,
+    /// An auditor's finding.
+    Auditor,
+    /// Anything else (say what in the summary).
+    Other,
+}
+
+/// Whom a signal is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalAbout {
+    /// The customer.
+    pub customer: String,
+    /// One of its deployments, if the signal is that specific.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
+/// Payload of `application/vnd.covenant.signal.v1+json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MisuseSignal {
+    /// Always `"signal"`.
+    #[serde(rename = "_type")]
+    pub type_tag: SignalTag,
+    /// Always 1.
+    pub schema: SchemaV1,
+    /// Whom it is about.
+    pub about: SignalAbout,
+    /// The kind of source.
+    pub source: SignalSource,
+    /// What was reported, in words.
+    pub summary: String,
+    /// Digests of the evidence.
+    #[serde(default)]
+    pub evidence: Vec<Sha256Digest>,
+    /// When it was reported.
+    pub reported_at: Timestamp,
+}
+
+impl Payload for MisuseSignal {
+    const PAYLOAD_TYPE: &'static str = "application/vnd.covenant.signal.v1+json";
+
+    fn validate(&self) -> Result<(), StatementError> {
+        check_id("about.customer", &self.about.customer)?;
+        if let Some(d) = &self.about.deployment {
+            check_id("about.deployment", d)?;
+        }
+        check_text("summary", &self.summary)
+    }
+}

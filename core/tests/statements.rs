@@ -1,0 +1,323 @@
+//! Each statement of DESIGN.md "Signed objects": a valid example
+//! round-trips through its payload bytes, and each of its own rules refuses
+//! a payload that breaks it, with the exact field and rule.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use covenant_core::digest::Sha256Digest;
+use covenant_core::envelope::{self, EnvelopeError};
+use covenant_core::keys::KeySet;
+use covenant_core::statements::*;
+use support::{NOW, key, release};
+
+fn roundtrip<T: Payload + PartialEq + std::fmt::Debug>(value: &T) {
+    let bytes = value.to_payload_bytes();
+    assert_eq!(&T::parse(&bytes).unwrap(), value);
+    let k = key(9);
+    let signed = envelope::sign(value, &[&k]);
+    assert_eq!(envelope::verify::<T>(&signed, &KeySet::single(k.public())).unwrap().value(), value);
+}
+
+fn refused<T: Payload>(value: &T) -> StatementError {
+    T::parse(&value.to_payload_bytes()).err().expect("payload must be refused")
+}
+
+fn attestation() -> InTotoStatement<EndUseAttestation> {
+    InTotoStatement::new(
+        vec![deployment_subject("lim-07")],
+        EndUseAttestation {
+            customer: "ministry-x".into(),
+            end_user: EndUser {
+                legal_name: "Ministry X, Directorate of Communications".into(),
+                agency_type: "law enforcement".into(),
+                country: "DE".into(),
+            },
+            end_use: EndUse {
+                category: "lawful-interception".into(),
+                description: "court-ordered interception".into(),
+            },
+            legal_basis: "Code of Criminal Procedure §100a".into(),
+            oversight_body: "Federal Data Protection Commissioner".into(),
+            sites: vec![Site { country: "DE".into(), site_id: "site-berlin-1".into() }],
+            undertakings: Undertakings {
+                no_reexport_transfer_or_relocation: true,
+                no_modification: true,
+                no_targeting_of_protected_groups: true,
+                consent_to_audits_and_site_checks: true,
+            },
+            facts_unknown_to_signer: String::new(),
+            signatory: Signatory { name: "A. Person".into(), title: "Director".into() },
+            valid_from: NOW,
+            valid_until: NOW.plus_seconds(180 * 86_400),
+        },
+    )
+}
+
+fn verification(attestation_digest: Sha256Digest) -> InTotoStatement<FieldVerification> {
+    InTotoStatement::new(
+        vec![
+            Subject {
+                name: format!("{ATTESTATION_SUBJECT_PREFIX}{attestation_digest}"),
+                digest: SubjectDigest { sha256: attestation_digest },
+            },
+            deployment_subject("lim-07"),
+        ],
+        FieldVerification {
+            attestation: attestation_digest,
+            deployment: "lim-07".into(),
+            method: VerificationMethod::OnSite,
+            observed_site: Site { country: "DE".into(), site_id: "site-berlin-1".into() },
+            observed_configuration_digest: Sha256Digest::of(b"config"),
+            result: VerificationResult::Pass,
+            findings: String::new(),
+            date: NOW,
+        },
+    )
+}
+
+fn checkin() -> CheckIn {
+    CheckIn {
+        type_tag: CheckInTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        product: "lim".into(),
+        installed_version: "1.0.0".parse().unwrap(),
+        installed_baseline: "1.0.0".parse().unwrap(),
+        software_digests: BTreeMap::from([("/opt/lim/bin".into(), Sha256Digest::of(b"bin"))]),
+        configuration_digest: Sha256Digest::of(b"config"),
+        last_checkpoint: Some(CheckpointRef { size: 12, root_hash: Sha256Digest::of(b"root") }),
+        nonce: Sha256Digest::of(b"nonce"),
+        time: NOW,
+    }
+}
+
+fn grant() -> Decision {
+    Decision {
+        type_tag: DecisionTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        verdict: Verdict::Grant,
+        release: Some(Sha256Digest::of(b"release payload")),
+        withheld_above: vec![],
+        conditions: vec![ConditionResult {
+            condition: "end_use_attested".into(),
+            status: ConditionStatus::Met,
+            reason: String::new(),
+        }],
+        suspension: SuspensionLevel::None,
+        checkin: envelope::sign(&checkin(), &[&key(9)]),
+        contract: Some(ContractRef { id: "c-1".into(), version: 1 }),
+        policy_version: 1,
+        state_size: 40,
+        issued_at: NOW,
+        expires_at: Some(NOW.plus_seconds(86_400)),
+    }
+}
+
+#[test]
+fn every_statement_round_trips() {
+    roundtrip(&release("1.1.0"));
+    roundtrip(&attestation());
+    roundtrip(&verification(Sha256Digest::of(&attestation().to_payload_bytes())));
+    roundtrip(&checkin());
+    roundtrip(&grant());
+    roundtrip(&AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action: ActionKind::CaseTransition {
+            case: "case-1".into(),
+            to: CaseState::Determined,
+            determination: Some(Determination::Substantiated),
+        },
+        why: "NGO report corroborated by site visit".into(),
+        evidence: vec![Sha256Digest::of(b"report.pdf")],
+        issued_at: NOW,
+    });
+    roundtrip(&AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action: ActionKind::ProposeSuspension {
+            target: SuspensionTarget::Customer("ministry-y".into()),
+            level: SuspensionLevel::L2,
+        },
+        why: "open case".into(),
+        evidence: vec![],
+        issued_at: NOW,
+    });
+    roundtrip(&MisuseSignal {
+        type_tag: SignalTag,
+        schema: SchemaV1,
+        about: SignalAbout { customer: "ministry-y".into(), deployment: None },
+        source: SignalSource::NgoReport,
+        summary: "Journalists' phones were intercepted".into(),
+        evidence: vec![],
+        reported_at: NOW,
+    });
+    roundtrip(&Freshness {
+        type_tag: FreshTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        nonce: Sha256Digest::of(b"nonce"),
+        time: NOW,
+        standing: FreshnessStanding::Standing { index: 3, leaf_hash: Sha256Digest::of(b"leaf"), checkpoint_size: 9 },
+    });
+    roundtrip(&InstallReport {
+        type_tag: ReportTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        grant_index: 3,
+        outcome: InstallOutcome::Installed,
+        from_version: "1.0.0".parse().unwrap(),
+        to_version: "1.1.0".parse().unwrap(),
+        last_checkpoint: CheckpointRef { size: 12, root_hash: Sha256Digest::of(b"root") },
+        time: NOW,
+    });
+}
+
+#[test]
+fn attestation_with_valid_until_before_valid_from() {
+    let mut a = attestation();
+    a.predicate.valid_until = a.predicate.valid_from.plus_seconds(-1);
+    assert_eq!(
+        refused(&a),
+        StatementError::Invalid { field: "predicate.valid_until", rule: "must be after valid_from" }
+    );
+}
+
+#[test]
+fn attestation_whose_subject_digest_does_not_match_its_name() {
+    let mut a = attestation();
+    a.subject[0].digest.sha256 = Sha256Digest::of(b"lim-08");
+    assert!(matches!(refused(&a), StatementError::Invalid { field: "subject", .. }));
+}
+
+#[test]
+fn attestation_over_64_kib() {
+    let mut a = attestation();
+    a.predicate.facts_unknown_to_signer = "x".repeat(64 * 1024);
+    assert!(matches!(refused(&a), StatementError::TooLarge { limit: 65_536, .. }));
+}
+
+#[test]
+fn attestation_with_malformed_json() {
+    let err =
+        InTotoStatement::<EndUseAttestation>::parse(b"{\"_type\": \"https://in-toto.io/Statement/v1\",").unwrap_err();
+    assert!(matches!(err, StatementError::Malformed(_)));
+}
+
+#[test]
+fn attestation_presented_as_a_field_verification() {
+    // Same payload type, other predicate type.
+    let bytes = attestation().to_payload_bytes();
+    assert!(InTotoStatement::<FieldVerification>::parse(&bytes).is_err());
+}
+
+#[test]
+fn verification_naming_another_attestation() {
+    let a = Sha256Digest::of(&attestation().to_payload_bytes());
+    let mut v = verification(a);
+    v.predicate.attestation = Sha256Digest::of(b"another attestation");
+    assert!(matches!(refused(&v), StatementError::Invalid { field: "subject", .. }));
+}
+
+#[test]
+fn failed_verification_without_findings() {
+    let mut v = verification(Sha256Digest::of(b"a"));
+    v.predicate.result = VerificationResult::Fail;
+    assert_eq!(
+        refused(&v),
+        StatementError::Invalid { field: "predicate.findings", rule: "a failed verification says what was found" }
+    );
+}
+
+#[test]
+fn release_whose_baseline_is_newer_than_itself() {
+    let mut r = release("1.0.1");
+    r.class = ReleaseClass::SecurityFix;
+    r.capability_baseline = "1.1.0".parse().unwrap();
+    assert_eq!(
+        refused(&r),
+        StatementError::Invalid {
+            field: "capability_baseline",
+            rule: "must not be newer than the release's own version"
+        }
+    );
+}
+
+#[test]
+fn release_with_a_non_semver_version() {
+    let bytes = release("1.1.0").to_payload_bytes();
+    let text = String::from_utf8(bytes).unwrap().replace("\"version\":\"1.1.0\"", "\"version\":\"1.1\"");
+    assert!(matches!(ReleaseManifest::parse(text.as_bytes()), Err(StatementError::Malformed(_))));
+}
+
+#[test]
+fn payload_with_a_wrong_type_tag_or_schema() {
+    let text = String::from_utf8(release("1.1.0").to_payload_bytes()).unwrap();
+    assert!(matches!(
+        ReleaseManifest::parse(text.replace("\"release\"", "\"root\"").as_bytes()),
+        Err(StatementError::Malformed(_))
+    ));
+    assert!(matches!(
+        ReleaseManifest::parse(text.replace("\"schema\":1", "\"schema\":2").as_bytes()),
+        Err(StatementError::Malformed(_))
+    ));
+}
+
+#[test]
+fn payload_with_an_unknown_field() {
+    let text = String::from_utf8(release("1.1.0").to_payload_bytes()).unwrap();
+    let extra = text.replacen('{', "{\"approved_by_everyone\":true,", 1);
+    assert!(matches!(ReleaseManifest::parse(extra.as_bytes()), Err(StatementError::Malformed(_))));
+}
+
+#[test]
+fn grant_without_expiry_and_withhold_without_reasons() {
+    let mut g = grant();
+    g.expires_at = None;
+    assert_eq!(refused(&g), StatementError::Invalid { field: "expires_at", rule: "a grant expires" });
+    let mut w = grant();
+    w.verdict = Verdict::Withhold;
+    w.release = None;
+    w.expires_at = None;
+    assert_eq!(
+        refused(&w),
+        StatementError::Invalid { field: "withheld_above", rule: "a withhold names what it withholds" }
+    );
+}
+
+#[test]
+fn unmet_condition_without_a_reason() {
+    let mut g = grant();
+    g.conditions[0].status = ConditionStatus::Unmet;
+    assert_eq!(
+        refused(&g),
+        StatementError::Invalid { field: "conditions.reason", rule: "an unmet condition needs a reason" }
+    );
+}
+
+#[test]
+fn checkin_with_a_bad_deployment_id() {
+    let mut c = checkin();
+    c.deployment = "LIM 07".into();
+    assert_eq!(
+        refused(&c),
+        StatementError::Invalid { field: "deployment", rule: "must be 1-64 characters of a-z 0-9 . _ -" }
+    );
+}
+
+#[test]
+fn statement_in_an_envelope_is_checked_after_the_signature() {
+    let mut a = attestation();
+    a.predicate.valid_until = a.predicate.valid_from;
+    let k = key(9);
+    let signed = envelope::sign(&a, &[&k]);
+    assert!(matches!(
+        envelope::verify::<InTotoStatement<EndUseAttestation>>(&signed, &KeySet::single(k.public())),
+        Err(EnvelopeError::Payload(StatementError::Invalid { field: "predicate.valid_until", .. }))
+    ));
+}
