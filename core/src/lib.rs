@@ -11,10 +11,12 @@
 pub mod digest;
 pub mod envelope;
 pub mod keys;
+pub mod ledger;
 pub mod merkle;
 pub mod note;
 pub mod root;
 pub mod statements;
+pub mod tiles;
 
 pub use digest::{Sha256Digest, Timestamp};
 pub use envelope::{Envelope, EnvelopeError, Verified};
