@@ -1,0 +1,505 @@
+//! The ledger: durable, ordered, tamper-evident storage of every entry, and
+//! the one sequencer that appends to it.
+//!
+//! [`Ledger::open`] recovers the stored ledger (see [`store`]), replays every
+//! entry into the [`StateMachine`], and starts the sequencer: one thread that
+//! owns the writer and the folded state. Appenders queue; per batch the
+//! sequencer validates and applies each entry in order (a refused entry is
+//! never written), writes the batch durably, signs one checkpoint, makes it
+//! durable, and only then answers every waiting appender with its index, its
+//! inclusion proof and the checkpoint.
+
+pub mod storage;
+pub mod store;
+pub mod views;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use covenant_core::digest::Timestamp;
+use covenant_core::keys::KeyId;
+use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN};
+use covenant_core::merkle::Hash;
+use covenant_core::note::{Checkpoint, NoteSigner, TlogProof};
+use tokio::sync::{oneshot, watch};
+
+use storage::Storage;
+use store::{LedgerReader, LedgerWriter, NewRecord, OpenError, ReadError, StoredBody};
+
+/// The most entries a page of [`Ledger::headers`] returns.
+pub const MAX_PAGE: u64 = 1024;
+
+/// A state machine folded from the ledger, entry by entry: the validator
+/// and applier the sequencer runs before anything is written.
+pub trait StateMachine: Send + 'static {
+    /// Folds a stored entry when the ledger opens. An error refuses to open.
+    fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String>;
+    /// Validates a new entry against the state folded so far and applies it.
+    /// A refused entry is never written.
+    fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection>;
+}
+
+/// Why the state machine refused an entry, in words for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+/// The annotation-only state of this stage: accepts well-formed notes and
+/// counts them. Issue #5 replaces it with the governance fold.
+#[derive(Debug, Default, Clone)]
+pub struct NoteCounter {
+    /// Notes folded.
+    pub notes: u64,
+}
+
+impl StateMachine for NoteCounter {
+    fn replay(&mut self, _index: u64, header: &EntryHeader, _body: &[u8]) -> Result<(), String> {
+        match header.kind {
+            EntryKind::Note => {
+                self.notes += 1;
+                Ok(())
+            }
+            #[allow(unreachable_patterns)] // EntryKind grows in later issues.
+            other => Err(format!("unexpected entry kind {other}")),
+        }
+    }
+
+    fn apply(&mut self, _index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
+        if header.kind != EntryKind::Note {
+            return Err(Rejection(format!("entry kind {} is not accepted yet", header.kind)));
+        }
+        if body.is_empty() {
+            return Err(Rejection("an annotation needs a body".into()));
+        }
+        self.notes += 1;
+        Ok(())
+    }
+}
+
+/// An entry to append.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Its kind.
+    pub kind: EntryKind,
+    /// The key that signed the body, if any.
+    pub actor: Option<KeyId>,
+    /// Pseudonymous subject ids.
+    pub subjects: Vec<String>,
+    /// The body: exact envelope bytes.
+    pub body: Vec<u8>,
+}
+
+/// A signed checkpoint as handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+    /// The C2SP signed note (log signature; cosignatures come with #4).
+    pub note: String,
+}
+
+/// An appended entry, with the proof that it is in the ledger.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Its index.
+    pub index: u64,
+    /// Its header bytes (the Merkle leaf).
+    pub header: Vec<u8>,
+    /// The salt stored with its body.
+    pub salt: [u8; SALT_LEN],
+    /// Its inclusion proof against `checkpoint`.
+    pub proof: Vec<Hash>,
+    /// The checkpoint it was first included in.
+    pub checkpoint: Arc<SignedCheckpoint>,
+}
+
+impl Appended {
+    /// The proof as a C2SP tlog-proof.
+    pub fn tlog_proof(&self) -> TlogProof {
+        TlogProof {
+            extra: None,
+            index: self.index,
+            proof: self.proof.clone(),
+            checkpoint: self.checkpoint.note.clone(),
+        }
+    }
+}
+
+/// Why an append failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The state machine refused the entry; nothing was written.
+    #[error("refused: {0}")]
+    Rejected(#[from] Rejection),
+    /// The entry is malformed (its header could not be built).
+    #[error("malformed entry: {0}")]
+    Malformed(String),
+    /// The storage failed; the ledger stopped taking appends and must be
+    /// reopened (which recovers to the last signed checkpoint).
+    #[error("the ledger stopped after a storage failure ({0}); restart to recover")]
+    Halted(String),
+    /// The sequencer is gone.
+    #[error("the ledger is closed")]
+    Closed,
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The most entries in one batch.
+    pub max_batch: usize,
+    /// How long a batch waits for more entries after its first. Zero takes
+    /// what is queued: appenders that arrive while a batch is being made
+    /// durable form the next one.
+    pub max_wait: Duration,
+    /// Expanded tiles kept in memory for proofs (16 KiB each).
+    pub cache_tiles: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { max_batch: 1024, max_wait: Duration::ZERO, cache_tiles: 4096 }
+    }
+}
+
+/// The source of ledger time (seconds); the sequencer never lets it go back.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Timestamp::from_unix(secs)
+    })
+}
+
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+
+struct Request {
+    entry: NewEntry,
+    reply: Reply,
+}
+
+/// A handle to an open ledger. Cheap to clone; the sequencer stops when the
+/// last handle is dropped.
+pub struct Ledger<S: Storage> {
+    tx: mpsc::Sender<Request>,
+    reader: Arc<LedgerReader<S>>,
+    latest: watch::Receiver<Arc<SignedCheckpoint>>,
+    thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+}
+
+impl<S: Storage> Clone for Ledger<S> {
+    fn clone(&self) -> Self {
+        Ledger {
+            tx: self.tx.clone(),
+            reader: self.reader.clone(),
+            latest: self.latest.clone(),
+            thread: self.thread.clone(),
+        }
+    }
+}
+
+impl<S: Storage> std::fmt::Debug for Ledger<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("size", &self.latest.borrow().size).finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> Ledger<S> {
+    /// Opens (or creates) the ledger in `storage`, signing checkpoints with
+    /// `signer`, folding every stored entry into `machine`, and starts the
+    /// sequencer. Refuses to open, naming what is wrong, if the stored files
+    /// do not reproduce the last signed checkpoint or a body does not match
+    /// its header.
+    pub fn open<M: StateMachine>(
+        storage: Arc<S>,
+        signer: NoteSigner,
+        mut machine: M,
+        clock: Clock,
+        config: LedgerConfig,
+    ) -> Result<Self, OpenError> {
+        let recovered = store::recover(storage, &signer.verifier(), config.cache_tiles)?;
+        let mut writer = recovered.writer;
+        let reader = recovered.reader;
+        let size = writer.size();
+
+        let mut last_time = Timestamp::from_unix(i64::MIN);
+        let mut refused: Option<(u64, String)> = None;
+        let scanned = reader.scan(size, |index, header, _, body| {
+            last_time = header.time;
+            machine.replay(index, header, &body.body).map_err(|reason| {
+                refused = Some((index, reason));
+                ReadError::Corrupt(String::new())
+            })
+        });
+        match (scanned, refused) {
+            (_, Some((index, reason))) => return Err(OpenError::Replay { index, reason }),
+            (Err(ReadError::Storage(io)), None) => return Err(OpenError::Storage(io)),
+            (Err(other), None) => return Err(OpenError::Read(other.to_string())),
+            (Ok(()), None) => {}
+        }
+
+        let checkpoint = match recovered.checkpoint {
+            Some(v) => SignedCheckpoint { size, root: v.checkpoint().root_hash, note: v.note().to_text() },
+            None => {
+                // A new ledger starts with a signed checkpoint of size 0.
+                let cp = sign_checkpoint(&signer, 0, covenant_core::merkle::EMPTY_ROOT)
+                    .map_err(|e| OpenError::Storage(std::io::Error::other(e)))?;
+                writer.write_checkpoint(&cp.note)?;
+                cp
+            }
+        };
+        let (latest_tx, latest) = watch::channel(Arc::new(checkpoint));
+        let (tx, rx) = mpsc::channel::<Request>();
+        let sequencer = Sequencer {
+            writer,
+            reader: reader.clone(),
+            signer,
+            machine,
+            clock,
+            config,
+            last_time,
+            latest: latest_tx,
+            halted: None,
+        };
+        let handle = thread::Builder::new().name("covenant-sequencer".into()).spawn(move || sequencer.run(rx))?;
+        Ok(Ledger { tx, reader, latest, thread: Arc::new(Mutex::new(Some(handle))) })
+    }
+
+    /// Appends an entry and waits until it is durable and signed into a
+    /// checkpoint.
+    pub async fn append(&self, entry: NewEntry) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request { entry, reply }).map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// As [`Ledger::append`], blocking the calling thread.
+    pub fn append_blocking(&self, entry: NewEntry) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request { entry, reply }).map_err(|_| AppendError::Closed)?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// The latest signed checkpoint.
+    pub fn checkpoint(&self) -> Arc<SignedCheckpoint> {
+        self.latest.borrow().clone()
+    }
+
+    /// A receiver that sees every new checkpoint.
+    pub fn watch(&self) -> watch::Receiver<Arc<SignedCheckpoint>> {
+        self.latest.clone()
+    }
+
+    fn signed_size(&self) -> u64 {
+        self.latest.borrow().size
+    }
+
+    /// The inclusion proof of `index` at the signed `size`.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        self.check_size(size)?;
+        self.reader.inclusion_proof(index, size)
+    }
+
+    /// The consistency proof from `size1` to the signed `size2`.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, ReadError> {
+        self.check_size(size2)?;
+        self.reader.consistency_proof(size1, size2)
+    }
+
+    /// Header bytes of entries `start..end` (at most [`MAX_PAGE`]).
+    pub fn headers(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        if end.saturating_sub(start) > MAX_PAGE {
+            return Err(ReadError::OutOfRange {
+                what: format!("a page of {} entries (limit {MAX_PAGE})", end - start),
+                size: self.signed_size(),
+            });
+        }
+        self.reader.headers(start, end, self.signed_size())
+    }
+
+    /// The body of entry `index`, checked against its header.
+    pub fn body(&self, index: u64) -> Result<StoredBody, ReadError> {
+        let size = self.signed_size();
+        if index >= size {
+            return Err(ReadError::OutOfRange { what: format!("entry {index}"), size });
+        }
+        self.reader.body(index, size)
+    }
+
+    /// Checks every body against its header's digest; returns how many were
+    /// checked, or the first bad index.
+    pub fn check_bodies(&self) -> Result<u64, ReadError> {
+        let size = self.signed_size();
+        self.reader.scan(size, |_, _, _, _| Ok(()))?;
+        Ok(size)
+    }
+
+    /// Calls `f(index, header bytes, body)` for every signed entry, in order,
+    /// each body checked against its header's digest.
+    pub fn for_each_entry(&self, mut f: impl FnMut(u64, &[u8], &StoredBody)) -> Result<u64, ReadError> {
+        let size = self.signed_size();
+        self.reader.scan(size, |index, _, header, body| {
+            f(index, header, body);
+            Ok(())
+        })?;
+        Ok(size)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), ReadError> {
+        let signed = self.signed_size();
+        if size > signed {
+            return Err(ReadError::OutOfRange { what: format!("tree size {size}"), size: signed });
+        }
+        Ok(())
+    }
+
+    /// Stops the sequencer after the batches already queued and waits for
+    /// it. Other clones of this handle keep it alive until dropped.
+    pub fn close(self) {
+        let thread = self.thread.clone();
+        drop(self);
+        if let Ok(mut guard) = thread.lock()
+            && Arc::strong_count(&thread) == 1
+            && let Some(handle) = guard.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash) -> Result<SignedCheckpoint, String> {
+    let cp = Checkpoint { origin: signer.name().to_owned(), size, root_hash: root, extensions: Vec::new() };
+    let note = cp.sign(signer).map_err(|e| e.to_string())?;
+    Ok(SignedCheckpoint { size, root, note: note.to_text() })
+}
+
+struct Sequencer<S: Storage, M: StateMachine> {
+    writer: LedgerWriter<S>,
+    reader: Arc<LedgerReader<S>>,
+    signer: NoteSigner,
+    machine: M,
+    clock: Clock,
+    config: LedgerConfig,
+    last_time: Timestamp,
+    latest: watch::Sender<Arc<SignedCheckpoint>>,
+    /// Set after a storage failure: nothing more is written.
+    halted: Option<String>,
+}
+
+impl<S: Storage, M: StateMachine> Sequencer<S, M> {
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            let deadline = Instant::now() + self.config.max_wait;
+            while batch.len() < self.config.max_batch {
+                let next = if self.config.max_wait.is_zero() {
+                    rx.try_recv().ok()
+                } else {
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+                };
+                match next {
+                    Some(r) => batch.push(r),
+                    None => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        if let Some(reason) = &self.halted {
+            for r in batch {
+                let _ = r.reply.send(Err(AppendError::Halted(reason.clone())));
+            }
+            return;
+        }
+        // Validate and apply in order; refused entries get their answer now.
+        let mut accepted: Vec<(u64, NewRecord, Reply)> = Vec::new();
+        let now = (self.clock)().max(self.last_time);
+        for req in batch {
+            let index = self.writer.size() + accepted.len() as u64;
+            let mut salt = [0u8; SALT_LEN];
+            if let Err(e) = getrandom::fill(&mut salt) {
+                let _ = req.reply.send(Err(AppendError::Halted(format!("no randomness for the salt: {e}"))));
+                continue;
+            }
+            let header = EntryHeader {
+                kind: req.entry.kind,
+                time: now,
+                actor: req.entry.actor,
+                subjects: req.entry.subjects,
+                body_digest: entries::body_digest(&salt, &req.entry.body),
+            };
+            let header_bytes = match header.to_bytes() {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = req.reply.send(Err(AppendError::Malformed(e.to_string())));
+                    continue;
+                }
+            };
+            match self.machine.apply(index, &header, &req.entry.body) {
+                Ok(()) => {
+                    accepted.push((index, NewRecord { header: header_bytes, salt, body: req.entry.body }, req.reply))
+                }
+                Err(rejection) => {
+                    let _ = req.reply.send(Err(AppendError::Rejected(rejection)));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        self.last_time = now;
+        let records: Vec<NewRecord> = accepted.iter().map(|(_, r, _)| r.clone()).collect();
+        match self.commit(&records) {
+            Ok(checkpoint) => {
+                for (index, record, reply) in accepted {
+                    let result = self
+                        .reader
+                        .inclusion_proof(index, checkpoint.size)
+                        .map(|proof| Appended {
+                            index,
+                            header: record.header,
+                            salt: record.salt,
+                            proof,
+                            checkpoint: checkpoint.clone(),
+                        })
+                        .map_err(|e| AppendError::Halted(e.to_string()));
+                    let _ = reply.send(result);
+                }
+                if let Err(e) = self.writer.remove_superseded() {
+                    self.halted = Some(e.to_string());
+                }
+            }
+            Err(reason) => {
+                // The state machine applied entries that are not durable: it
+                // is ahead of the ledger, so nothing more may be written.
+                self.halted = Some(reason.clone());
+                for (_, _, reply) in accepted {
+                    let _ = reply.send(Err(AppendError::Halted(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Writes the batch, signs its checkpoint and makes that durable.
+    fn commit(&mut self, records: &[NewRecord]) -> Result<Arc<SignedCheckpoint>, String> {
+        let size = self.writer.write_batch(records).map_err(|e| e.to_string())?;
+        let root = self.reader.root(size).map_err(|e| e.to_string())?;
+        let checkpoint = sign_checkpoint(&self.signer, size, root)?;
+        self.writer.write_checkpoint(&checkpoint.note).map_err(|e| e.to_string())?;
+        let checkpoint = Arc::new(checkpoint);
+        self.latest.send_replace(checkpoint.clone());
+        Ok(checkpoint)
+    }
+}

@@ -1,0 +1,111 @@
+//! Views folded from the ledger into sled: indexes only, never the source of
+//! truth. A view remembers the ledger size and root it has folded up to; if
+//! it is behind it catches up, and if its root does not match the ledger's
+//! at that size (a lost, stale or foreign database) it is rebuilt from
+//! scratch. sled's `flush` is not an `fsync` (STACK.md), which is fine here:
+//! a view that loses its tail after a crash simply catches up again.
+
+use covenant_core::ledger::EntryHeader;
+
+use super::storage::Storage;
+use super::store::ReadError;
+use super::{Ledger, MAX_PAGE};
+
+/// Why a view failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// sled failed.
+    #[error("view database: {0}")]
+    Sled(#[from] sled::Error),
+    /// Reading the ledger failed.
+    #[error("reading the ledger: {0}")]
+    Ledger(#[from] ReadError),
+}
+
+const APPLIED: &[u8] = b"applied";
+
+/// Which entries concern each subject id: `subject || 0x00 || be64(index)`.
+#[derive(Debug, Clone)]
+pub struct SubjectIndex {
+    by_subject: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl SubjectIndex {
+    /// Opens the index in a sled database.
+    pub fn open(db: &sled::Db) -> Result<Self, ViewError> {
+        Ok(SubjectIndex { by_subject: db.open_tree("by_subject")?, meta: db.open_tree("meta")? })
+    }
+
+    /// The ledger size folded so far and the root at that size.
+    pub fn applied(&self) -> Result<(u64, [u8; 32]), ViewError> {
+        Ok(self
+            .meta
+            .get(APPLIED)?
+            .and_then(|v| {
+                let size = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+                let root: [u8; 32] = v.get(8..40)?.try_into().ok()?;
+                Some((size, root))
+            })
+            .unwrap_or((0, covenant_core::merkle::EMPTY_ROOT)))
+    }
+
+    /// Folds every signed entry not yet indexed; rebuilds from scratch if the
+    /// index does not belong to this ledger's history. Returns the size now
+    /// indexed.
+    pub fn catch_up<S: Storage>(&self, ledger: &Ledger<S>) -> Result<u64, ViewError> {
+        let checkpoint = ledger.checkpoint();
+        let (mut applied, root) = self.applied()?;
+        let ours = if applied == 0 {
+            covenant_core::merkle::EMPTY_ROOT
+        } else if applied <= checkpoint.size {
+            ledger.reader.root(applied)?
+        } else {
+            [0; 32]
+        };
+        if applied > checkpoint.size || ours != root {
+            self.by_subject.clear()?;
+            applied = 0;
+        }
+        while applied < checkpoint.size {
+            let end = (applied + MAX_PAGE).min(checkpoint.size);
+            let mut batch = sled::Batch::default();
+            for (i, bytes) in ledger.reader.headers(applied, end, checkpoint.size)?.iter().enumerate() {
+                let index = applied + i as u64;
+                let header =
+                    EntryHeader::parse(bytes).map_err(|e| ReadError::Corrupt(format!("entry {index}: {e}")))?;
+                for subject in &header.subjects {
+                    batch.insert(key(subject, index), &[]);
+                }
+            }
+            self.by_subject.apply_batch(batch)?;
+            applied = end;
+            let mut value = applied.to_be_bytes().to_vec();
+            value.extend_from_slice(&ledger.reader.root(applied)?);
+            self.meta.insert(APPLIED, value)?;
+        }
+        Ok(applied)
+    }
+
+    /// The indices of entries naming `subject`, oldest first, at most `limit`.
+    pub fn entries_for(&self, subject: &str, limit: usize) -> Result<Vec<u64>, ViewError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.by_subject.scan_prefix(&prefix).take(limit) {
+            let (k, _) = item?;
+            if let Some(index) = k.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) {
+                out.push(index);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn key(subject: &str, index: u64) -> Vec<u8> {
+    let mut k = subject.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}

@@ -1,0 +1,6 @@
+//! The Covenant update server as a library: the ledger (storage, sequencer,
+//! views) today; the gRPC services over mutual TLS arrive with issue #4.
+
+#![forbid(unsafe_code)]
+
+pub mod ledger;

@@ -1,0 +1,271 @@
+//! The ledger engine in process: appends come back with proofs that verify
+//! in `covenant-core`, checkpoints and tlog-proofs are byte-exact C2SP,
+//! reopening keeps everything, tampering is caught and named, refused
+//! entries are never written, and the sled view rebuilds from the ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use covenant_core::digest::Timestamp;
+use covenant_core::keys::SigningKey;
+use covenant_core::ledger::{EntryHeader, EntryKind};
+use covenant_core::merkle;
+use covenant_core::note::{self, NoteSigner, TlogProof};
+use covenant_core::tiles;
+use covenant_server::ledger::storage::{FsStorage, SimStorage, Storage};
+use covenant_server::ledger::store::{OpenError, ReadError};
+use covenant_server::ledger::views::SubjectIndex;
+use covenant_server::ledger::{AppendError, Clock, Ledger, LedgerConfig, NewEntry, NoteCounter};
+
+fn signer() -> NoteSigner {
+    NoteSigner::new("ledger.test/log", SigningKey::from_seed(&[42; 32])).unwrap()
+}
+
+fn clock() -> Clock {
+    let t = Arc::new(AtomicI64::new(1_800_000_000));
+    Arc::new(move || Timestamp::from_unix(t.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn note(text: &str, subjects: &[&str]) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Note,
+        actor: None,
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        body: text.as_bytes().to_vec(),
+    }
+}
+
+fn open<S: Storage>(storage: Arc<S>) -> Result<Ledger<S>, OpenError> {
+    Ledger::open(storage, signer(), NoteCounter::default(), clock(), LedgerConfig::default())
+}
+
+fn append_many<S: Storage>(ledger: &Ledger<S>, n: usize) -> Vec<covenant_server::ledger::Appended> {
+    // Several threads at once, so batches form.
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| s.spawn(move || ledger.append_blocking(note(&format!("note {i}"), &["ministry-x"])).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn appends_come_back_with_proofs_that_verify_in_core() {
+    let storage = Arc::new(SimStorage::new());
+    let ledger = open(storage).unwrap();
+    let done = append_many(&ledger, 600);
+    let log = signer().verifier();
+    let mut indices: Vec<u64> = done.iter().map(|d| d.index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..600).collect::<Vec<_>>());
+    for d in &done {
+        let proof = d.tlog_proof();
+        let verified =
+            TlogProof::parse(proof.to_text().as_bytes()).unwrap().verify(&merkle::leaf_hash(&d.header), &log).unwrap();
+        assert!(verified.checkpoint().size > d.index);
+        let header = EntryHeader::parse(&d.header).unwrap();
+        header.check_body(&d.salt, ledger.body(d.index).unwrap().body.as_slice()).unwrap();
+    }
+    // The latest checkpoint is consistent with every one handed out.
+    let latest = ledger.checkpoint();
+    for d in &done {
+        if d.checkpoint.size < latest.size {
+            let proof = ledger.consistency_proof(d.checkpoint.size, latest.size).unwrap();
+            merkle::verify_consistency(d.checkpoint.size, latest.size, &proof, &d.checkpoint.root, &latest.root)
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn checkpoint_and_tlog_proof_are_byte_exact_c2sp() {
+    let ledger = open(Arc::new(SimStorage::new())).unwrap();
+    let done = append_many(&ledger, 5);
+    let cp = ledger.checkpoint();
+    let lines: Vec<&str> = cp.note.split('\n').collect();
+    assert_eq!(lines[0], "ledger.test/log");
+    assert_eq!(lines[1], "5");
+    assert_eq!(lines[2], STANDARD.encode(cp.root));
+    assert_eq!(lines[3], "");
+    assert!(lines[4].starts_with("\u{2014} ledger.test/log "));
+    let sig = STANDARD.decode(lines[4].rsplit(' ').next().unwrap()).unwrap();
+    assert_eq!(sig.len(), 4 + 64);
+    assert_eq!(u32::from_be_bytes(sig[..4].try_into().unwrap()), signer().verifier().id());
+    assert_eq!(lines[5], "");
+    assert_eq!(lines.len(), 6);
+    note::open_checkpoint(cp.note.as_bytes(), &signer().verifier()).unwrap();
+
+    let d = done.iter().find(|d| d.checkpoint.size == 5).cloned().unwrap_or_else(|| {
+        let proof = ledger.inclusion_proof(2, 5).unwrap();
+        covenant_server::ledger::Appended {
+            index: 2,
+            header: ledger.headers(2, 3).unwrap().remove(0),
+            salt: [0; 32],
+            proof,
+            checkpoint: cp.clone(),
+        }
+    });
+    let text = d.tlog_proof().to_text();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines[0], "c2sp.org/tlog-proof@v1");
+    assert_eq!(lines[1], format!("index {}", d.index));
+    let hashes = &lines[2..2 + d.proof.len()];
+    for (line, hash) in hashes.iter().zip(&d.proof) {
+        assert_eq!(*line, STANDARD.encode(hash));
+    }
+    assert_eq!(lines[2 + d.proof.len()], "");
+    assert_eq!(lines[3 + d.proof.len()..].join("\n"), d.checkpoint.note);
+}
+
+#[test]
+fn reopening_keeps_every_entry_and_the_checkpoint() {
+    let dir = tempdir("reopen");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let ledger = open(storage.clone()).unwrap();
+    let done = append_many(&ledger, 300);
+    let before = ledger.checkpoint();
+    ledger.close();
+    let again = open(storage).unwrap();
+    assert_eq!(again.checkpoint(), before);
+    for d in &done {
+        assert_eq!(again.headers(d.index, d.index + 1).unwrap()[0], d.header);
+    }
+    assert_eq!(again.check_bodies().unwrap(), 300);
+    // It goes on appending where it stopped.
+    let more = append_many(&again, 10);
+    assert!(more.iter().all(|d| d.index >= 300));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn refused_entries_are_never_written() {
+    let ledger = open(Arc::new(SimStorage::new())).unwrap();
+    append_many(&ledger, 3);
+    let before = ledger.checkpoint();
+    let err = ledger.append_blocking(NewEntry { body: Vec::new(), ..note("", &[]) }).unwrap_err();
+    assert!(matches!(err, AppendError::Rejected(_)), "{err}");
+    let err = ledger.append_blocking(note("x", &["Not An Id"])).unwrap_err();
+    assert!(matches!(err, AppendError::Malformed(_)), "{err}");
+    assert_eq!(ledger.checkpoint(), before);
+}
+
+#[test]
+fn bad_reads_are_refused() {
+    let ledger = open(Arc::new(SimStorage::new())).unwrap();
+    append_many(&ledger, 10);
+    assert!(matches!(ledger.inclusion_proof(10, 10), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.inclusion_proof(0, 11), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.consistency_proof(0, 10), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.consistency_proof(5, 11), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.headers(0, 2000), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.headers(5, 11), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.body(10), Err(ReadError::OutOfRange { .. })));
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("covenant-ledger-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A ledger of 700 entries on disk, closed, for tampering.
+fn stored_ledger(name: &str) -> (std::path::PathBuf, Arc<FsStorage>) {
+    let dir = tempdir(name);
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let ledger = open(storage.clone()).unwrap();
+    append_many(&ledger, 700);
+    ledger.close();
+    (dir, storage)
+}
+
+fn flip(path: &std::path::Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_a_stored_entry_refuses_open_naming_it() {
+    let (dir, storage) = stored_ledger("tamper-entry");
+    // The 3rd entry of bundle 1 (entry 258): skip two length-prefixed entries.
+    let path = dir.join(tiles::bundle_path(1, 256));
+    let bytes = std::fs::read(&path).unwrap();
+    let first = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+    let second = u16::from_be_bytes([bytes[2 + first], bytes[3 + first]]) as usize;
+    flip(&path, 2 + first + 2 + second + 2 + 10);
+    let err = open(storage).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("entry 258 is corrupt"), "{msg}");
+    assert!(msg.contains("tile/entries/001"), "{msg}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_a_stored_tile_refuses_open_naming_it() {
+    let (dir, storage) = stored_ledger("tamper-tile");
+    flip(&dir.join(tiles::tile_path(0, 0, 256)), 32 * 17 + 3);
+    let msg = open(storage).unwrap_err().to_string();
+    assert!(msg.contains("tile/0/000 is corrupt at position 17"), "{msg}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_the_checkpoint_refuses_open() {
+    let (dir, storage) = stored_ledger("tamper-checkpoint");
+    let path = dir.join("checkpoint");
+    let text = std::fs::read_to_string(&path).unwrap().replacen("\n700\n", "\n701\n", 1);
+    std::fs::write(&path, text).unwrap();
+    let msg = open(storage).unwrap_err().to_string();
+    assert!(msg.contains("checkpoint does not verify"), "{msg}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn flipped_byte_in_a_body_is_caught_on_read_and_by_check_naming_its_index() {
+    let (dir, storage) = stored_ledger("tamper-body");
+    // Find entry 123's record: the index file holds end offsets.
+    let index = std::fs::read(dir.join("bodies/index")).unwrap();
+    let start = u64::from_be_bytes(index[122 * 8..123 * 8].try_into().unwrap()) as usize;
+    flip(&dir.join("bodies/data"), start + 32 + 1);
+    // Open checks every body while it folds the state: it refuses, naming the entry.
+    let msg = open(storage.clone()).unwrap_err().to_string();
+    assert!(msg.contains("entry 123"), "{msg}");
+    // A reader that does not fold (the check command, an auditor) finds it too.
+    let reader = covenant_server::ledger::store::recover(storage.clone(), &signer().verifier(), 64).unwrap().reader;
+    let err = reader.body(123, 700).unwrap_err().to_string();
+    assert!(err.contains("body of entry 123 does not match"), "{err}");
+    assert!(reader.body(122, 700).is_ok());
+    let err = reader.scan(700, |_, _, _, _| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("body of entry 123 does not match"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sled_view_catches_up_and_rebuilds_from_the_ledger() {
+    let ledger = open(Arc::new(SimStorage::new())).unwrap();
+    for i in 0..40 {
+        let subject = if i % 4 == 0 { "ministry-x" } else { "ministry-y" };
+        ledger.append_blocking(note(&format!("n{i}"), &[subject])).unwrap();
+    }
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let view = SubjectIndex::open(&db).unwrap();
+    assert_eq!(view.catch_up(&ledger).unwrap(), 40);
+    assert_eq!(view.entries_for("ministry-x", 100).unwrap(), (0..40).step_by(4).collect::<Vec<u64>>());
+    ledger.append_blocking(note("n40", &["ministry-x"])).unwrap();
+    assert_eq!(view.catch_up(&ledger).unwrap(), 41);
+    assert_eq!(view.entries_for("ministry-x", 100).unwrap().last(), Some(&40));
+
+    // A view of another ledger's history is rebuilt, not trusted.
+    let other = open(Arc::new(SimStorage::new())).unwrap();
+    for i in 0..50 {
+        other.append_blocking(note(&format!("other {i}"), &["ministry-z"])).unwrap();
+    }
+    assert_eq!(view.catch_up(&other).unwrap(), 50);
+    assert!(view.entries_for("ministry-x", 100).unwrap().is_empty());
+    assert_eq!(view.entries_for("ministry-z", 100).unwrap().len(), 50);
+}
