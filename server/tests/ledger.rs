@@ -217,9 +217,11 @@ fn flipped_byte_in_a_stored_tile_refuses_open_naming_it() {
 #[test]
 fn flipped_byte_in_the_checkpoint_refuses_open() {
     let (dir, storage) = stored_ledger("tamper-checkpoint");
-    let path = dir.join("checkpoint");
-    let text = std::fs::read_to_string(&path).unwrap().replacen("\n700\n", "\n701\n", 1);
-    std::fs::write(&path, text).unwrap();
+    // The checkpoint log's last record is what recovery trusts.
+    let path = dir.join("log/checkpoints");
+    let bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(5).rposition(|w| w == b"\n700\n").unwrap();
+    flip(&path, at + 3);
     let msg = open(storage).unwrap_err().to_string();
     assert!(msg.contains("checkpoint does not verify"), "{msg}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -228,15 +230,18 @@ fn flipped_byte_in_the_checkpoint_refuses_open() {
 #[test]
 fn flipped_byte_in_a_body_is_caught_on_read_and_by_check_naming_its_index() {
     let (dir, storage) = stored_ledger("tamper-body");
-    // Find entry 123's record: the index file holds end offsets.
-    let index = std::fs::read(dir.join("bodies/index")).unwrap();
+    // Find entry 123's journal record: the index file holds end offsets.
+    let index = std::fs::read(dir.join("log/index")).unwrap();
     let start = u64::from_be_bytes(index[122 * 8..123 * 8].try_into().unwrap()) as usize;
-    flip(&dir.join("bodies/data"), start + 32 + 1);
+    let journal = std::fs::read(dir.join("log/journal")).unwrap();
+    let header_len = u32::from_be_bytes(journal[start..start + 4].try_into().unwrap()) as usize;
+    flip(&dir.join("log/journal"), start + 4 + header_len + 4 + 32 + 1);
     // Open checks every body while it folds the state: it refuses, naming the entry.
     let msg = open(storage.clone()).unwrap_err().to_string();
     assert!(msg.contains("entry 123"), "{msg}");
     // A reader that does not fold (the check command, an auditor) finds it too.
-    let reader = covenant_server::ledger::store::recover(storage.clone(), &signer().verifier(), 64).unwrap().reader;
+    let reader = covenant_server::ledger::storage::FsStorage::new(&dir).map(Arc::new).unwrap();
+    let reader = covenant_server::ledger::store::LedgerReader::new(reader, 64);
     let err = reader.body(123, 700).unwrap_err().to_string();
     assert!(err.contains("body of entry 123 does not match"), "{err}");
     assert!(reader.body(122, 700).is_ok());
@@ -268,4 +273,21 @@ fn sled_view_catches_up_and_rebuilds_from_the_ledger() {
     assert_eq!(view.catch_up(&other).unwrap(), 50);
     assert!(view.entries_for("ministry-x", 100).unwrap().is_empty());
     assert_eq!(view.entries_for("ministry-z", 100).unwrap().len(), 50);
+}
+
+#[test]
+fn flipped_byte_in_a_journal_header_refuses_open() {
+    let (dir, storage) = stored_ledger("tamper-journal");
+    // Entry 10's header, inside the journal: change its time's last digit.
+    let index = std::fs::read(dir.join("log/index")).unwrap();
+    let start = u64::from_be_bytes(index[9 * 8..10 * 8].try_into().unwrap()) as usize;
+    let journal = std::fs::read(dir.join("log/journal")).unwrap();
+    let header_len = u32::from_be_bytes(journal[start..start + 4].try_into().unwrap()) as usize;
+    let header = &journal[start + 4..start + 4 + header_len];
+    let z = header.windows(2).position(|w| w == b"Z\"").unwrap();
+    flip(&dir.join("log/journal"), start + 4 + z - 1);
+    let msg = open(storage).unwrap_err().to_string();
+    assert!(msg.contains("the journal record of entry 10 is corrupt"), "{msg}");
+    assert!(msg.contains("tile/entries/000"), "{msg}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -227,26 +227,15 @@ impl<S: Storage> Ledger<S> {
         clock: Clock,
         config: LedgerConfig,
     ) -> Result<Self, OpenError> {
-        let recovered = store::recover(storage, &signer.verifier(), config.cache_tiles)?;
+        // Recovery reads the journal once, folding every entry into the state.
+        let mut last_time = Timestamp::from_unix(i64::MIN);
+        let recovered = store::recover(storage, &signer.verifier(), config.cache_tiles, |index, header, body| {
+            last_time = header.time;
+            machine.replay(index, header, &body.body)
+        })?;
         let mut writer = recovered.writer;
         let reader = recovered.reader;
         let size = writer.size();
-
-        let mut last_time = Timestamp::from_unix(i64::MIN);
-        let mut refused: Option<(u64, String)> = None;
-        let scanned = reader.scan(size, |index, header, _, body| {
-            last_time = header.time;
-            machine.replay(index, header, &body.body).map_err(|reason| {
-                refused = Some((index, reason));
-                ReadError::Corrupt(String::new())
-            })
-        });
-        match (scanned, refused) {
-            (_, Some((index, reason))) => return Err(OpenError::Replay { index, reason }),
-            (Err(ReadError::Storage(io)), None) => return Err(OpenError::Storage(io)),
-            (Err(other), None) => return Err(OpenError::Read(other.to_string())),
-            (Ok(()), None) => {}
-        }
 
         let checkpoint = match recovered.checkpoint {
             Some(v) => SignedCheckpoint { size, root: v.checkpoint().root_hash, note: v.note().to_text() },

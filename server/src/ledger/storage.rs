@@ -142,7 +142,9 @@ impl Storage for FsStorage {
     }
 
     fn sync(&self, path: &str) -> io::Result<()> {
-        File::open(self.path(path))?.sync_all()
+        // fdatasync: the data and the metadata needed to read it back (the
+        // size), without the timestamps that fsync would also write.
+        File::open(self.path(path))?.sync_data()
     }
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
