@@ -52,12 +52,7 @@ impl KeyId {
 
     /// Parses a 64-character lowercase hex key id.
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(KeyId(out))
+        crate::digest::decode_lower_hex(s).map(KeyId)
     }
 
     /// The raw 32 bytes.

@@ -31,7 +31,8 @@ fn signer() -> NoteSigner {
 
 /// A body the size of a small signed envelope.
 fn body(i: u64) -> Vec<u8> {
-    let mut b = format!("{{\"payloadType\":\"application/vnd.covenant.action.v1+json\",\"n\":{i},\"payload\":\"").into_bytes();
+    let mut b =
+        format!("{{\"payloadType\":\"application/vnd.covenant.action.v1+json\",\"n\":{i},\"payload\":\"").into_bytes();
     b.extend(std::iter::repeat_n(b'A', 300));
     b.extend_from_slice(b"\"}");
     b
@@ -51,6 +52,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // `--reopen DIR`: only time reopening an existing ledger (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args.iter().position(|a| a == "--reopen").and_then(|i| args.get(i + 1)) {
+        let start = Instant::now();
+        let ledger = open(std::path::Path::new(dir));
+        println!("reopened {} entries in {:.2} s", ledger.checkpoint().size, start.elapsed().as_secs_f64());
+        return;
+    }
+    let keep = args.iter().any(|a| a == "--keep");
     let entries = arg("--entries", 1_000_000);
     let seconds = arg("--seconds", 5);
     let root = std::env::temp_dir().join(format!("covenant-ledger-bench-{}", std::process::id()));
@@ -85,7 +95,10 @@ fn main() {
             total
         });
         let secs = start.elapsed().as_secs_f64();
-        println!("durable appends/s, 64 concurrent appenders waiting for proofs: {:.0} ({done} in {secs:.1} s; target >= 20000)", done as f64 / secs);
+        println!(
+            "durable appends/s, 64 concurrent appenders waiting for proofs: {:.0} ({done} in {secs:.1} s; target >= 20000)",
+            done as f64 / secs
+        );
         ledger.close();
     }
 
@@ -179,5 +192,9 @@ fn main() {
         );
         ledger.close();
     }
-    let _ = std::fs::remove_dir_all(&root);
+    if keep {
+        println!("kept the ledgers in {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -159,11 +159,19 @@ pub struct LedgerConfig {
     pub max_wait: Duration,
     /// Expanded tiles kept in memory for proofs (16 KiB each).
     pub cache_tiles: usize,
+    /// How often derived files (partial tiles for static serving, the
+    /// `checkpoint` copy) are written and full tiles made durable.
+    pub flush_interval: Duration,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { max_batch: 1024, max_wait: Duration::ZERO, cache_tiles: 4096 }
+        LedgerConfig {
+            max_batch: 1024,
+            max_wait: Duration::ZERO,
+            cache_tiles: 4096,
+            flush_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -402,6 +410,18 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                 }
             }
             self.process(batch);
+            if self.halted.is_none() && self.writer.flush_due(self.config.flush_interval) {
+                self.flush();
+            }
+        }
+        if self.halted.is_none() {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.writer.flush() {
+            self.halted = Some(e.to_string());
         }
     }
 
@@ -465,9 +485,6 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                         })
                         .map_err(|e| AppendError::Halted(e.to_string()));
                     let _ = reply.send(result);
-                }
-                if let Err(e) = self.writer.remove_superseded() {
-                    self.halted = Some(e.to_string());
                 }
             }
             Err(reason) => {

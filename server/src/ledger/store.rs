@@ -30,7 +30,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use covenant_core::ledger::{EntryHeader, SALT_LEN};
 use covenant_core::merkle::{self, Hash, HashReader};
@@ -226,6 +227,34 @@ pub struct LedgerReader<S: Storage> {
     storage: Arc<S>,
     cache: Mutex<HashMap<(u8, u64, u64), Arc<ExpandedTile>>>,
     cache_limit: usize,
+    /// The partial bundle and tiles at the latest written size. Partial files
+    /// on disk are written lazily, for static serving; readers use this.
+    edge: RwLock<Arc<EdgeView>>,
+}
+
+/// The right edge of the tree as readers see it, with each partial tile
+/// expanded once, when first needed.
+#[derive(Debug, Default)]
+struct EdgeView {
+    size: u64,
+    bundle: Vec<u8>,
+    tiles: Vec<Vec<Hash>>,
+    expanded: Vec<OnceLock<Arc<ExpandedTile>>>,
+}
+
+impl EdgeView {
+    fn new(size: u64, bundle: Vec<u8>, tiles: Vec<Vec<Hash>>) -> Self {
+        let expanded = tiles.iter().map(|_| OnceLock::new()).collect();
+        EdgeView { size, bundle, tiles, expanded }
+    }
+
+    /// The expanded partial tile of `level`. Its complete nodes are those of
+    /// any narrower version of the same tile.
+    fn expanded(&self, level: u8) -> Option<Arc<ExpandedTile>> {
+        let hashes = self.tiles.get(usize::from(level))?;
+        let cell = self.expanded.get(usize::from(level))?;
+        Some(cell.get_or_init(|| Arc::new(ExpandedTile::new(hashes.clone()))).clone())
+    }
 }
 
 impl<S: Storage> std::fmt::Debug for LedgerReader<S> {
@@ -237,7 +266,22 @@ impl<S: Storage> std::fmt::Debug for LedgerReader<S> {
 impl<S: Storage> LedgerReader<S> {
     /// A reader caching up to `cache_limit` expanded tiles (16 KiB each).
     pub fn new(storage: Arc<S>, cache_limit: usize) -> Self {
-        LedgerReader { storage, cache: Mutex::new(HashMap::new()), cache_limit: cache_limit.max(16) }
+        LedgerReader {
+            storage,
+            cache: Mutex::new(HashMap::new()),
+            cache_limit: cache_limit.max(16),
+            edge: RwLock::new(Arc::new(EdgeView::default())),
+        }
+    }
+
+    fn set_edge(&self, view: EdgeView) {
+        if let Ok(mut e) = self.edge.write() {
+            *e = Arc::new(view);
+        }
+    }
+
+    fn edge(&self) -> Arc<EdgeView> {
+        self.edge.read().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// The storage underneath.
@@ -252,6 +296,16 @@ impl<S: Storage> LedgerReader<S> {
         let key = (level, index, width);
         if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(t);
+        }
+        // The partial tile at the edge comes from memory.
+        let edge = self.edge();
+        let count = tiles::nodes_at_level(edge.size, level * TILE_HEIGHT);
+        if width < TILE_WIDTH
+            && index == count / TILE_WIDTH
+            && edge.tiles.get(usize::from(level)).is_some_and(|p| p.len() as u64 >= width)
+            && let Some(tile) = edge.expanded(level)
+        {
+            return Ok(tile);
         }
         let path = tiles::tile_path(level, index, width);
         let (bytes, read_width, read_path) = match self.storage.read(&path)? {
@@ -309,20 +363,8 @@ impl<S: Storage> LedgerReader<S> {
         let mut out = Vec::new();
         let mut n = start / TILE_WIDTH;
         while n * TILE_WIDTH < end {
-            let width = tiles::tile_width(size, n);
-            let path = tiles::bundle_path(n, width);
-            let (bytes, read_width) = match self.storage.read(&path)? {
-                Some(b) => (b, width),
-                None if width < TILE_WIDTH => (
-                    self.storage
-                        .read(&bundle_base(n))?
-                        .ok_or_else(|| ReadError::Corrupt(format!("{path} is missing")))?,
-                    TILE_WIDTH,
-                ),
-                None => return Err(ReadError::Corrupt(format!("{path} is missing"))),
-            };
-            let entries =
-                tiles::decode_bundle(&path, &bytes, read_width).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+            let (bytes, path, count) = self.bundle(n, tiles::tile_width(size, n))?;
+            let entries = tiles::decode_bundle(&path, &bytes, count).map_err(|e| ReadError::Corrupt(e.to_string()))?;
             for (i, e) in entries.into_iter().enumerate() {
                 let index = n * TILE_WIDTH + i as u64;
                 if index >= start && index < end {
@@ -334,6 +376,26 @@ impl<S: Storage> LedgerReader<S> {
         Ok(out)
     }
 
+    /// Bundle `n` holding at least `width` entries: the edge's partial
+    /// bundle from memory, else the full bundle, else a partial file.
+    /// Returns its bytes, its path and how many entries it holds.
+    fn bundle(&self, n: u64, width: u64) -> Result<(Vec<u8>, String, u64), ReadError> {
+        let edge = self.edge();
+        let edge_width = edge.size % TILE_WIDTH;
+        if width < TILE_WIDTH && n == edge.size / TILE_WIDTH && edge_width >= width {
+            return Ok((edge.bundle.clone(), tiles::bundle_path(n, edge_width), edge_width));
+        }
+        let full = bundle_base(n);
+        if let Some(bytes) = self.storage.read(&full)? {
+            return Ok((bytes, full, TILE_WIDTH));
+        }
+        let path = tiles::bundle_path(n, width);
+        match self.storage.read(&path)? {
+            Some(bytes) => Ok((bytes, path, width)),
+            None => Err(ReadError::Corrupt(format!("{path} is missing"))),
+        }
+    }
+
     /// The body of entry `index`, checked against its header's digest (the
     /// header as served from the entry bundles).
     pub fn body(&self, index: u64, size: u64) -> Result<StoredBody, ReadError> {
@@ -341,7 +403,8 @@ impl<S: Storage> LedgerReader<S> {
             self.headers(index, index + 1, size)?.pop().ok_or_else(|| ReadError::Corrupt("no header".into()))?;
         let header =
             EntryHeader::parse(&header_bytes).map_err(|e| ReadError::Corrupt(format!("entry {index}: {e}")))?;
-        let start = if index == 0 { 0 } else { read_u64(&self.storage.read_range(JOURNAL_INDEX, (index - 1) * 8, 8)?) };
+        let start =
+            if index == 0 { 0 } else { read_u64(&self.storage.read_range(JOURNAL_INDEX, (index - 1) * 8, 8)?) };
         let end = read_u64(&self.storage.read_range(JOURNAL_INDEX, index * 8, 8)?);
         let len = end
             .checked_sub(start)
@@ -370,9 +433,9 @@ impl<S: Storage> LedgerReader<S> {
                 journal.next()?.ok_or_else(|| ReadError::Corrupt(format!("the journal ends before entry {index}")))?;
             let header =
                 EntryHeader::parse(&header_bytes).map_err(|e| ReadError::Corrupt(format!("entry {index}: {e}")))?;
-            header
-                .check_body(&body.salt, &body.body)
-                .map_err(|_| ReadError::Corrupt(format!("the body of entry {index} does not match its header's digest")))?;
+            header.check_body(&body.salt, &body.body).map_err(|_| {
+                ReadError::Corrupt(format!("the body of entry {index} does not match its header's digest"))
+            })?;
             f(index, &header, &header_bytes, &body)?;
         }
         Ok(())
@@ -472,7 +535,10 @@ impl Edge {
             if !partial.is_empty() {
                 let level = level as u8;
                 let count = tiles::nodes_at_level(self.size, level * TILE_HEIGHT);
-                out.push((tiles::tile_path(level, count / TILE_WIDTH, partial.len() as u64), tiles::encode_tile(partial)));
+                out.push((
+                    tiles::tile_path(level, count / TILE_WIDTH, partial.len() as u64),
+                    tiles::encode_tile(partial),
+                ));
             }
         }
         out
@@ -482,13 +548,16 @@ impl Edge {
 /// Writes batches. Owned by the sequencer alone.
 pub struct LedgerWriter<S: Storage> {
     storage: Arc<S>,
+    reader: Arc<LedgerReader<S>>,
     edge: Edge,
     /// Directories and long-lived files whose names are known to be durable
     /// (their parent directory was fsynced after they appeared).
     named: BTreeSet<String>,
-    /// Full tiles and bundles written since the last checkpoint, whose
-    /// partial versions can go once that checkpoint is durable.
-    superseded: Vec<String>,
+    /// Full tiles and bundles written but not yet fsynced.
+    pending: Vec<String>,
+    /// The latest checkpoint note, for the static copy.
+    note: Option<String>,
+    last_flush: Instant,
 }
 
 impl<S: Storage> std::fmt::Debug for LedgerWriter<S> {
@@ -497,16 +566,21 @@ impl<S: Storage> std::fmt::Debug for LedgerWriter<S> {
     }
 }
 
+/// The durability watermark of derived files: every full tile and bundle
+/// for sizes up to the last value here was fsynced.
+const DERIVED: &str = "log/derived";
+
 impl<S: Storage> LedgerWriter<S> {
     /// The number of entries written (signed or about to be).
     pub fn size(&self) -> u64 {
         self.edge.size
     }
 
-    /// Writes a batch and makes it durable (journal, and the full tiles and
-    /// bundles it completes); the caller then signs and writes the
-    /// checkpoint. On error the writer must not be used again: the ledger
-    /// has to be reopened, which discards the partial batch.
+    /// Writes a batch and makes it durable in the journal; the caller then
+    /// signs and writes the checkpoint. The full tiles and bundles the batch
+    /// completes are written for readers and made durable by the next
+    /// [`LedgerWriter::flush`]. On error the writer must not be used again:
+    /// the ledger has to be reopened, which discards the partial batch.
     pub fn write_batch(&mut self, records: &[NewRecord]) -> io::Result<u64> {
         if records.is_empty() {
             return Ok(self.edge.size);
@@ -520,47 +594,73 @@ impl<S: Storage> LedgerWriter<S> {
             self.edge.push(&r.header, &mut |path, bytes| full.push((path, bytes)))?;
         }
         self.edge.journal_end += journal.len() as u64;
-
-        // Durable: the journal, the full files, and the names of both.
         self.storage.append(JOURNAL, &journal)?;
         for (path, bytes) in &full {
             self.storage.write(path, bytes)?;
         }
-        self.storage.sync(JOURNAL)?;
-        for (path, _) in &full {
-            self.storage.sync(path)?;
-        }
-        let mut names = vec![JOURNAL.to_owned()];
-        names.extend(full.iter().map(|(path, _)| path.clone()));
-        self.make_names_durable(&names)?;
-        self.superseded.extend(full.into_iter().map(|(path, _)| path));
-
-        // Derived, not durable: rebuilt from the journal after a crash.
         self.storage.append(JOURNAL_INDEX, &index)?;
-        for (path, bytes) in self.edge.partials() {
-            self.storage.write(&path, &bytes)?;
-        }
+        self.storage.sync(JOURNAL)?;
+        self.make_names_durable(&[JOURNAL.to_owned()])?;
+        self.pending.extend(full.into_iter().map(|(path, _)| path));
+        self.reader.set_edge(self.edge.view());
         Ok(self.edge.size)
     }
 
     /// Appends `note` to the checkpoint log and fsyncs it; when this
-    /// returns, the checkpoint is durable. Then refreshes the `checkpoint`
-    /// copy for serving.
+    /// returns, the checkpoint is durable.
     pub fn write_checkpoint(&mut self, note: &str) -> io::Result<()> {
         let mut frame = (note.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(note.as_bytes());
         self.storage.append(CHECKPOINTS, &frame)?;
         self.storage.sync(CHECKPOINTS)?;
         self.make_names_durable(&[CHECKPOINTS.to_owned()])?;
-        self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
-        self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
+        self.note = Some(note.to_owned());
+        Ok(())
+    }
+
+    /// Whether `interval` has passed since the last flush.
+    pub fn flush_due(&self, interval: Duration) -> bool {
+        self.last_flush.elapsed() >= interval
+    }
+
+    /// Publishes the derived files and makes the full ones durable: writes
+    /// the partial tiles and bundle and the `checkpoint` copy for static
+    /// serving; fsyncs the full tiles and bundles written since the last
+    /// flush and their directories; records the size they cover in the
+    /// durability watermark; and removes the partial files they supersede.
+    /// Creating and renaming files makes every later fsync slower on ext4,
+    /// so this runs about once a second rather than once a batch.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.last_flush = Instant::now();
+        for (path, bytes) in self.edge.partials() {
+            self.storage.write(&path, &bytes)?;
+        }
+        if let Some(note) = &self.note {
+            self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
+            self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for path in &pending {
+            self.storage.sync(path)?;
+        }
+        self.make_names_durable(&pending)?;
+        self.storage.append(DERIVED, &self.edge.size.to_be_bytes())?;
+        self.storage.sync(DERIVED)?;
+        self.make_names_durable(&[DERIVED.to_owned()])?;
+        for base in pending {
+            let dir = format!("{base}.p");
+            for name in self.storage.list(&dir)? {
+                self.storage.remove(&format!("{dir}/{name}"))?;
+            }
+            self.storage.remove(&dir)?;
+        }
         Ok(())
     }
 
     /// Fsyncs the directories that hold `paths` and every ancestor not yet
-    /// known to be durably named, deepest first. The journal and the
-    /// checkpoint log are remembered once named; one-off files (full tiles)
-    /// are not, but their directories are.
+    /// known to be durably named, deepest first. The long-lived files are
+    /// remembered once named; one-off files (full tiles) are not, but their
+    /// directories are.
     fn make_names_durable(&mut self, paths: &[String]) -> io::Result<()> {
         let mut dirs: BTreeSet<String> = BTreeSet::new();
         let mut learned = Vec::new();
@@ -569,7 +669,7 @@ impl<S: Storage> LedgerWriter<S> {
             while !self.named.contains(&p) {
                 let dir = parent(&p).to_owned();
                 dirs.insert(dir.clone());
-                if p != *path || p == JOURNAL || p == CHECKPOINTS {
+                if p != *path || p == JOURNAL || p == CHECKPOINTS || p == DERIVED {
                     learned.push(p.clone());
                 }
                 if dir.is_empty() {
@@ -585,19 +685,11 @@ impl<S: Storage> LedgerWriter<S> {
         self.named.extend(learned);
         Ok(())
     }
+}
 
-    /// Removes the partial tiles and bundles that full ones superseded.
-    /// Called once the checkpoint covering the full ones is durable; if a
-    /// removal is lost in a crash, the stale partial is harmless.
-    pub fn remove_superseded(&mut self) -> io::Result<()> {
-        for base in std::mem::take(&mut self.superseded) {
-            let dir = format!("{base}.p");
-            for name in self.storage.list(&dir)? {
-                self.storage.remove(&format!("{dir}/{name}"))?;
-            }
-            self.storage.remove(&dir)?;
-        }
-        Ok(())
+impl Edge {
+    fn view(&self) -> EdgeView {
+        EdgeView::new(self.size, self.bundle.clone(), self.tiles.clone())
     }
 }
 
@@ -620,9 +712,10 @@ impl<S: Storage> std::fmt::Debug for Recovered<S> {
 /// Opens the ledger in `storage`: takes the last checkpoint of the
 /// checkpoint log and checks it with `log`; discards everything past it;
 /// reads the journal once, checking every body against its header and
-/// handing each entry to `replay`; rebuilds the derived files; and checks
-/// that the stored entries and tiles reproduce the checkpoint, refusing to
-/// open, naming the first bad file or entry, if they do not.
+/// handing each entry to `replay`; checks that the journal reproduces the
+/// checkpoint and that every full tile and bundle made durable matches it,
+/// refusing to open, naming the first bad entry or file, if not; and
+/// rebuilds the derived files that a crash may have lost.
 pub fn recover<S: Storage>(
     storage: Arc<S>,
     log: &NoteVerifier,
@@ -631,14 +724,20 @@ pub fn recover<S: Storage>(
 ) -> Result<Recovered<S>, OpenError> {
     storage.remove(CHECKPOINT_TMP)?;
     let checkpoint = last_checkpoint(&*storage, log)?;
-    let (size, root) = checkpoint.as_ref().map_or((0, merkle::EMPTY_ROOT), |c| (c.checkpoint().size, c.checkpoint().root_hash));
+    let (size, root) =
+        checkpoint.as_ref().map_or((0, merkle::EMPTY_ROOT), |c| (c.checkpoint().size, c.checkpoint().root_hash));
+    let durable = derived_watermark(&*storage)?.min(size);
     discard_beyond(&*storage, size)?;
 
     // One pass over the journal: bodies, replay, the edge; and every full
-    // bundle and tile it implies compared with the stored one.
+    // bundle and tile it implies compared with the stored one. Those made
+    // durable (completed at or below the watermark) must match; later ones
+    // may be missing or torn after a crash and are rewritten.
     let mut edge = Edge { level8: Some(Vec::new()), ..Edge::default() };
     let mut ends = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_mul(8));
     let mut first_difference: Option<TileError> = None;
+    let mut rewrite: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut pending = Vec::new();
     let mut journal = JournalScanner::new(&*storage)?;
     for index in 0..size {
         let Some((header_bytes, body, end)) = journal.next()? else {
@@ -653,18 +752,23 @@ pub fn recover<S: Storage>(
         let mut full = Vec::new();
         edge.push(&header_bytes, &mut |path, bytes| full.push((path, bytes)))?;
         for (path, ours) in full {
-            if first_difference.is_some() {
-                continue;
-            }
             let stored = storage.read(&path)?;
-            if stored.as_deref() != Some(ours.as_slice()) {
-                first_difference = Some(describe_difference(&path, stored.as_deref(), &ours, index));
+            let same = stored.as_deref() == Some(ours.as_slice());
+            if index < durable {
+                if !same && first_difference.is_none() {
+                    first_difference = Some(describe_difference(&path, stored.as_deref(), &ours, index));
+                }
+            } else {
+                pending.push(path.clone());
+                if !same {
+                    rewrite.push((path, ours));
+                }
             }
         }
         ends.extend_from_slice(&end.to_be_bytes());
         edge.journal_end = end;
     }
-    // The journal must reproduce the signed root. If it does, a stored file
+    // The journal must reproduce the signed root. If it does, a durable file
     // that differs from what the journal implies is corrupt; if it does not,
     // the journal is.
     let level8 = edge.level8.take().unwrap_or_default();
@@ -689,23 +793,34 @@ pub fn recover<S: Storage>(
     if storage.read(JOURNAL_INDEX)?.as_deref() != Some(ends.as_slice()) {
         storage.write(JOURNAL_INDEX, &ends)?;
     }
-    for (path, bytes) in edge.partials() {
-        if storage.read(&path)?.as_deref() != Some(bytes.as_slice()) {
-            storage.write(&path, &bytes)?;
-        }
-    }
-    if let Some(cp) = &checkpoint {
-        let text = cp.note().to_text();
-        if storage.read(CHECKPOINT)?.as_deref() != Some(text.as_bytes()) {
-            storage.write(CHECKPOINT, text.as_bytes())?;
-        }
+    for (path, bytes) in &rewrite {
+        storage.write(path, bytes)?;
     }
     let reader = Arc::new(LedgerReader::new(storage.clone(), cache_limit));
-    Ok(Recovered {
-        writer: LedgerWriter { storage, edge, named: BTreeSet::new(), superseded: Vec::new() },
-        reader,
-        checkpoint,
-    })
+    reader.set_edge(edge.view());
+    let mut writer = LedgerWriter {
+        storage,
+        reader: reader.clone(),
+        edge,
+        named: BTreeSet::new(),
+        pending,
+        note: checkpoint.as_ref().map(|c| c.note().to_text()),
+        last_flush: Instant::now(),
+    };
+    // Everything derived is now written; make it durable before serving.
+    writer.flush()?;
+    Ok(Recovered { writer, reader, checkpoint })
+}
+
+/// The last whole value of the durability watermark (0 if none).
+fn derived_watermark<S: Storage>(storage: &S) -> io::Result<u64> {
+    let Some(bytes) = storage.read(DERIVED)? else { return Ok(0) };
+    let whole = bytes.len() / 8 * 8;
+    if whole < bytes.len() {
+        storage.truncate(DERIVED, whole as u64)?;
+        storage.sync(DERIVED)?;
+    }
+    Ok(bytes.get(whole.saturating_sub(8)..whole).map(read_u64).unwrap_or(0))
 }
 
 /// Names what differs between a stored full bundle or tile and the one the
