@@ -105,8 +105,12 @@ impl Storage for FsStorage {
     fn read_range(&self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut f = File::open(self.path(path))?;
         f.seek(SeekFrom::Start(offset))?;
-        let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf)?;
+        // Read into spare capacity: no zero-filling of large buffers first.
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() != len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
         Ok(buf)
     }
 

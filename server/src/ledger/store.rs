@@ -40,9 +40,18 @@ use covenant_core::tiles::{self, TILE_HEIGHT, TILE_WIDTH, TileError};
 
 use super::storage::{Storage, parent};
 
-/// Parses one journal record at the start of `bytes`: (header, salt, body,
-/// record length), or `None` if `bytes` does not hold a whole record.
-fn parse_record(bytes: &[u8]) -> Option<(&[u8], [u8; SALT_LEN], &[u8], usize)> {
+/// One journal record, borrowed from the bytes it was parsed from.
+struct RecordRef<'a> {
+    header: &'a [u8],
+    salt: [u8; SALT_LEN],
+    body: &'a [u8],
+    /// The record's length in the journal.
+    len: usize,
+}
+
+/// Parses one journal record at the start of `bytes`, or `None` if `bytes`
+/// does not hold a whole record.
+fn parse_record(bytes: &[u8]) -> Option<RecordRef<'_>> {
     let hlen = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     let header = bytes.get(4..4 + hlen)?;
     let at = 4 + hlen;
@@ -50,7 +59,7 @@ fn parse_record(bytes: &[u8]) -> Option<(&[u8], [u8; SALT_LEN], &[u8], usize)> {
     let salt: [u8; SALT_LEN] = bytes.get(at + 4..at + 4 + SALT_LEN)?.try_into().ok()?;
     let end = at + 4 + SALT_LEN + blen;
     let body = bytes.get(at + 4 + SALT_LEN..end)?;
-    Some((header, salt, body, end))
+    Some(RecordRef { header, salt, body, len: end })
 }
 
 /// Appends one journal record.
@@ -84,9 +93,9 @@ impl<'a, S: Storage> JournalScanner<'a, S> {
     fn next(&mut self) -> io::Result<Option<(Vec<u8>, StoredBody, u64)>> {
         loop {
             let from = usize::try_from(self.pos - self.chunk_start).unwrap_or(usize::MAX);
-            if let Some((header, salt, body, len)) = self.chunk.get(from..).and_then(parse_record) {
-                self.pos += len as u64;
-                return Ok(Some((header.to_vec(), StoredBody { salt, body: body.to_vec() }, self.pos)));
+            if let Some(r) = self.chunk.get(from..).and_then(parse_record) {
+                self.pos += r.len as u64;
+                return Ok(Some((r.header.to_vec(), StoredBody { salt: r.salt, body: r.body.to_vec() }, self.pos)));
             }
             // Refill from `pos`: at least one chunk, more if one record is larger.
             let have = self.chunk_start + self.chunk.len() as u64 - self.pos;
@@ -410,9 +419,9 @@ impl<S: Storage> LedgerReader<S> {
             .checked_sub(start)
             .ok_or_else(|| ReadError::Corrupt(format!("the journal index is corrupt at entry {index}")))?;
         let record = self.storage.read_range(JOURNAL, start, usize::try_from(len).unwrap_or(usize::MAX))?;
-        let (_, salt, body, _) = parse_record(&record)
+        let r = parse_record(&record)
             .ok_or_else(|| ReadError::Corrupt(format!("the journal record of entry {index} is malformed")))?;
-        let body = StoredBody { salt, body: body.to_vec() };
+        let body = StoredBody { salt: r.salt, body: r.body.to_vec() };
         header
             .check_body(&body.salt, &body.body)
             .map_err(|_| ReadError::Corrupt(format!("the body of entry {index} does not match its header's digest")))?;
