@@ -857,6 +857,36 @@ fn describe_difference(path: &str, stored: Option<&[u8]>, ours: &[u8], last_inde
     TileError::CorruptTile { path: path.to_owned(), position }
 }
 
+/// Checks, without changing anything, that every body up to the last
+/// signed checkpoint matches its header's digest, and that the journal
+/// reproduces that checkpoint. Returns the number of entries checked, or
+/// names the first bad one. (`covenant-server check`.)
+pub fn check<S: Storage>(storage: Arc<S>, log: &NoteVerifier) -> Result<u64, OpenError> {
+    let Some(bytes) = storage.read(CHECKPOINTS)? else { return Ok(0) };
+    let mut pos = 0usize;
+    let mut last: Option<&[u8]> = None;
+    while let Some(len) = bytes.get(pos..pos + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) {
+        let Some(note) = bytes.get(pos + 4..pos + 4 + len as usize) else { break };
+        last = Some(note);
+        pos += 4 + len as usize;
+    }
+    let Some(note_bytes) = last else { return Ok(0) };
+    let cp = note::open_checkpoint(note_bytes, log)?;
+    let (size, root) = (cp.checkpoint().size, cp.checkpoint().root_hash);
+    let reader = LedgerReader::new(storage, 64);
+    let mut tree = merkle::MemoryTree::new();
+    reader
+        .scan(size, |_, _, header, _| {
+            tree.push_leaf(header);
+            Ok(())
+        })
+        .map_err(|e| OpenError::Read(e.to_string()))?;
+    if tree.root() != root {
+        return Err(OpenError::Read("the journal does not reproduce the signed checkpoint".into()));
+    }
+    Ok(size)
+}
+
 /// The last whole checkpoint of the checkpoint log, verified with `log`. A
 /// torn last record (a crash while appending) is cut off; a whole record
 /// that does not verify is a refusal.
