@@ -165,6 +165,9 @@ fn bad_reads_are_refused() {
     assert!(matches!(ledger.headers(0, 2000), Err(ReadError::OutOfRange { .. })));
     assert!(matches!(ledger.headers(5, 11), Err(ReadError::OutOfRange { .. })));
     assert!(matches!(ledger.body(10), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.bodies(0, 11), Err(ReadError::OutOfRange { .. })));
+    assert!(matches!(ledger.bodies(0, 2000), Err(ReadError::OutOfRange { .. })));
+    assert_eq!(ledger.bodies(2, 7).unwrap().len(), 5);
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

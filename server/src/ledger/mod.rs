@@ -333,6 +333,16 @@ impl<S: Storage> Ledger<S> {
         self.reader.body(index, size)
     }
 
+    /// The bodies of entries `start..end` (at most [`MAX_PAGE`]), each checked
+    /// against its header.
+    pub fn bodies(&self, start: u64, end: u64) -> Result<Vec<StoredBody>, ReadError> {
+        let size = self.signed_size();
+        if start > end || end > size || end - start > MAX_PAGE {
+            return Err(ReadError::OutOfRange { what: format!("bodies {start}..{end} (page limit {MAX_PAGE})"), size });
+        }
+        (start..end).map(|i| self.reader.body(i, size)).collect()
+    }
+
     /// Checks every body against its header's digest; returns how many were
     /// checked, or the first bad index.
     pub fn check_bodies(&self) -> Result<u64, ReadError> {
