@@ -45,6 +45,12 @@ pub enum EntryError {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EntryKind {
+    /// A root-of-trust version (the first entry of every ledger).
+    Root,
+    /// An identity issued: a certificate and the signing key registered with it.
+    Identity,
+    /// An identity revoked.
+    Revocation,
     /// A signed annotation ("authority notified").
     Note,
 }
@@ -52,6 +58,9 @@ pub enum EntryKind {
 impl fmt::Display for EntryKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            EntryKind::Root => "root",
+            EntryKind::Identity => "identity",
+            EntryKind::Revocation => "revocation",
             EntryKind::Note => "note",
         })
     }

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod note;
 pub mod root;
+pub mod state;
 pub mod statements;
 pub mod tiles;
 
