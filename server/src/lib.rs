@@ -3,4 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod datadir;
 pub mod ledger;
+pub mod pki;
+pub mod service;

@@ -1,0 +1,229 @@
+//! The server's data directory: `init --dev` makes one with every key in it,
+//! and the server loads it.
+//!
+//! ```text
+//! DIR/root.json                 the root of trust, version 1 (DSSE envelope)
+//! DIR/ca.pem, ca.key            the vendor's CA (key 0600)
+//! DIR/server.pem, server.key    the server's TLS certificate for localhost/127.0.0.1
+//! DIR/ledger.vkey               the ledger's C2SP verifier key
+//! DIR/keys/*.key                signing-key seeds, hex (0600); in production
+//!                               only decision.key and ledger.key live here
+//! DIR/ledger/                   the ledger (see ledger::store)
+//! DIR/identities/<name>/        cert.pem, key.pem, ca.pem, root.json, signing.key
+//! ```
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context as _, bail};
+use covenant_core::digest::Timestamp;
+use covenant_core::envelope;
+use covenant_core::keys::SigningKey;
+use covenant_core::ledger::EntryKind;
+use covenant_core::note::NoteSigner;
+use covenant_core::state::{Registry, Rejection};
+use covenant_core::statements::{
+    ActionKind, ActionTag, AdminAction, IdentityRole, RoleSpec, Roles, RootKey, RootMetadata, RootTag, SchemaV1,
+};
+
+use crate::ledger::storage::FsStorage;
+use crate::ledger::{self, Ledger, LedgerConfig, NewEntry, StateMachine};
+use crate::pki::Authority;
+use covenant_core::ledger::EntryHeader;
+
+/// The ledger's checkpoint origin (its key's note name) in a development set-up.
+pub const DEV_LEDGER_NAME: &str = "covenant.localhost/ledger";
+/// The development witness's note name.
+pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
+
+/// The registry folded from the ledger, shared between the sequencer (which
+/// applies entries) and the services (which read it to authorize calls).
+#[derive(Debug, Clone, Default)]
+pub struct SharedRegistry(pub Arc<RwLock<Registry>>);
+
+impl StateMachine for SharedRegistry {
+    fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String> {
+        let mut r = self.0.write().map_err(|_| "registry lock poisoned".to_owned())?;
+        r.apply(index, header, body).map_err(|e| e.0)
+    }
+
+    fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), ledger::Rejection> {
+        let mut r = self.0.write().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
+        r.apply(index, header, body).map_err(|Rejection(why)| ledger::Rejection(why))
+    }
+}
+
+/// Makes a random signing key.
+pub fn new_key() -> anyhow::Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(SigningKey::from_seed(&seed))
+}
+
+/// Writes a file readable only by its owner (0600), refusing to overwrite.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes a signing key's seed as hex (0600).
+pub fn write_key(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
+    write_private(path, format!("{}\n", hex::encode(key.to_seed().as_slice())).as_bytes())
+}
+
+/// Reads a signing key written by [`write_key`].
+pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed)
+        .with_context(|| format!("{} is not a 64-hex-digit key", path.display()))?;
+    Ok(SigningKey::from_seed(&seed))
+}
+
+/// Opens the ledger of a data directory with the registry fold.
+pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
+    let ledger_key = read_key(&dir.join("keys/ledger.key"))?;
+    let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
+    let registry = SharedRegistry::default();
+    let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
+    let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), LedgerConfig::default())
+        .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;
+    Ok((ledger, registry))
+}
+
+/// The ledger's note name, from `ledger.vkey`.
+pub fn ledger_name(dir: &Path) -> anyhow::Result<String> {
+    let vkey = std::fs::read_to_string(dir.join("ledger.vkey"))?;
+    let v = covenant_core::note::NoteVerifier::parse(vkey.trim())?;
+    Ok(v.name().to_owned())
+}
+
+fn now() -> Timestamp {
+    (ledger::system_clock())()
+}
+
+/// What `init --dev` made.
+#[derive(Debug)]
+pub struct DevInit {
+    /// The ledger's verifier key.
+    pub ledger_vkey: String,
+    /// The identity folders made.
+    pub identities: Vec<PathBuf>,
+}
+
+/// `covenant-server init --dev --data DIR`.
+pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists and is not empty: init never overwrites a data directory", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("keys"))?;
+    std::fs::create_dir_all(dir.join("identities"))?;
+    let root_keys = [new_key()?, new_key()?, new_key()?];
+    let release_keys = [new_key()?, new_key()?, new_key()?];
+    let decision = new_key()?;
+    let ledger_key = new_key()?;
+    let witness = new_key()?;
+    let admins = [new_key()?, new_key()?];
+    let spec = |keys: &[&SigningKey], threshold: u32, note: Option<&str>| RoleSpec {
+        keys: keys.iter().map(|k| RootKey { public: k.public(), note_name: note.map(str::to_owned) }).collect(),
+        threshold,
+    };
+    let root = RootMetadata {
+        type_tag: RootTag,
+        schema: SchemaV1,
+        version: 1,
+        expires: now().plus_seconds(365 * 86_400),
+        development: true,
+        roles: Roles {
+            root: spec(&root_keys.iter().collect::<Vec<_>>(), 2, None),
+            release: spec(&release_keys.iter().collect::<Vec<_>>(), 2, None),
+            decision: spec(&[&decision], 1, None),
+            ledger: spec(&[&ledger_key], 1, Some(DEV_LEDGER_NAME)),
+            witness: spec(&[&witness], 1, Some(DEV_WITNESS_NAME)),
+            admin: spec(&admins.iter().collect::<Vec<_>>(), 2, None),
+        },
+    };
+    let root_bytes = envelope::sign(&root, &[&root_keys[0], &root_keys[1]]);
+    write_public(&dir.join("root.json"), &root_bytes)?;
+    for (i, k) in root_keys.iter().enumerate() {
+        write_key(&dir.join(format!("keys/root-{}.key", i + 1)), k)?;
+    }
+    for (i, k) in release_keys.iter().enumerate() {
+        write_key(&dir.join(format!("keys/release-{}.key", i + 1)), k)?;
+    }
+    write_key(&dir.join("keys/decision.key"), &decision)?;
+    write_key(&dir.join("keys/ledger.key"), &ledger_key)?;
+    write_key(&dir.join("keys/witness-dev.key"), &witness)?;
+    let ledger_signer = NoteSigner::new(DEV_LEDGER_NAME, ledger_key)?;
+    let vkey = ledger_signer.verifier().to_string();
+    write_public(&dir.join("ledger.vkey"), format!("{vkey}\n").as_bytes())?;
+
+    let ca = Authority::create("Covenant development CA")?;
+    write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
+    write_private(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
+    let server = ca.issue_server(&["localhost", "127.0.0.1"])?;
+    write_public(&dir.join("server.pem"), server.cert_pem.as_bytes())?;
+    write_private(&dir.join("server.key"), server.key_pem.as_bytes())?;
+
+    // The genesis: the root, then the people's identities, signed by admin1.
+    let (ledger, _) = open_ledger(dir)?;
+    ledger
+        .append_blocking(NewEntry { kind: EntryKind::Root, actor: None, subjects: vec![], body: root_bytes.clone() })
+        .context("appending the root")?;
+    let auditor_key = new_key()?;
+    let people: [(&str, IdentityRole, &SigningKey); 3] = [
+        ("admin1", IdentityRole::Admin, &admins[0]),
+        ("admin2", IdentityRole::Admin, &admins[1]),
+        ("auditor", IdentityRole::Auditor, &auditor_key),
+    ];
+    let mut identities = Vec::new();
+    for (name, role, signing) in people {
+        let issued = ca.issue_client(role, name)?;
+        let action = AdminAction {
+            type_tag: ActionTag,
+            schema: SchemaV1,
+            action: ActionKind::IssueIdentity {
+                role,
+                subject: name.to_owned(),
+                signing_key: signing.public(),
+                certificate_sha256: issued.fingerprint,
+                scope: None,
+            },
+            why: "development set-up".into(),
+            evidence: vec![],
+            issued_at: now(),
+        };
+        let body = envelope::sign(&action, &[&admins[0]]);
+        ledger
+            .append_blocking(NewEntry {
+                kind: EntryKind::Identity,
+                actor: Some(admins[0].key_id()),
+                subjects: vec![name.to_owned()],
+                body,
+            })
+            .with_context(|| format!("registering {name}"))?;
+        let folder = dir.join("identities").join(name);
+        std::fs::create_dir_all(&folder)?;
+        write_public(&folder.join("cert.pem"), issued.cert_pem.as_bytes())?;
+        write_private(&folder.join("key.pem"), issued.key_pem.as_bytes())?;
+        write_public(&folder.join("ca.pem"), ca.cert_pem.as_bytes())?;
+        write_public(&folder.join("root.json"), &root_bytes)?;
+        write_key(&folder.join("signing.key"), signing)?;
+        identities.push(folder);
+    }
+    ledger.close();
+    Ok(DevInit { ledger_vkey: vkey, identities })
+}

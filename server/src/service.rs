@@ -1,0 +1,332 @@
+//! The gRPC services over mutual TLS, and the one place that maps a client
+//! certificate to a caller.
+//!
+//! A certificate is only the credential for the call: the caller is the
+//! identity the ledger registered for that certificate's SHA-256, checked on
+//! every call against the current registry (so a revocation takes effect at
+//! once). Handlers convert requests into domain calls and map errors to
+//! status codes here, and nowhere else.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use covenant_core::envelope::Envelope;
+use covenant_core::keys::KeyId;
+use covenant_core::ledger::EntryKind;
+use covenant_core::statements::{ActionKind, AdminAction, IdentityRole, Payload as _};
+use covenant_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use crate::datadir::{self, SharedRegistry};
+use crate::ledger::storage::FsStorage;
+use crate::ledger::store::ReadError;
+use crate::ledger::{AppendError, Appended, Ledger, MAX_PAGE, NewEntry};
+use crate::pki::{self, Authority};
+
+/// Who is calling, as the ledger registered them.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The role.
+    pub role: IdentityRole,
+    /// The subject id.
+    pub subject: String,
+    /// For auditors: customers in scope (`None`: all).
+    pub scope: Option<Vec<String>>,
+}
+
+/// What the services share.
+#[derive(Clone)]
+pub struct Node {
+    ledger: Ledger<FsStorage>,
+    registry: SharedRegistry,
+    ca: Arc<Authority>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("ledger", &self.ledger).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Maps the request's client certificate to the registered caller.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let holder = pki::holder(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let registry = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        let identity = registry
+            .identity(&holder.fingerprint)
+            .ok_or_else(|| Status::unauthenticated("this certificate is not registered in the ledger"))?;
+        if identity.revoked.is_some() {
+            return Err(Status::unauthenticated("this certificate has been revoked"));
+        }
+        if identity.role != holder.role || identity.subject != holder.subject {
+            return Err(Status::unauthenticated("this certificate's holder differs from its registration"));
+        }
+        Ok(Caller { role: identity.role, subject: identity.subject.clone(), scope: identity.scope.clone() })
+    }
+
+    fn require(&self, caller: &Caller, roles: &[IdentityRole]) -> Result<(), Status> {
+        if roles.contains(&caller.role) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!("a {} may not make this call", pki::role_name(caller.role))))
+        }
+    }
+}
+
+fn read_status(e: ReadError) -> Status {
+    match e {
+        ReadError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn append_status(e: AppendError) -> Status {
+    match e {
+        AppendError::Rejected(r) => Status::invalid_argument(r.to_string()),
+        AppendError::Malformed(m) => Status::invalid_argument(m),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+fn tlog(a: &Appended) -> pb::TlogProof {
+    pb::TlogProof { text: a.tlog_proof().to_text().into_bytes() }
+}
+
+#[tonic::async_trait]
+impl pb::ledger_service_server::LedgerService for Node {
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::SignedCheckpoint>, Status> {
+        self.caller(&request)?;
+        Ok(Response::new(pb::SignedCheckpoint { note: self.ledger.checkpoint().note.clone().into_bytes() }))
+    }
+
+    async fn get_entries(
+        &self,
+        request: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        if req.end < req.start || req.end - req.start > MAX_PAGE {
+            return Err(Status::invalid_argument(format!("ask for at most {MAX_PAGE} entries, start <= end")));
+        }
+        // Deployments read checkpoints and proofs, not the ledger's structure.
+        self.require(
+            &caller,
+            &[IdentityRole::Admin, IdentityRole::Auditor, IdentityRole::Customer, IdentityRole::Engineer],
+        )?;
+        let bodies_allowed =
+            caller.role == IdentityRole::Admin || (caller.role == IdentityRole::Auditor && caller.scope.is_none());
+        if req.with_bodies && !bodies_allowed {
+            return Err(Status::permission_denied("bodies are for admins and auditors whose scope covers them"));
+        }
+        let headers = self.ledger.headers(req.start, req.end).map_err(read_status)?;
+        let bodies =
+            if req.with_bodies { self.ledger.bodies(req.start, req.end).map_err(read_status)? } else { Vec::new() };
+        let entries = headers
+            .into_iter()
+            .enumerate()
+            .map(|(i, header)| {
+                let body = bodies.get(i);
+                pb::LedgerEntry {
+                    index: req.start + i as u64,
+                    header,
+                    body: body.map(|b| b.body.clone()).unwrap_or_default(),
+                    salt: body.map(|b| b.salt.to_vec()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetEntriesResponse { entries }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetProofResponse>, Status> {
+        self.caller(&request)?;
+        let req = request.into_inner();
+        let proof = self.ledger.inclusion_proof(req.index, req.tree_size).map_err(read_status)?;
+        Ok(Response::new(pb::GetProofResponse { hashes: proof.iter().map(|h| h.to_vec()).collect() }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetProofResponse>, Status> {
+        self.caller(&request)?;
+        let req = request.into_inner();
+        if req.from_size == 0 {
+            return Err(Status::invalid_argument("a consistency proof from size 0 proves nothing"));
+        }
+        let proof = self.ledger.consistency_proof(req.from_size, req.to_size).map_err(read_status)?;
+        Ok(Response::new(pb::GetProofResponse { hashes: proof.iter().map(|h| h.to_vec()).collect() }))
+    }
+
+    async fn get_root_chain(
+        &self,
+        request: Request<pb::GetRootChainRequest>,
+    ) -> Result<Response<pb::GetRootChainResponse>, Status> {
+        self.caller(&request)?;
+        let from = request.into_inner().from_version;
+        let entries: Vec<(u64, u64)> =
+            self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?.root_entries().to_vec();
+        let mut roots = Vec::new();
+        for (index, version) in entries {
+            if version >= from {
+                roots.push(self.ledger.body(index).map_err(read_status)?.body);
+            }
+        }
+        Ok(Response::new(pb::GetRootChainResponse { roots }))
+    }
+
+    type WatchCheckpointsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SignedCheckpoint, Status>> + Send>>;
+
+    async fn watch_checkpoints(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
+        self.caller(&request)?;
+        let mut watch = self.ledger.watch();
+        let stream = async_stream_of(move |tx| async move {
+            loop {
+                let note = watch.borrow_and_update().note.clone();
+                if tx.send(Ok(pb::SignedCheckpoint { note: note.into_bytes() })).await.is_err() {
+                    return;
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task through a bounded channel (slow readers get
+/// backpressure, not growing memory).
+fn async_stream_of<T: Send + 'static, F, Fut>(f: F) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl pb::admin_service_server::AdminService for Node {
+    async fn act(&self, request: Request<pb::ActRequest>) -> Result<Response<pb::ActResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Admin])?;
+        let body = request.into_inner().action;
+        let envelope = Envelope::parse(&body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let action = AdminAction::parse(envelope.payload()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The admin signs with their own key; the certificate only opened the door.
+        let signer = envelope
+            .signatures()
+            .first()
+            .and_then(|s| KeyId::from_hex(&s.keyid))
+            .ok_or_else(|| Status::invalid_argument("the action carries no signature"))?;
+        let own = self
+            .registry
+            .0
+            .read()
+            .map_err(|_| Status::internal("registry lock poisoned"))?
+            .identity_of_key(&signer)
+            .is_some_and(|id| id.role == IdentityRole::Admin && id.subject == caller.subject);
+        if !own {
+            return Err(Status::permission_denied("sign the action with your own registered admin key"));
+        }
+        let (kind, subjects) = match &action.action {
+            ActionKind::Note { .. } => (EntryKind::Note, vec![]),
+            ActionKind::IssueIdentity { subject, .. } => (EntryKind::Identity, vec![subject.clone()]),
+            ActionKind::RevokeIdentity { .. } => (EntryKind::Revocation, vec![]),
+            _ => return Err(Status::unimplemented("this action arrives with the governance work (#5, #6)")),
+        };
+        let done =
+            self.ledger.append(NewEntry { kind, actor: Some(signer), subjects, body }).await.map_err(append_status)?;
+        Ok(Response::new(pb::ActResponse { index: done.index, inclusion: Some(tlog(&done)) }))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<tonic::Streaming<pb::PublishChunk>>,
+    ) -> Result<Response<pb::ActResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Admin])?;
+        Err(Status::unimplemented("releases arrive with issue #6"))
+    }
+
+    async fn issue_identity(
+        &self,
+        request: Request<pb::IssueIdentityRequest>,
+    ) -> Result<Response<pb::IssueIdentityResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Admin])?;
+        let req = request.into_inner();
+        let role = pki::parse_role(&req.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
+        let csr = String::from_utf8(req.csr).map_err(|_| Status::invalid_argument("the request is not PEM text"))?;
+        let (issued, signing_key) = self
+            .ca
+            .issue_from_request(&csr, role, &req.subject)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::IssueIdentityResponse {
+            certificate_pem: issued.cert_pem.into_bytes(),
+            ca_pem: self.ca.cert_pem.clone().into_bytes(),
+            certificate_sha256: issued.fingerprint.to_string(),
+            signing_key: hex::encode(signing_key.to_bytes()),
+        }))
+    }
+}
+
+/// A running server's configuration, from its data directory.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory.
+    pub data: PathBuf,
+}
+
+/// Serves the data directory's ledger on `listener` over mutual TLS until
+/// `shutdown` completes.
+pub async fn run(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    install_crypto_provider();
+    let dir: &Path = &config.data;
+    let (ledger, registry) = tokio::task::block_in_place(|| datadir::open_ledger(dir))?;
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {name}"));
+    let ca = Arc::new(Authority { cert_pem: read("ca.pem")?, key_pem: read("ca.key")? });
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read("server.pem")?, read("server.key")?))
+        .client_ca_root(Certificate::from_pem(&ca.cert_pem))
+        // A missing certificate is refused by `Node::caller` with a proper
+        // Unauthenticated status rather than a failed handshake.
+        .client_auth_optional(true);
+    let node = Node { ledger: ledger.clone(), registry, ca };
+    Server::builder()
+        .tls_config(tls)?
+        .add_service(pb::ledger_service_server::LedgerServiceServer::new(node.clone()))
+        .add_service(pb::admin_service_server::AdminServiceServer::new(node))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await?;
+    tokio::task::block_in_place(|| ledger.close());
+    Ok(())
+}
+
+/// tonic with `tls-ring` needs the process-level rustls provider (STACK.md).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,304 @@
+//! The server over mutual TLS on loopback: a development data directory,
+//! the real services, and callers with the identities `init --dev` made.
+//! Who may call what, and each bad input, gets the right gRPC status; the
+//! server keeps serving throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use covenant_core::digest::Sha256Digest;
+use covenant_core::envelope;
+use covenant_core::keys::SigningKey;
+use covenant_core::merkle;
+use covenant_core::note::{self, NoteVerifier, TlogProof};
+use covenant_core::statements::{ActionKind, ActionTag, AdminAction, SchemaV1};
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::admin_service_client::AdminServiceClient;
+use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use covenant_server::datadir;
+use covenant_server::pki;
+use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+struct Running {
+    dir: PathBuf,
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(name: &str) -> Running {
+    install_crypto_provider();
+    let dir = std::env::temp_dir().join(format!("covenant-mtls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::block_in_place(|| datadir::init_dev(&dir)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = ServeConfig { data: dir.clone() };
+    let task = tokio::spawn(run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    Running { dir, addr, stop: Some(stop), task }
+}
+
+impl Running {
+    async fn channel(&self, identity: Option<&Path>) -> Channel {
+        let ca = std::fs::read_to_string(self.dir.join("ca.pem")).unwrap();
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+        if let Some(id) = identity {
+            let cert = std::fs::read_to_string(id.join("cert.pem")).unwrap();
+            let key = std::fs::read_to_string(id.join("key.pem")).unwrap();
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn identity(&self, name: &str) -> PathBuf {
+        self.dir.join("identities").join(name)
+    }
+
+    fn log(&self) -> NoteVerifier {
+        NoteVerifier::parse(std::fs::read_to_string(self.dir.join("ledger.vkey")).unwrap().trim()).unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
+
+fn signed(action: ActionKind, key: &SigningKey) -> Vec<u8> {
+    let now = covenant_core::digest::Timestamp::from_unix(1_800_000_000);
+    envelope::sign(
+        &AdminAction {
+            type_tag: ActionTag,
+            schema: SchemaV1,
+            action,
+            why: "test".into(),
+            evidence: vec![],
+            issued_at: now,
+        },
+        &[key],
+    )
+}
+
+fn note(text: &str) -> ActionKind {
+    ActionKind::Note { text: text.into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reads_the_ledger_and_appends_a_signed_note_with_a_proof() {
+    let server = start("note").await;
+    let admin1 = server.identity("admin1");
+    let channel = server.channel(Some(&admin1)).await;
+    let mut ledger = LedgerServiceClient::new(channel.clone());
+    let cp = ledger.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    let verified = note::open_checkpoint(&cp.note, &server.log()).unwrap();
+    assert_eq!(verified.checkpoint().size, 4, "the root and three identities");
+
+    let key = datadir::read_key(&admin1.join("signing.key")).unwrap();
+    let mut admin = AdminServiceClient::new(channel);
+    let done =
+        admin.act(pb::ActRequest { action: signed(note("authority notified"), &key) }).await.unwrap().into_inner();
+    assert_eq!(done.index, 4);
+    let proof = TlogProof::parse(&done.inclusion.unwrap().text).unwrap();
+    let entries =
+        ledger.get_entries(pb::GetEntriesRequest { start: 4, end: 5, with_bodies: true }).await.unwrap().into_inner();
+    let leaf = merkle::leaf_hash(&entries.entries[0].header);
+    proof.verify(&leaf, &server.log()).unwrap();
+
+    let chain = ledger.get_root_chain(pb::GetRootChainRequest { from_version: 1 }).await.unwrap().into_inner();
+    assert_eq!(chain.roots, vec![std::fs::read(server.dir.join("root.json")).unwrap()]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_call_what() {
+    let server = start("roles").await;
+    let admin1 = server.channel(Some(&server.identity("admin1"))).await;
+    let auditor = server.channel(Some(&server.identity("auditor"))).await;
+    let admin2_key = datadir::read_key(&server.identity("admin2").join("signing.key")).unwrap();
+    let admin1_key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
+
+    // An auditor reads, with bodies, but may not act.
+    let mut l = LedgerServiceClient::new(auditor.clone());
+    assert_eq!(
+        l.get_entries(pb::GetEntriesRequest { start: 0, end: 4, with_bodies: true })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .len(),
+        4
+    );
+    let err = AdminServiceClient::new(auditor.clone())
+        .act(pb::ActRequest { action: signed(note("x"), &admin1_key) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // An admin signs with their own key, not a colleague's.
+    let err = AdminServiceClient::new(admin1.clone())
+        .act(pb::ActRequest { action: signed(note("x"), &admin2_key) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // Malformed actions are InvalidArgument, and nothing is appended.
+    let err = AdminServiceClient::new(admin1.clone())
+        .act(pb::ActRequest { action: b"{not json".to_vec() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    let size = |cp: pb::SignedCheckpoint| note::Note::parse(&cp.note).map(|n| n.text().to_owned()).unwrap();
+    let before = size(
+        LedgerServiceClient::new(admin1.clone())
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(before.contains("\n4\n"), "{before}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_and_a_foreign_ca_are_refused() {
+    let server = start("nocert").await;
+    let err = LedgerServiceClient::new(server.channel(None).await)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    // A certificate from another CA naming a real holder: the handshake
+    // refuses it, so the first call fails (STACK.md pitfall 7).
+    let other = pki::Authority::create("someone else").unwrap();
+    let forged = other.issue_client(covenant_core::statements::IdentityRole::Admin, "admin1").unwrap();
+    let dir = server.dir.join("forged");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), forged.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), forged.key_pem).unwrap();
+    let ca = std::fs::read_to_string(server.dir.join("ca.pem")).unwrap();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost").identity(
+        Identity::from_pem(std::fs::read(dir.join("cert.pem")).unwrap(), std::fs::read(dir.join("key.pem")).unwrap()),
+    );
+    let result = match Channel::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+    {
+        Ok(ch) => LedgerServiceClient::new(ch).get_checkpoint(pb::GetCheckpointRequest {}).await.map(|_| ()),
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(result.is_err(), "a certificate from another CA was accepted");
+
+    // The server keeps serving.
+    let ok = LedgerServiceClient::new(server.channel(Some(&server.identity("admin1"))).await)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await;
+    assert!(ok.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_at_once() {
+    let server = start("revoked").await;
+    let admin1 = server.channel(Some(&server.identity("admin1"))).await;
+    let auditor = server.channel(Some(&server.identity("auditor"))).await;
+    assert!(LedgerServiceClient::new(auditor.clone()).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
+    let der = pki::pem_to_der(&std::fs::read_to_string(server.identity("auditor").join("cert.pem")).unwrap()).unwrap();
+    let key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
+    let revoke = ActionKind::RevokeIdentity { certificate_sha256: Sha256Digest::of(&der), compromised_since: None };
+    AdminServiceClient::new(admin1).act(pb::ActRequest { action: signed(revoke, &key) }).await.unwrap();
+    // The same open connection is refused on its next call.
+    let err = LedgerServiceClient::new(auditor).get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ranges_get_the_right_status() {
+    let server = start("ranges").await;
+    let mut l = LedgerServiceClient::new(server.channel(Some(&server.identity("auditor"))).await);
+    let code = |r: Result<tonic::Response<pb::GetProofResponse>, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(
+        code(l.get_inclusion_proof(pb::GetInclusionProofRequest { index: 4, tree_size: 4 }).await),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(l.get_inclusion_proof(pb::GetInclusionProofRequest { index: 0, tree_size: 99 }).await),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(l.get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 2, to_size: 99 }).await),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(l.get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 0, to_size: 4 }).await),
+        Code::InvalidArgument
+    );
+    let err = l.get_entries(pb::GetEntriesRequest { start: 0, end: 5000, with_bodies: false }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = l.get_entries(pb::GetEntriesRequest { start: 3, end: 9, with_bodies: false }).await.unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(l.get_inclusion_proof(pb::GetInclusionProofRequest { index: 1, tree_size: 4 }).await.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_from_a_certificate_request_works_once_registered() {
+    let server = start("enroll").await;
+    let admin1 = server.channel(Some(&server.identity("admin1"))).await;
+    let admin_key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
+    // The engineer makes both keys; only the request travels.
+    let signing = datadir::new_key().unwrap();
+    let (csr, tls_key) = pki::certificate_request(&signing.public()).unwrap();
+    let issued = AdminServiceClient::new(admin1.clone())
+        .issue_identity(pb::IssueIdentityRequest {
+            csr: csr.into_bytes(),
+            role: "engineer".into(),
+            subject: "eng-7".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let dir = server.dir.join("identities/eng-7");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &issued.certificate_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), tls_key).unwrap();
+    // Not yet registered: refused.
+    let err = LedgerServiceClient::new(server.channel(Some(&dir)).await)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    // Registered by a signed admin action: accepted.
+    let register = ActionKind::IssueIdentity {
+        role: covenant_core::statements::IdentityRole::Engineer,
+        subject: "eng-7".into(),
+        signing_key: signing.public(),
+        certificate_sha256: Sha256Digest::from_hex(&issued.certificate_sha256).unwrap(),
+        scope: None,
+    };
+    AdminServiceClient::new(admin1).act(pb::ActRequest { action: signed(register, &admin_key) }).await.unwrap();
+    assert!(
+        LedgerServiceClient::new(server.channel(Some(&dir)).await)
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await
+            .is_ok()
+    );
+    server.stop().await;
+}
