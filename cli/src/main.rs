@@ -1,14 +1,78 @@
-//! `covenant`: the people's command line. In this first cut it only parses
-//! its command line; the commands arrive with issues #4, #6 and #9.
+//! `covenant`: the people's command line. Admins record facts and manage
+//! identities; anyone makes their own keys; auditors verify the ledger,
+//! online or from a copy of its files. `--json` on every command prints
+//! data for scripts instead of sentences.
 
-use clap::Parser;
+use std::path::PathBuf;
 
-/// Covenant's command line for admins, customers, engineers and auditors.
+use clap::{Parser, Subcommand};
+use covenant_cli::{admin, audit, connect, keys};
+
+/// Covenant's command line for compliance officers, customers, field
+/// engineers and auditors.
+///
+/// Calls to the server use mutual TLS as the identity in --identity (or
+/// COVENANT_IDENTITY), a folder holding cert.pem, key.pem, ca.pem, root.json
+/// and signing.key, at the address in --server (or COVENANT_SERVER).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
-struct Args {}
+#[command(version, about, long_about)]
+struct Args {
+    /// Print data as JSON, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(flatten)]
+    conn: connect::Connection,
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("covenant has no commands yet: they arrive in issues #4, #6 and #9")
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compliance officers: record facts, issue and revoke identities.
+    #[command(subcommand)]
+    Admin(admin::Admin),
+    /// Auditors: verify the ledger, print checkpoints, entries, bodies, proofs.
+    Audit {
+        /// The trusted root (default: root.json in the identity folder).
+        #[arg(long, value_name = "FILE", global = true)]
+        root: Option<PathBuf>,
+        #[command(subcommand)]
+        command: audit::Audit,
+    },
+    /// Your own keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Makes a signing key and a TLS key in --out, and a certificate request
+    /// carrying the signing key for your compliance officer. No private key
+    /// leaves the folder.
+    New {
+        /// The folder to make them in (your identity folder).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| {
+        rt.block_on(async {
+            match args.command {
+                Command::Admin(cmd) => admin::run(cmd, &args.conn, args.json).await,
+                Command::Audit { root, command } => audit::run(command, &args.conn, root.as_deref(), args.json).await,
+                Command::Keys(KeysCmd::New { out }) => keys::new(&out, args.json),
+            }
+        })
+    });
+    if let Err(e) = result {
+        if args.json {
+            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+        } else {
+            eprintln!("covenant: {e:#}");
+        }
+        std::process::exit(1);
+    }
 }

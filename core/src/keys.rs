@@ -173,6 +173,19 @@ impl SigningKey {
         Zeroizing::new(self.0.to_bytes())
     }
 
+    /// Parses a key file's text: the seed as 64 hex digits (surrounding
+    /// white space allowed). Reading the file is the caller's business.
+    pub fn from_seed_hex(text: &str) -> Result<Self, KeyError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), seed.as_mut_slice()).map_err(|_| KeyError::Malformed)?;
+        Ok(SigningKey::from_seed(&seed))
+    }
+
+    /// The key file's text: the seed as 64 hex digits and a newline.
+    pub fn to_seed_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("{}\n", hex::encode(self.to_seed().as_slice())))
+    }
+
     /// The public half.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())

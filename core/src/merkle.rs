@@ -437,6 +437,60 @@ pub struct MissingHash {
     pub index: u64,
 }
 
+/// The right edge of a tree: the roots of the perfect subtrees that cover
+/// its leaves, largest first (at most 64 hashes). Enough to append leaves
+/// and compute the root, so a verifier can follow a log of any size in
+/// constant memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactRange {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl CompactRange {
+    /// The range of an empty tree.
+    pub fn new() -> Self {
+        CompactRange::default()
+    }
+
+    /// Rebuilds a range from its size and peaks (as stored by [`CompactRange::peaks`]).
+    pub fn from_parts(size: u64, peaks: Vec<Hash>) -> Option<Self> {
+        (peaks.len() == size.count_ones() as usize).then_some(CompactRange { size, peaks })
+    }
+
+    /// The number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The peaks, largest subtree first.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
+    /// Appends a leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        // Merge equal-sized subtrees: one merge per trailing one bit of size.
+        let mut size = self.size;
+        while size & 1 == 1 {
+            if let Some(left) = self.peaks.pop() {
+                hash = node_hash(&left, &hash);
+            }
+            size >>= 1;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+    }
+
+    /// The root (RFC 6962 MTH) of the leaves so far.
+    pub fn root(&self) -> Hash {
+        let mut iter = self.peaks.iter().rev();
+        let Some(last) = iter.next() else { return EMPTY_ROOT };
+        iter.fold(*last, |acc, peak| node_hash(peak, &acc))
+    }
+}
+
 /// An in-memory tree that stores every level (for tests, the witness and small logs).
 ///
 /// Level 0 holds the leaf hashes; entry `i` of level `l` is the hash of the
@@ -567,6 +621,19 @@ mod tests {
         assert_eq!(EMPTY_ROOT, digest);
         assert_eq!(MemoryTree::new().root(), EMPTY_ROOT);
         assert_eq!(root(&MemoryTree::new(), 0).unwrap(), EMPTY_ROOT);
+    }
+
+    #[test]
+    fn compact_range_matches_the_tree() {
+        let mut range = CompactRange::new();
+        let mut tree = MemoryTree::new();
+        assert_eq!(range.root(), EMPTY_ROOT);
+        for i in 0u64..300 {
+            range.push(leaf_hash(&i.to_be_bytes()));
+            tree.push_leaf(&i.to_be_bytes());
+            assert_eq!(range.root(), tree.root(), "size {}", i + 1);
+            assert_eq!(CompactRange::from_parts(range.size(), range.peaks().to_vec()), Some(range.clone()));
+        }
     }
 
     #[test]

@@ -81,16 +81,14 @@ fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Writes a signing key's seed as hex (0600).
 pub fn write_key(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
-    write_private(path, format!("{}\n", hex::encode(key.to_seed().as_slice())).as_bytes())
+    write_private(path, key.to_seed_hex().as_bytes())
 }
 
 /// Reads a signing key written by [`write_key`].
 pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed)
-        .with_context(|| format!("{} is not a 64-hex-digit key", path.display()))?;
-    Ok(SigningKey::from_seed(&seed))
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
+    SigningKey::from_seed_hex(&text).with_context(|| format!("{} is not a 64-hex-digit key", path.display()))
 }
 
 /// Opens the ledger of a data directory with the registry fold.

@@ -76,7 +76,7 @@ impl Node {
         if roles.contains(&caller.role) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!("a {} may not make this call", pki::role_name(caller.role))))
+            Err(Status::permission_denied(format!("the role {} may not make this call", pki::role_name(caller.role))))
         }
     }
 }

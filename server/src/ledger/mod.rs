@@ -405,7 +405,26 @@ struct Sequencer<S: Storage, M: StateMachine> {
 
 impl<S: Storage, M: StateMachine> Sequencer<S, M> {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Wait for work; when the ledger goes quiet with derived files
+            // not yet published, publish them.
+            let first = if self.writer.dirty() {
+                match rx.recv_timeout(self.config.flush_interval) {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.halted.is_none() {
+                            self.flush();
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
             let mut batch = vec![first];
             let deadline = Instant::now() + self.config.max_wait;
             while batch.len() < self.config.max_batch {

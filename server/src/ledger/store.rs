@@ -567,6 +567,8 @@ pub struct LedgerWriter<S: Storage> {
     /// The latest checkpoint note, for the static copy.
     note: Option<String>,
     last_flush: Instant,
+    /// The size at the last flush.
+    flushed_size: u64,
 }
 
 impl<S: Storage> std::fmt::Debug for LedgerWriter<S> {
@@ -627,6 +629,11 @@ impl<S: Storage> LedgerWriter<S> {
         Ok(())
     }
 
+    /// Whether anything was written since the last flush.
+    pub fn dirty(&self) -> bool {
+        self.flushed_size != self.edge.size
+    }
+
     /// Whether `interval` has passed since the last flush.
     pub fn flush_due(&self, interval: Duration) -> bool {
         self.last_flush.elapsed() >= interval
@@ -641,6 +648,7 @@ impl<S: Storage> LedgerWriter<S> {
     /// so this runs about once a second rather than once a batch.
     pub fn flush(&mut self) -> io::Result<()> {
         self.last_flush = Instant::now();
+        self.flushed_size = self.edge.size;
         for (path, bytes) in self.edge.partials() {
             self.storage.write(&path, &bytes)?;
         }
@@ -815,6 +823,7 @@ pub fn recover<S: Storage>(
         pending,
         note: checkpoint.as_ref().map(|c| c.note().to_text()),
         last_flush: Instant::now(),
+        flushed_size: 0,
     };
     // Everything derived is now written; make it durable before serving.
     writer.flush()?;

@@ -1,0 +1,40 @@
+//! `covenant keys new`: a person makes their own keys (an Ed25519 signing
+//! key and a TLS key) and a certificate request that carries the signing
+//! key's public half; only the request leaves the machine.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use covenant_core::keys::SigningKey;
+use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+use crate::connect::write_private;
+
+/// Makes `signing.key`, `key.pem` (both 0600) and `request.csr` in `out`.
+pub fn new(out: &Path, json: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom_fill(seed.as_mut_slice())?;
+    let signing = SigningKey::from_seed(&seed);
+    let tls = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "covenant holder");
+    let uri = format!("urn:covenant:ed25519:{}", hex::encode(signing.public().to_bytes()));
+    params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
+    let csr = params.serialize_request(&tls)?.pem()?;
+    write_private(&out.join("signing.key"), signing.to_seed_hex().as_bytes())?;
+    write_private(&out.join("key.pem"), tls.serialize_pem().as_bytes())?;
+    std::fs::write(out.join("request.csr"), &csr).context("writing request.csr")?;
+    let public = hex::encode(signing.public().to_bytes());
+    if json {
+        println!("{}", serde_json::json!({ "signing_key": public, "csr": out.join("request.csr") }));
+    } else {
+        println!("Made your keys in {}: signing.key and key.pem stay here (0600).", out.display());
+        println!("Send request.csr to your compliance officer. Your signing key is {public}.");
+    }
+    Ok(())
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> anyhow::Result<()> {
+    getrandom::fill(buf).map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))
+}

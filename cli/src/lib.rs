@@ -1,0 +1,9 @@
+//! The people's command line as a library: each command's logic, so the
+//! binary stays a thin argument parser and tests can call the commands.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod audit;
+pub mod connect;
+pub mod keys;
