@@ -7,3 +7,4 @@ pub mod admin;
 pub mod audit;
 pub mod connect;
 pub mod keys;
+pub mod witness;

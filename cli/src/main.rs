@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use covenant_cli::{admin, audit, connect, keys};
+use covenant_cli::{admin, audit, connect, keys, witness};
 
 /// Covenant's command line for compliance officers, customers, field
 /// engineers and auditors.
@@ -42,6 +42,9 @@ enum Command {
     /// Your own keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Auditors: run a witness that cosigns consistent checkpoints only.
+    #[command(subcommand)]
+    Witness(witness::Witness),
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +67,9 @@ fn main() {
                 Command::Admin(cmd) => admin::run(cmd, &args.conn, args.json).await,
                 Command::Audit { root, command } => audit::run(command, &args.conn, root.as_deref(), args.json).await,
                 Command::Keys(KeysCmd::New { out }) => keys::new(&out, args.json),
+                Command::Witness(witness::Witness::Serve { key, log, state, listen }) => {
+                    witness::serve(&key, &log, &state, listen).await
+                }
             }
         })
     });

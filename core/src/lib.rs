@@ -18,6 +18,7 @@ pub mod root;
 pub mod state;
 pub mod statements;
 pub mod tiles;
+pub mod witness;
 
 pub use digest::{Sha256Digest, Timestamp};
 pub use envelope::{Envelope, EnvelopeError, Verified};

@@ -232,6 +232,19 @@ impl NoteSigner {
         Ok(signer)
     }
 
+    /// The private key string `PRIVATE+KEY+name+hex8+base64(0x01 || seed)`,
+    /// the format [`NoteSigner::parse_private`] reads (for key files).
+    pub fn to_private_string(&self) -> zeroize::Zeroizing<String> {
+        let mut raw = zeroize::Zeroizing::new(vec![TYPE_ED25519]);
+        raw.extend_from_slice(self.key.to_seed().as_slice());
+        zeroize::Zeroizing::new(format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.verifier().id,
+            STANDARD.encode(raw.as_slice())
+        ))
+    }
+
     /// The type-0x01 verifier of this signer.
     pub fn verifier(&self) -> NoteVerifier {
         NoteVerifier {

@@ -164,7 +164,10 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
     }
     write_key(&dir.join("keys/decision.key"), &decision)?;
     write_key(&dir.join("keys/ledger.key"), &ledger_key)?;
-    write_key(&dir.join("keys/witness-dev.key"), &witness)?;
+    // The witness's key file carries its note name (a C2SP private key).
+    let witness_signer = NoteSigner::new(DEV_WITNESS_NAME, witness)?;
+    write_private(&dir.join("keys/witness-dev.key"), witness_signer.to_private_string().as_bytes())?;
+    write_public(&dir.join("witness-dev.vkey"), format!("{}\n", witness_signer.cosignature_verifier()).as_bytes())?;
     let ledger_signer = NoteSigner::new(DEV_LEDGER_NAME, ledger_key)?;
     let vkey = ledger_signer.verifier().to_string();
     write_public(&dir.join("ledger.vkey"), format!("{vkey}\n").as_bytes())?;

@@ -7,3 +7,4 @@ pub mod datadir;
 pub mod ledger;
 pub mod pki;
 pub mod service;
+pub mod witnesses;

@@ -1,0 +1,213 @@
+//! Gathering witness cosignatures. The server reads its witnesses from
+//! `DIR/witnesses.toml`; after each new checkpoint it pushes it, with a
+//! consistency proof from the size each witness last cosigned, to every
+//! witness at once, checks each cosignature against that witness's key, and
+//! publishes the checkpoint with the cosignatures it got. A witness that is
+//! down, slow, or answers with a bad cosignature is logged and counted as
+//! missing; it never stops the log.
+//!
+//! ```toml
+//! [[witness]]
+//! name = "witness.localhost/dev"
+//! address = "https://127.0.0.1:8444"
+//! vkey = "witness.localhost/dev+1234abcd+BB..."   # its cosignature verifier key
+//! cert = "witness-cert.pem"                      # its TLS certificate, pinned
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use covenant_core::note::{self, NoteSignature, NoteVerifier};
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::witness_service_client::WitnessServiceClient;
+use serde::Deserialize;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use crate::ledger::storage::Storage;
+use crate::ledger::{Ledger, SignedCheckpoint};
+
+/// How long one witness may take to answer.
+pub const WITNESS_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Deserialize)]
+struct File {
+    #[serde(default)]
+    witness: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    address: String,
+    vkey: String,
+    cert: String,
+}
+
+/// One configured witness.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    /// Its note name.
+    pub name: String,
+    /// Its address, `https://host:port`.
+    pub address: String,
+    /// Its cosignature verifier key.
+    pub vkey: NoteVerifier,
+    /// Its TLS certificate, PEM, pinned.
+    pub cert_pem: String,
+}
+
+/// Reads `DIR/witnesses.toml` (none configured if absent).
+pub fn load(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
+    let path = dir.join("witnesses.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context("reading witnesses.toml"),
+    };
+    let file: File = toml::from_str(&text).context("witnesses.toml is malformed")?;
+    file.witness
+        .into_iter()
+        .map(|e| {
+            let vkey = NoteVerifier::parse(&e.vkey)
+                .with_context(|| format!("witness {}: vkey is not a C2SP verifier key", e.name))?;
+            if vkey.name() != e.name || vkey.sig_type() != note::TYPE_COSIGNATURE {
+                anyhow::bail!("witness {}: vkey must be its cosignature key (type 0x04) under its name", e.name);
+            }
+            let cert_path = dir.join(&e.cert);
+            let cert_pem = std::fs::read_to_string(&cert_path)
+                .with_context(|| format!("witness {}: reading {}", e.name, cert_path.display()))?;
+            Ok(WitnessConfig { name: e.name, address: e.address, vkey, cert_pem })
+        })
+        .collect()
+}
+
+/// The newest checkpoint with the cosignatures gathered for it.
+#[derive(Debug, Clone, Default)]
+pub struct Cosigned {
+    /// Its size.
+    pub size: u64,
+    /// The signed note with cosignature lines.
+    pub note: String,
+    /// Valid cosignatures on it.
+    pub cosignatures: usize,
+}
+
+/// Shared results of the gathering task.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// The newest cosigned checkpoint.
+    pub latest: RwLock<Option<Cosigned>>,
+    /// Cosignatures asked for and not obtained (down, slow, bad).
+    pub missing: AtomicU64,
+}
+
+struct Peer {
+    config: WitnessConfig,
+    channel: Option<Channel>,
+    /// The size it last cosigned, as far as we know.
+    size: u64,
+}
+
+impl Peer {
+    async fn client(&mut self) -> anyhow::Result<WitnessServiceClient<Channel>> {
+        if self.channel.is_none() {
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&self.config.cert_pem))
+                .domain_name("localhost");
+            let channel = Channel::from_shared(self.config.address.clone())?
+                .tls_config(tls)?
+                .connect_timeout(WITNESS_TIMEOUT)
+                .timeout(WITNESS_TIMEOUT)
+                .connect_lazy();
+            self.channel = Some(channel);
+        }
+        Ok(WitnessServiceClient::new(self.channel.clone().context("no channel")?))
+    }
+
+    /// Asks for a cosignature of `cp`, retrying once from the size the
+    /// witness says it holds. Returns a verified cosignature line.
+    async fn cosign<S: Storage>(
+        &mut self,
+        ledger: &Ledger<S>,
+        log: &NoteVerifier,
+        cp: &SignedCheckpoint,
+    ) -> anyhow::Result<String> {
+        for _ in 0..2 {
+            let proof = if self.size > 0 && self.size < cp.size {
+                ledger.consistency_proof(self.size, cp.size)?.iter().map(|h| h.to_vec()).collect()
+            } else {
+                Vec::new()
+            };
+            let request = pb::AddCheckpointRequest {
+                old_size: self.size,
+                consistency: proof,
+                checkpoint: cp.note.clone().into_bytes(),
+            };
+            let mut client = self.client().await?;
+            match tokio::time::timeout(WITNESS_TIMEOUT, client.add_checkpoint(request)).await {
+                Err(_) => anyhow::bail!("no answer within {WITNESS_TIMEOUT:?}"),
+                Ok(Err(status)) => {
+                    let held =
+                        status.metadata().get("x-witness-size").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    match held {
+                        Some(size) if size != self.size => self.size = size,
+                        _ => anyhow::bail!("refused: {}", status.message()),
+                    }
+                }
+                Ok(Ok(answer)) => {
+                    let line =
+                        String::from_utf8(answer.into_inner().cosignature).context("the cosignature is not text")?;
+                    let sig = NoteSignature::parse_line(line.trim_end_matches('\n'))
+                        .context("the cosignature is malformed")?;
+                    let text = format!("{}{}", cp.note, sig.to_line());
+                    let verified = note::open_checkpoint(text.as_bytes(), log)?;
+                    verified
+                        .require_cosignatures(&[&self.config.vkey], 1)
+                        .context("the cosignature does not verify with the witness's key")?;
+                    self.size = cp.size;
+                    return Ok(sig.to_line());
+                }
+            }
+        }
+        anyhow::bail!("the witness keeps naming another size")
+    }
+}
+
+/// Starts the gathering task. Without witnesses it publishes every
+/// checkpoint as is.
+pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<WitnessConfig>) -> Arc<Gathered> {
+    let gathered = Arc::new(Gathered::default());
+    let out = gathered.clone();
+    let mut watch = ledger.watch();
+    let mut peers: Vec<Peer> = witnesses.into_iter().map(|config| Peer { config, channel: None, size: 0 }).collect();
+    tokio::spawn(async move {
+        loop {
+            let cp = watch.borrow_and_update().clone();
+            let mut lines = Vec::new();
+            if cp.size > 0 {
+                for peer in &mut peers {
+                    match peer.cosign(&ledger, &log, &cp).await {
+                        Ok(line) => lines.push(line),
+                        Err(e) => {
+                            out.missing.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(witness = %peer.config.name, size = cp.size, "no cosignature: {e:#}");
+                        }
+                    }
+                }
+            }
+            let cosigned =
+                Cosigned { size: cp.size, note: format!("{}{}", cp.note, lines.concat()), cosignatures: lines.len() };
+            if let Ok(mut latest) = out.latest.write() {
+                *latest = Some(cosigned);
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    gathered
+}

@@ -1,0 +1,218 @@
+//! Witnesses on loopback: the server pushes each checkpoint to its witnesses
+//! and serves the cosignatures it gets; a witness that is down, or answers
+//! garbage, is counted as missing and the log goes on; a witness restarted
+//! keeps its cosigned size and refuses to go back; and a witness refuses a
+//! rewritten history signed with the genuine ledger key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use covenant_cli::admin::Admin;
+use covenant_cli::audit::Audit;
+use covenant_cli::connect::Connection;
+use covenant_cli::witness::{self, WitnessNode};
+use covenant_core::merkle::MemoryTree;
+use covenant_core::note::{self, Checkpoint, NoteSigner, NoteVerifier};
+use covenant_server::datadir;
+use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use tokio::net::TcpListener;
+
+struct Task {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Task {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn start_witness(dir: &Path, state: &Path, listener: TcpListener) -> Task {
+    let key = std::fs::read_to_string(dir.join("keys/witness-dev.key")).unwrap();
+    let signer = NoteSigner::parse_private(key.trim()).unwrap();
+    let log = NoteVerifier::parse(std::fs::read_to_string(dir.join("ledger.vkey")).unwrap().trim()).unwrap();
+    let node = WitnessNode::open(signer, log, state).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(witness::run(node, listener, async {
+        let _ = stopped.await;
+    }));
+    Task { stop, task }
+}
+
+async fn start_server(dir: &Path) -> (Task, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(ServeConfig { data: dir.to_path_buf() }, listener, async {
+        let _ = stopped.await;
+    }));
+    (Task { stop, task }, url)
+}
+
+fn conn(url: &str, dir: &Path, who: &str) -> Connection {
+    Connection { server: Some(url.to_owned()), identity: Some(dir.join("identities").join(who)) }
+}
+
+async fn note(url: &str, dir: &Path, text: &str) {
+    covenant_cli::admin::run(Admin::Note { text: text.into(), why: None }, &conn(url, dir, "admin1"), true)
+        .await
+        .unwrap();
+}
+
+/// The served checkpoint's size and valid cosignatures by the dev witness.
+async fn served(url: &str, dir: &Path) -> (u64, usize) {
+    use covenant_proto::v1 as pb;
+    let channel = conn(url, dir, "auditor").channel().await.unwrap();
+    let cp = covenant_proto::v1::ledger_service_client::LedgerServiceClient::new(channel)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let log = NoteVerifier::parse(std::fs::read_to_string(dir.join("ledger.vkey")).unwrap().trim()).unwrap();
+    let w = NoteVerifier::parse(std::fs::read_to_string(dir.join("witness-dev.vkey")).unwrap().trim()).unwrap();
+    let verified = note::open_checkpoint(&cp.note, &log).unwrap();
+    (verified.checkpoint().size, verified.require_cosignatures(&[&w], 0).unwrap().len())
+}
+
+/// Waits (bounded) until the served checkpoint is `size` with `cosigs` cosignatures.
+async fn wait_for(url: &str, dir: &Path, size: u64, cosigs: usize) {
+    for _ in 0..100 {
+        if served(url, dir).await == (size, cosigs) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the served checkpoint never reached size {size} with {cosigs} cosignature(s): {:?}",
+        served(url, dir).await
+    );
+}
+
+fn write_witnesses(dir: &Path, witnesses: &[(&str, String, String, &Path)]) {
+    let mut text = String::new();
+    for (name, address, vkey, cert) in witnesses {
+        text.push_str(&format!(
+            "[[witness]]\nname = \"{name}\"\naddress = \"{address}\"\nvkey = \"{vkey}\"\ncert = \"{}\"\n\n",
+            cert.display()
+        ));
+    }
+    std::fs::write(dir.join("witnesses.toml"), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
+    install_crypto_provider();
+    let dir: PathBuf = std::env::temp_dir().join(format!("covenant-witness-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::block_in_place(|| datadir::init_dev(&dir)).unwrap();
+    let state = dir.join("witness-state");
+    std::fs::create_dir_all(&state).unwrap();
+    witness::tls_identity(&state).unwrap();
+    let vkey = std::fs::read_to_string(dir.join("witness-dev.vkey")).unwrap().trim().to_owned();
+
+    // A second "witness" that answers garbage: a plain TLS listener that
+    // accepts and closes connections, under another name and key.
+    let garbage_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_addr = garbage_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = garbage_listener.accept().await {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot a witness").await;
+        }
+    });
+    let other =
+        NoteSigner::new("witness.localhost/garbage", covenant_core::keys::SigningKey::from_seed(&[77; 32])).unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let witness_addr = listener.local_addr().unwrap();
+    write_witnesses(
+        &dir,
+        &[
+            ("witness.localhost/dev", format!("https://{witness_addr}"), vkey.clone(), &state.join("tls-cert.pem")),
+            (
+                "witness.localhost/garbage",
+                format!("https://{garbage_addr}"),
+                witness::verifier_key(&other),
+                &state.join("tls-cert.pem"),
+            ),
+        ],
+    );
+    let w = start_witness(&dir, &state, listener).await;
+    let (server, url) = start_server(&dir).await;
+
+    // Cosigned by the real witness; the garbage one is counted missing.
+    note(&url, &dir, "first").await;
+    wait_for(&url, &dir, 5, 1).await;
+    let report = covenant_cli::audit::run(
+        Audit::Verify { bodies: true, ledger: None, state: None },
+        &conn(&url, &dir, "auditor"),
+        None,
+        true,
+    )
+    .await;
+    assert!(report.is_ok(), "{report:?}");
+
+    // The witness goes down: the log goes on, uncosigned.
+    w.stop().await;
+    note(&url, &dir, "while the witness is down").await;
+    wait_for(&url, &dir, 6, 0).await;
+
+    // It comes back on the same address with its state: cosigning resumes.
+    let listener = TcpListener::bind(witness_addr).await.unwrap();
+    let w = start_witness(&dir, &state, listener).await;
+    note(&url, &dir, "after the restart").await;
+    wait_for(&url, &dir, 7, 1).await;
+
+    // The restarted witness refuses to go back to a smaller tree, and
+    // refuses a rewritten history signed with the genuine ledger key.
+    let ledger_key = datadir::read_key(&dir.join("keys/ledger.key")).unwrap();
+    let log = NoteSigner::new(&datadir::ledger_name(&dir).unwrap(), ledger_key).unwrap();
+    let mut fork = MemoryTree::new();
+    for i in 0..9 {
+        fork.push_leaf(format!("rewritten {i}").as_bytes());
+    }
+    let cert = std::fs::read_to_string(state.join("tls-cert.pem")).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{witness_addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = covenant_proto::v1::witness_service_client::WitnessServiceClient::new(channel);
+    for size in [3u64, 9] {
+        let cp = Checkpoint { origin: log.name().into(), size, root_hash: fork.clone().root(), extensions: vec![] };
+        let cp = if size == 3 {
+            let mut small = MemoryTree::new();
+            for i in 0..3 {
+                small.push_leaf(format!("rewritten {i}").as_bytes());
+            }
+            Checkpoint { root_hash: small.root(), ..cp }
+        } else {
+            cp
+        };
+        let proof = covenant_core::merkle::consistency_proof(&fork, 7.min(size), size).unwrap_or_default();
+        let err = client
+            .add_checkpoint(covenant_proto::v1::AddCheckpointRequest {
+                old_size: 7,
+                consistency: proof.iter().map(|h| h.to_vec()).collect(),
+                checkpoint: cp.sign(&log).unwrap().to_text().into_bytes(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+        let expected = if size == 3 { "smaller" } else { "not consistent" };
+        assert!(err.message().contains(expected), "{}", err.message());
+    }
+
+    server.stop().await;
+    w.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
