@@ -178,7 +178,8 @@ impl Peer {
 }
 
 /// Starts the gathering task. Without witnesses it publishes every
-/// checkpoint as is.
+/// checkpoint as is. Witnesses are asked at once, each bounded by
+/// [`WITNESS_TIMEOUT`], so a slow one delays a round by that much at most.
 pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<WitnessConfig>) -> Arc<Gathered> {
     let gathered = Arc::new(Gathered::default());
     let out = gathered.clone();
@@ -189,15 +190,27 @@ pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<Wi
             let cp = watch.borrow_and_update().clone();
             let mut lines = Vec::new();
             if cp.size > 0 {
-                for peer in &mut peers {
-                    match peer.cosign(&ledger, &log, &cp).await {
+                let mut round = tokio::task::JoinSet::new();
+                for mut peer in peers.drain(..) {
+                    let (ledger, log, cp) = (ledger.clone(), log.clone(), cp.clone());
+                    round.spawn(async move {
+                        let result = peer.cosign(&ledger, &log, &cp).await;
+                        (peer, result)
+                    });
+                }
+                while let Some(joined) = round.join_next().await {
+                    let Ok((peer, result)) = joined else { continue };
+                    match result {
                         Ok(line) => lines.push(line),
                         Err(e) => {
                             out.missing.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(witness = %peer.config.name, size = cp.size, "no cosignature: {e:#}");
                         }
                     }
+                    peers.push(peer);
                 }
+                // A fixed order, so the same cosignatures make the same note.
+                lines.sort();
             }
             let cosigned =
                 Cosigned { size: cp.size, note: format!("{}{}", cp.note, lines.concat()), cosignatures: lines.len() };

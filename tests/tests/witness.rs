@@ -126,6 +126,20 @@ async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
     });
     let other =
         NoteSigner::new("witness.localhost/garbage", covenant_core::keys::SigningKey::from_seed(&[77; 32])).unwrap();
+    // A slow "witness": accepts connections and never answers.
+    let slow_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow_listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = slow_listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let slow =
+        NoteSigner::new("witness.localhost/slow", covenant_core::keys::SigningKey::from_seed(&[79; 32])).unwrap();
+    // The real witness, configured a second time under a key that is not its own.
+    let impostor =
+        NoteSigner::new("witness.localhost/dev", covenant_core::keys::SigningKey::from_seed(&[78; 32])).unwrap();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let witness_addr = listener.local_addr().unwrap();
@@ -139,12 +153,25 @@ async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
                 witness::verifier_key(&other),
                 &state.join("tls-cert.pem"),
             ),
+            (
+                "witness.localhost/slow",
+                format!("https://{slow_addr}"),
+                witness::verifier_key(&slow),
+                &state.join("tls-cert.pem"),
+            ),
+            (
+                "witness.localhost/dev",
+                format!("https://{witness_addr}"),
+                witness::verifier_key(&impostor),
+                &state.join("tls-cert.pem"),
+            ),
         ],
     );
     let w = start_witness(&dir, &state, listener).await;
     let (server, url) = start_server(&dir).await;
 
-    // Cosigned by the real witness; the garbage one is counted missing.
+    // Cosigned by the real witness; the garbage, slow and wrongly keyed
+    // ones are counted missing (the slow one after its timeout).
     note(&url, &dir, "first").await;
     wait_for(&url, &dir, 5, 1).await;
     let report = covenant_cli::audit::run(
