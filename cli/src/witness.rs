@@ -135,7 +135,11 @@ pub async fn run(
     tonic::transport::Server::builder()
         .tls_config(tls)?
         .add_service(pb::witness_service_server::WitnessServiceServer::from_arc(Arc::new(node)))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        // No Nagle: small gRPC frames would otherwise wait for delayed ACKs.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

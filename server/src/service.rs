@@ -330,7 +330,11 @@ pub async fn run(
         .tls_config(tls)?
         .add_service(pb::ledger_service_server::LedgerServiceServer::new(node.clone()))
         .add_service(pb::admin_service_server::AdminServiceServer::new(node))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        // No Nagle: small gRPC frames would otherwise wait for delayed ACKs.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     tokio::task::block_in_place(|| ledger.close());
     Ok(())
