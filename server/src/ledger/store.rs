@@ -872,21 +872,14 @@ fn describe_difference(path: &str, stored: Option<&[u8]>, ours: &[u8], last_inde
 /// names the first bad one. (`covenant-server check`.)
 pub fn check<S: Storage>(storage: Arc<S>, log: &NoteVerifier) -> Result<u64, OpenError> {
     let Some(bytes) = storage.read(CHECKPOINTS)? else { return Ok(0) };
-    let mut pos = 0usize;
-    let mut last: Option<&[u8]> = None;
-    while let Some(len) = bytes.get(pos..pos + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) {
-        let Some(note) = bytes.get(pos + 4..pos + 4 + len as usize) else { break };
-        last = Some(note);
-        pos += 4 + len as usize;
-    }
-    let Some(note_bytes) = last else { return Ok(0) };
+    let Some(note_bytes) = last_record(&bytes).0 else { return Ok(0) };
     let cp = note::open_checkpoint(note_bytes, log)?;
     let (size, root) = (cp.checkpoint().size, cp.checkpoint().root_hash);
     let reader = LedgerReader::new(storage, 64);
-    let mut tree = merkle::MemoryTree::new();
+    let mut tree = merkle::CompactRange::new();
     reader
         .scan(size, |_, _, header, _| {
-            tree.push_leaf(header);
+            tree.push(merkle::leaf_hash(header));
             Ok(())
         })
         .map_err(|e| OpenError::Read(e.to_string()))?;
@@ -896,18 +889,25 @@ pub fn check<S: Storage>(storage: Arc<S>, log: &NoteVerifier) -> Result<u64, Ope
     Ok(size)
 }
 
-/// The last whole checkpoint of the checkpoint log, verified with `log`. A
-/// torn last record (a crash while appending) is cut off; a whole record
-/// that does not verify is a refusal.
-fn last_checkpoint<S: Storage>(storage: &S, log: &NoteVerifier) -> Result<Option<VerifiedCheckpoint>, OpenError> {
-    let Some(bytes) = storage.read(CHECKPOINTS)? else { return Ok(None) };
+/// The last whole record of the checkpoint log (`u32` length, note) and
+/// where the whole records end.
+fn last_record(bytes: &[u8]) -> (Option<&[u8]>, usize) {
     let mut pos = 0usize;
-    let mut last: Option<&[u8]> = None;
+    let mut last = None;
     while let Some(len) = bytes.get(pos..pos + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) {
         let Some(note) = bytes.get(pos + 4..pos + 4 + len as usize) else { break };
         last = Some(note);
         pos += 4 + len as usize;
     }
+    (last, pos)
+}
+
+/// The last whole checkpoint of the checkpoint log, verified with `log`. A
+/// torn last record (a crash while appending) is cut off; a whole record
+/// that does not verify is a refusal.
+fn last_checkpoint<S: Storage>(storage: &S, log: &NoteVerifier) -> Result<Option<VerifiedCheckpoint>, OpenError> {
+    let Some(bytes) = storage.read(CHECKPOINTS)? else { return Ok(None) };
+    let (last, pos) = last_record(&bytes);
     if pos < bytes.len() {
         storage.truncate(CHECKPOINTS, pos as u64)?;
         storage.sync(CHECKPOINTS)?;
