@@ -126,32 +126,41 @@ impl pb::ledger_service_server::LedgerService for Node {
         if req.end < req.start || req.end - req.start > MAX_PAGE {
             return Err(Status::invalid_argument(format!("ask for at most {MAX_PAGE} entries, start <= end")));
         }
-        // Deployments read checkpoints and proofs, not the ledger's structure.
-        self.require(
-            &caller,
-            &[IdentityRole::Admin, IdentityRole::Auditor, IdentityRole::Customer, IdentityRole::Engineer],
-        )?;
-        let bodies_allowed =
-            caller.role == IdentityRole::Admin || (caller.role == IdentityRole::Auditor && caller.scope.is_none());
-        if req.with_bodies && !bodies_allowed {
-            return Err(Status::permission_denied("bodies are for admins and auditors whose scope covers them"));
-        }
+        // Who sees which entry: admins and full-scope auditors, all of it;
+        // customers and engineers, every header (the ledger's structure is
+        // public to them) but no body; a scoped auditor, the bodies of
+        // entries about customers in its scope only; a deployment, only the
+        // entries that name it, bodies included.
         let headers = self.ledger.headers(req.start, req.end).map_err(read_status)?;
-        let bodies =
-            if req.with_bodies { self.ledger.bodies(req.start, req.end).map_err(read_status)? } else { Vec::new() };
-        let entries = headers
-            .into_iter()
-            .enumerate()
-            .map(|(i, header)| {
-                let body = bodies.get(i);
-                pb::LedgerEntry {
-                    index: req.start + i as u64,
-                    header,
-                    body: body.map(|b| b.body.clone()).unwrap_or_default(),
-                    salt: body.map(|b| b.salt.to_vec()).unwrap_or_default(),
+        let mut entries = Vec::new();
+        for (i, header) in headers.into_iter().enumerate() {
+            let index = req.start + i as u64;
+            let subjects = covenant_core::ledger::EntryHeader::parse(&header)
+                .map(|h| h.subjects)
+                .map_err(|e| Status::internal(format!("entry {index}: {e}")))?;
+            let (header_visible, body_visible) = match caller.role {
+                IdentityRole::Admin => (true, true),
+                IdentityRole::Auditor => match &caller.scope {
+                    None => (true, true),
+                    Some(scope) => (true, !subjects.is_empty() && subjects.iter().all(|s| scope.contains(s))),
+                },
+                IdentityRole::Customer | IdentityRole::Engineer => (true, false),
+                IdentityRole::Deployment => {
+                    let own = subjects.contains(&caller.subject);
+                    (own, own)
                 }
-            })
-            .collect();
+            };
+            if !header_visible {
+                continue;
+            }
+            let mut entry = pb::LedgerEntry { index, header, body: Vec::new(), salt: Vec::new() };
+            if req.with_bodies && body_visible {
+                let body = self.ledger.body(index).map_err(read_status)?;
+                entry.body = body.body;
+                entry.salt = body.salt.to_vec();
+            }
+            entries.push(entry);
+        }
         Ok(Response::new(pb::GetEntriesResponse { entries }))
     }
 

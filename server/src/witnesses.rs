@@ -188,7 +188,22 @@ pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<Wi
     tokio::spawn(async move {
         loop {
             let cp = watch.borrow_and_update().clone();
-            let mut lines = Vec::new();
+            // Published at once, then again with each cosignature as it
+            // arrives: a slow witness never holds back the others'.
+            let publish = |lines: &[String]| {
+                let mut sorted = lines.to_vec();
+                sorted.sort();
+                let cosigned = Cosigned {
+                    size: cp.size,
+                    note: format!("{}{}", cp.note, sorted.concat()),
+                    cosignatures: sorted.len(),
+                };
+                if let Ok(mut latest) = out.latest.write() {
+                    *latest = Some(cosigned);
+                }
+            };
+            let mut lines: Vec<String> = Vec::new();
+            publish(&lines);
             if cp.size > 0 {
                 let mut round = tokio::task::JoinSet::new();
                 for mut peer in peers.drain(..) {
@@ -201,7 +216,10 @@ pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<Wi
                 while let Some(joined) = round.join_next().await {
                     let Ok((peer, result)) = joined else { continue };
                     match result {
-                        Ok(line) => lines.push(line),
+                        Ok(line) => {
+                            lines.push(line);
+                            publish(&lines);
+                        }
                         Err(e) => {
                             out.missing.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(witness = %peer.config.name, size = cp.size, "no cosignature: {e:#}");
@@ -209,13 +227,6 @@ pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<Wi
                     }
                     peers.push(peer);
                 }
-                // A fixed order, so the same cosignatures make the same note.
-                lines.sort();
-            }
-            let cosigned =
-                Cosigned { size: cp.size, note: format!("{}{}", cp.note, lines.concat()), cosignatures: lines.len() };
-            if let Ok(mut latest) = out.latest.write() {
-                *latest = Some(cosigned);
             }
             if watch.changed().await.is_err() {
                 return;

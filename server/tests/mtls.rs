@@ -147,6 +147,45 @@ async fn who_may_call_what() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
+    // An auditor scoped to one customer sees every header, and the bodies
+    // of entries about that customer only.
+    let scoped_key = datadir::new_key().unwrap();
+    let (csr, tls_key) = pki::certificate_request(&scoped_key.public()).unwrap();
+    let issued = AdminServiceClient::new(admin1.clone())
+        .issue_identity(pb::IssueIdentityRequest {
+            csr: csr.into_bytes(),
+            role: "auditor".into(),
+            subject: "aud-x".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let register = ActionKind::IssueIdentity {
+        role: covenant_core::statements::IdentityRole::Auditor,
+        subject: "aud-x".into(),
+        signing_key: scoped_key.public(),
+        certificate_sha256: Sha256Digest::from_hex(&issued.certificate_sha256).unwrap(),
+        scope: Some(vec!["admin2".into()]),
+    };
+    AdminServiceClient::new(admin1.clone())
+        .act(pb::ActRequest { action: signed(register, &admin1_key) })
+        .await
+        .unwrap();
+    let dir = server.dir.join("identities/aud-x");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &issued.certificate_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), tls_key).unwrap();
+    let scoped = LedgerServiceClient::new(server.channel(Some(&dir)).await)
+        .get_entries(pb::GetEntriesRequest { start: 0, end: 5, with_bodies: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(scoped.len(), 5);
+    // Entry 2 registered admin2 (in scope); the others are not about admin2.
+    let with_body: Vec<u64> = scoped.iter().filter(|e| !e.body.is_empty()).map(|e| e.index).collect();
+    assert_eq!(with_body, vec![2]);
+
     // An admin signs with their own key, not a colleague's.
     let err = AdminServiceClient::new(admin1.clone())
         .act(pb::ActRequest { action: signed(note("x"), &admin2_key) })
@@ -168,7 +207,7 @@ async fn who_may_call_what() {
             .unwrap()
             .into_inner(),
     );
-    assert!(before.contains("\n4\n"), "{before}");
+    assert!(before.contains("\n5\n"), "{before}");
     server.stop().await;
 }
 

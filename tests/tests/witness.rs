@@ -78,9 +78,11 @@ async fn served(url: &str, dir: &Path) -> (u64, usize) {
     (verified.checkpoint().size, verified.require_cosignatures(&[&w], 0).unwrap().len())
 }
 
-/// Waits (bounded) until the served checkpoint is `size` with `cosigs` cosignatures.
+/// Waits (bounded: 30 s, far above the 3 s witness timeout a slow witness
+/// can add to a round) until the served checkpoint is `size` with `cosigs`
+/// cosignatures.
 async fn wait_for(url: &str, dir: &Path, size: u64, cosigs: usize) {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if served(url, dir).await == (size, cosigs) {
             return;
         }
