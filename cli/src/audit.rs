@@ -136,6 +136,12 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
             let mut client = LedgerServiceClient::new(conn.channel().await?);
             let trusted = provisioned_root(conn, root)?;
             let report = verify_online(&mut client, trusted, &state_path, bodies).await?;
+            if report.cosignatures < report.witness_threshold && !json {
+                eprintln!(
+                    "warning: the checkpoint carries {} valid witness cosignature(s) and the root asks {}; agents will not accept it until witnesses cosign",
+                    report.cosignatures, report.witness_threshold
+                );
+            }
             print(json, &report, || {
                 format!(
                     "Verified the ledger up to size {} (root {}): {} new entries{}, consistent with size {}. Cosignatures: {} of {} required.",
