@@ -333,7 +333,7 @@ pub async fn run(
         .client_auth_optional(true);
     let log = covenant_core::note::NoteVerifier::parse(read("ledger.vkey")?.trim())?;
     let witnesses = crate::witnesses::load(dir)?;
-    let cosigned = crate::witnesses::spawn(ledger.clone(), log, witnesses);
+    let (cosigned, gathering) = crate::witnesses::spawn(ledger.clone(), log, witnesses);
     let node = Node { ledger: ledger.clone(), registry, ca, cosigned };
     Server::builder()
         .tls_config(tls)?
@@ -345,6 +345,10 @@ pub async fn run(
             shutdown,
         )
         .await?;
+    // The gathering task holds the ledger too: stop it, so that closing
+    // waits for the sequencer and the ledger is free for the next owner.
+    gathering.abort();
+    let _ = gathering.await;
     tokio::task::block_in_place(|| ledger.close());
     Ok(())
 }

@@ -180,12 +180,16 @@ impl Peer {
 /// Starts the gathering task. Without witnesses it publishes every
 /// checkpoint as is. Witnesses are asked at once, each bounded by
 /// [`WITNESS_TIMEOUT`], so a slow one delays a round by that much at most.
-pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<WitnessConfig>) -> Arc<Gathered> {
+pub fn spawn<S: Storage>(
+    ledger: Ledger<S>,
+    log: NoteVerifier,
+    witnesses: Vec<WitnessConfig>,
+) -> (Arc<Gathered>, tokio::task::JoinHandle<()>) {
     let gathered = Arc::new(Gathered::default());
     let out = gathered.clone();
     let mut watch = ledger.watch();
     let mut peers: Vec<Peer> = witnesses.into_iter().map(|config| Peer { config, channel: None, size: 0 }).collect();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let cp = watch.borrow_and_update().clone();
             // Published at once, then again with each cosignature as it
@@ -233,5 +237,5 @@ pub fn spawn<S: Storage>(ledger: Ledger<S>, log: NoteVerifier, witnesses: Vec<Wi
             }
         }
     });
-    gathered
+    (gathered, task)
 }

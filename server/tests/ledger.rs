@@ -295,3 +295,15 @@ fn flipped_byte_in_a_journal_header_refuses_open() {
     assert!(msg.contains("tile/entries/000"), "{msg}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_ledger_has_one_owner_at_a_time() {
+    let dir = tempdir("one-owner");
+    let first = open(Arc::new(FsStorage::new(&dir).unwrap())).unwrap();
+    let err = open(Arc::new(FsStorage::new(&dir).unwrap())).unwrap_err().to_string();
+    assert!(err.contains("in use"), "{err}");
+    first.close();
+    // Once the first owner is gone, it opens.
+    open(Arc::new(FsStorage::new(&dir).unwrap())).unwrap().close();
+    std::fs::remove_dir_all(dir).unwrap();
+}

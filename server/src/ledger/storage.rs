@@ -46,6 +46,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The names in a directory (files and directories), or empty if it
     /// does not exist.
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
+
+    /// Takes the ledger for this process alone, failing if another holder
+    /// has it; held until the storage is dropped.
+    fn lock_exclusive(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The parent directory of a relative path (`""` for top-level names).
@@ -57,6 +63,8 @@ pub fn parent(path: &str) -> &str {
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
+    /// The open `LOCK` file while this storage holds the ledger.
+    lock: std::sync::Arc<Mutex<Option<File>>>,
 }
 
 impl FsStorage {
@@ -64,7 +72,7 @@ impl FsStorage {
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
-        Ok(FsStorage { root })
+        Ok(FsStorage { root, lock: std::sync::Arc::new(Mutex::new(None)) })
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -153,6 +161,27 @@ impl Storage for FsStorage {
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         File::open(self.path(dir))?.sync_all()
+    }
+
+    fn lock_exclusive(&self) -> io::Result<()> {
+        // This storage may hold it already (a ledger reopened through it).
+        if self.lock.lock().is_ok_and(|held| held.is_some()) {
+            return Ok(());
+        }
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.path("LOCK"))?;
+        file.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "the ledger in {} is in use by another process (or another open in this one)",
+                    self.root.display()
+                ),
+            )
+        })?;
+        if let Ok(mut held) = self.lock.lock() {
+            *held = Some(file);
+        }
+        Ok(())
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {

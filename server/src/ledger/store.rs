@@ -739,6 +739,7 @@ pub fn recover<S: Storage>(
     cache_limit: usize,
     mut replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
 ) -> Result<Recovered<S>, OpenError> {
+    storage.lock_exclusive()?;
     storage.remove(CHECKPOINT_TMP)?;
     let checkpoint = last_checkpoint(&*storage, log)?;
     let (size, root) =
