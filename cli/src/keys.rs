@@ -10,12 +10,23 @@ use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 
 use crate::connect::write_private;
 
-/// Makes `signing.key`, `key.pem` (both 0600) and `request.csr` in `out`.
-pub fn new(out: &Path, json: bool) -> anyhow::Result<()> {
+/// Makes `signing.key`, `key.pem` (both 0600) and `request.csr` in `out`;
+/// with `signing_only`, only `signing.key`.
+pub fn new(out: &Path, signing_only: bool, json: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom_fill(seed.as_mut_slice())?;
     let signing = SigningKey::from_seed(&seed);
+    if signing_only {
+        write_private(&out.join("signing.key"), signing.to_seed_hex().as_bytes())?;
+        let public = hex::encode(signing.public().to_bytes());
+        if json {
+            println!("{}", serde_json::json!({ "signing_key": public }));
+        } else {
+            println!("Made {}/signing.key (0600). Its public key is {public}.", out.display());
+        }
+        return Ok(());
+    }
     let tls = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, "covenant holder");

@@ -7,4 +7,5 @@ pub mod admin;
 pub mod audit;
 pub mod connect;
 pub mod keys;
+pub mod root;
 pub mod witness;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use covenant_cli::{admin, audit, connect, keys, witness};
+use covenant_cli::{admin, audit, connect, keys, root, witness};
 
 /// Covenant's command line for compliance officers, customers, field
 /// engineers and auditors.
@@ -42,6 +42,9 @@ enum Command {
     /// Your own keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// The offline root ceremony: write a root, sign it, show it.
+    #[command(subcommand)]
+    Root(root::Root),
     /// Auditors: run a witness that cosigns consistent checkpoints only.
     #[command(subcommand)]
     Witness(witness::Witness),
@@ -56,6 +59,10 @@ enum KeysCmd {
         /// The folder to make them in (your identity folder).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Only a signing key (for root and release keys, which sign offline
+        /// and never call the server).
+        #[arg(long)]
+        signing_only: bool,
     },
 }
 
@@ -66,7 +73,8 @@ fn main() {
             match args.command {
                 Command::Admin(cmd) => admin::run(cmd, &args.conn, args.json).await,
                 Command::Audit { root, command } => audit::run(command, &args.conn, root.as_deref(), args.json).await,
-                Command::Keys(KeysCmd::New { out }) => keys::new(&out, args.json),
+                Command::Keys(KeysCmd::New { out, signing_only }) => keys::new(&out, signing_only, args.json),
+                Command::Root(cmd) => root::run(cmd, args.json),
                 Command::Witness(witness::Witness::Serve { key, log, state, listen }) => {
                     witness::serve(&key, &log, &state, listen).await
                 }
