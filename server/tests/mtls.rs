@@ -92,6 +92,48 @@ fn signed(action: ActionKind, key: &SigningKey) -> Vec<u8> {
     )
 }
 
+/// A holder makes both keys, an admin has the CA sign the request, and the
+/// certificate and TLS key go to `identities/<subject>`. Not registered yet.
+async fn request_certificate(
+    server: &Running,
+    admin: &Channel,
+    role: &str,
+    subject: &str,
+) -> (SigningKey, PathBuf, Sha256Digest) {
+    let signing = datadir::new_key().unwrap();
+    let (csr, tls_key) = pki::certificate_request(&signing.public()).unwrap();
+    let issued = AdminServiceClient::new(admin.clone())
+        .issue_identity(pb::IssueIdentityRequest { csr: csr.into_bytes(), role: role.into(), subject: subject.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let dir = server.dir.join("identities").join(subject);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), &issued.certificate_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), tls_key).unwrap();
+    (signing, dir, Sha256Digest::from_hex(&issued.certificate_sha256).unwrap())
+}
+
+/// Registers a certificate and its signing key with an admin's signed action.
+async fn register(
+    admin: &Channel,
+    admin_key: &SigningKey,
+    role: covenant_core::statements::IdentityRole,
+    subject: &str,
+    signing: &SigningKey,
+    certificate_sha256: Sha256Digest,
+    scope: Option<Vec<String>>,
+) {
+    let action = ActionKind::IssueIdentity {
+        role,
+        subject: subject.into(),
+        signing_key: signing.public(),
+        certificate_sha256,
+        scope,
+    };
+    AdminServiceClient::new(admin.clone()).act(pb::ActRequest { action: signed(action, admin_key) }).await.unwrap();
+}
+
 fn note(text: &str) -> ActionKind {
     ActionKind::Note { text: text.into() }
 }
@@ -149,32 +191,9 @@ async fn who_may_call_what() {
 
     // An auditor scoped to one customer sees every header, and the bodies
     // of entries about that customer only.
-    let scoped_key = datadir::new_key().unwrap();
-    let (csr, tls_key) = pki::certificate_request(&scoped_key.public()).unwrap();
-    let issued = AdminServiceClient::new(admin1.clone())
-        .issue_identity(pb::IssueIdentityRequest {
-            csr: csr.into_bytes(),
-            role: "auditor".into(),
-            subject: "aud-x".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let register = ActionKind::IssueIdentity {
-        role: covenant_core::statements::IdentityRole::Auditor,
-        subject: "aud-x".into(),
-        signing_key: scoped_key.public(),
-        certificate_sha256: Sha256Digest::from_hex(&issued.certificate_sha256).unwrap(),
-        scope: Some(vec!["admin2".into()]),
-    };
-    AdminServiceClient::new(admin1.clone())
-        .act(pb::ActRequest { action: signed(register, &admin1_key) })
-        .await
-        .unwrap();
-    let dir = server.dir.join("identities/aud-x");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), &issued.certificate_pem).unwrap();
-    std::fs::write(dir.join("key.pem"), tls_key).unwrap();
+    let (scoped_key, dir, fingerprint) = request_certificate(&server, &admin1, "auditor", "aud-x").await;
+    let auditor_role = covenant_core::statements::IdentityRole::Auditor;
+    register(&admin1, &admin1_key, auditor_role, "aud-x", &scoped_key, fingerprint, Some(vec!["admin2".into()])).await;
     let scoped = LedgerServiceClient::new(server.channel(Some(&dir)).await)
         .get_entries(pb::GetEntriesRequest { start: 0, end: 5, with_bodies: true })
         .await
@@ -303,21 +322,7 @@ async fn an_identity_from_a_certificate_request_works_once_registered() {
     let admin1 = server.channel(Some(&server.identity("admin1"))).await;
     let admin_key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
     // The engineer makes both keys; only the request travels.
-    let signing = datadir::new_key().unwrap();
-    let (csr, tls_key) = pki::certificate_request(&signing.public()).unwrap();
-    let issued = AdminServiceClient::new(admin1.clone())
-        .issue_identity(pb::IssueIdentityRequest {
-            csr: csr.into_bytes(),
-            role: "engineer".into(),
-            subject: "eng-7".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let dir = server.dir.join("identities/eng-7");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), &issued.certificate_pem).unwrap();
-    std::fs::write(dir.join("key.pem"), tls_key).unwrap();
+    let (signing, dir, fingerprint) = request_certificate(&server, &admin1, "engineer", "eng-7").await;
     // Not yet registered: refused.
     let err = LedgerServiceClient::new(server.channel(Some(&dir)).await)
         .get_checkpoint(pb::GetCheckpointRequest {})
@@ -325,14 +330,8 @@ async fn an_identity_from_a_certificate_request_works_once_registered() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     // Registered by a signed admin action: accepted.
-    let register = ActionKind::IssueIdentity {
-        role: covenant_core::statements::IdentityRole::Engineer,
-        subject: "eng-7".into(),
-        signing_key: signing.public(),
-        certificate_sha256: Sha256Digest::from_hex(&issued.certificate_sha256).unwrap(),
-        scope: None,
-    };
-    AdminServiceClient::new(admin1).act(pb::ActRequest { action: signed(register, &admin_key) }).await.unwrap();
+    let engineer = covenant_core::statements::IdentityRole::Engineer;
+    register(&admin1, &admin_key, engineer, "eng-7", &signing, fingerprint, None).await;
     assert!(
         LedgerServiceClient::new(server.channel(Some(&dir)).await)
             .get_checkpoint(pb::GetCheckpointRequest {})
