@@ -97,6 +97,14 @@ fn append_status(e: AppendError) -> Status {
     }
 }
 
+/// A proof from the ledger as the wire's list of hashes.
+fn proof_response(
+    proof: Result<Vec<covenant_core::merkle::Hash>, ReadError>,
+) -> Result<Response<pb::GetProofResponse>, Status> {
+    let proof = proof.map_err(read_status)?;
+    Ok(Response::new(pb::GetProofResponse { hashes: proof.iter().map(|h| h.to_vec()).collect() }))
+}
+
 fn tlog(a: &Appended) -> pb::TlogProof {
     pb::TlogProof { text: a.tlog_proof().to_text().into_bytes() }
 }
@@ -170,8 +178,7 @@ impl pb::ledger_service_server::LedgerService for Node {
     ) -> Result<Response<pb::GetProofResponse>, Status> {
         self.caller(&request)?;
         let req = request.into_inner();
-        let proof = self.ledger.inclusion_proof(req.index, req.tree_size).map_err(read_status)?;
-        Ok(Response::new(pb::GetProofResponse { hashes: proof.iter().map(|h| h.to_vec()).collect() }))
+        proof_response(self.ledger.inclusion_proof(req.index, req.tree_size))
     }
 
     async fn get_consistency_proof(
@@ -183,8 +190,7 @@ impl pb::ledger_service_server::LedgerService for Node {
         if req.from_size == 0 {
             return Err(Status::invalid_argument("a consistency proof from size 0 proves nothing"));
         }
-        let proof = self.ledger.consistency_proof(req.from_size, req.to_size).map_err(read_status)?;
-        Ok(Response::new(pb::GetProofResponse { hashes: proof.iter().map(|h| h.to_vec()).collect() }))
+        proof_response(self.ledger.consistency_proof(req.from_size, req.to_size))
     }
 
     async fn get_root_chain(
