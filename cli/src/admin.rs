@@ -2,18 +2,18 @@
 //! signed with the officer's own key (the certificate only opens the door),
 //! appended to the ledger; the answer is the entry's index and its proof.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
 use covenant_core::keys::PublicKey;
 use covenant_core::note::TlogProof;
-use covenant_core::statements::{ActionKind, ActionTag, AdminAction, IdentityRole, SchemaV1};
+use covenant_core::statements::{ActionKind, ActionTag, AdminAction, IdentityRole, Payload as _, SchemaV1};
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 
-use crate::connect::Connection;
+use crate::connect::{Connection, read_key};
 
 /// The admin commands.
 #[derive(Debug, clap::Subcommand)]
@@ -53,6 +53,17 @@ pub enum IdentityCmd {
         /// For an auditor: the customers in scope, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         scope: Option<Vec<String>>,
+    },
+    /// The first admin's own registration, offline: checks the
+    /// registration.json that `covenant-server certify` wrote into your
+    /// identity folder (your signing key, the certificate beside it, a key the
+    /// root lists as admin), signs it with your key and writes enroll.json
+    /// for `covenant-server admit`.
+    Enroll {
+        /// Where to write the signed registration (default: enroll.json in
+        /// the identity folder).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Revokes a certificate (and the signing key registered with it).
     Revoke {
@@ -134,6 +145,18 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             }
             Ok(())
         }
+        Admin::Identity(IdentityCmd::Enroll { out }) => {
+            let dir = conn.identity_dir()?;
+            let out = out.unwrap_or_else(|| dir.join("enroll.json"));
+            let fingerprint = enroll(dir, &out)?;
+            if json {
+                println!("{}", serde_json::json!({ "enroll": out, "certificate_sha256": fingerprint.to_string() }));
+            } else {
+                println!("Signed your registration into {}.", out.display());
+                println!("The server's operator appends it: covenant-server admit --data DIR {}", out.display());
+            }
+            Ok(())
+        }
         Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since }) => {
             let certificate_sha256 =
                 Sha256Digest::from_hex(&fingerprint).context("the fingerprint must be 64 lowercase hex digits")?;
@@ -152,4 +175,42 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             .await
         }
     }
+}
+
+/// Checks and signs the registration in an identity folder (see
+/// [`IdentityCmd::Enroll`]); returns the certificate's SHA-256.
+pub fn enroll(dir: &Path, out: &Path) -> anyhow::Result<Sha256Digest> {
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    let registration = AdminAction::parse(&read("registration.json")?).context("registration.json is malformed")?;
+    let key = read_key(&dir.join("signing.key"))?;
+    let ActionKind::IssueIdentity { role, signing_key, certificate_sha256, .. } = &registration.action else {
+        anyhow::bail!("registration.json does not register an identity");
+    };
+    if *role != IdentityRole::Admin {
+        anyhow::bail!("only the first admin enrolls offline; other identities are issued over the wire");
+    }
+    if *signing_key != key.public() {
+        anyhow::bail!("registration.json names a signing key that is not yours (signing.key)");
+    }
+    let cert = String::from_utf8(read("cert.pem")?).context("cert.pem is not PEM text")?;
+    let der = pem_der(&cert).context("cert.pem holds no certificate")?;
+    if Sha256Digest::of(&der) != *certificate_sha256 {
+        anyhow::bail!("registration.json names a certificate other than the cert.pem beside it");
+    }
+    let root = covenant_core::state::peek_root(&read("root.json")?).context("root.json is not a root")?;
+    if !root.roles.admin.keys.iter().any(|k| k.public == key.public()) {
+        anyhow::bail!("the root does not list your signing key as an admin key");
+    }
+    std::fs::write(out, envelope::sign(&registration, &[&key]))
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(*certificate_sha256)
+}
+
+/// The DER bytes of the first certificate in a PEM text.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let body = pem.split("-----BEGIN CERTIFICATE-----").nth(1)?.split("-----END CERTIFICATE-----").next()?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }

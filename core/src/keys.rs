@@ -113,6 +113,11 @@ impl PublicKey {
         self.0.to_bytes()
     }
 
+    /// The key as 64 lowercase hex digits (what [`PublicKey::from_hex`] reads).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.to_bytes())
+    }
+
     /// The key id (hex SHA-256 of the 32 bytes).
     pub fn key_id(&self) -> KeyId {
         KeyId::of(&self.0.to_bytes())

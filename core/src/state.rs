@@ -222,3 +222,14 @@ pub fn peek_root(body: &[u8]) -> Option<RootMetadata> {
     use crate::statements::Payload as _;
     RootMetadata::parse(envelope::Envelope::parse(body).ok()?.payload()).ok()
 }
+
+/// Where an admin action goes in the ledger: its entry kind and the
+/// subjects its header names. `None` for actions this fold does not take yet.
+pub fn placement(action: &ActionKind) -> Option<(EntryKind, Vec<String>)> {
+    match action {
+        ActionKind::Note { .. } => Some((EntryKind::Note, vec![])),
+        ActionKind::IssueIdentity { subject, .. } => Some((EntryKind::Identity, vec![subject.clone()])),
+        ActionKind::RevokeIdentity { .. } => Some((EntryKind::Revocation, vec![])),
+        _ => None,
+    }
+}

@@ -18,14 +18,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, bail};
-use covenant_core::digest::Timestamp;
+use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
-use covenant_core::keys::SigningKey;
+use covenant_core::keys::{PublicKey, SigningKey};
 use covenant_core::ledger::EntryKind;
-use covenant_core::note::NoteSigner;
+use covenant_core::note::{NoteSigner, NoteVerifier};
+use covenant_core::root::{RootPolicy, TrustedRoot};
 use covenant_core::state::{Registry, Rejection};
 use covenant_core::statements::{
-    ActionKind, ActionTag, AdminAction, IdentityRole, RoleSpec, Roles, RootKey, RootMetadata, RootTag, SchemaV1,
+    ActionKind, ActionTag, AdminAction, IdentityRole, Payload as _, RoleSpec, Roles, RootKey, RootMetadata, RootTag,
+    SchemaV1,
 };
 
 use crate::ledger::storage::FsStorage;
@@ -124,15 +126,11 @@ pub struct DevInit {
 
 /// `covenant-server init --dev --data DIR`.
 pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("{} exists and is not empty: init never overwrites a data directory", dir.display());
-    }
-    std::fs::create_dir_all(dir.join("keys"))?;
+    refuse_non_empty(dir)?;
     std::fs::create_dir_all(dir.join("identities"))?;
     let root_keys = [new_key()?, new_key()?, new_key()?];
     let release_keys = [new_key()?, new_key()?, new_key()?];
-    let decision = new_key()?;
-    let ledger_key = new_key()?;
+    let online = make_online_keys(dir, DEV_LEDGER_NAME, &["localhost", "127.0.0.1"], "Covenant development CA")?;
     let witness = new_key()?;
     let admins = [new_key()?, new_key()?];
     let spec = |keys: &[&SigningKey], threshold: u32, note: Option<&str>| RoleSpec {
@@ -148,8 +146,11 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
         roles: Roles {
             root: spec(&root_keys.iter().collect::<Vec<_>>(), 2, None),
             release: spec(&release_keys.iter().collect::<Vec<_>>(), 2, None),
-            decision: spec(&[&decision], 1, None),
-            ledger: spec(&[&ledger_key], 1, Some(DEV_LEDGER_NAME)),
+            decision: RoleSpec { keys: vec![RootKey { public: online.decision, note_name: None }], threshold: 1 },
+            ledger: RoleSpec {
+                keys: vec![RootKey { public: *online.ledger.public_key(), note_name: Some(DEV_LEDGER_NAME.into()) }],
+                threshold: 1,
+            },
             witness: spec(&[&witness], 1, Some(DEV_WITNESS_NAME)),
             admin: spec(&admins.iter().collect::<Vec<_>>(), 2, None),
         },
@@ -162,22 +163,12 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
     for (i, k) in release_keys.iter().enumerate() {
         write_key(&dir.join(format!("keys/release-{}.key", i + 1)), k)?;
     }
-    write_key(&dir.join("keys/decision.key"), &decision)?;
-    write_key(&dir.join("keys/ledger.key"), &ledger_key)?;
     // The witness's key file carries its note name (a C2SP private key).
     let witness_signer = NoteSigner::new(DEV_WITNESS_NAME, witness)?;
     write_private(&dir.join("keys/witness-dev.key"), witness_signer.to_private_string().as_bytes())?;
     write_public(&dir.join("witness-dev.vkey"), format!("{}\n", witness_signer.cosignature_verifier()).as_bytes())?;
-    let ledger_signer = NoteSigner::new(DEV_LEDGER_NAME, ledger_key)?;
-    let vkey = ledger_signer.verifier().to_string();
-    write_public(&dir.join("ledger.vkey"), format!("{vkey}\n").as_bytes())?;
-
-    let ca = Authority::create("Covenant development CA")?;
-    write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
-    write_private(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
-    let server = ca.issue_server(&["localhost", "127.0.0.1"])?;
-    write_public(&dir.join("server.pem"), server.cert_pem.as_bytes())?;
-    write_private(&dir.join("server.key"), server.key_pem.as_bytes())?;
+    let vkey = online.ledger.to_string();
+    let ca = online.ca;
 
     // The genesis: the root, then the people's identities, signed by admin1.
     let (ledger, _) = open_ledger(dir)?;
@@ -227,4 +218,150 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
     }
     ledger.close();
     Ok(DevInit { ledger_vkey: vkey, identities })
+}
+
+/// The online keys a data directory holds in production: their public
+/// halves, for the root ceremony.
+#[derive(Debug)]
+pub struct OnlineKeys {
+    /// The decision key's public half.
+    pub decision: PublicKey,
+    /// The ledger's C2SP verifier key.
+    pub ledger: NoteVerifier,
+    /// The CA made with them.
+    pub ca: Authority,
+}
+
+fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists and is not empty: init never overwrites a data directory", dir.display());
+    }
+    Ok(())
+}
+
+/// Makes the server's own keys in `dir`: the decision and ledger keys, the
+/// ledger's verifier key, a CA and the server's TLS certificate for
+/// `server_names` (DNS names or IP addresses).
+fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_name: &str) -> anyhow::Result<OnlineKeys> {
+    std::fs::create_dir_all(dir.join("keys"))?;
+    let decision = new_key()?;
+    let ledger_key = new_key()?;
+    write_key(&dir.join("keys/decision.key"), &decision)?;
+    write_key(&dir.join("keys/ledger.key"), &ledger_key)?;
+    let ledger = NoteSigner::new(ledger_name, ledger_key)
+        .with_context(|| {
+            format!("{ledger_name:?} is not a valid note name (use a host/path such as example.com/ledger)")
+        })?
+        .verifier();
+    write_public(&dir.join("ledger.vkey"), format!("{ledger}\n").as_bytes())?;
+    let ca = Authority::create(ca_name)?;
+    write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
+    write_private(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
+    let server = ca.issue_server(server_names)?;
+    write_public(&dir.join("server.pem"), server.cert_pem.as_bytes())?;
+    write_private(&dir.join("server.key"), server.key_pem.as_bytes())?;
+    Ok(OnlineKeys { decision: decision.public(), ledger, ca })
+}
+
+/// `covenant-server init --online-keys`: the first step of the production
+/// ceremony. Makes only the keys the server holds; their public halves go
+/// into the root, which the root-key holders write and sign offline.
+pub fn init_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str]) -> anyhow::Result<OnlineKeys> {
+    refuse_non_empty(dir)?;
+    if server_names.is_empty() {
+        bail!("name the server's host names or addresses with --server-name");
+    }
+    make_online_keys(dir, ledger_name, server_names, "Covenant CA")
+}
+
+/// `covenant-server init --root ROOT`: the second step. Checks that the
+/// root is validly self-signed, unexpired, and lists this directory's
+/// decision and ledger keys (with the ledger's note name), then appends it
+/// as the ledger's genesis entry. Returns the root's version.
+pub fn init_root(dir: &Path, root_path: &Path) -> anyhow::Result<u64> {
+    let bytes = std::fs::read(root_path).with_context(|| format!("reading {}", root_path.display()))?;
+    if !dir.join("keys/ledger.key").exists() {
+        bail!("{} has no online keys: run `covenant-server init --online-keys` first", dir.display());
+    }
+    if dir.join("root.json").exists() || dir.join("ledger").exists() {
+        bail!("{} already has a root and a ledger; rotate the root through the ledger instead", dir.display());
+    }
+    let root = TrustedRoot::provision(&bytes, now(), RootPolicy { allow_development: true })
+        .with_context(|| format!("{} is not a valid, fully signed root", root_path.display()))?;
+    let decision = read_key(&dir.join("keys/decision.key"))?.public();
+    if !root.metadata().roles.decision.keys.iter().any(|k| k.public == decision) {
+        bail!("the root does not list this server's decision key {}", hex::encode(decision.to_bytes()));
+    }
+    let vkey = std::fs::read_to_string(dir.join("ledger.vkey"))?;
+    let ours = NoteVerifier::parse(vkey.trim())?;
+    if !root.ledger_verifiers()?.iter().any(|v| v.to_string() == ours.to_string()) {
+        bail!("the root does not list this server's ledger key as {}", ours);
+    }
+    let (ledger, _) = open_ledger(dir)?;
+    let appended = ledger
+        .append_blocking(NewEntry { kind: EntryKind::Root, actor: None, subjects: vec![], body: bytes.clone() })
+        .context("appending the root");
+    ledger.close();
+    appended?;
+    write_public(&dir.join("root.json"), &bytes)?;
+    Ok(root.version())
+}
+
+/// `covenant-server certify`: has the CA in `dir` sign a certificate request
+/// offline (the first admin's, before anyone can call the server). Writes
+/// `cert.pem`, `ca.pem`, `root.json` and `registration.json` (the unsigned
+/// admin action that registers the identity) into `out`; the holder checks
+/// and signs the registration themselves. Returns the certificate's SHA-256 and
+/// the signing key the request carries.
+pub fn certify(
+    dir: &Path,
+    role: IdentityRole,
+    subject: &str,
+    csr_pem: &str,
+    out: &Path,
+) -> anyhow::Result<(Sha256Digest, PublicKey)> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {name}"));
+    let ca = Authority { cert_pem: read("ca.pem")?, key_pem: read("ca.key")? };
+    let root = std::fs::read(dir.join("root.json")).context("reading root.json (run `init --root` first)")?;
+    let (issued, signing_key) = ca.issue_from_request(csr_pem, role, subject)?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("cert.pem"), &issued.cert_pem)?;
+    std::fs::write(out.join("ca.pem"), &ca.cert_pem)?;
+    std::fs::write(out.join("root.json"), &root)?;
+    let registration = AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action: ActionKind::IssueIdentity {
+            role,
+            subject: subject.to_owned(),
+            signing_key,
+            certificate_sha256: issued.fingerprint,
+            scope: None,
+        },
+        why: format!("{} {subject} registers the certificate the CA issued offline", crate::pki::role_name(role)),
+        evidence: vec![],
+        issued_at: now(),
+    };
+    std::fs::write(out.join("registration.json"), registration.to_payload_bytes())?;
+    Ok((issued.fingerprint, signing_key))
+}
+
+/// `covenant-server admit`: appends a signed admin action to a stopped
+/// server's ledger (the first admin's self-signed registration). The same
+/// rules as over the wire apply: the registry refuses anything a root admin
+/// key did not sign. Returns the entry's index.
+pub fn admit(dir: &Path, envelope_bytes: Vec<u8>) -> anyhow::Result<u64> {
+    let envelope = envelope::Envelope::parse(&envelope_bytes)?;
+    let action = AdminAction::parse(envelope.payload())?;
+    let signer = envelope
+        .signatures()
+        .first()
+        .and_then(|s| covenant_core::keys::KeyId::from_hex(&s.keyid))
+        .context("the action carries no signature")?;
+    let (kind, subjects) = covenant_core::state::placement(&action.action)
+        .context("this action cannot be admitted offline; send it to the running server")?;
+    let (ledger, _) = open_ledger(dir)?;
+    let appended = ledger.append_blocking(NewEntry { kind, actor: Some(signer), subjects, body: envelope_bytes });
+    ledger.close();
+    Ok(appended?.index)
 }

@@ -23,16 +23,76 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Makes a data directory. `--dev` puts every key in it (a development
-    /// root, a CA, the server's certificate, admin1, admin2 and an auditor
-    /// under DIR/identities/) and prints the ledger's verifier key.
+    /// Makes a data directory.
+    ///
+    /// Development: `init --dev --data DIR` puts every key in it (a
+    /// development root, a CA, the server's certificate, admin1, admin2 and
+    /// an auditor under DIR/identities/) and prints the ledger's verifier key.
+    ///
+    /// Production is a ceremony in which the server never sees a root or
+    /// release private key:
+    ///   1. `init --online-keys --data DIR --ledger-name NAME --server-name HOST`
+    ///      makes the decision and ledger keys, the CA and the server's
+    ///      certificate, and prints the public halves for `covenant root new`.
+    ///   2. The root-key holders write the root (`covenant root new`) and sign
+    ///      it on their own machines (`covenant root sign`).
+    ///   3. `init --root ROOT --data DIR` checks the root lists this server's
+    ///      keys and appends it as the ledger's first entry.
+    ///   4. The first admin (whose key the root lists) sends a certificate
+    ///      request; `certify` issues it, the admin signs their own
+    ///      registration (`covenant admin identity enroll`), and `admit`
+    ///      appends it. Every later identity is issued over the wire.
+    #[command(verbatim_doc_comment)]
     Init {
         /// Make a development directory with every key in it.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["online_keys", "root"])]
         dev: bool,
-        /// The data directory to make; it must not exist or be empty.
+        /// Step 1 of production: make only the server's own keys.
+        #[arg(long, conflicts_with = "root")]
+        online_keys: bool,
+        /// Step 3 of production: the signed root to start the ledger with.
+        #[arg(long, value_name = "FILE")]
+        root: Option<std::path::PathBuf>,
+        /// With --online-keys: the ledger's checkpoint origin, e.g. example.com/ledger.
+        #[arg(long, value_name = "NAME", requires = "online_keys")]
+        ledger_name: Option<String>,
+        /// With --online-keys: a DNS name or IP address for the server's
+        /// certificate (repeatable).
+        #[arg(long = "server-name", value_name = "HOST", requires = "online_keys")]
+        server_names: Vec<String>,
+        /// The data directory (must not exist or be empty, except for --root).
         #[arg(long, value_name = "DIR")]
         data: std::path::PathBuf,
+    },
+    /// Has the data directory's CA sign a certificate request while the
+    /// server is stopped: the first admin's, before anyone can call it.
+    /// Writes cert.pem, ca.pem and root.json into --out.
+    Certify {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data: std::path::PathBuf,
+        /// The holder's role (admin for the first admin).
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// The holder's id.
+        #[arg(long)]
+        id: String,
+        /// The request `covenant keys new` made.
+        #[arg(long, value_name = "FILE")]
+        csr: std::path::PathBuf,
+        /// The folder to write into (the holder's identity folder).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
+    /// Appends a signed admin action (the first admin's self-signed
+    /// registration, from `covenant admin identity enroll`) to the ledger of
+    /// a stopped server. The ledger's rules apply as over the wire.
+    Admit {
+        /// The data directory.
+        #[arg(long, value_name = "DIR")]
+        data: std::path::PathBuf,
+        /// The signed action (a DSSE envelope).
+        file: std::path::PathBuf,
     },
     /// Serves the ledger over gRPC with mutual TLS until SIGTERM or SIGINT.
     Serve {
@@ -66,13 +126,40 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = main_result() {
+        eprintln!("covenant-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn main_result() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Init { dev, data } => {
-            if !dev {
-                anyhow::bail!(
-                    "only `init --dev` exists so far; the production ceremony (--online-keys, --root) comes next"
+        Command::Init { dev, online_keys, root, ledger_name, server_names, data } => {
+            if online_keys {
+                let name = ledger_name.context("name the ledger's checkpoint origin with --ledger-name")?;
+                let names: Vec<&str> = server_names.iter().map(String::as_str).collect();
+                let made = covenant_server::datadir::init_online_keys(&data, &name, &names)?;
+                let decision = hex::encode(made.decision.to_bytes());
+                let ledger = hex::encode(made.ledger.public_key().to_bytes());
+                println!("Made the server's online keys in {}.", data.display());
+                println!("Give these to the root-key holders for `covenant root new`:");
+                println!("  --decision {decision} --ledger {name}={ledger}");
+                println!("The ledger's verifier key (also in ledger.vkey):\n{}", made.ledger);
+                println!("Then: covenant-server init --root ROOT --data {}", data.display());
+                return Ok(());
+            }
+            if let Some(root) = root {
+                let version = covenant_server::datadir::init_root(&data, &root)?;
+                println!("The ledger of {} starts with root version {version}.", data.display());
+                println!(
+                    "Next, the first admin: covenant-server certify --data {} --id ID --csr FILE --out DIR",
+                    data.display()
                 );
+                return Ok(());
+            }
+            if !dev {
+                anyhow::bail!("say --dev, --online-keys or --root FILE (see --help for the production ceremony)");
             }
             let made = covenant_server::datadir::init_dev(&data)?;
             println!("Made a development data directory in {}.", data.display());
@@ -80,6 +167,24 @@ fn main() -> anyhow::Result<()> {
                 println!("  identity: {}", id.display());
             }
             println!("The ledger's verifier key (also in ledger.vkey):\n{}", made.ledger_vkey);
+            Ok(())
+        }
+        Command::Certify { data, role, id, csr, out } => {
+            let role_value = covenant_server::pki::parse_role(&role).with_context(|| {
+                format!("unknown role {role:?}: use admin, customer, engineer, auditor or deployment")
+            })?;
+            let csr_pem = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let (fingerprint, signing_key) = covenant_server::datadir::certify(&data, role_value, &id, &csr_pem, &out)?;
+            println!("Wrote {}/cert.pem, ca.pem and root.json for {role} {id}.", out.display());
+            println!("  certificate SHA-256: {fingerprint}");
+            println!("  signing key:         {}", hex::encode(signing_key.to_bytes()));
+            println!("The holder now signs their registration: covenant admin identity enroll --identity DIR");
+            Ok(())
+        }
+        Command::Admit { data, file } => {
+            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let index = covenant_server::datadir::admit(&data, body)?;
+            println!("Appended as ledger entry {index}.");
             Ok(())
         }
         Command::Serve { data, listen } => serve(data, listen),

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use covenant_core::envelope::Envelope;
 use covenant_core::keys::KeyId;
-use covenant_core::ledger::EntryKind;
-use covenant_core::statements::{ActionKind, AdminAction, IdentityRole, Payload as _};
+use covenant_core::statements::{AdminAction, IdentityRole, Payload as _};
 use covenant_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -270,12 +269,8 @@ impl pb::admin_service_server::AdminService for Node {
         if !own {
             return Err(Status::permission_denied("sign the action with your own registered admin key"));
         }
-        let (kind, subjects) = match &action.action {
-            ActionKind::Note { .. } => (EntryKind::Note, vec![]),
-            ActionKind::IssueIdentity { subject, .. } => (EntryKind::Identity, vec![subject.clone()]),
-            ActionKind::RevokeIdentity { .. } => (EntryKind::Revocation, vec![]),
-            _ => return Err(Status::unimplemented("this action arrives with the governance work (#5, #6)")),
-        };
+        let (kind, subjects) = covenant_core::state::placement(&action.action)
+            .ok_or_else(|| Status::unimplemented("this action arrives with the governance work (#5, #6)"))?;
         let done =
             self.ledger.append(NewEntry { kind, actor: Some(signer), subjects, body }).await.map_err(append_status)?;
         Ok(Response::new(pb::ActResponse { index: done.index, inclusion: Some(tlog(&done)) }))

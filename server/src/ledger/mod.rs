@@ -135,7 +135,7 @@ impl Appended {
 pub enum AppendError {
     /// The state machine refused the entry; nothing was written.
     #[error("refused: {0}")]
-    Rejected(#[from] Rejection),
+    Rejected(Rejection),
     /// The entry is malformed (its header could not be built).
     #[error("malformed entry: {0}")]
     Malformed(String),
