@@ -226,6 +226,8 @@ fn main() {
                 });
             }
         });
+        // Close it (releasing the ledger's lock) before the server opens it.
+        Arc::try_unwrap(ledger).map_err(|_| "ledger still shared").unwrap().close();
     }
     println!("built a ledger of {entries} notes in {:.1} s", build.elapsed().as_secs_f64());
     rt.block_on(async {
@@ -235,6 +237,7 @@ fn main() {
         // wait for it, so (d) times the auditor alone.
         let opened = Instant::now();
         loop {
+            assert!(opened.elapsed() < Duration::from_secs(900), "the server did not open the ledger in 15 minutes");
             if let Ok(ch) = c.channel().await
                 && LedgerServiceClient::new(ch).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok()
             {

@@ -8,7 +8,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Payload, SchemaV1, StatementError, check_id, check_text, fixed_tag, invalid};
+use super::{
+    Contract, DeniedParty, Licence, Payload, SchemaV1, Site, StatementError, check_country, check_id, check_text,
+    fixed_tag, invalid,
+};
 use crate::digest::{Sha256Digest, Timestamp};
 use crate::keys::PublicKey;
 
@@ -167,7 +170,71 @@ pub enum ActionKind {
         /// The proposal's digest.
         proposal: Sha256Digest,
     },
+    /// Registers a customer.
+    RegisterCustomer {
+        /// The customer id.
+        customer: String,
+        /// Its legal name.
+        legal_name: String,
+        /// Its country (ISO 3166 alpha-2).
+        country: String,
+    },
+    /// Registers a deployment of a customer: a product at a site.
+    RegisterDeployment {
+        /// The deployment id.
+        deployment: String,
+        /// The customer it belongs to.
+        customer: String,
+        /// The product line.
+        product: String,
+        /// Where it is installed.
+        site: Site,
+    },
+    /// Sets a contract (a new contract at version 1, or its next version).
+    SetContract {
+        /// The contract.
+        contract: Contract,
+    },
+    /// Proposes waiving one condition for one deployment until a time
+    /// (takes effect once threshold-many admins approved).
+    ProposeWaiver {
+        /// The deployment.
+        deployment: String,
+        /// The condition's name (`field_verified`, ...).
+        condition: String,
+        /// When the waiver ends.
+        until: Timestamp,
+    },
+    /// Proposes letting one security-fix release through to one deployment
+    /// under an L2 suspension (takes effect once threshold-many admins approved).
+    ProposeSecurityFix {
+        /// The deployment.
+        deployment: String,
+        /// The release's digest.
+        release: Sha256Digest,
+    },
+    /// Records an entry of a denied-party list.
+    ListDeniedParty {
+        /// The party.
+        party: DeniedParty,
+    },
+    /// Records an export licence.
+    RecordLicence {
+        /// The licence.
+        licence: Licence,
+    },
 }
+
+/// The names of the contract conditions.
+pub const CONDITION_NAMES: [&str; 7] = [
+    "end_use_attested",
+    "field_verified",
+    "site_bound",
+    "integrity_match",
+    "licence_valid",
+    "denied_party_clear",
+    "no_open_case",
+];
 
 /// Payload of `application/vnd.covenant.action.v1+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +285,29 @@ impl Payload for AdminAction {
                 SuspensionTarget::Customer(id) | SuspensionTarget::Deployment(id) => check_id("action.target", id),
             },
             ActionKind::RevokeIdentity { .. } | ActionKind::Approve { .. } => Ok(()),
+            ActionKind::RegisterCustomer { customer, legal_name, country } => {
+                check_id("action.customer", customer)?;
+                check_text("action.legal_name", legal_name)?;
+                check_country("action.country", country)
+            }
+            ActionKind::RegisterDeployment { deployment, customer, product, site } => {
+                check_id("action.deployment", deployment)?;
+                check_id("action.customer", customer)?;
+                check_id("action.product", product)?;
+                check_country("action.site.country", &site.country)?;
+                check_id("action.site.site_id", &site.site_id)
+            }
+            ActionKind::SetContract { contract } => contract.validate(),
+            ActionKind::ProposeWaiver { deployment, condition, .. } => {
+                check_id("action.deployment", deployment)?;
+                if !CONDITION_NAMES.contains(&condition.as_str()) {
+                    return Err(invalid("action.condition", "is not a condition's name"));
+                }
+                Ok(())
+            }
+            ActionKind::ProposeSecurityFix { deployment, .. } => check_id("action.deployment", deployment),
+            ActionKind::ListDeniedParty { party } => party.validate(),
+            ActionKind::RecordLicence { licence } => licence.validate(),
         }
     }
 }

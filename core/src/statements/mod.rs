@@ -6,6 +6,7 @@
 //! parser is bounded by a size limit checked before any JSON is read.
 
 mod action;
+mod contract;
 mod decision;
 mod device;
 mod intoto;
@@ -13,9 +14,10 @@ mod release;
 mod root;
 
 pub use action::{
-    ActionKind, ActionTag, AdminAction, CaseState, Determination, IdentityRole, MisuseSignal, SignalAbout,
-    SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
+    ActionKind, ActionTag, AdminAction, CONDITION_NAMES, CaseState, Determination, IdentityRole, MisuseSignal,
+    SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
 };
+pub use contract::{Condition, Contract, DeniedParty, Licence};
 pub use decision::{
     ConditionResult, ConditionStatus, ContractRef, Decision, DecisionTag, FreshTag, Freshness, FreshnessStanding,
     Verdict, WithheldRelease,

@@ -1,0 +1,209 @@
+//! Contracts and the facts admins record beside them (DESIGN.md "Contracts
+//! and policy"): a contract binds a customer's deployments to typed
+//! conditions; export licences and denied-party listings are facts the
+//! conditions read.
+
+use serde::{Deserialize, Serialize};
+
+use super::{CaseState, StatementError, check_country, check_id, check_text, invalid};
+use crate::digest::Timestamp;
+use crate::statements::VerificationMethod;
+
+/// One typed condition of a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "condition", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    /// A valid end-use attestation signed by a registered key of the customer
+    /// covers the deployment, is inside its validity period, is younger than
+    /// `max_age_days`, and declares an allowed end use.
+    EndUseAttested {
+        /// Oldest acceptable attestation, in days since it was recorded.
+        max_age_days: u32,
+        /// Allowed end-use categories (empty: any).
+        #[serde(default)]
+        allowed_end_uses: Vec<String>,
+    },
+    /// A passing field verification by a registered engineer references the
+    /// current attestation and is young enough.
+    FieldVerified {
+        /// Oldest acceptable verification, in days since it was recorded.
+        max_age_days: u32,
+        /// Accepted methods (empty: any).
+        #[serde(default)]
+        methods: Vec<VerificationMethod>,
+    },
+    /// The attested and verified site is allowed.
+    SiteBound {
+        /// Allowed countries (empty: any).
+        #[serde(default)]
+        allowed_countries: Vec<String>,
+        /// Allowed site ids (empty: any).
+        #[serde(default)]
+        allowed_site_ids: Vec<String>,
+    },
+    /// The software the agent reports matches the installed release's
+    /// manifest, and its configuration the last field verification.
+    IntegrityMatch,
+    /// The export licence is unexpired and covers the release's version.
+    LicenceValid {
+        /// The licence id.
+        licence: String,
+    },
+    /// The end user is on no entry of this denied-party list.
+    DeniedPartyClear {
+        /// The list's name.
+        list: String,
+    },
+    /// No open misuse case against the customer or deployment has reached
+    /// `from_state`.
+    NoOpenCase {
+        /// The first state that blocks.
+        from_state: CaseState,
+    },
+}
+
+impl Condition {
+    /// The condition's name as decisions report it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Condition::EndUseAttested { .. } => "end_use_attested",
+            Condition::FieldVerified { .. } => "field_verified",
+            Condition::SiteBound { .. } => "site_bound",
+            Condition::IntegrityMatch => "integrity_match",
+            Condition::LicenceValid { .. } => "licence_valid",
+            Condition::DeniedPartyClear { .. } => "denied_party_clear",
+            Condition::NoOpenCase { .. } => "no_open_case",
+        }
+    }
+
+    fn validate(&self) -> Result<(), StatementError> {
+        match self {
+            Condition::EndUseAttested { max_age_days, allowed_end_uses } => {
+                if *max_age_days == 0 {
+                    return Err(invalid("contract.conditions.max_age_days", "must be at least 1"));
+                }
+                allowed_end_uses.iter().try_for_each(|u| check_text("contract.conditions.allowed_end_uses", u))
+            }
+            Condition::FieldVerified { max_age_days, .. } => {
+                if *max_age_days == 0 {
+                    return Err(invalid("contract.conditions.max_age_days", "must be at least 1"));
+                }
+                Ok(())
+            }
+            Condition::SiteBound { allowed_countries, allowed_site_ids } => {
+                allowed_countries.iter().try_for_each(|c| check_country("contract.conditions.allowed_countries", c))?;
+                allowed_site_ids.iter().try_for_each(|s| check_id("contract.conditions.allowed_site_ids", s))
+            }
+            Condition::IntegrityMatch => Ok(()),
+            Condition::LicenceValid { licence } => check_id("contract.conditions.licence", licence),
+            Condition::DeniedPartyClear { list } => check_id("contract.conditions.list", list),
+            Condition::NoOpenCase { from_state } => {
+                if *from_state == CaseState::Closed {
+                    return Err(invalid("contract.conditions.from_state", "a closed case never blocks"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A contract: versioned, set by a signed admin action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    /// The contract id.
+    pub id: String,
+    /// Its version: 1, then one more per change.
+    pub version: u64,
+    /// The customer bound.
+    pub customer: String,
+    /// The deployments bound (empty: every deployment of the customer).
+    #[serde(default)]
+    pub deployments: Vec<String>,
+    /// The conditions, each at most once.
+    pub conditions: Vec<Condition>,
+    /// How long a grant stands, in seconds.
+    pub grant_validity_seconds: u32,
+    /// Whom the customer contacts about a compliance review (shown to the
+    /// customer when an open case withholds an update).
+    pub compliance_contact: String,
+}
+
+impl Contract {
+    pub(crate) fn validate(&self) -> Result<(), StatementError> {
+        check_id("contract.id", &self.id)?;
+        check_id("contract.customer", &self.customer)?;
+        if self.version == 0 {
+            return Err(invalid("contract.version", "starts at 1"));
+        }
+        self.deployments.iter().try_for_each(|d| check_id("contract.deployments", d))?;
+        for (i, c) in self.conditions.iter().enumerate() {
+            c.validate()?;
+            if self.conditions[..i].iter().any(|o| o.name() == c.name()) {
+                return Err(invalid("contract.conditions", "names a condition twice"));
+            }
+        }
+        if !(60..=90 * 86_400).contains(&self.grant_validity_seconds) {
+            return Err(invalid("contract.grant_validity_seconds", "must be between 60 seconds and 90 days"));
+        }
+        check_text("contract.compliance_contact", &self.compliance_contact)
+    }
+
+    /// Whether the contract binds this deployment of its customer.
+    pub fn covers(&self, deployment: &str) -> bool {
+        self.deployments.is_empty() || self.deployments.iter().any(|d| d == deployment)
+    }
+}
+
+/// An export licence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Licence {
+    /// The licence id (as the contract names it).
+    pub id: String,
+    /// The customer it was granted for.
+    pub customer: String,
+    /// The licensing authority, for people.
+    pub authority: String,
+    /// When it expires.
+    pub expires: Timestamp,
+    /// The release versions it covers (a semver requirement such as `>=1.0, <3`).
+    pub versions: semver::VersionReq,
+}
+
+impl Licence {
+    pub(crate) fn validate(&self) -> Result<(), StatementError> {
+        check_id("licence.id", &self.id)?;
+        check_id("licence.customer", &self.customer)?;
+        check_text("licence.authority", &self.authority)
+    }
+}
+
+/// One entry of a denied-party list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeniedParty {
+    /// The list (`eu-sanctions`, `us-entity-list`).
+    pub list: String,
+    /// The party's legal name, as listed.
+    pub legal_name: String,
+    /// Its country.
+    pub country: String,
+}
+
+impl DeniedParty {
+    pub(crate) fn validate(&self) -> Result<(), StatementError> {
+        check_id("party.list", &self.list)?;
+        check_text("party.legal_name", &self.legal_name)?;
+        check_country("party.country", &self.country)
+    }
+
+    /// Whether this listing names `legal_name` in `country` (names compared
+    /// case-insensitively, with runs of whitespace as one space).
+    pub fn matches(&self, legal_name: &str, country: &str) -> bool {
+        fn norm(s: &str) -> String {
+            s.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
+        }
+        self.country == country && norm(&self.legal_name) == norm(legal_name)
+    }
+}
