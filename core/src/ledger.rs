@@ -53,6 +53,40 @@ pub enum EntryKind {
     Revocation,
     /// A signed annotation ("authority notified").
     Note,
+    /// A customer registered.
+    Customer,
+    /// A deployment registered (customer, product, site).
+    Deployment,
+    /// A contract set (a new one, or its next version).
+    Contract,
+    /// A release published (release keys, threshold).
+    Release,
+    /// An end-use attestation (a customer key).
+    Attestation,
+    /// A field verification (an engineer key).
+    Verification,
+    /// A misuse signal (an engineer or auditor key); it opens a case.
+    Signal,
+    /// A misuse case moved along its lifecycle.
+    Case,
+    /// A suspension proposed (in force at once, or after approval).
+    Suspension,
+    /// A security fix under L2 proposed for one deployment.
+    SecurityFix,
+    /// A waiver of one condition proposed.
+    Waiver,
+    /// An admin's approval of a proposal.
+    Approval,
+    /// A denied-party list entry.
+    DeniedParty,
+    /// An export licence.
+    Licence,
+    /// A grant (the decision key).
+    Grant,
+    /// A withhold (the decision key).
+    Withhold,
+    /// An install report (the deployment's key).
+    Report,
 }
 
 impl fmt::Display for EntryKind {
@@ -62,6 +96,23 @@ impl fmt::Display for EntryKind {
             EntryKind::Identity => "identity",
             EntryKind::Revocation => "revocation",
             EntryKind::Note => "note",
+            EntryKind::Customer => "customer",
+            EntryKind::Deployment => "deployment",
+            EntryKind::Contract => "contract",
+            EntryKind::Release => "release",
+            EntryKind::Attestation => "attestation",
+            EntryKind::Verification => "verification",
+            EntryKind::Signal => "signal",
+            EntryKind::Case => "case",
+            EntryKind::Suspension => "suspension",
+            EntryKind::SecurityFix => "security_fix",
+            EntryKind::Waiver => "waiver",
+            EntryKind::Approval => "approval",
+            EntryKind::DeniedParty => "denied_party",
+            EntryKind::Licence => "licence",
+            EntryKind::Grant => "grant",
+            EntryKind::Withhold => "withhold",
+            EntryKind::Report => "report",
         })
     }
 }

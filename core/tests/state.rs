@@ -70,10 +70,10 @@ fn admin_issues_and_revokes_an_identity() {
     let keys = RootKeys::new(1);
     let mut r = genesis(&keys);
     let customer = key(90);
-    let body = action(issue(IdentityRole::Customer, "ministry-x", &customer, b"cert"), &keys.admin[0]);
-    r.apply(1, &header(EntryKind::Identity, Some(&keys.admin[0]), &["ministry-x"], &body, 1), &body).unwrap();
+    let body = action(issue(IdentityRole::Engineer, "eng-1", &customer, b"cert"), &keys.admin[0]);
+    r.apply(1, &header(EntryKind::Identity, Some(&keys.admin[0]), &["eng-1"], &body, 1), &body).unwrap();
     let id = r.identity(&Sha256Digest::of(b"cert")).unwrap();
-    assert_eq!((id.role, id.subject.as_str(), id.revoked.is_none()), (IdentityRole::Customer, "ministry-x", true));
+    assert_eq!((id.role, id.subject.as_str(), id.revoked.is_none()), (IdentityRole::Engineer, "eng-1", true));
     assert!(r.identity_of_key(&customer.key_id()).is_some());
 
     let revoke = action(
@@ -105,7 +105,7 @@ fn actor_must_be_the_signer() {
     let mut r = genesis(&keys);
     let body = action(ActionKind::Note { text: "x".into() }, &keys.admin[0]);
     let err = r.apply(1, &header(EntryKind::Note, Some(&keys.admin[1]), &[], &body, 1), &body).unwrap_err();
-    assert!(err.0.contains("actor did not sign"), "{err}");
+    assert!(err.0.contains("actor must be the key that signed"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,676 @@
+//! The governance facts of the state: customers, deployments, contracts,
+//! releases, attestations, verifications, cases, suspensions, proposals,
+//! waivers, security-fix approvals, denied parties, licences, decisions.
+//! Each `apply_*` is called by [`super::State`] after the entry's signature
+//! has been checked against the key that must have signed it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Rejection, reject};
+use crate::digest::{Sha256Digest, Timestamp};
+use crate::envelope::Verified;
+use crate::keys::KeyId;
+use crate::statements::{
+    ActionKind, CaseState, Contract, Decision, DeniedParty, Determination, EndUseAttestation, FieldVerification,
+    InTotoStatement, InstallReport, Licence, MisuseSignal, ReleaseClass, ReleaseManifest, Site, SuspensionLevel,
+    SuspensionTarget, Verdict,
+};
+
+/// A registered customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    /// Its id.
+    pub id: String,
+    /// Its legal name.
+    pub legal_name: String,
+    /// Its country.
+    pub country: String,
+    /// The suspension in force for all its deployments.
+    pub suspension: SuspensionLevel,
+}
+
+/// A registered deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Its id.
+    pub id: String,
+    /// Its customer.
+    pub customer: String,
+    /// Its product line.
+    pub product: String,
+    /// Its registered site.
+    pub site: Site,
+    /// The suspension in force for it alone.
+    pub suspension: SuspensionLevel,
+}
+
+/// A published release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Its ledger index.
+    pub index: u64,
+    /// SHA-256 of its manifest's payload bytes.
+    pub digest: Sha256Digest,
+    /// The manifest.
+    pub manifest: ReleaseManifest,
+}
+
+/// An end-use attestation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestationFact {
+    /// Its ledger index.
+    pub index: u64,
+    /// Its ledger time.
+    pub time: Timestamp,
+    /// SHA-256 of its payload bytes (what verifications reference).
+    pub digest: Sha256Digest,
+    /// The customer key that signed it.
+    pub signer: KeyId,
+    /// The deployments it covers.
+    pub deployments: BTreeSet<String>,
+    /// What it attests.
+    pub predicate: EndUseAttestation,
+}
+
+/// A field verification as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationFact {
+    /// Its ledger index.
+    pub index: u64,
+    /// Its ledger time.
+    pub time: Timestamp,
+    /// The engineer key that signed it.
+    pub signer: KeyId,
+    /// What was verified.
+    pub predicate: FieldVerification,
+}
+
+/// A misuse case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// Its id (`case-<index of the signal>`).
+    pub id: String,
+    /// The customer it concerns.
+    pub customer: String,
+    /// The deployment, if the signal named one.
+    pub deployment: Option<String>,
+    /// Its state.
+    pub state: CaseState,
+    /// The determination, once made.
+    pub determination: Option<Determination>,
+}
+
+/// What a proposal would do once approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalKind {
+    /// Set a suspension level.
+    Suspension {
+        /// Whom.
+        target: SuspensionTarget,
+        /// The level.
+        level: SuspensionLevel,
+    },
+    /// Waive a condition for a deployment until a time.
+    Waiver {
+        /// The deployment.
+        deployment: String,
+        /// The condition's name.
+        condition: String,
+        /// Until when.
+        until: Timestamp,
+    },
+    /// Let a security fix through under L2.
+    SecurityFix {
+        /// The deployment.
+        deployment: String,
+        /// The release's digest.
+        release: Sha256Digest,
+    },
+}
+
+/// A proposal awaiting or having reached its approvals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    /// Its ledger index.
+    pub index: u64,
+    /// What it does.
+    pub kind: ProposalKind,
+    /// The distinct admin keys that signed it or approved it.
+    pub approvals: BTreeSet<KeyId>,
+    /// Whether it took effect.
+    pub in_force: bool,
+}
+
+/// A logged decision, as the state keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionFact {
+    /// Its ledger index.
+    pub index: u64,
+    /// Grant or withhold.
+    pub verdict: Verdict,
+    /// With a grant: the release.
+    pub release: Option<Sha256Digest>,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// With a grant: when it expires.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The governance facts folded so far.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    customers: BTreeMap<String, Customer>,
+    deployments: BTreeMap<String, Deployment>,
+    /// The newest version of each customer's contract.
+    contracts: BTreeMap<String, Contract>,
+    releases: BTreeMap<Sha256Digest, Release>,
+    /// (product, version) → release digest.
+    versions: BTreeMap<(String, semver::Version), Sha256Digest>,
+    attestations: Vec<AttestationFact>,
+    /// deployment → indexes into `attestations`, oldest first.
+    attested: BTreeMap<String, Vec<usize>>,
+    attestation_digests: BTreeMap<Sha256Digest, usize>,
+    /// deployment → its verifications, oldest first.
+    verifications: BTreeMap<String, Vec<VerificationFact>>,
+    cases: BTreeMap<String, Case>,
+    proposals: BTreeMap<Sha256Digest, Proposal>,
+    /// (deployment, condition) → waived until.
+    waivers: BTreeMap<(String, String), Timestamp>,
+    /// (deployment, release) approved under L2.
+    security_fixes: BTreeSet<(String, Sha256Digest)>,
+    denied: Vec<DeniedParty>,
+    licences: BTreeMap<String, Licence>,
+    /// deployment → its decisions, oldest first.
+    decisions: BTreeMap<String, Vec<DecisionFact>>,
+    last_decision_time: Option<Timestamp>,
+    reports: u64,
+}
+
+/// The legal moves of a misuse case (DESIGN.md "Misuse cases").
+pub fn legal_move(from: CaseState, determination: Option<Determination>, to: CaseState) -> bool {
+    use CaseState as S;
+    use Determination as D;
+    matches!(
+        (from, determination, to),
+        (S::Received, _, S::Triaged)
+            | (S::Triaged, _, S::Investigating | S::Closed)
+            | (S::Investigating, _, S::Determined)
+            | (S::Determined, Some(D::Unsubstantiated), S::Closed)
+            | (S::Determined, Some(D::Inconclusive), S::Closed | S::Investigating)
+            | (S::Determined, Some(D::Substantiated), S::Remediation)
+            | (S::Remediation, _, S::Verified)
+            | (S::Verified, _, S::Closed)
+    )
+}
+
+impl Facts {
+    /// A registered customer.
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.get(id)
+    }
+
+    /// A registered deployment.
+    pub fn deployment(&self, id: &str) -> Option<&Deployment> {
+        self.deployments.get(id)
+    }
+
+    /// The newest version of a customer's contract.
+    pub fn contract_of(&self, customer: &str) -> Option<&Contract> {
+        self.contracts.get(customer)
+    }
+
+    /// A release by digest.
+    pub fn release(&self, digest: &Sha256Digest) -> Option<&Release> {
+        self.releases.get(digest)
+    }
+
+    /// A product's release of one version.
+    pub fn release_of(&self, product: &str, version: &semver::Version) -> Option<&Release> {
+        self.versions.get(&(product.to_owned(), version.clone())).and_then(|d| self.releases.get(d))
+    }
+
+    /// A product's releases newer than `version`, newest first.
+    pub fn releases_newer(&self, product: &str, version: &semver::Version) -> Vec<&Release> {
+        let mut newer: Vec<&Release> = self
+            .versions
+            .range((product.to_owned(), version.clone())..)
+            .take_while(|((p, _), _)| p == product)
+            .filter(|((_, v), _)| v > version)
+            .filter_map(|(_, d)| self.releases.get(d))
+            .collect();
+        newer.reverse();
+        newer
+    }
+
+    /// The attestations covering a deployment, newest first.
+    pub fn attestations_of(&self, deployment: &str) -> impl Iterator<Item = &AttestationFact> {
+        self.attested.get(deployment).into_iter().flat_map(|v| v.iter().rev()).filter_map(|i| self.attestations.get(*i))
+    }
+
+    /// The verifications of a deployment, newest first.
+    pub fn verifications_of(&self, deployment: &str) -> impl Iterator<Item = &VerificationFact> {
+        self.verifications.get(deployment).into_iter().flat_map(|v| v.iter().rev())
+    }
+
+    /// Every case.
+    pub fn cases(&self) -> impl Iterator<Item = &Case> {
+        self.cases.values()
+    }
+
+    /// A case by id.
+    pub fn case(&self, id: &str) -> Option<&Case> {
+        self.cases.get(id)
+    }
+
+    /// A proposal by the digest of its payload.
+    pub fn proposal(&self, digest: &Sha256Digest) -> Option<&Proposal> {
+        self.proposals.get(digest)
+    }
+
+    /// Until when a condition is waived for a deployment (approved waivers).
+    pub fn waiver(&self, deployment: &str, condition: &str) -> Option<Timestamp> {
+        self.waivers.get(&(deployment.to_owned(), condition.to_owned())).copied()
+    }
+
+    /// Whether a security fix was approved for a deployment under L2.
+    pub fn security_fix_approved(&self, deployment: &str, release: &Sha256Digest) -> bool {
+        self.security_fixes.contains(&(deployment.to_owned(), *release))
+    }
+
+    /// The entries of a denied-party list.
+    pub fn denied_parties<'a>(&'a self, list: &'a str) -> impl Iterator<Item = &'a DeniedParty> {
+        self.denied.iter().filter(move |p| p.list == list)
+    }
+
+    /// An export licence by id.
+    pub fn licence(&self, id: &str) -> Option<&Licence> {
+        self.licences.get(id)
+    }
+
+    /// A deployment's logged decisions, oldest first.
+    pub fn decisions_of(&self, deployment: &str) -> &[DecisionFact] {
+        self.decisions.get(deployment).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Install reports folded.
+    pub fn reports(&self) -> u64 {
+        self.reports
+    }
+
+    /// The suspension in force for a deployment: the higher of its
+    /// customer's and its own.
+    pub fn effective_suspension(&self, deployment: &Deployment) -> SuspensionLevel {
+        let customer = self.customers.get(&deployment.customer).map(|c| c.suspension).unwrap_or_default();
+        customer.max(deployment.suspension)
+    }
+
+    fn suspension_of(&self, target: &SuspensionTarget) -> Result<SuspensionLevel, Rejection> {
+        match target {
+            SuspensionTarget::Customer(id) => self.customers.get(id).map(|c| c.suspension),
+            SuspensionTarget::Deployment(id) => self.deployments.get(id).map(|d| d.suspension),
+        }
+        .ok_or_else(|| Rejection("the suspension names no registered customer or deployment".into()))
+    }
+
+    pub(super) fn apply_release(
+        &mut self,
+        index: u64,
+        _time: Timestamp,
+        manifest: Verified<ReleaseManifest>,
+    ) -> Result<(), Rejection> {
+        let key = (manifest.product.clone(), manifest.version.clone());
+        if self.versions.contains_key(&key) {
+            return reject(format!("{} {} is already published", manifest.product, manifest.version));
+        }
+        let digest = manifest.payload_digest();
+        self.versions.insert(key, digest);
+        self.releases.insert(digest, Release { index, digest, manifest: manifest.value().clone() });
+        Ok(())
+    }
+
+    pub(super) fn apply_attestation(
+        &mut self,
+        index: u64,
+        time: Timestamp,
+        customer_of_key: &str,
+        signer: Option<KeyId>,
+        statement: Verified<InTotoStatement<EndUseAttestation>>,
+    ) -> Result<(), Rejection> {
+        let predicate = &statement.predicate;
+        if !self.customers.contains_key(&predicate.customer) {
+            return reject(format!("customer {} is not registered", predicate.customer));
+        }
+        if customer_of_key != predicate.customer {
+            return reject(format!(
+                "the attestation for customer {} is signed by a key of customer {customer_of_key}",
+                predicate.customer
+            ));
+        }
+        let deployments: BTreeSet<String> = statement.deployments().map(str::to_owned).collect();
+        for d in &deployments {
+            match self.deployments.get(d) {
+                None => return reject(format!("deployment {d} is not registered")),
+                Some(dep) if dep.customer != predicate.customer => {
+                    return reject(format!("deployment {d} belongs to another customer"));
+                }
+                Some(_) => {}
+            }
+        }
+        if predicate.valid_until <= time {
+            return reject(format!("the attestation expired on {}", predicate.valid_until.date()));
+        }
+        let Some(signer) = signer else { return reject("an attestation names its signer") };
+        let at = self.attestations.len();
+        for d in &deployments {
+            self.attested.entry(d.clone()).or_default().push(at);
+        }
+        self.attestation_digests.insert(statement.payload_digest(), at);
+        self.attestations.push(AttestationFact {
+            index,
+            time,
+            digest: statement.payload_digest(),
+            signer,
+            deployments,
+            predicate: predicate.clone(),
+        });
+        Ok(())
+    }
+
+    pub(super) fn apply_verification(
+        &mut self,
+        index: u64,
+        time: Timestamp,
+        signer: Option<KeyId>,
+        statement: Verified<InTotoStatement<FieldVerification>>,
+    ) -> Result<(), Rejection> {
+        let p = &statement.predicate;
+        if !self.deployments.contains_key(&p.deployment) {
+            return reject(format!("deployment {} is not registered", p.deployment));
+        }
+        let covers = self
+            .attestation_digests
+            .get(&p.attestation)
+            .and_then(|i| self.attestations.get(*i))
+            .is_some_and(|a| a.deployments.contains(&p.deployment));
+        if !covers {
+            return reject("the verification references no recorded attestation of this deployment");
+        }
+        if p.date > time {
+            return reject("the verification is dated after its ledger time");
+        }
+        let Some(signer) = signer else { return reject("a verification names its signer") };
+        self.verifications.entry(p.deployment.clone()).or_default().push(VerificationFact {
+            index,
+            time,
+            signer,
+            predicate: p.clone(),
+        });
+        Ok(())
+    }
+
+    pub(super) fn apply_signal(&mut self, index: u64, signal: &MisuseSignal) -> Result<(), Rejection> {
+        let about = &signal.about;
+        if !self.customers.contains_key(&about.customer) {
+            return reject(format!("customer {} is not registered", about.customer));
+        }
+        if let Some(d) = &about.deployment
+            && self.deployments.get(d).is_none_or(|dep| dep.customer != about.customer)
+        {
+            return reject(format!("deployment {d} is not a registered deployment of {}", about.customer));
+        }
+        let id = format!("case-{index}");
+        self.cases.insert(
+            id.clone(),
+            Case {
+                id,
+                customer: about.customer.clone(),
+                deployment: about.deployment.clone(),
+                state: CaseState::Received,
+                determination: None,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn apply_decision(&mut self, index: u64, _time: Timestamp, d: &Decision) -> Result<(), Rejection> {
+        if !self.deployments.contains_key(&d.deployment) {
+            return reject(format!("deployment {} is not registered", d.deployment));
+        }
+        if self.last_decision_time.is_some_and(|t| d.issued_at < t) {
+            return reject("a decision's time goes backwards along the ledger");
+        }
+        if let Some(r) = &d.release
+            && !self.releases.contains_key(r)
+        {
+            return reject("the grant names a release that is not published");
+        }
+        self.last_decision_time = Some(d.issued_at);
+        self.decisions.entry(d.deployment.clone()).or_default().push(DecisionFact {
+            index,
+            verdict: d.verdict,
+            release: d.release,
+            issued_at: d.issued_at,
+            expires_at: d.expires_at,
+        });
+        Ok(())
+    }
+
+    pub(super) fn apply_report(&mut self, r: &InstallReport) -> Result<(), Rejection> {
+        let granted = self
+            .decisions
+            .get(&r.deployment)
+            .is_some_and(|ds| ds.iter().any(|d| d.index == r.grant_index && d.verdict == Verdict::Grant));
+        if !granted {
+            return reject(format!("entry {} is not a grant to deployment {}", r.grant_index, r.deployment));
+        }
+        self.reports += 1;
+        Ok(())
+    }
+
+    /// The admin actions of governance. `digest` is the action's payload
+    /// digest (how approvals name a proposal); `threshold` the approvals a
+    /// heavy action needs.
+    pub(super) fn apply_action(
+        &mut self,
+        index: u64,
+        time: Timestamp,
+        actor: KeyId,
+        digest: Sha256Digest,
+        action: &ActionKind,
+        threshold: u32,
+    ) -> Result<(), Rejection> {
+        match action {
+            ActionKind::RegisterCustomer { customer, legal_name, country } => {
+                if self.customers.contains_key(customer) {
+                    return reject(format!("customer {customer} is already registered"));
+                }
+                self.customers.insert(
+                    customer.clone(),
+                    Customer {
+                        id: customer.clone(),
+                        legal_name: legal_name.clone(),
+                        country: country.clone(),
+                        suspension: SuspensionLevel::None,
+                    },
+                );
+                Ok(())
+            }
+            ActionKind::RegisterDeployment { deployment, customer, product, site } => {
+                if self.deployments.contains_key(deployment) {
+                    return reject(format!("deployment {deployment} is already registered"));
+                }
+                if !self.customers.contains_key(customer) {
+                    return reject(format!("customer {customer} is not registered"));
+                }
+                self.deployments.insert(
+                    deployment.clone(),
+                    Deployment {
+                        id: deployment.clone(),
+                        customer: customer.clone(),
+                        product: product.clone(),
+                        site: site.clone(),
+                        suspension: SuspensionLevel::None,
+                    },
+                );
+                Ok(())
+            }
+            ActionKind::SetContract { contract } => {
+                if !self.customers.contains_key(&contract.customer) {
+                    return reject(format!("customer {} is not registered", contract.customer));
+                }
+                for d in &contract.deployments {
+                    if self.deployments.get(d).is_none_or(|dep| dep.customer != contract.customer) {
+                        return reject(format!(
+                            "deployment {d} is not a registered deployment of {}",
+                            contract.customer
+                        ));
+                    }
+                }
+                let expected = match self.contracts.get(&contract.customer) {
+                    None => 1,
+                    Some(current) if current.id != contract.id => {
+                        return reject(format!(
+                            "customer {} is bound by contract {}; set its next version instead",
+                            contract.customer, current.id
+                        ));
+                    }
+                    Some(current) => current.version + 1,
+                };
+                if contract.version != expected {
+                    return reject(format!("contract {} must be set at version {expected}", contract.id));
+                }
+                self.contracts.insert(contract.customer.clone(), contract.clone());
+                Ok(())
+            }
+            ActionKind::CaseTransition { case, to, determination } => {
+                let Some(c) = self.cases.get_mut(case) else { return reject(format!("no case {case}")) };
+                if !legal_move(c.state, c.determination, *to) {
+                    return reject(format!("case {case} cannot move from {:?} to {to:?}", c.state));
+                }
+                c.state = *to;
+                if *to == CaseState::Determined {
+                    c.determination = *determination;
+                }
+                Ok(())
+            }
+            ActionKind::ProposeSuspension { target, level } => {
+                let current = self.suspension_of(target)?;
+                if *level == current {
+                    return reject(format!("the suspension is already {level}"));
+                }
+                // Raising to L1 takes effect at once; raising to L2 or above
+                // and any lowering need threshold-many admins.
+                let heavy = *level >= SuspensionLevel::L2 || *level < current;
+                let kind = ProposalKind::Suspension { target: target.clone(), level: *level };
+                self.propose(index, actor, digest, kind, if heavy { threshold } else { 1 })
+            }
+            ActionKind::ProposeWaiver { deployment, condition, until } => {
+                if !self.deployments.contains_key(deployment) {
+                    return reject(format!("deployment {deployment} is not registered"));
+                }
+                if *until <= time {
+                    return reject("the waiver would end before it starts");
+                }
+                let kind = ProposalKind::Waiver {
+                    deployment: deployment.clone(),
+                    condition: condition.clone(),
+                    until: *until,
+                };
+                self.propose(index, actor, digest, kind, threshold)
+            }
+            ActionKind::ProposeSecurityFix { deployment, release } => {
+                let Some(dep) = self.deployments.get(deployment) else {
+                    return reject(format!("deployment {deployment} is not registered"));
+                };
+                match self.releases.get(release) {
+                    None => return reject("the release is not published"),
+                    Some(r) if r.manifest.class != ReleaseClass::SecurityFix => {
+                        return reject("only a security-fix release can be let through under L2");
+                    }
+                    Some(r) if r.manifest.product != dep.product => {
+                        return reject("the release is for another product");
+                    }
+                    Some(_) => {}
+                }
+                let kind = ProposalKind::SecurityFix { deployment: deployment.clone(), release: *release };
+                self.propose(index, actor, digest, kind, threshold)
+            }
+            ActionKind::Approve { proposal } => {
+                let Some(p) = self.proposals.get_mut(proposal) else {
+                    return reject("no proposal has this digest");
+                };
+                if p.in_force {
+                    return reject("the proposal is already in force");
+                }
+                if !p.approvals.insert(actor) {
+                    return reject("this admin has already approved the proposal; one admin counts once");
+                }
+                if p.approvals.len() >= threshold as usize {
+                    p.in_force = true;
+                    let kind = p.kind.clone();
+                    self.take_effect(&kind)?;
+                }
+                Ok(())
+            }
+            ActionKind::ListDeniedParty { party } => {
+                if self.denied.contains(party) {
+                    return reject("this party is already listed");
+                }
+                self.denied.push(party.clone());
+                Ok(())
+            }
+            ActionKind::RecordLicence { licence } => {
+                if !self.customers.contains_key(&licence.customer) {
+                    return reject(format!("customer {} is not registered", licence.customer));
+                }
+                if self.licences.get(&licence.id).is_some_and(|l| l.customer != licence.customer) {
+                    return reject(format!("licence {} belongs to another customer", licence.id));
+                }
+                self.licences.insert(licence.id.clone(), licence.clone());
+                Ok(())
+            }
+            _ => reject("this admin action is not folded here"),
+        }
+    }
+
+    fn propose(
+        &mut self,
+        index: u64,
+        actor: KeyId,
+        digest: Sha256Digest,
+        kind: ProposalKind,
+        needed: u32,
+    ) -> Result<(), Rejection> {
+        if self.proposals.contains_key(&digest) {
+            return reject("this exact proposal was already made");
+        }
+        let in_force = needed <= 1;
+        if in_force {
+            self.take_effect(&kind)?;
+        }
+        self.proposals.insert(digest, Proposal { index, kind, approvals: BTreeSet::from([actor]), in_force });
+        Ok(())
+    }
+
+    fn take_effect(&mut self, kind: &ProposalKind) -> Result<(), Rejection> {
+        match kind {
+            ProposalKind::Suspension { target, level } => match target {
+                SuspensionTarget::Customer(id) => {
+                    let c = self.customers.get_mut(id).ok_or_else(|| Rejection(format!("no customer {id}")))?;
+                    c.suspension = *level;
+                }
+                SuspensionTarget::Deployment(id) => {
+                    let d = self.deployments.get_mut(id).ok_or_else(|| Rejection(format!("no deployment {id}")))?;
+                    d.suspension = *level;
+                }
+            },
+            ProposalKind::Waiver { deployment, condition, until } => {
+                self.waivers.insert((deployment.clone(), condition.clone()), *until);
+            }
+            ProposalKind::SecurityFix { deployment, release } => {
+                self.security_fixes.insert((deployment.clone(), *release));
+            }
+        }
+        Ok(())
+    }
+}
