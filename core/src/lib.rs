@@ -14,6 +14,8 @@ pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod note;
+pub mod policy;
+pub mod replay;
 pub mod root;
 pub mod state;
 pub mod statements;

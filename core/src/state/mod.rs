@@ -79,6 +79,29 @@ pub struct Placement {
     pub subjects: Vec<String>,
 }
 
+/// A check-in verified against its deployment's registered key, with the
+/// exact envelope bytes it came in (a decision carries them). Only
+/// [`State::verify_checkin`] makes one.
+#[derive(Debug, Clone)]
+pub struct SignedCheckIn {
+    bytes: Vec<u8>,
+    verified: envelope::Verified<CheckIn>,
+}
+
+impl SignedCheckIn {
+    /// The exact envelope bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::ops::Deref for SignedCheckIn {
+    type Target = CheckIn;
+    fn deref(&self) -> &CheckIn {
+        self.verified.value()
+    }
+}
+
 /// The state folded from the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct State {
@@ -159,6 +182,12 @@ impl State {
     /// The ledger time of the last entry folded.
     pub fn last_time(&self) -> Option<Timestamp> {
         self.last_time
+    }
+
+    /// Counts an entry without taking it (replay, after the fold refused it,
+    /// so that later indexes stay the ledger's).
+    pub fn skip(&mut self) {
+        self.size += 1;
     }
 
     /// Validates `header` + `body` as entry `index` against the state so far
@@ -377,7 +406,7 @@ impl State {
 
     /// Verifies a check-in envelope against the key registered to the
     /// deployment it names.
-    pub fn verify_checkin(&self, bytes: &[u8]) -> Result<envelope::Verified<CheckIn>, Rejection> {
+    pub fn verify_checkin(&self, bytes: &[u8]) -> Result<SignedCheckIn, Rejection> {
         let env = Envelope::parse(bytes).map_err(|e| Rejection(format!("the check-in is refused: {e}")))?;
         let claimed = CheckIn::parse(env.payload()).map_err(|e| Rejection(format!("the check-in is refused: {e}")))?;
         if self.gov.deployment(&claimed.deployment).is_none() {
@@ -388,7 +417,9 @@ impl State {
         if identity.subject != claimed.deployment {
             return reject("a check-in is signed by the deployment it names");
         }
-        envelope::verify_parsed::<CheckIn>(env, &keys).map_err(|e| Rejection(format!("the check-in is refused: {e}")))
+        let verified = envelope::verify_parsed::<CheckIn>(env, &keys)
+            .map_err(|e| Rejection(format!("the check-in is refused: {e}")))?;
+        Ok(SignedCheckIn { bytes: bytes.to_vec(), verified })
     }
 
     /// A registered customer.

@@ -100,3 +100,5 @@ pub fn release(version: &str) -> ReleaseManifest {
         released_at: NOW,
     }
 }
+
+pub mod world;
