@@ -118,14 +118,34 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
     let contract = facts.contract_of(&dep.customer).filter(|c| c.covers(&dep.id));
     let ctx = Context { state, dep, checkin, now, contract };
 
+    // Only licence_valid depends on the release: the others are evaluated
+    // once, and a withheld release's reasons refer to them by name.
+    let newest = ctx.conditions(newer[0]);
+    let for_release = |release: &Release| -> Vec<ConditionResult> {
+        let mut c = newest.clone();
+        if let Some(l) =
+            c.iter_mut().find(|c| c.condition == "licence_valid" && c.status != ConditionStatus::NotApplicable)
+        {
+            *l = ctx.conditions(release).into_iter().find(|c| c.condition == "licence_valid").unwrap_or(l.clone());
+        }
+        c
+    };
     let mut offered: Option<&Release> = None;
     let mut withheld = Vec::new();
     for release in &newer {
-        let mut reasons: Vec<String> = ctx
-            .conditions(release)
+        let mut reasons: Vec<String> = for_release(release)
             .into_iter()
             .filter(|c| c.status == ConditionStatus::Unmet)
-            .map(|c| c.reason)
+            .map(|c| {
+                if c.condition == "licence_valid" {
+                    c.reason
+                } else {
+                    format!(
+                        "The condition {} is unmet for deployment {} (its reason is under conditions).",
+                        c.condition, dep.id
+                    )
+                }
+            })
             .collect();
         let approved = facts.security_fix_approved(&dep.id, &release.digest);
         if let Err(why) = suspension_allows(
@@ -149,7 +169,7 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
     // The conditions reported are those of the release offered, or of the
     // newest release when none is.
     let reported = offered.or(newer.first().copied());
-    let conditions = reported.map(|r| ctx.conditions(r)).unwrap_or_default();
+    let conditions = reported.map(for_release).unwrap_or_default();
     let decision = Decision {
         type_tag: DecisionTag,
         schema: SchemaV1,

@@ -1,0 +1,356 @@
+//! The governance fold refuses bad input, each case with a clear message and
+//! the state unchanged: attestations, verifications, releases, admin
+//! actions, headers that do not match their body. And the reason texts an
+//! operator reads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use covenant_core::digest::Sha256Digest;
+use covenant_core::envelope;
+use covenant_core::ledger::{EntryHeader, EntryKind, body_digest};
+use covenant_core::statements::*;
+use support::key;
+use support::world::{DAY, World, attestation, manifest, setup, site};
+
+/// Appends and expects a refusal that mentions `says`, with nothing changed.
+fn refused(w: &mut World, body: Vec<u8>, says: &str) {
+    let size = w.state.size();
+    let e = w.append(body).unwrap_err();
+    assert!(e.0.contains(says), "expected {says:?} in {:?}", e.0);
+    assert_eq!(w.state.size(), size, "a refused entry changes nothing");
+}
+
+fn two_customers() -> (World, support::world::Keys3, support::world::Keys3) {
+    let mut w = World::new();
+    let a = setup(&mut w, "min-x", "lim-07", 100);
+    let b = setup(&mut w, "min-y", "lim-08", 110);
+    (w, a, b)
+}
+
+#[test]
+fn attestation_signed_by_an_unregistered_key() {
+    let (mut w, _, _) = two_customers();
+    let body = w.attestation_body(&key(200), "min-x", &["lim-07"], 100);
+    refused(&mut w, body, "signed by a key no one registered");
+}
+
+#[test]
+fn attestation_signed_by_another_customers_key() {
+    let (mut w, _, (other, _, _)) = two_customers();
+    let body = w.attestation_body(&other, "min-x", &["lim-07"], 100);
+    refused(&mut w, body, "signed by a key of customer min-y");
+}
+
+#[test]
+fn attestation_for_another_customers_deployment() {
+    let (mut w, (ck, _, _), _) = two_customers();
+    let body = w.attestation_body(&ck, "min-x", &["lim-07", "lim-08"], 100);
+    refused(&mut w, body, "deployment lim-08 belongs to another customer");
+}
+
+#[test]
+fn attestation_signed_by_an_engineer_key() {
+    let (mut w, (_, _, ek), _) = two_customers();
+    let body = w.attestation_body(&ek, "min-x", &["lim-07"], 100);
+    refused(&mut w, body, "must be signed by a registered customer key");
+}
+
+#[test]
+fn expired_attestation() {
+    let (mut w, (ck, _, _), _) = two_customers();
+    let from = w.now.plus_seconds(-30 * DAY);
+    let body = envelope::sign(&attestation("min-x", &["lim-07"], from, w.now.plus_seconds(-DAY)), &[&ck]);
+    refused(&mut w, body, "the attestation expired on");
+}
+
+#[test]
+fn attestation_valid_until_before_valid_from() {
+    let (mut w, (ck, _, _), _) = two_customers();
+    let body = envelope::sign(&attestation("min-x", &["lim-07"], w.now.plus_seconds(DAY), w.now), &[&ck]);
+    refused(&mut w, body, "valid_until: must be after valid_from");
+}
+
+#[test]
+fn attestation_over_64_kib() {
+    let (mut w, (ck, _, _), _) = two_customers();
+    let mut a = attestation("min-x", &["lim-07"], w.now, w.now.plus_seconds(DAY));
+    a.predicate.facts_unknown_to_signer = "x".repeat(65 * 1024);
+    let body = envelope::sign(&a, &[&ck]);
+    refused(&mut w, body, "over the limit");
+}
+
+#[test]
+fn attestation_of_malformed_json() {
+    let (mut w, (ck, _, _), _) = two_customers();
+    let mut env = envelope::Envelope::new(
+        "application/vnd.in-toto+json",
+        b"{\"predicateType\": \"urn:covenant:end-use:v1\", ".to_vec(),
+    );
+    env.sign(&ck);
+    refused(&mut w, env.to_bytes(), "malformed payload");
+    // Well-formed JSON of the wrong shape (an unknown field).
+    let a = attestation("min-x", &["lim-07"], w.now, w.now.plus_seconds(DAY));
+    let mut json: serde_json::Value = serde_json::from_slice(&a.to_payload_bytes()).unwrap();
+    json["predicate"]["bribe"] = "yes".into();
+    let mut env = envelope::Envelope::new("application/vnd.in-toto+json", serde_json::to_vec(&json).unwrap());
+    env.sign(&ck);
+    refused(&mut w, env.to_bytes(), "unknown field");
+}
+
+#[test]
+fn verification_by_a_revoked_engineer_key() {
+    let (mut w, (ck, _, ek), _) = two_customers();
+    let att = w.attest(&ck, "min-x", &["lim-07"], 100);
+    let cert = w.state.identities().find(|(_, i)| i.signing_key == ek.public()).map(|(fp, _)| *fp).unwrap();
+    w.act(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: None }, 1).unwrap();
+    let body = w.verification_body(&ek, att, "lim-07", site("s1"), Sha256Digest::of(b"c"), VerificationResult::Pass);
+    refused(&mut w, body, "signed by a revoked key");
+}
+
+#[test]
+fn verification_of_an_attestation_that_does_not_cover_the_deployment() {
+    let (mut w, (ck, _, ek), _) = two_customers();
+    let att = w.attest(&ck, "min-x", &["lim-07"], 100);
+    let body = w.verification_body(&ek, att, "lim-08", site("s1"), Sha256Digest::of(b"c"), VerificationResult::Pass);
+    refused(&mut w, body, "references no recorded attestation of this deployment");
+}
+
+#[test]
+fn release_under_the_threshold() {
+    let (mut w, _, _) = two_customers();
+    let m = manifest("2.0.0", ReleaseClass::Capability, "2.0.0");
+    let one = envelope::sign(&m, &[&w.keys.release[0]]);
+    refused(&mut w, one, "1 valid signature(s) from distinct known keys, 2 required");
+    // Two signatures, one of them by a root key (another role): still one.
+    let mixed = envelope::sign(&m, &[&w.keys.release[0], &w.keys.root[0]]);
+    refused(&mut w, mixed, "2 required");
+    // The same key twice counts once.
+    let twice = envelope::sign(&m, &[&w.keys.release[0], &w.keys.release[0]]);
+    refused(&mut w, twice, "2 required");
+    let ok = envelope::sign(&m, &[&w.keys.release[0], &w.keys.release[2]]);
+    w.append(ok.clone()).unwrap();
+    refused(&mut w, ok, "already published");
+}
+
+#[test]
+fn admin_action_signed_by_a_key_not_in_the_root() {
+    let (mut w, _, _) = two_customers();
+    let outsider = key(222);
+    let body = envelope::sign(
+        &support::world::action(
+            ActionKind::ProposeSuspension {
+                target: SuspensionTarget::Customer("min-x".into()),
+                level: SuspensionLevel::None,
+            },
+            w.now,
+        ),
+        &[&outsider],
+    );
+    refused(&mut w, body, "the admin action is refused");
+    // A customer's own key cannot sign an admin action either.
+    let (ck, _, _) = (key(100), (), ());
+    let body = envelope::sign(
+        &support::world::action(
+            ActionKind::RegisterCustomer { customer: "min-z".into(), legal_name: "Z".into(), country: "XZ".into() },
+            w.now,
+        ),
+        &[&ck],
+    );
+    refused(&mut w, body, "the admin action is refused");
+}
+
+#[test]
+fn a_header_that_does_not_match_its_body_is_refused() {
+    let (mut w, _, _) = two_customers();
+    let body = w.action_body(ActionKind::Note { text: "authority notified".into() }, 0);
+    let index = w.entries.len() as u64;
+    let good = EntryHeader {
+        kind: EntryKind::Note,
+        time: w.now,
+        actor: Some(w.keys.admin[0].key_id()),
+        subjects: vec![],
+        body_digest: body_digest(&[0; 32], &body),
+    };
+    let wrong_kind = EntryHeader { kind: EntryKind::Customer, ..good.clone() };
+    assert!(w.state.apply(index, &wrong_kind, &body).unwrap_err().0.contains("header says customer"));
+    let wrong_actor = EntryHeader { actor: Some(w.keys.admin[1].key_id()), ..good.clone() };
+    assert!(w.state.apply(index, &wrong_actor, &body).unwrap_err().0.contains("actor"));
+    let wrong_subjects = EntryHeader { subjects: vec!["min-x".into()], ..good.clone() };
+    assert!(w.state.apply(index, &wrong_subjects, &body).unwrap_err().0.contains("subjects"));
+    w.state.apply(index, &good, &body).unwrap();
+}
+
+#[test]
+fn registration_rules() {
+    let (mut w, _, _) = two_customers();
+    let again = ActionKind::RegisterCustomer { customer: "min-x".into(), legal_name: "X".into(), country: "XA".into() };
+    assert!(w.act(again, 0).unwrap_err().0.contains("already registered"));
+    let orphan = ActionKind::RegisterDeployment {
+        deployment: "lim-99".into(),
+        customer: "nobody".into(),
+        product: "lim".into(),
+        site: site("s1"),
+    };
+    assert!(w.act(orphan, 0).unwrap_err().0.contains("customer nobody is not registered"));
+    // A key for a customer that does not exist.
+    let k = key(230);
+    let e = w
+        .act(
+            ActionKind::IssueIdentity {
+                role: IdentityRole::Customer,
+                subject: "nobody".into(),
+                signing_key: k.public(),
+                certificate_sha256: Sha256Digest::of(b"c230"),
+                scope: None,
+            },
+            0,
+        )
+        .unwrap_err();
+    assert!(e.0.contains("register customer nobody"), "{e}");
+}
+
+#[test]
+fn contract_versions_go_one_at_a_time_and_one_contract_binds_a_customer() {
+    let (mut w, _, _) = two_customers();
+    w.contract("min-x", 1, vec![]).unwrap();
+    assert!(w.contract("min-x", 1, vec![]).unwrap_err().0.contains("must be set at version 2"));
+    assert!(w.contract("min-x", 3, vec![]).unwrap_err().0.contains("must be set at version 2"));
+    w.contract("min-x", 2, vec![]).unwrap();
+    let mut other = support::world::contract("min-x", 1, vec![]);
+    other.id = "side-deal".into();
+    let e = w.act(ActionKind::SetContract { contract: other }, 0).unwrap_err();
+    assert!(e.0.contains("bound by contract contract-min-x"), "{e}");
+    // A contract naming another customer's deployment.
+    let mut c = support::world::contract("min-y", 1, vec![]);
+    c.deployments = vec!["lim-07".into()];
+    assert!(w.act(ActionKind::SetContract { contract: c }, 0).unwrap_err().0.contains("lim-07"));
+    // A condition named twice.
+    let twice = vec![Condition::IntegrityMatch, Condition::IntegrityMatch];
+    assert!(w.contract("min-y", 1, twice).unwrap_err().0.contains("names a condition twice"));
+}
+
+#[test]
+fn signals_come_from_engineers_and_auditors_only() {
+    let (mut w, (ck, _, ek), _) = two_customers();
+    let signal = |by: &covenant_core::keys::SigningKey, w: &World| {
+        envelope::sign(
+            &MisuseSignal {
+                type_tag: SignalTag,
+                schema: SchemaV1,
+                about: SignalAbout { customer: "min-x".into(), deployment: Some("lim-08".into()) },
+                source: SignalSource::FieldEngineer,
+                summary: "x".into(),
+                evidence: vec![],
+                reported_at: w.now,
+            },
+            &[by],
+        )
+    };
+    let body = signal(&ck, &w);
+    refused(&mut w, body, "must be signed by a registered engineer or auditor key");
+    let body = signal(&ek, &w);
+    refused(&mut w, body, "lim-08 is not a registered deployment of min-x");
+}
+
+#[test]
+fn a_decision_must_be_signed_by_the_decision_key_and_answer_a_device_signed_check_in() {
+    let (mut w, (ck, dk, _), _) = two_customers();
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let by_admin = envelope::sign(&d, &[&w.keys.admin[0]]);
+    refused(&mut w, by_admin, "the decision is refused");
+    let mut forged = d.clone();
+    forged.checkin = w.checkin(&ck, "lim-07", "1.0.0", "1.0.0");
+    let body = envelope::sign(&forged, &[&w.keys.decision]);
+    refused(&mut w, body, "check-in");
+    w.log(&d).unwrap();
+}
+
+/// Every unmet reason names the deployment, the fact that is missing or
+/// stale, and what fixes it; a case-caused reason never names the signal's
+/// source, its evidence or its words.
+#[test]
+fn reasons_say_what_is_missing_and_what_to_do_and_never_betray_a_source() {
+    let mut w = World::new();
+    let (ck, dk, ek) = setup(&mut w, "min-x", "lim-07", 100);
+    w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    let conditions = vec![
+        Condition::EndUseAttested { max_age_days: 30, allowed_end_uses: vec![] },
+        Condition::FieldVerified { max_age_days: 30, methods: vec![] },
+        Condition::SiteBound { allowed_countries: vec![], allowed_site_ids: vec![] },
+        Condition::IntegrityMatch,
+        Condition::LicenceValid { licence: "bafa-1".into() },
+        Condition::DeniedPartyClear { list: "eu-sanctions".into() },
+        Condition::NoOpenCase { from_state: CaseState::Received },
+    ];
+    w.contract("min-x", 1, conditions).unwrap();
+    let case = w.signal(&ek, "min-x", Some("lim-07"));
+    let _ = case;
+    // Unmet, each for its own fact: nothing attested yet.
+    let unknown_version = w.checkin(&dk, "lim-07", "0.9.0", "0.9.0");
+    let first = w.decide(&unknown_version);
+    // Then an attestation, verified with another configuration, licensed
+    // and listed, to make the remaining conditions unmet for other facts.
+    let att = w.attest(&ck, "min-x", &["lim-07"], 365);
+    w.verify(&ek, att, "lim-07", Sha256Digest::of(b"verified"));
+    w.act(
+        ActionKind::ListDeniedParty {
+            party: DeniedParty {
+                list: "eu-sanctions".into(),
+                legal_name: "Ministry min-x".into(),
+                country: "XA".into(),
+            },
+        },
+        0,
+    )
+    .unwrap();
+    w.act(
+        ActionKind::RecordLicence {
+            licence: Licence {
+                id: "bafa-1".into(),
+                customer: "min-x".into(),
+                authority: "BAFA".into(),
+                expires: w.now.plus_seconds(DAY),
+                versions: "<1.1".parse().unwrap(),
+            },
+        },
+        0,
+    )
+    .unwrap();
+    w.advance_days(40);
+    let second = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let actions = ["submit", "ask your vendor", "contact", "restore", "reinstall", "return"];
+    let mut seen = std::collections::BTreeSet::new();
+    for d in [&first, &second] {
+        for c in d.conditions.iter().filter(|c| c.status == ConditionStatus::Unmet) {
+            seen.insert(c.condition.clone());
+            let r = c.reason.to_lowercase();
+            assert!(r.contains("lim-07"), "{}: names the deployment: {}", c.condition, c.reason);
+            assert!(actions.iter().any(|a| r.contains(a)), "{}: says what to do: {}", c.condition, c.reason);
+            if c.condition == "no_open_case" {
+                for secret in ["ngo", "journalist", "report", "signal", "evidence", "eng-"] {
+                    assert!(!r.contains(secret), "a case-caused reason betrays {secret:?}: {}", c.reason);
+                }
+                assert!(r.contains("compliance review"), "{}", c.reason);
+                assert!(r.contains("compliance@vendor.example"), "says whom to contact: {}", c.reason);
+            }
+        }
+        for withheld in &d.withheld_above {
+            for r in &withheld.reasons {
+                assert!(r.contains("lim-07"), "{r}");
+            }
+        }
+    }
+    let all: std::collections::BTreeSet<String> = CONDITION_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(seen, all, "every condition was seen unmet");
+    // The facts named: dates and versions.
+    let reason = |d: &Decision, name: &str| d.conditions.iter().find(|c| c.condition == name).unwrap().reason.clone();
+    assert!(reason(&second, "end_use_attested").contains("more than 30 days ago"));
+    assert!(reason(&second, "licence_valid").contains("expired on"));
+    assert!(reason(&first, "integrity_match").contains("version 0.9.0"));
+    let _ = site;
+}
