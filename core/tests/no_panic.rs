@@ -27,12 +27,13 @@ use covenant_core::merkle::{self, Hash, MemoryTree};
 use covenant_core::note::{self, Checkpoint, Note, NoteSignature, NoteSigner, NoteVerifier, TlogProof};
 use covenant_core::root::{RootPolicy, TrustedRoot};
 use covenant_core::statements::{
-    ATTESTATION_SUBJECT_PREFIX, ActionKind, AdminAction, Artifact, CaseState, CheckIn, CheckpointRef, ConditionResult,
-    ConditionStatus, ContractRef, Decision, Determination, EndUse, EndUseAttestation, EndUser, FieldVerification,
-    Freshness, FreshnessStanding, IdentityRole, InTotoStatement, InstallOutcome, InstallReport, MisuseSignal, Payload,
-    ReleaseClass, ReleaseManifest, RoleSpec, Roles, RootKey, RootMetadata, SchemaV1, SignalAbout, SignalSource,
-    Signatory, Site, Subject, SubjectDigest, SuspensionLevel, SuspensionTarget, Undertakings, Verdict,
-    VerificationMethod, VerificationResult, WithheldRelease, deployment_subject, is_valid_id,
+    ATTESTATION_SUBJECT_PREFIX, ActionKind, AdminAction, Artifact, CaseState, CheckIn, CheckpointRef, Condition,
+    ConditionResult, ConditionStatus, Contract, ContractRef, Decision, DeniedParty, Determination, EndUse,
+    EndUseAttestation, EndUser, FieldVerification, Freshness, FreshnessStanding, IdentityRole, InTotoStatement,
+    InstallOutcome, InstallReport, Licence, MisuseSignal, Payload, ReleaseClass, ReleaseManifest, RoleSpec, Roles,
+    RootKey, RootMetadata, SchemaV1, SignalAbout, SignalSource, Signatory, Site, Subject, SubjectDigest,
+    SuspensionLevel, SuspensionTarget, Undertakings, Verdict, VerificationMethod, VerificationResult, WithheldRelease,
+    deployment_subject, is_valid_id,
 };
 use serde_json::Value;
 
@@ -764,6 +765,61 @@ fn actions() -> Vec<AdminAction> {
             level: SuspensionLevel::LegalHold,
         },
         ActionKind::Approve { proposal: d("proposal") },
+        ActionKind::RegisterCustomer {
+            customer: "acme".into(),
+            legal_name: "Acme Ministry".into(),
+            country: "XA".into(),
+        },
+        ActionKind::RegisterDeployment {
+            deployment: "dep-2".into(),
+            customer: "acme".into(),
+            product: "lim".into(),
+            site: Site { country: "XA".into(), site_id: "s1".into() },
+        },
+        ActionKind::SetContract {
+            contract: Contract {
+                id: "contract-acme".into(),
+                version: 1,
+                customer: "acme".into(),
+                deployments: vec![],
+                conditions: vec![
+                    Condition::EndUseAttested {
+                        max_age_days: 365,
+                        allowed_end_uses: vec!["lawful-interception".into()],
+                    },
+                    Condition::FieldVerified { max_age_days: 90, methods: vec![VerificationMethod::OnSite] },
+                    Condition::SiteBound { allowed_countries: vec!["XA".into()], allowed_site_ids: vec![] },
+                    Condition::IntegrityMatch,
+                    Condition::LicenceValid { licence: "lic-1".into() },
+                    Condition::DeniedPartyClear { list: "eu-sanctions".into() },
+                    Condition::NoOpenCase { from_state: CaseState::Triaged },
+                ],
+                grant_validity_seconds: 86_400,
+                compliance_contact: "compliance@vendor.example".into(),
+            },
+        },
+        ActionKind::ProposeWaiver {
+            deployment: "dep-1".into(),
+            condition: "field_verified".into(),
+            until: t("2026-09-01T00:00:00Z"),
+        },
+        ActionKind::ProposeSecurityFix { deployment: "dep-1".into(), release: d("release") },
+        ActionKind::ListDeniedParty {
+            party: DeniedParty {
+                list: "eu-sanctions".into(),
+                legal_name: "Acme Ministry".into(),
+                country: "XA".into(),
+            },
+        },
+        ActionKind::RecordLicence {
+            licence: Licence {
+                id: "lic-1".into(),
+                customer: "acme".into(),
+                authority: "BAFA".into(),
+                expires: t("2027-01-01T00:00:00Z"),
+                versions: ">=1.0, <3".parse().unwrap(),
+            },
+        },
     ];
     kinds
         .into_iter()
@@ -1405,6 +1461,127 @@ fn root_provision_never_panics() {
         }
     }
     tally.check("TrustedRoot::provision (+ rotate)", 50, started);
+}
+
+/// The fold and the policy on hostile entries: payloads mutated and then
+/// signed by the key their type needs (so the semantic checks run, not only
+/// the signature check), and whole envelopes mutated; each is classified,
+/// applied to a state with a customer, a deployment and their keys, and
+/// every check-in that verifies is evaluated.
+#[test]
+fn state_apply_and_evaluate_never_panic() {
+    use covenant_core::ledger::{EntryHeader, body_digest};
+    use covenant_core::state::{State, classify};
+    let now = t("2026-06-01T00:00:00Z");
+    let mut base = State::new();
+    let append = |state: &mut State, body: Vec<u8>| {
+        let p = classify(&body).unwrap();
+        let header = EntryHeader {
+            kind: p.kind,
+            time: now,
+            actor: p.actor,
+            subjects: p.subjects,
+            body_digest: body_digest(&[0; 32], &body),
+        };
+        state.apply(state.size(), &header, &body).unwrap();
+    };
+    let admin = key(9);
+    append(&mut base, signed(RootMetadata::PAYLOAD_TYPE, &root_metadata(1, false).to_payload_bytes(), &[&key(1)]));
+    let act = |what: ActionKind| AdminAction {
+        type_tag: Default::default(),
+        schema: SchemaV1,
+        action: what,
+        why: "set-up".into(),
+        evidence: vec![],
+        issued_at: now,
+    };
+    let setup = [
+        ActionKind::RegisterCustomer { customer: "acme".into(), legal_name: "Acme".into(), country: "XA".into() },
+        ActionKind::RegisterDeployment {
+            deployment: "dep-1".into(),
+            customer: "acme".into(),
+            product: "lim".into(),
+            site: Site { country: "XA".into(), site_id: "s1".into() },
+        },
+    ];
+    for what in setup {
+        append(&mut base, envelope::sign(&act(what), &[&admin]));
+    }
+    for (n, role, subject) in [
+        (20u8, IdentityRole::Customer, "acme"),
+        (21, IdentityRole::Deployment, "dep-1"),
+        (22, IdentityRole::Engineer, "eng-1"),
+    ] {
+        let what = ActionKind::IssueIdentity {
+            role,
+            subject: subject.into(),
+            signing_key: key(n).public(),
+            certificate_sha256: d(subject),
+            scope: None,
+        };
+        append(&mut base, envelope::sign(&act(what), &[&admin]));
+    }
+    for r in releases() {
+        append(&mut base, envelope::sign(&r, &[&key(2), &key(3)]));
+    }
+
+    // (payload type, payload seeds, the keys that sign them)
+    let (release_1, release_2, decision, customer, device, engineer) =
+        (key(2), key(3), key(5), key(20), key(21), key(22));
+    let kinds: Vec<(&str, Vec<Vec<u8>>, Vec<&SigningKey>)> = vec![
+        (AdminAction::PAYLOAD_TYPE, payloads(&actions()), vec![&admin]),
+        (ReleaseManifest::PAYLOAD_TYPE, payloads(&releases()), vec![&release_1, &release_2]),
+        (MisuseSignal::PAYLOAD_TYPE, payloads(&signals()), vec![&engineer]),
+        (Decision::PAYLOAD_TYPE, payloads(&decisions()), vec![&decision]),
+        (InstallReport::PAYLOAD_TYPE, payloads(&reports()), vec![&device]),
+        ("application/vnd.in-toto+json", payloads(&attestations()), vec![&customer]),
+        ("application/vnd.in-toto+json", payloads(&field_verifications()), vec![&engineer]),
+        (CheckIn::PAYLOAD_TYPE, payloads(&checkins()), vec![&device]),
+    ];
+    let envelope_seeds: Vec<Vec<u8>> =
+        kinds.iter().flat_map(|(ty, ps, keys)| ps.iter().map(|p| signed(ty, p, keys))).collect();
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut applied = 0;
+    for i in 0..ITERATIONS {
+        let mut rng = Rng::for_iteration(0x501, i);
+        let input = if rng.chance(70) {
+            let (ty, ps, keys) = rng.pick(&kinds);
+            let payload = if rng.chance(20) { rng.pick(ps).clone() } else { generate(ps, Format::Json, &mut rng) };
+            signed(ty, &payload, keys)
+        } else {
+            generate(&envelope_seeds, Format::Json, &mut rng)
+        };
+        let label = format!("iteration {i}");
+        let _w = Witness { parser: "State::apply / evaluate", iteration: &label, input: &input };
+        let mut ok = false;
+        if let Ok(p) = classify(&input) {
+            let header = EntryHeader {
+                kind: p.kind,
+                time: now,
+                actor: p.actor,
+                subjects: p.subjects,
+                body_digest: body_digest(&[0; 32], &input),
+            };
+            let mut state = base.clone();
+            ok = state.apply(state.size(), &header, &input).is_ok();
+            applied += usize::from(ok);
+        }
+        if let Ok(checkin) = base.verify_checkin(&input) {
+            ok = true;
+            let _ = covenant_core::policy::evaluate(&base, &checkin, now);
+        }
+        tally.runs += 1;
+        if ok {
+            tally.accepted += 1;
+        } else {
+            tally.refused += 1;
+        }
+    }
+    tally.seeds = 1;
+    eprintln!("{applied} entries applied");
+    assert!(applied > 100, "the fuzzer reaches the semantic checks: {applied} entries applied");
+    tally.check("State::apply / evaluate", 50, started);
 }
 
 #[test]
