@@ -1529,7 +1529,7 @@ fn state_apply_and_evaluate_never_panic() {
     let (release_1, release_2, decision, customer, device, engineer) =
         (key(2), key(3), key(5), key(20), key(21), key(22));
     type Kind<'a> = (&'a str, Vec<Vec<u8>>, Vec<&'a SigningKey>);
-    let kinds: Vec<Kind> = vec![
+    let kinds: Vec<Kind<'_>> = vec![
         (AdminAction::PAYLOAD_TYPE, payloads(&actions()), vec![&admin]),
         (ReleaseManifest::PAYLOAD_TYPE, payloads(&releases()), vec![&release_1, &release_2]),
         (MisuseSignal::PAYLOAD_TYPE, payloads(&signals()), vec![&engineer]),
