@@ -510,3 +510,38 @@ impl Context<'_> {
         }
     }
 }
+
+/// Whether a fresh decision goes into the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logging {
+    /// Log it: nothing standing says the same.
+    Log,
+    /// Do not: the decision at this ledger index stands and says the same.
+    Standing(u64),
+}
+
+/// DESIGN.md "Decisions and check-in": a grant is logged when no unexpired
+/// grant of the same release to the same deployment stands; a withhold when
+/// its verdict or its reasons change. The standing decision is the
+/// deployment's newest logged one.
+pub fn logging(state: &State, fresh: &Decision, now: Timestamp) -> Logging {
+    let Some(last) = state.facts().decisions_of(&fresh.deployment).last() else { return Logging::Log };
+    let stands = match fresh.verdict {
+        Verdict::Grant => {
+            last.verdict == Verdict::Grant && last.release == fresh.release && last.expires_at.is_some_and(|e| now < e)
+        }
+        Verdict::Withhold => last.verdict == Verdict::Withhold && last.reasons == crate::state::reasons_digest(fresh),
+    };
+    if stands { Logging::Standing(last.index) } else { Logging::Log }
+}
+
+/// Whether a logged grant still stands at `now`: unexpired, and the state
+/// now would still grant the same release to the check-in it answered. A
+/// suspension, revocation or case that turns the verdict voids it at once.
+pub fn grant_stands(state: &State, grant: &crate::state::DecisionFact, now: Timestamp) -> bool {
+    if grant.verdict != Verdict::Grant || grant.expires_at.is_none_or(|e| now >= e) {
+        return false;
+    }
+    let Ok(checkin) = state.verify_checkin(&grant.checkin) else { return false };
+    matches!(evaluate(state, &checkin, now), Ok(Outcome::Decided(d)) if d.verdict == Verdict::Grant && d.release == grant.release)
+}

@@ -581,3 +581,33 @@ fn a_check_in_not_signed_by_the_deployment_is_refused() {
     let e = w.state.verify_checkin(&w.checkin(&other, "lim-07", "1.0.0", "1.0.0")).unwrap_err();
     assert!(e.0.contains("signed by the deployment it names"), "{e}");
 }
+
+#[test]
+fn unchanged_decisions_are_not_logged_again_and_a_suspension_voids_a_standing_grant() {
+    use covenant_core::policy::{Logging, grant_stands, logging};
+    let (mut w, checkin, (_, dk, _)) = world(vec![]);
+    let grant = w.decide(&checkin);
+    assert_eq!(logging(&w.state, &grant, w.now), Logging::Log);
+    let index = w.log(&grant).unwrap();
+    // The same grant again: it stands.
+    let again = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(logging(&w.state, &again, w.now), Logging::Standing(index));
+    let fact = w.state.facts().decisions_of("lim-07").last().unwrap().clone();
+    assert!(grant_stands(&w.state, &fact, w.now));
+    // Expired: a new one is logged.
+    w.advance_days(8);
+    assert!(!grant_stands(&w.state, &fact, w.now));
+    assert_eq!(logging(&w.state, &w.decide(&checkin), w.now), Logging::Log);
+    w.advance_days(-8);
+    // A suspension voids it at once, and the withhold is logged once.
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    assert!(!grant_stands(&w.state, &fact, w.now));
+    let withhold = w.decide(&checkin);
+    assert_eq!(logging(&w.state, &withhold, w.now), Logging::Log);
+    let index = w.log(&withhold).unwrap();
+    let same = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(logging(&w.state, &same, w.now), Logging::Standing(index));
+    // A changed reason is logged.
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L3);
+    assert_eq!(logging(&w.state, &w.decide(&checkin), w.now), Logging::Log);
+}

@@ -23,15 +23,16 @@ use covenant_core::envelope;
 use covenant_core::keys::{PublicKey, SigningKey};
 use covenant_core::ledger::EntryKind;
 use covenant_core::note::{NoteSigner, NoteVerifier};
+use covenant_core::policy;
 use covenant_core::root::{RootPolicy, TrustedRoot};
 use covenant_core::state::{Registry, Rejection};
 use covenant_core::statements::{
-    ActionKind, ActionTag, AdminAction, IdentityRole, Payload as _, RoleSpec, Roles, RootKey, RootMetadata, RootTag,
-    SchemaV1,
+    ActionKind, ActionTag, AdminAction, CheckIn, IdentityRole, Payload as _, RoleSpec, Roles, RootKey, RootMetadata,
+    RootTag, SchemaV1,
 };
 
 use crate::ledger::storage::FsStorage;
-use crate::ledger::{self, Ledger, LedgerConfig, NewEntry, StateMachine};
+use crate::ledger::{self, Ledger, LedgerConfig, NewEntry, Prepared, StateMachine};
 use crate::pki::Authority;
 use covenant_core::ledger::EntryHeader;
 
@@ -40,12 +41,48 @@ pub const DEV_LEDGER_NAME: &str = "covenant.localhost/ledger";
 /// The development witness's note name.
 pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
 
-/// The registry folded from the ledger, shared between the sequencer (which
-/// applies entries) and the services (which read it to authorize calls).
+/// The state folded from the ledger, shared between the sequencer (which
+/// applies entries, and evaluates check-ins in ledger order with the
+/// decision key) and the services (which read it to authorize calls).
 #[derive(Debug, Clone, Default)]
-pub struct SharedRegistry(pub Arc<RwLock<Registry>>);
+pub struct SharedRegistry(pub Arc<RwLock<Registry>>, pub Option<Arc<SigningKey>>);
+
+/// A request to the sequencer to evaluate a check-in: its body is the
+/// device-signed check-in envelope, and the sequencer turns it into the
+/// signed decision to log, or into nothing when the standing one says the
+/// same (or no newer release exists).
+pub fn decide_request(checkin: Vec<u8>) -> NewEntry {
+    NewEntry { kind: EntryKind::Grant, actor: None, subjects: vec![], body: checkin }
+}
+
+fn is_checkin(body: &[u8]) -> bool {
+    envelope::Envelope::parse(body).is_ok_and(|e| e.payload_type() == CheckIn::PAYLOAD_TYPE)
+}
 
 impl StateMachine for SharedRegistry {
+    fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, ledger::Rejection> {
+        if !is_checkin(&entry.body) {
+            return Ok(Prepared::Append(entry));
+        }
+        let refuse = |why: String| ledger::Rejection(why);
+        let key = self.1.as_ref().ok_or_else(|| refuse("this server holds no decision key".into()))?;
+        let state = self.0.read().map_err(|_| refuse("registry lock poisoned".into()))?;
+        if state.size() != index {
+            return Err(refuse("the state is not at the ledger's size".into()));
+        }
+        let checkin = state.verify_checkin(&entry.body).map_err(|Rejection(why)| refuse(why))?;
+        let decision = match policy::evaluate(&state, &checkin, time).map_err(|e| refuse(e.to_string()))? {
+            policy::Outcome::Current => return Ok(Prepared::Nothing(None)),
+            policy::Outcome::Decided(d) => d,
+        };
+        if let policy::Logging::Standing(i) = policy::logging(&state, &decision, time) {
+            return Ok(Prepared::Nothing(Some(i)));
+        }
+        let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
+        let placed = covenant_core::state::classify(&body).map_err(|Rejection(why)| refuse(why))?;
+        Ok(Prepared::Append(NewEntry { kind: placed.kind, actor: placed.actor, subjects: placed.subjects, body }))
+    }
+
     fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String> {
         let mut r = self.0.write().map_err(|_| "registry lock poisoned".to_owned())?;
         r.apply(index, header, body).map_err(|e| e.0)
@@ -97,7 +134,8 @@ pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
 pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
     let ledger_key = read_key(&dir.join("keys/ledger.key"))?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
-    let registry = SharedRegistry::default();
+    let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
+    let registry = SharedRegistry(Arc::default(), decision);
     let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
     let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;

@@ -1,5 +1,6 @@
 //! The Covenant update server as a library: the ledger (storage, sequencer,
-//! views) today; the gRPC services over mutual TLS arrive with issue #4.
+//! views), the data directory, the CA, the gRPC services over mutual TLS,
+//! and the witness cosigning task.
 
 #![forbid(unsafe_code)]
 
@@ -7,4 +8,5 @@ pub mod datadir;
 pub mod ledger;
 pub mod pki;
 pub mod service;
+pub mod updates;
 pub mod witnesses;

@@ -41,10 +41,16 @@ pub struct Caller {
 /// What the services share.
 #[derive(Clone)]
 pub struct Node {
-    ledger: Ledger<FsStorage>,
-    registry: SharedRegistry,
-    ca: Arc<Authority>,
-    cosigned: Arc<crate::witnesses::Gathered>,
+    pub(crate) ledger: Ledger<FsStorage>,
+    pub(crate) registry: SharedRegistry,
+    pub(crate) ca: Arc<Authority>,
+    pub(crate) cosigned: Arc<crate::witnesses::Gathered>,
+    /// How many witnesses are configured.
+    pub(crate) witnesses: usize,
+    /// The decision key (signs freshness answers).
+    pub(crate) decision: Option<Arc<covenant_core::keys::SigningKey>>,
+    /// The data directory (artifacts live under it).
+    pub(crate) data: PathBuf,
 }
 
 impl std::fmt::Debug for Node {
@@ -55,7 +61,7 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Maps the request's client certificate to the registered caller.
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    pub(crate) fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let holder = pki::holder(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
@@ -72,7 +78,7 @@ impl Node {
         Ok(Caller { role: identity.role, subject: identity.subject.clone(), scope: identity.scope.clone() })
     }
 
-    fn require(&self, caller: &Caller, roles: &[IdentityRole]) -> Result<(), Status> {
+    pub(crate) fn require(&self, caller: &Caller, roles: &[IdentityRole]) -> Result<(), Status> {
         if roles.contains(&caller.role) {
             Ok(())
         } else {
@@ -81,14 +87,14 @@ impl Node {
     }
 }
 
-fn read_status(e: ReadError) -> Status {
+pub(crate) fn read_status(e: ReadError) -> Status {
     match e {
         ReadError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
 
-fn append_status(e: AppendError) -> Status {
+pub(crate) fn append_status(e: AppendError) -> Status {
     match e {
         AppendError::Rejected(r) => Status::invalid_argument(r.to_string()),
         AppendError::Malformed(m) => Status::invalid_argument(m),
@@ -104,7 +110,7 @@ fn proof_response(
     Ok(Response::new(pb::GetProofResponse { hashes: proof.iter().map(|h| h.to_vec()).collect() }))
 }
 
-fn tlog(a: &Appended) -> pb::TlogProof {
+pub(crate) fn tlog(a: &Appended) -> pb::TlogProof {
     pb::TlogProof { text: a.tlog_proof().to_text().into_bytes() }
 }
 
@@ -281,7 +287,7 @@ impl pb::admin_service_server::AdminService for Node {
     ) -> Result<Response<pb::ActResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Admin])?;
-        Err(Status::unimplemented("releases arrive with issue #6"))
+        Ok(Response::new(self.publish_release(request.into_inner()).await?))
     }
 
     async fn issue_identity(
@@ -333,12 +339,24 @@ pub async fn run(
         .client_auth_optional(true);
     let log = covenant_core::note::NoteVerifier::parse(read("ledger.vkey")?.trim())?;
     let witnesses = crate::witnesses::load(dir)?;
+    let witness_count = witnesses.len();
     let (cosigned, gathering) = crate::witnesses::spawn(ledger.clone(), log, witnesses);
-    let node = Node { ledger: ledger.clone(), registry, ca, cosigned };
+    let decision = registry.1.clone();
+    let node = Node {
+        ledger: ledger.clone(),
+        registry,
+        ca,
+        cosigned,
+        witnesses: witness_count,
+        decision,
+        data: config.data.clone(),
+    };
     Server::builder()
         .tls_config(tls)?
         .add_service(pb::ledger_service_server::LedgerServiceServer::new(node.clone()))
-        .add_service(pb::admin_service_server::AdminServiceServer::new(node))
+        .add_service(pb::admin_service_server::AdminServiceServer::new(node.clone()))
+        .add_service(pb::update_service_server::UpdateServiceServer::new(node.clone()))
+        .add_service(pb::attestation_service_server::AttestationServiceServer::new(node))
         // No Nagle: small gRPC frames would otherwise wait for delayed ACKs.
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -154,6 +154,18 @@ pub struct DecisionFact {
     pub issued_at: Timestamp,
     /// With a grant: when it expires.
     pub expires_at: Option<Timestamp>,
+    /// [`reasons_digest`] of the decision: what a withhold says.
+    pub reasons: Sha256Digest,
+    /// The exact check-in envelope the decision answered.
+    pub checkin: Vec<u8>,
+}
+
+/// A digest of what a decision says besides its verdict and release: its
+/// conditions, what it withholds and why, the suspension and the contract.
+/// Two withholds with the same digest say the same thing.
+pub fn reasons_digest(d: &Decision) -> Sha256Digest {
+    let said = (&d.conditions, &d.withheld_above, d.suspension, &d.contract);
+    Sha256Digest::of(&serde_json::to_vec(&said).unwrap_or_default())
 }
 
 /// The governance facts folded so far.
@@ -451,6 +463,8 @@ impl Facts {
             release: d.release,
             issued_at: d.issued_at,
             expires_at: d.expires_at,
+            reasons: reasons_digest(d),
+            checkin: d.checkin.clone(),
         });
         Ok(())
     }

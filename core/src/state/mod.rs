@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use governance::{
     AttestationFact, Case, Customer, DecisionFact, Deployment, Facts, Proposal, ProposalKind, Release,
-    VerificationFact, legal_move,
+    VerificationFact, legal_move, reasons_digest,
 };
 
 use crate::digest::{Sha256Digest, Timestamp};

@@ -39,6 +39,23 @@ pub trait StateMachine: Send + 'static {
     /// Validates a new entry against the state folded so far and applies it.
     /// A refused entry is never written.
     fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection>;
+    /// Turns a request into the entry to append at `index` with ledger time
+    /// `time`, in ledger order, against exactly the state before it: the
+    /// place where a check-in is evaluated and its decision signed. By
+    /// default a request is its entry.
+    fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, Rejection> {
+        let _ = (index, time);
+        Ok(Prepared::Append(entry))
+    }
+}
+
+/// What [`StateMachine::prepare`] makes of a request.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// Append this entry.
+    Append(NewEntry),
+    /// Append nothing: the entry at this index (if any) already says it.
+    Nothing(Option<u64>),
 }
 
 /// Why the state machine refused an entry, in words for the caller.
@@ -146,6 +163,10 @@ pub enum AppendError {
     /// The sequencer is gone.
     #[error("the ledger is closed")]
     Closed,
+    /// Nothing was appended: the entry at this index (if any) already says
+    /// what the request would have logged.
+    #[error("nothing to append")]
+    Nothing(Option<u64>),
 }
 
 /// Tunables.
@@ -466,6 +487,18 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
         let now = (self.clock)().max(self.last_time);
         for req in batch {
             let index = self.writer.size() + accepted.len() as u64;
+            let entry = match self.machine.prepare(index, now, req.entry) {
+                Ok(Prepared::Append(entry)) => entry,
+                Ok(Prepared::Nothing(standing)) => {
+                    let _ = req.reply.send(Err(AppendError::Nothing(standing)));
+                    continue;
+                }
+                Err(rejection) => {
+                    let _ = req.reply.send(Err(AppendError::Rejected(rejection)));
+                    continue;
+                }
+            };
+            let req = Request { entry, reply: req.reply };
             let mut salt = [0u8; SALT_LEN];
             if let Err(e) = getrandom::fill(&mut salt) {
                 let _ = req.reply.send(Err(AppendError::Halted(format!("no randomness for the salt: {e}"))));

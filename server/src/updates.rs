@@ -1,0 +1,338 @@
+//! The deployments' calls (UpdateService: check-in, install report) and the
+//! people's submissions (AttestationService: attestations, verifications,
+//! misuse signals, verdicts), and the release upload (AdminService.Publish).
+//!
+//! A check-in is evaluated against the current state; when the answer would
+//! change what the ledger says (a new grant, a withhold with new reasons),
+//! the check-in goes to the sequencer, which evaluates it again in ledger
+//! order, signs the decision and logs it. Polls that change nothing never
+//! reach the sequencer and never grow the ledger.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use covenant_core::digest::{Sha256Digest, Timestamp};
+use covenant_core::envelope;
+use covenant_core::ledger::{EntryKind, leaf_hash};
+use covenant_core::note::TlogProof;
+use covenant_core::policy::{self, Logging, Outcome};
+use covenant_core::state::{Rejection, classify};
+use covenant_core::statements::{FreshTag, Freshness, FreshnessStanding, IdentityRole, ReleaseManifest, SchemaV1};
+use covenant_proto::v1 as pb;
+use sha2::Digest as _;
+use tonic::{Request, Response, Status};
+
+use crate::datadir;
+use crate::ledger::{AppendError, NewEntry};
+use crate::service::{Caller, Node, append_status, read_status, tlog};
+
+/// The largest chunk a publisher may send.
+pub const MAX_CHUNK: usize = 4 << 20;
+
+impl Node {
+    /// Appends a signed body whose kind must be one of `kinds`, with the
+    /// header derived from the body.
+    pub(crate) async fn submit(&self, body: Vec<u8>, kinds: &[EntryKind]) -> Result<pb::SubmitResponse, Status> {
+        let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+        if !kinds.contains(&placed.kind) {
+            return Err(Status::invalid_argument(format!("this call takes no {} entry", placed.kind)));
+        }
+        let entry = NewEntry { kind: placed.kind, actor: placed.actor, subjects: placed.subjects, body };
+        let done = self.ledger.append(entry).await.map_err(append_status)?;
+        Ok(pb::SubmitResponse { index: done.index, inclusion: Some(tlog(&done)) })
+    }
+
+    fn now(&self) -> Timestamp {
+        (crate::ledger::system_clock())()
+    }
+
+    /// The checkpoint to prove an entry against: the newest one the
+    /// witnesses cosigned, once it covers `index` (waiting up to a second
+    /// for them), else the ledger's own.
+    async fn checkpoint_covering(&self, index: u64) -> (u64, String) {
+        for _ in 0..100 {
+            let cosigned = self.cosigned.latest.read().ok().and_then(|c| c.clone());
+            match cosigned {
+                Some(c) if c.size > index => return (c.size, c.note),
+                Some(_) if self.witnesses > 0 => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                _ => break,
+            }
+        }
+        let cp = self.ledger.checkpoint();
+        (cp.size, cp.note.clone())
+    }
+
+    fn may_read_deployment(&self, caller: &Caller, deployment: &str) -> Result<(), Status> {
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        let dep = state.deployment(deployment).ok_or_else(|| Status::not_found("no such deployment"))?;
+        let allowed = match caller.role {
+            IdentityRole::Admin => true,
+            IdentityRole::Auditor => caller.scope.as_ref().is_none_or(|s| s.contains(&dep.customer)),
+            IdentityRole::Customer => caller.subject == dep.customer,
+            IdentityRole::Deployment => caller.subject == dep.id,
+            IdentityRole::Engineer => false,
+        };
+        if allowed { Ok(()) } else { Err(Status::permission_denied("this deployment is not in your scope")) }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::update_service_server::UpdateService for Node {
+    async fn check_in(&self, request: Request<pb::CheckInRequest>) -> Result<Response<pb::CheckInResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Deployment])?;
+        let bytes = request.into_inner().checkin;
+        let now = self.now();
+        // First against the state as it is: most check-ins change nothing.
+        let (deployment, nonce, last_checkpoint, fast) = {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            let checkin = state.verify_checkin(&bytes).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+            if checkin.deployment != caller.subject {
+                return Err(Status::permission_denied("a deployment checks in for itself only"));
+            }
+            let now = now.max(state.last_time().unwrap_or(now));
+            let fast =
+                match policy::evaluate(&state, &checkin, now).map_err(|e| Status::invalid_argument(e.to_string()))? {
+                    Outcome::Current => Some(None),
+                    Outcome::Decided(d) => match policy::logging(&state, &d, now) {
+                        Logging::Standing(i) => Some(Some(i)),
+                        Logging::Log => None,
+                    },
+                };
+            (checkin.deployment.clone(), checkin.nonce, checkin.last_checkpoint, fast)
+        };
+        let standing = match fast {
+            Some(standing) => standing,
+            // Then in ledger order, by the sequencer, which logs the decision.
+            None => match self.ledger.append(datadir::decide_request(bytes)).await {
+                Ok(done) => Some(done.index),
+                Err(AppendError::Nothing(standing)) => standing,
+                Err(e) => return Err(append_status(e)),
+            },
+        };
+        let mut response = pb::CheckInResponse::default();
+        let freshness_standing = match standing {
+            None => FreshnessStanding::Current,
+            Some(index) => {
+                let (size, note) = self.checkpoint_covering(index).await;
+                let header = self.ledger.headers(index, index + 1).map_err(read_status)?.remove(0);
+                let body = self.ledger.body(index).map_err(read_status)?;
+                let proof = self.ledger.inclusion_proof(index, size).map_err(read_status)?;
+                let text = TlogProof { extra: None, index, proof, checkpoint: note }.to_text();
+                response.inclusion = Some(pb::TlogProof { text: text.into_bytes() });
+                if let Some(held) = last_checkpoint
+                    && held.size > 0
+                    && held.size <= size
+                {
+                    let hashes = self.ledger.consistency_proof(held.size, size).map_err(read_status)?;
+                    response.consistency = hashes.iter().map(|h| h.to_vec()).collect();
+                }
+                let release = {
+                    let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+                    let decision = state.facts().decisions_of(&deployment).iter().find(|d| d.index == index).cloned();
+                    decision.and_then(|d| d.release).and_then(|r| state.facts().release(&r).map(|r| r.index))
+                };
+                if let Some(release_index) = release {
+                    response.release_manifest = self.ledger.body(release_index).map_err(read_status)?.body;
+                }
+                let leaf = leaf_hash(&header);
+                response.decision = Some(pb::LedgerEntry { index, header, body: body.body, salt: body.salt.to_vec() });
+                FreshnessStanding::Standing { index, leaf_hash: Sha256Digest(leaf), checkpoint_size: size }
+            }
+        };
+        let freshness = Freshness {
+            type_tag: FreshTag,
+            schema: SchemaV1,
+            deployment,
+            nonce,
+            time: now,
+            standing: freshness_standing,
+        };
+        let key = self.decision.as_ref().ok_or_else(|| Status::unavailable("this server holds no decision key"))?;
+        response.freshness = envelope::sign(&freshness, &[key.as_ref()]);
+        Ok(Response::new(response))
+    }
+
+    type DownloadStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DownloadChunk, Status>> + Send>>;
+
+    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Deployment])?;
+        Err(Status::unimplemented("artifact download arrives with issue #7"))
+    }
+
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Deployment])?;
+        let done = self.submit(request.into_inner().report, &[EntryKind::Report]).await?;
+        Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::attestation_service_server::AttestationService for Node {
+    async fn submit_attestation(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Customer])?;
+        let body = request.into_inner().envelope;
+        let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+        if placed.subjects.first() != Some(&caller.subject) {
+            return Err(Status::permission_denied("a customer attests for its own deployments only"));
+        }
+        Ok(Response::new(self.submit(body, &[EntryKind::Attestation]).await?))
+    }
+
+    async fn submit_verification(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Engineer])?;
+        Ok(Response::new(self.submit(request.into_inner().envelope, &[EntryKind::Verification]).await?))
+    }
+
+    async fn submit_signal(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Engineer, IdentityRole::Auditor])?;
+        Ok(Response::new(self.submit(request.into_inner().envelope, &[EntryKind::Signal]).await?))
+    }
+
+    async fn get_verdict(
+        &self,
+        request: Request<pb::GetVerdictRequest>,
+    ) -> Result<Response<pb::GetVerdictResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let deployment = request.into_inner().deployment;
+        self.may_read_deployment(&caller, &deployment)?;
+        let last = {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            state.facts().decisions_of(&deployment).last().map(|d| d.index)
+        };
+        let Some(index) = last else { return Ok(Response::new(pb::GetVerdictResponse::default())) };
+        let body = self.ledger.body(index).map_err(read_status)?.body;
+        Ok(Response::new(pb::GetVerdictResponse { decision: body, index }))
+    }
+}
+
+/// Where artifacts live: `DIR/artifacts/<sha256 hex>`, written under
+/// `DIR/artifacts/tmp/` and renamed once complete and checked.
+pub fn artifact_path(data: &Path, sha256: &Sha256Digest) -> PathBuf {
+    data.join("artifacts").join(sha256.to_string())
+}
+
+/// An artifact being received: hashed as it is written, never longer than
+/// its manifest says.
+pub(crate) struct Upload {
+    file: std::fs::File,
+    tmp: PathBuf,
+    hasher: sha2::Sha256,
+    written: u64,
+    expected_size: u64,
+}
+
+impl Upload {
+    pub(crate) fn start(data: &Path, expected_size: u64) -> std::io::Result<Upload> {
+        let dir = data.join("artifacts").join("tmp");
+        std::fs::create_dir_all(&dir)?;
+        let mut name = [0u8; 16];
+        getrandom::fill(&mut name).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tmp = dir.join(hex::encode(name));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok(Upload { file, tmp, hasher: sha2::Sha256::new(), written: 0, expected_size })
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), Status> {
+        let len = data.len() as u64;
+        if self.written + len > self.expected_size {
+            return Err(Status::invalid_argument(format!(
+                "the artifact is longer than the {} bytes its manifest declares",
+                self.expected_size
+            )));
+        }
+        self.file.write_all(data).map_err(|e| Status::internal(e.to_string()))?;
+        self.hasher.update(data);
+        self.written += len;
+        Ok(())
+    }
+
+    /// Checks size and hash, makes the file durable and moves it into place.
+    pub(crate) fn finish(self, data: &Path, expected: &Sha256Digest) -> Result<PathBuf, Status> {
+        if self.written != self.expected_size {
+            return Err(Status::invalid_argument(format!(
+                "the artifact has {} bytes, its manifest declares {}",
+                self.written, self.expected_size
+            )));
+        }
+        let got: [u8; 32] = self.hasher.clone().finalize().into();
+        if got != *expected.as_bytes() {
+            return Err(Status::invalid_argument("the artifact's SHA-256 differs from its manifest's"));
+        }
+        self.file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
+        let target = artifact_path(data, expected);
+        std::fs::rename(&self.tmp, &target).map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(dir) = target.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(target)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // An upload not finished leaves nothing behind.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+impl Node {
+    /// AdminService.Publish: the manifest first (checked against the root's
+    /// release keys before any byte is stored), then the artifact; the
+    /// release entry is appended only once the artifact is complete.
+    pub(crate) async fn publish_release(
+        &self,
+        mut stream: tonic::Streaming<pb::PublishChunk>,
+    ) -> Result<pb::ActResponse, Status> {
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("send the manifest first"))?;
+        let manifest_bytes = first.manifest;
+        let manifest = {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            let root = state.root().ok_or_else(|| Status::failed_precondition("the ledger has no root"))?;
+            let keys = root.release_keys().map_err(|e| Status::internal(e.to_string()))?;
+            let manifest = envelope::verify::<ReleaseManifest>(&manifest_bytes, &keys)
+                .map_err(|e| Status::invalid_argument(format!("the release manifest is refused: {e}")))?;
+            if state.facts().release_of(&manifest.product, &manifest.version).is_some() {
+                return Err(Status::already_exists(format!(
+                    "{} {} is already published",
+                    manifest.product, manifest.version
+                )));
+            }
+            manifest.value().clone()
+        };
+        let data = self.data.clone();
+        let mut upload = tokio::task::block_in_place(|| Upload::start(&data, manifest.artifact.size))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut chunk = first.data;
+        loop {
+            if chunk.len() > MAX_CHUNK {
+                return Err(Status::invalid_argument(format!("chunks are at most {MAX_CHUNK} bytes")));
+            }
+            tokio::task::block_in_place(|| upload.write(&chunk))?;
+            match stream.message().await? {
+                Some(next) => {
+                    if !next.manifest.is_empty() {
+                        return Err(Status::invalid_argument("only the first chunk carries the manifest"));
+                    }
+                    chunk = next.data;
+                }
+                None => break,
+            }
+        }
+        tokio::task::block_in_place(|| upload.finish(&data, &manifest.artifact.sha256))?;
+        let entry = NewEntry { kind: EntryKind::Release, actor: None, subjects: vec![], body: manifest_bytes };
+        let done = self.ledger.append(entry).await.map_err(append_status)?;
+        Ok(pb::ActResponse { index: done.index, inclusion: Some(tlog(&done)) })
+    }
+}
