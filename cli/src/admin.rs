@@ -9,7 +9,10 @@ use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
 use covenant_core::keys::PublicKey;
 use covenant_core::note::TlogProof;
-use covenant_core::statements::{ActionKind, ActionTag, AdminAction, IdentityRole, Payload as _, SchemaV1};
+use covenant_core::statements::{
+    ActionKind, ActionTag, AdminAction, CaseState, Contract, DeniedParty, Determination, IdentityRole, Licence,
+    Payload as _, SchemaV1, Site, SuspensionLevel, SuspensionTarget,
+};
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 
@@ -29,6 +32,131 @@ pub enum Admin {
     /// Identities: issue a certificate for a request, or revoke one.
     #[command(subcommand)]
     Identity(IdentityCmd),
+    /// Registers a customer.
+    Customer {
+        /// The customer id (a-z 0-9 . _ -).
+        id: String,
+        /// Its legal name.
+        #[arg(long)]
+        name: String,
+        /// Its country (ISO 3166 alpha-2, e.g. DE).
+        #[arg(long)]
+        country: String,
+    },
+    /// Registers a deployment of a customer: a product at a site.
+    Deployment {
+        /// The deployment id.
+        id: String,
+        /// The customer it belongs to.
+        #[arg(long)]
+        customer: String,
+        /// The product line (e.g. lim).
+        #[arg(long)]
+        product: String,
+        /// The site's country (ISO 3166 alpha-2).
+        #[arg(long)]
+        country: String,
+        /// The site id.
+        #[arg(long)]
+        site: String,
+    },
+    /// Sets a customer's contract from a TOML or JSON file (a new contract
+    /// at version 1, or its next version). See README for the format.
+    Contract {
+        /// The contract file.
+        file: PathBuf,
+    },
+    /// Uploads a signed release manifest and its artifact; the release is
+    /// in the ledger once the artifact is stored and checked.
+    Publish {
+        /// The manifest (`covenant release new`, signed with `release sign`).
+        manifest: PathBuf,
+        /// The artifact file.
+        artifact: PathBuf,
+    },
+    /// Moves a misuse case along its lifecycle (received, triaged,
+    /// investigating, determined, remediation, verified, closed).
+    Case {
+        /// The case id (case-N, printed when the signal was recorded).
+        case: String,
+        /// The new state.
+        #[arg(long)]
+        to: String,
+        /// With --to determined: unsubstantiated, inconclusive or substantiated.
+        #[arg(long)]
+        determination: Option<String>,
+    },
+    /// Proposes a suspension level (none, L1, L2, L3, legal-hold) for a
+    /// customer or a deployment. Raising to L1 takes effect at once; raising
+    /// to L2 or above and any lowering wait for a second admin's approval.
+    Suspend {
+        /// The customer.
+        #[arg(long, conflicts_with = "deployment", required_unless_present = "deployment")]
+        customer: Option<String>,
+        /// The deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// The level.
+        #[arg(long)]
+        level: String,
+    },
+    /// Proposes waiving one condition for one deployment until a time
+    /// (takes effect with a second admin's approval).
+    Waive {
+        /// The deployment.
+        #[arg(long)]
+        deployment: String,
+        /// The condition's name (end_use_attested, field_verified, ...).
+        #[arg(long)]
+        condition: String,
+        /// Until when (RFC 3339).
+        #[arg(long)]
+        until: String,
+    },
+    /// Proposes letting a security-fix release through to a deployment
+    /// under an L2 suspension (takes effect with a second admin's approval).
+    SecurityFix {
+        /// The deployment.
+        #[arg(long)]
+        deployment: String,
+        /// The release's digest (SHA-256 of its manifest payload, hex).
+        #[arg(long)]
+        release: String,
+    },
+    /// Approves a proposal, named by the digest its proposer was given.
+    Approve {
+        /// The proposal's digest (64 hex digits).
+        proposal: String,
+    },
+    /// Records an entry of a denied-party list.
+    Deny {
+        /// The list (e.g. eu-sanctions).
+        #[arg(long)]
+        list: String,
+        /// The party's legal name, as listed.
+        #[arg(long)]
+        name: String,
+        /// Its country (ISO 3166 alpha-2).
+        #[arg(long)]
+        country: String,
+    },
+    /// Records an export licence.
+    Licence {
+        /// The licence id.
+        id: String,
+        /// The customer.
+        #[arg(long)]
+        customer: String,
+        /// The licensing authority.
+        #[arg(long)]
+        authority: String,
+        /// When it expires (RFC 3339).
+        #[arg(long)]
+        expires: String,
+        /// The release versions it covers (semver, e.g. ">=1.0, <3").
+        #[arg(long)]
+        versions: String,
+    },
 }
 
 /// Identity commands.
@@ -75,7 +203,7 @@ pub enum IdentityCmd {
     },
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
 }
@@ -93,20 +221,55 @@ fn parse_role(s: &str) -> anyhow::Result<IdentityRole> {
 
 async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> anyhow::Result<()> {
     let key = conn.signing_key()?;
+    let proposal = matches!(
+        action,
+        ActionKind::ProposeSuspension { .. } | ActionKind::ProposeWaiver { .. } | ActionKind::ProposeSecurityFix { .. }
+    );
     let payload =
         AdminAction { type_tag: ActionTag, schema: SchemaV1, action, why, evidence: vec![], issued_at: now() };
+    let digest = Sha256Digest::of(&payload.to_payload_bytes());
     let body = envelope::sign(&payload, &[&key]);
     let mut client = AdminServiceClient::new(conn.channel().await?);
     let done =
         client.act(pb::ActRequest { action: body }).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?.into_inner();
     let proof = done.inclusion.map(|p| String::from_utf8_lossy(&p.text).into_owned()).unwrap_or_default();
     if json {
-        println!("{}", serde_json::json!({ "index": done.index, "tlog_proof": proof }));
+        println!(
+            "{}",
+            serde_json::json!({ "index": done.index, "tlog_proof": proof, "action_digest": digest.to_string() })
+        );
     } else {
         let size = TlogProof::parse(proof.as_bytes()).ok().map(|p| p.proof.len());
         println!("Recorded as ledger entry {} (inclusion proof of {} hashes).", done.index, size.unwrap_or(0));
+        if proposal {
+            println!("The proposal's digest, for the approving admin: {digest}");
+        }
     }
     Ok(())
+}
+
+fn time_arg(name: &str, s: &str) -> anyhow::Result<Timestamp> {
+    Timestamp::parse_rfc3339(s).with_context(|| format!("--{name} must be RFC 3339, e.g. 2027-01-01T00:00:00Z"))
+}
+
+fn digest_arg(name: &str, s: &str) -> anyhow::Result<Sha256Digest> {
+    Sha256Digest::from_hex(s).with_context(|| format!("{name} must be 64 lowercase hex digits"))
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, s: &str, choices: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| anyhow::anyhow!("unknown {what} {s:?}: use {choices}"))
+}
+
+/// Reads a TOML or JSON file into `T` (by extension; JSON if it starts with `{`).
+pub fn read_structured<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{') {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON of the expected shape", path.display()))
+    } else {
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML of the expected shape", path.display()))
+    }
 }
 
 /// Runs an admin command.
@@ -144,6 +307,70 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
                 println!("Wrote {}/cert.pem and ca.pem; the certificate's SHA-256 is {fingerprint}.", out.display());
             }
             Ok(())
+        }
+        Admin::Customer { id, name, country } => {
+            let why = format!("customer {id} registered");
+            act(conn, ActionKind::RegisterCustomer { customer: id, legal_name: name, country }, why, json).await
+        }
+        Admin::Deployment { id, customer, product, country, site } => {
+            let why = format!("deployment {id} of {customer} registered");
+            let site = Site { country, site_id: site };
+            act(conn, ActionKind::RegisterDeployment { deployment: id, customer, product, site }, why, json).await
+        }
+        Admin::Contract { file } => {
+            let contract: Contract = read_structured(&file)?;
+            let why = format!("contract {} version {} set", contract.id, contract.version);
+            act(conn, ActionKind::SetContract { contract }, why, json).await
+        }
+        Admin::Publish { manifest, artifact } => crate::release::publish(conn, &manifest, &artifact, json).await,
+        Admin::Case { case, to, determination } => {
+            let to: CaseState = parse_enum(
+                "case state",
+                &to,
+                "received, triaged, investigating, determined, remediation, verified, closed",
+            )?;
+            let determination: Option<Determination> = determination
+                .map(|d| parse_enum("determination", &d, "unsubstantiated, inconclusive, substantiated"))
+                .transpose()?;
+            let why = format!("case {case} moved to {to:?}");
+            act(conn, ActionKind::CaseTransition { case, to, determination }, why, json).await
+        }
+        Admin::Suspend { customer, deployment, level } => {
+            let level: SuspensionLevel = parse_enum("level", &level, "none, L1, L2, L3, legal-hold")?;
+            let target = match (customer, deployment) {
+                (Some(c), _) => SuspensionTarget::Customer(c),
+                (None, Some(d)) => SuspensionTarget::Deployment(d),
+                (None, None) => anyhow::bail!("name --customer or --deployment"),
+            };
+            let why = format!("suspension {level} proposed");
+            act(conn, ActionKind::ProposeSuspension { target, level }, why, json).await
+        }
+        Admin::Waive { deployment, condition, until } => {
+            let until = time_arg("until", &until)?;
+            let why = format!("waiver of {condition} proposed");
+            act(conn, ActionKind::ProposeWaiver { deployment, condition, until }, why, json).await
+        }
+        Admin::SecurityFix { deployment, release } => {
+            let release = digest_arg("--release", &release)?;
+            let why = "security fix under L2 proposed".to_owned();
+            act(conn, ActionKind::ProposeSecurityFix { deployment, release }, why, json).await
+        }
+        Admin::Approve { proposal } => {
+            let proposal = digest_arg("the proposal", &proposal)?;
+            act(conn, ActionKind::Approve { proposal }, format!("approved {proposal}"), json).await
+        }
+        Admin::Deny { list, name, country } => {
+            let why = format!("denied party listed on {list}");
+            act(conn, ActionKind::ListDeniedParty { party: DeniedParty { list, legal_name: name, country } }, why, json)
+                .await
+        }
+        Admin::Licence { id, customer, authority, expires, versions } => {
+            let expires = time_arg("expires", &expires)?;
+            let versions: semver::VersionReq =
+                versions.parse().context("--versions must be a semver requirement such as \">=1.0, <3\"")?;
+            let why = format!("export licence {id} recorded");
+            let licence = Licence { id, customer, authority, expires, versions };
+            act(conn, ActionKind::RecordLicence { licence }, why, json).await
         }
         Admin::Identity(IdentityCmd::Enroll { out }) => {
             let dir = conn.identity_dir()?;

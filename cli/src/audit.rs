@@ -68,6 +68,12 @@ pub enum Audit {
     /// Follows the ledger: verifies each new checkpoint as it arrives
     /// (signature, consistency with the previous one) until interrupted.
     Watch,
+    /// Replays the whole ledger (DESIGN.md principle 2): fetches every entry
+    /// with its body, checks them against the signed checkpoint, folds the
+    /// state and re-evaluates every grant and withhold against the state
+    /// before it and the check-in it carries. Exits non-zero on any
+    /// mismatch, naming each by index. Needs an admin or full-scope auditor.
+    Replay,
 }
 
 /// What the auditor keeps between runs.
@@ -154,6 +160,11 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                     report.witness_threshold
                 )
             })
+        }
+        Audit::Replay => {
+            let mut client = LedgerServiceClient::new(conn.channel().await?);
+            let trusted = provisioned_root(conn, root)?;
+            replay_online(&mut client, trusted, json).await
         }
         Audit::Checkpoint => {
             let mut client = LedgerServiceClient::new(conn.channel().await?);
@@ -366,6 +377,77 @@ async fn verify_online(
         witness_threshold: threshold,
         development_root: trusted.metadata().development,
     })
+}
+
+async fn replay_online(
+    client: &mut LedgerServiceClient<Channel>,
+    provisioned: TrustedRoot,
+    json: bool,
+) -> anyhow::Result<()> {
+    let chain = client.get_root_chain(pb::GetRootChainRequest { from_version: 1 }).await?.into_inner().roots;
+    let trusted = walk_chain(&provisioned, chain.iter().map(Vec::as_slice), now())
+        .context("the server's root chain does not follow from the trusted root")?;
+    let log = ledger_verifier(&trusted)?;
+    let cp = client.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
+    let verified = note::open_checkpoint(&cp.note, &log).context("the checkpoint is not signed by the ledger key")?;
+    let (size, root) = (verified.checkpoint().size, verified.checkpoint().root_hash);
+    let mut entries: Vec<(EntryHeader, Vec<u8>)> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut range = CompactRange::new();
+    let mut index = 0;
+    while index < size {
+        let end = (index + PAGE).min(size);
+        let page = client
+            .get_entries(pb::GetEntriesRequest { start: index, end, with_bodies: true })
+            .await?
+            .into_inner()
+            .entries;
+        if page.len() as u64 != end - index {
+            bail!("the server returned {} entries for {index}..{end}", page.len());
+        }
+        for e in page {
+            let header =
+                EntryHeader::parse(&e.header).with_context(|| format!("entry {}'s header is malformed", e.index))?;
+            let salt: [u8; 32] = e.salt.as_slice().try_into().with_context(|| {
+                format!("entry {} came without its body (replay needs an admin or full-scope auditor)", e.index)
+            })?;
+            header
+                .check_body(&salt, &e.body)
+                .with_context(|| format!("entry {}'s body does not match its header", e.index))?;
+            range.push(merkle::leaf_hash(&e.header));
+            entries.push((header, e.body));
+        }
+        index = end;
+    }
+    if range.root() != root {
+        bail!("the entries the server served do not reproduce its signed checkpoint of size {size}");
+    }
+    let replayed =
+        covenant_core::replay::replay(entries.iter().enumerate().map(|(i, (h, b))| (i as u64, h, b.as_slice())));
+    if json {
+        let mismatches: Vec<_> = replayed
+            .mismatches
+            .iter()
+            .map(|m| serde_json::json!({ "index": m.index, "field": m.field, "detail": m.detail }))
+            .collect();
+        println!("{}", serde_json::json!({ "size": size, "decisions": replayed.decisions, "mismatches": mismatches }));
+    } else {
+        for m in &replayed.mismatches {
+            println!("MISMATCH {m}");
+        }
+        println!(
+            "Replayed {size} entries and re-evaluated {} decisions: {} mismatch(es).",
+            replayed.decisions,
+            replayed.mismatches.len()
+        );
+    }
+    if !replayed.mismatches.is_empty() {
+        bail!(
+            "the replay found {} mismatch(es), the first at entry {}",
+            replayed.mismatches.len(),
+            replayed.mismatches[0].index
+        );
+    }
+    Ok(())
 }
 
 /// A ledger directory's files, for the pure verifier.

@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod attest;
 pub mod audit;
 pub mod connect;
 pub mod keys;
+pub mod release;
 pub mod root;
 pub mod witness;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use covenant_cli::{admin, audit, connect, keys, root, witness};
+use covenant_cli::{admin, attest, audit, connect, keys, release, root, witness};
 
 /// Covenant's command line for compliance officers, customers, field
 /// engineers and auditors.
@@ -48,6 +48,47 @@ enum Command {
     /// Auditors: run a witness that cosigns consistent checkpoints only.
     #[command(subcommand)]
     Witness(witness::Witness),
+    /// Release-key holders: write a release manifest and sign it, offline.
+    #[command(subcommand)]
+    Release(release::Release),
+    /// Customers: write, sign and submit an end-use attestation.
+    #[command(subcommand)]
+    Attest(attest::Attest),
+    /// Field engineers: show an attestation, sign and submit a verification.
+    #[command(subcommand)]
+    Verify(attest::Verify),
+    /// Engineers and auditors: report a misuse signal (never shown to the customer).
+    #[command(subcommand)]
+    Signal(SignalCmd),
+    /// A deployment's standing verdict and its reasons (customers see their
+    /// own deployments; admins and auditors their scope).
+    Status {
+        /// The deployment id.
+        deployment: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SignalCmd {
+    /// Signs a misuse signal with your key and submits it; it opens a case.
+    Submit {
+        /// The customer it concerns.
+        #[arg(long)]
+        customer: String,
+        /// One of its deployments, if the signal is that specific.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// ngo_report, court_decision, ncp_determination, sanctions_listing,
+        /// field_engineer, auditor or other.
+        #[arg(long)]
+        source: String,
+        /// What was reported.
+        #[arg(long)]
+        summary: String,
+        /// SHA-256 digests of the evidence (repeatable).
+        #[arg(long)]
+        evidence: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,6 +116,13 @@ fn main() {
                 Command::Audit { root, command } => audit::run(command, &args.conn, root.as_deref(), args.json).await,
                 Command::Keys(KeysCmd::New { out, signing_only }) => keys::new(&out, signing_only, args.json),
                 Command::Root(cmd) => root::run(cmd, args.json),
+                Command::Release(cmd) => release::run(cmd, args.json),
+                Command::Attest(cmd) => attest::attest(cmd, &args.conn, args.json).await,
+                Command::Verify(cmd) => attest::verify(cmd, &args.conn, args.json).await,
+                Command::Signal(SignalCmd::Submit { customer, deployment, source, summary, evidence }) => {
+                    attest::signal(&args.conn, customer, deployment, &source, summary, evidence, args.json).await
+                }
+                Command::Status { deployment } => attest::status(&args.conn, deployment, args.json).await,
                 Command::Witness(witness::Witness::Serve { key, log, state, listen }) => {
                     witness::serve(&key, &log, &state, listen).await
                 }
