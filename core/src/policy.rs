@@ -57,25 +57,29 @@ pub enum PolicyError {
 /// on `baseline`, through to a deployment whose installed capability
 /// baseline is `installed` under `level`; `approved` is whether two admins
 /// approved this security fix for this deployment (needed under L2).
-/// `Err` carries the reason, in words.
+/// `installed` is the baseline the ledger records for the installed
+/// version's release, never what the device claims; `None` when the
+/// installed version is not a published release (then nothing that needs
+/// "baseline ≤ installed" passes). `Err` carries the reason, in words.
 pub fn suspension_allows(
     level: SuspensionLevel,
     class: ReleaseClass,
     baseline: &semver::Version,
-    installed: &semver::Version,
+    installed: Option<&semver::Version>,
     approved: bool,
 ) -> Result<(), String> {
     use ReleaseClass as C;
     use SuspensionLevel as L;
-    let not_newer = || {
-        if baseline <= installed {
-            Ok(())
-        } else {
-            Err(format!(
-                "under an {level} suspension a {class} release must be built on capability baseline {installed} \
-                 or older, and this one is built on {baseline}"
-            ))
-        }
+    let not_newer = || match installed {
+        Some(installed) if baseline <= installed => Ok(()),
+        Some(installed) => Err(format!(
+            "under an {level} suspension a {class} release must be built on capability baseline {installed} \
+             or older, and this one is built on {baseline}"
+        )),
+        None => Err(format!(
+            "under an {level} suspension a {class} release must not be newer in capability than the installed \
+             version, and the installed version is not a published release"
+        )),
     };
     let never = || Err(format!("an {level} suspension does not allow {class} releases"));
     match (level, class) {
@@ -115,6 +119,9 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
         return Ok(Outcome::Current);
     }
     let level = facts.effective_suspension(dep);
+    // The installed capability baseline is the ledger's, not the device's claim.
+    let installed_baseline =
+        facts.release_of(&dep.product, &checkin.installed_version).map(|r| &r.manifest.capability_baseline);
     let contract = facts.contract_of(&dep.customer).filter(|c| c.covers(&dep.id));
     let ctx = Context { state, dep, checkin, now, contract };
 
@@ -152,7 +159,7 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
             level,
             release.manifest.class,
             &release.manifest.capability_baseline,
-            &checkin.installed_baseline,
+            installed_baseline,
             approved,
         ) {
             reasons.push(format!(
@@ -299,12 +306,15 @@ impl Context<'_> {
                         self.renew()
                     ));
                 }
+                // Its age runs from when it was signed to be valid, or recorded
+                // if that is earlier: never from a later re-recording.
                 let max_age = i64::from(*max_age_days) * DAY;
-                if self.now >= att.time.plus_seconds(max_age) {
+                let since = att.time.min(p.valid_from);
+                if self.now >= since.plus_seconds(max_age) {
                     return unmet(format!(
-                        "The end-use attestation for deployment {d} was recorded on {}, more than {max_age_days} days \
+                        "The end-use attestation for deployment {d} dates from {}, more than {max_age_days} days \
                          ago; {}.",
-                        att.time.date(),
+                        since.date(),
                         self.renew()
                     ));
                 }
@@ -353,11 +363,12 @@ impl Context<'_> {
                         p.date.date()
                     ));
                 }
-                if self.now >= v.time.plus_seconds(i64::from(*max_age_days) * DAY) {
+                // Its age runs from the date the engineer signed.
+                if self.now >= p.date.plus_seconds(i64::from(*max_age_days) * DAY) {
                     return unmet(format!(
-                        "The field verification of deployment {d} was recorded on {}, more than {max_age_days} days \
-                         ago; ask your vendor to schedule a new field verification.",
-                        v.time.date()
+                        "The field verification of deployment {d} dates from {}, more than {max_age_days} days ago; \
+                         ask your vendor to schedule a new field verification.",
+                        p.date.date()
                     ));
                 }
                 met()

@@ -43,6 +43,11 @@ pub struct Replay {
 }
 
 /// Replays entries `(index, header, body)` in ledger order from index 0.
+///
+/// The bodies must already be checked against their headers
+/// (`EntryHeader::check_body` with each entry's salt) and the headers
+/// against a signed checkpoint: replay judges what the entries say, not
+/// whether they are the ledger's. `covenant audit replay` does both first.
 pub fn replay<'a>(entries: impl IntoIterator<Item = (u64, &'a EntryHeader, &'a [u8])>) -> Replay {
     let mut state = State::new();
     let mut mismatches = Vec::new();

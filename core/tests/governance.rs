@@ -354,3 +354,141 @@ fn reasons_say_what_is_missing_and_what_to_do_and_never_betray_a_source() {
     assert!(reason(&first, "integrity_match").contains("version 0.9.0"));
     let _ = site;
 }
+
+// ---- Attacks found in review, one test each ---------------------------------
+
+#[test]
+fn a_stale_suspension_proposal_cannot_lower_a_level_raised_since() {
+    let (mut w, _, _) = two_customers();
+    let target = SuspensionTarget::Customer("min-x".into());
+    // admin0 proposes L2; nobody approves.
+    let stale =
+        w.propose(ActionKind::ProposeSuspension { target: target.clone(), level: SuspensionLevel::L2 }, 0).unwrap();
+    // Both put the customer under legal hold.
+    w.suspend(target.clone(), SuspensionLevel::LegalHold);
+    // admin1 alone now approves the old L2 proposal: refused, the level stays.
+    let e = w.approve(stale, 1).unwrap_err();
+    assert!(e.0.contains("the suspension changed since this proposal"), "{e}");
+    assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::LegalHold);
+}
+
+#[test]
+fn a_proposal_expires() {
+    let (mut w, _, _) = two_customers();
+    let target = SuspensionTarget::Customer("min-x".into());
+    let p = w.propose(ActionKind::ProposeSuspension { target, level: SuspensionLevel::L3 }, 0).unwrap();
+    w.advance_days(31);
+    assert!(w.approve(p, 1).unwrap_err().0.contains("expired"));
+}
+
+#[test]
+fn the_proposal_of_a_revoked_admin_does_not_count() {
+    let (mut w, _, _) = two_customers();
+    // Both admins registered (the keys the root lists).
+    let a0 = w.identity(IdentityRole::Admin, "admin0", &key(11));
+    w.identity(IdentityRole::Admin, "admin1", &key(12));
+    let target = SuspensionTarget::Customer("min-x".into());
+    w.suspend(target.clone(), SuspensionLevel::L3);
+    let lift = w.propose(ActionKind::ProposeSuspension { target, level: SuspensionLevel::None }, 0).unwrap();
+    w.act(ActionKind::RevokeIdentity { certificate_sha256: a0, compromised_since: None }, 1).unwrap();
+    w.approve(lift, 1).unwrap();
+    assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L3, "one valid approval is not two");
+    // And the revoked admin can no longer act at all.
+    let e = w.act(ActionKind::Note { text: "still here".into() }, 0).unwrap_err();
+    assert!(e.0.contains("revoked admin key"), "{e}");
+}
+
+#[test]
+fn a_production_root_with_admin_threshold_one_is_refused() {
+    let keys = support::RootKeys::new(1);
+    let mut meta = support::root_metadata(&keys, 1, support::next_year(), false);
+    meta.roles.admin.threshold = 1;
+    let e = meta.validate().unwrap_err();
+    assert!(e.to_string().contains("threshold must be 2 or more outside a development root"), "{e}");
+    meta.development = true;
+    meta.roles.witness.threshold = 1;
+    meta.validate().unwrap();
+}
+
+/// A decision built for deployment lim-07 of `w` (a release newer than
+/// installed exists and a contract is set).
+fn grant_world() -> (World, covenant_core::keys::SigningKey) {
+    let (mut w, (_, dk, _), _) = two_customers();
+    w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    (w, dk)
+}
+
+#[test]
+fn a_backdated_decision_is_refused() {
+    let (mut w, dk) = grant_world();
+    let checkin = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
+    let mut d = w.decide(&checkin);
+    w.advance_days(20);
+    // Evaluated "then", logged now.
+    let e = w.log(&d).unwrap_err();
+    assert!(e.0.contains("logged within 60 s of when it was made"), "{e}");
+    d.issued_at = w.now.plus_seconds(1);
+    d.expires_at = Some(d.issued_at.plus_seconds(3600));
+    assert!(w.log(&d).unwrap_err().0.contains("logged within"), "dated in the future");
+}
+
+#[test]
+fn a_decision_answering_an_old_or_reused_check_in_is_refused() {
+    let (mut w, dk) = grant_world();
+    let old = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
+    w.advance_days(3);
+    let e = w.log(&w.decide(&old)).unwrap_err();
+    assert!(e.0.contains("more than a day from when it was decided"), "{e}");
+    let fresh = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
+    w.log(&w.decide(&fresh)).unwrap();
+    w.advance_days(8);
+    w.now = w.now.plus_seconds(-8 * support::world::DAY + 10);
+    let e = w.log(&w.decide(&fresh)).unwrap_err();
+    assert!(e.0.contains("already answered"), "{e}");
+}
+
+#[test]
+fn re_recording_an_old_attestation_does_not_make_it_young() {
+    let (mut w, (ck, dk, _), _) = two_customers();
+    w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![Condition::EndUseAttested { max_age_days: 30, allowed_end_uses: vec![] }]).unwrap();
+    let body = w.attestation_body(&ck, "min-x", &["lim-07"], 365);
+    w.append(body.clone()).unwrap();
+    w.advance_days(100);
+    refused(&mut w, body, "already recorded");
+    // A new attestation with an old valid_from is old too.
+    let from = w.now.plus_seconds(-100 * DAY);
+    let backdated = envelope::sign(&attestation("min-x", &["lim-07"], from, w.now.plus_seconds(DAY)), &[&ck]);
+    w.append(backdated).unwrap();
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let c = d.conditions.iter().find(|c| c.condition == "end_use_attested").unwrap();
+    assert_eq!(c.status, ConditionStatus::Unmet, "{}", c.reason);
+}
+
+#[test]
+fn the_devices_claimed_baseline_is_ignored() {
+    let (mut w, (_, dk, _), _) = two_customers();
+    w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    w.release("1.0.3", ReleaseClass::Capability, "1.0.3");
+    w.release("1.0.5", ReleaseClass::SecurityFix, "1.0.0");
+    w.release("1.0.6", ReleaseClass::SecurityFix, "1.0.3");
+    w.contract("min-x", 1, vec![]).unwrap();
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    // Running 1.0.5 (baseline 1.0.0), claiming baseline 1.0.5.
+    let lying = w.checkin(&dk, "lim-07", "1.0.5", "1.0.5");
+    let d = w.decide(&lying);
+    assert_eq!(d.verdict, Verdict::Withhold, "1.0.6 is built on 1.0.3, newer than the installed 1.0.0");
+}
+
+#[test]
+fn a_signal_header_does_not_name_who_reported() {
+    let (mut w, (_, _, ek), _) = two_customers();
+    let case = w.signal(&ek, "min-x", Some("lim-07"));
+    let index: usize = case.trim_start_matches("case-").parse().unwrap();
+    let (header, _) = &w.entries[index];
+    assert_eq!(header.kind, EntryKind::Signal);
+    assert_eq!(header.actor, None);
+}

@@ -366,7 +366,7 @@ fn every_cell_of_the_suspension_table() {
     for (level, class, without, with) in table {
         for (i, baseline) in baselines.iter().enumerate() {
             for (approved, expected) in [(false, without[i]), (true, with[i])] {
-                let got = suspension_allows(level, class, baseline, &installed, approved);
+                let got = suspension_allows(level, class, baseline, Some(&installed), approved);
                 assert_eq!(got.is_ok(), expected, "{level} {class} baseline {baseline} approved {approved}: {got:?}");
             }
         }
@@ -602,7 +602,7 @@ fn unchanged_decisions_are_not_logged_again_and_a_suspension_voids_a_standing_gr
     // A suspension voids it at once, and the withhold is logged once.
     w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
     assert!(!grant_stands(&w.state, &fact, w.now));
-    let withhold = w.decide(&checkin);
+    let withhold = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
     assert_eq!(logging(&w.state, &withhold, w.now), Logging::Log);
     let index = w.log(&withhold).unwrap();
     let same = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));

@@ -91,6 +91,14 @@ impl pb::update_service_server::UpdateService for Node {
                 return Err(Status::permission_denied("a deployment checks in for itself only"));
             }
             let now = now.max(state.last_time().unwrap_or(now));
+            let window = covenant_core::state::CHECKIN_WINDOW;
+            if checkin.time < now.plus_seconds(-window) || checkin.time > now.plus_seconds(window) {
+                return Err(Status::invalid_argument(format!(
+                    "the check-in is dated {}, more than a day from the server's time {now}; set the device's clock \
+                     (the freshness answers carry the server's time) and check in again",
+                    checkin.time
+                )));
+            }
             let fast =
                 match policy::evaluate(&state, &checkin, now).map_err(|e| Status::invalid_argument(e.to_string()))? {
                     Outcome::Current => Some(None),

@@ -168,6 +168,11 @@ async fn publish(s: &Running, version: &str, class: &str, baseline: &str) -> Sha
     Sha256Digest::of(Envelope::parse(&std::fs::read(&manifest).unwrap()).unwrap().payload())
 }
 
+fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    Timestamp::from_unix(secs as i64)
+}
+
 fn key_of(identity: &Path) -> SigningKey {
     covenant_cli::connect::read_key(&identity.join("signing.key")).unwrap()
 }
@@ -185,7 +190,7 @@ fn checkin_body(device: &Path, installed: &str, last: Option<CheckpointRef>, non
         configuration_digest: Sha256Digest::of(b"verified configuration"),
         last_checkpoint: last,
         nonce,
-        time: Timestamp::from_unix(1_800_000_000),
+        time: now(),
     };
     (envelope::sign(&c, &[&key_of(device)]), nonce)
 }

@@ -16,6 +16,14 @@ use crate::statements::{
     SuspensionTarget, Verdict,
 };
 
+/// How long before its ledger time a decision may have been made, in seconds.
+pub const DECISION_SKEW: i64 = 60;
+/// How far from the decision's time the check-in it answers may be dated, in
+/// seconds (the agent sets its clock from the server's answers).
+pub const CHECKIN_WINDOW: i64 = 86_400;
+/// How long a proposal waits for its approvals, in seconds.
+pub const PROPOSAL_LIFETIME: i64 = 30 * 86_400;
+
 /// A registered customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
@@ -109,6 +117,10 @@ pub enum ProposalKind {
         target: SuspensionTarget,
         /// The level.
         level: SuspensionLevel,
+        /// The level in force when it was proposed: approving it once the
+        /// level has changed is refused (the proposal no longer says what
+        /// it would do).
+        from: SuspensionLevel,
     },
     /// Waive a condition for a deployment until a time.
     Waiver {
@@ -133,6 +145,8 @@ pub enum ProposalKind {
 pub struct Proposal {
     /// Its ledger index.
     pub index: u64,
+    /// Its ledger time.
+    pub at: Timestamp,
     /// What it does.
     pub kind: ProposalKind,
     /// The distinct admin keys that signed it or approved it.
@@ -195,7 +209,22 @@ pub struct Facts {
     /// deployment → its decisions, oldest first.
     decisions: BTreeMap<String, Vec<DecisionFact>>,
     last_decision_time: Option<Timestamp>,
+    /// (deployment, nonce) of every check-in a logged decision answered.
+    answered: BTreeSet<(String, Sha256Digest)>,
     reports: u64,
+}
+
+/// Who signed an admin action and what counts as an approval.
+#[derive(Debug)]
+pub(super) struct Approver<'a> {
+    /// The admin key that signed the action.
+    pub(super) actor: KeyId,
+    /// The action's payload digest (how approvals name a proposal).
+    pub(super) digest: Sha256Digest,
+    /// Approvals a heavy action needs.
+    pub(super) threshold: u32,
+    /// Admin keys of the current root that are not revoked.
+    pub(super) valid_admins: &'a BTreeSet<KeyId>,
 }
 
 /// The legal moves of a misuse case (DESIGN.md "Misuse cases").
@@ -372,6 +401,9 @@ impl Facts {
             return reject(format!("the attestation expired on {}", predicate.valid_until.date()));
         }
         let Some(signer) = signer else { return reject("an attestation names its signer") };
+        if self.attestation_digests.contains_key(&statement.payload_digest()) {
+            return reject("this attestation is already recorded; sign a new one to renew it");
+        }
         let at = self.attestations.len();
         for d in &deployments {
             self.attested.entry(d.clone()).or_default().push(at);
@@ -410,6 +442,9 @@ impl Facts {
         if p.date > time {
             return reject("the verification is dated after its ledger time");
         }
+        if self.verifications.get(&p.deployment).is_some_and(|vs| vs.iter().any(|v| v.predicate == *p)) {
+            return reject("this verification is already recorded");
+        }
         let Some(signer) = signer else { return reject("a verification names its signer") };
         self.verifications.entry(p.deployment.clone()).or_default().push(VerificationFact {
             index,
@@ -444,12 +479,32 @@ impl Facts {
         Ok(())
     }
 
-    pub(super) fn apply_decision(&mut self, index: u64, _time: Timestamp, d: &Decision) -> Result<(), Rejection> {
+    pub(super) fn apply_decision(
+        &mut self,
+        index: u64,
+        time: Timestamp,
+        d: &Decision,
+        checkin: &crate::statements::CheckIn,
+    ) -> Result<(), Rejection> {
         if !self.deployments.contains_key(&d.deployment) {
             return reject(format!("deployment {} is not registered", d.deployment));
         }
         if self.last_decision_time.is_some_and(|t| d.issued_at < t) {
             return reject("a decision's time goes backwards along the ledger");
+        }
+        if d.issued_at > time || d.issued_at < time.plus_seconds(-DECISION_SKEW) {
+            return reject(format!(
+                "a decision is logged within {DECISION_SKEW} s of when it was made (issued {}, logged {time})",
+                d.issued_at
+            ));
+        }
+        if checkin.time < d.issued_at.plus_seconds(-CHECKIN_WINDOW)
+            || checkin.time > d.issued_at.plus_seconds(CHECKIN_WINDOW)
+        {
+            return reject("the decision answers a check-in made more than a day from when it was decided");
+        }
+        if self.answered.contains(&(d.deployment.clone(), checkin.nonce)) {
+            return reject("the decision answers a check-in that a logged decision already answered");
         }
         if let Some(r) = &d.release
             && !self.releases.contains_key(r)
@@ -457,6 +512,7 @@ impl Facts {
             return reject("the grant names a release that is not published");
         }
         self.last_decision_time = Some(d.issued_at);
+        self.answered.insert((d.deployment.clone(), checkin.nonce));
         self.decisions.entry(d.deployment.clone()).or_default().push(DecisionFact {
             index,
             verdict: d.verdict,
@@ -488,11 +544,10 @@ impl Facts {
         &mut self,
         index: u64,
         time: Timestamp,
-        actor: KeyId,
-        digest: Sha256Digest,
+        by: &Approver<'_>,
         action: &ActionKind,
-        threshold: u32,
     ) -> Result<(), Rejection> {
+        let (actor, digest, threshold, valid_admins) = (by.actor, by.digest, by.threshold, by.valid_admins);
         match action {
             ActionKind::RegisterCustomer { customer, legal_name, country } => {
                 if self.customers.contains_key(customer) {
@@ -575,8 +630,8 @@ impl Facts {
                 // Raising to L1 takes effect at once; raising to L2 or above
                 // and any lowering need threshold-many admins.
                 let heavy = *level >= SuspensionLevel::L2 || *level < current;
-                let kind = ProposalKind::Suspension { target: target.clone(), level: *level };
-                self.propose(index, actor, digest, kind, if heavy { threshold } else { 1 })
+                let kind = ProposalKind::Suspension { target: target.clone(), level: *level, from: current };
+                self.propose(index, time, actor, digest, kind, if heavy { threshold } else { 1 })
             }
             ActionKind::ProposeWaiver { deployment, condition, until } => {
                 if !self.deployments.contains_key(deployment) {
@@ -590,7 +645,7 @@ impl Facts {
                     condition: condition.clone(),
                     until: *until,
                 };
-                self.propose(index, actor, digest, kind, threshold)
+                self.propose(index, time, actor, digest, kind, threshold)
             }
             ActionKind::ProposeSecurityFix { deployment, release } => {
                 let Some(dep) = self.deployments.get(deployment) else {
@@ -607,19 +662,37 @@ impl Facts {
                     Some(_) => {}
                 }
                 let kind = ProposalKind::SecurityFix { deployment: deployment.clone(), release: *release };
-                self.propose(index, actor, digest, kind, threshold)
+                self.propose(index, time, actor, digest, kind, threshold)
             }
             ActionKind::Approve { proposal } => {
-                let Some(p) = self.proposals.get_mut(proposal) else {
+                let Some(p) = self.proposals.get(proposal) else {
                     return reject("no proposal has this digest");
                 };
                 if p.in_force {
                     return reject("the proposal is already in force");
                 }
-                if !p.approvals.insert(actor) {
+                if p.approvals.contains(&actor) {
                     return reject("this admin has already approved the proposal; one admin counts once");
                 }
-                if p.approvals.len() >= threshold as usize {
+                if time >= p.at.plus_seconds(PROPOSAL_LIFETIME) {
+                    return reject("the proposal expired (a proposal waits 30 days for its approvals); propose again");
+                }
+                if let ProposalKind::Suspension { target, from, .. } = &p.kind {
+                    let now = self.suspension_of(target)?;
+                    if now != *from {
+                        return reject(format!(
+                            "the suspension changed since this proposal (it was {from}, it is {now}); propose again"
+                        ));
+                    }
+                }
+                let Some(p) = self.proposals.get_mut(proposal) else {
+                    return reject("no proposal has this digest");
+                };
+                p.approvals.insert(actor);
+                // Only approvals by keys that are admin keys of the current
+                // root, and not revoked, count.
+                let counted = p.approvals.iter().filter(|k| valid_admins.contains(k)).count();
+                if counted >= threshold as usize {
                     p.in_force = true;
                     let kind = p.kind.clone();
                     self.take_effect(&kind)?;
@@ -647,9 +720,11 @@ impl Facts {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn propose(
         &mut self,
         index: u64,
+        at: Timestamp,
         actor: KeyId,
         digest: Sha256Digest,
         kind: ProposalKind,
@@ -662,13 +737,13 @@ impl Facts {
         if in_force {
             self.take_effect(&kind)?;
         }
-        self.proposals.insert(digest, Proposal { index, kind, approvals: BTreeSet::from([actor]), in_force });
+        self.proposals.insert(digest, Proposal { index, at, kind, approvals: BTreeSet::from([actor]), in_force });
         Ok(())
     }
 
     fn take_effect(&mut self, kind: &ProposalKind) -> Result<(), Rejection> {
         match kind {
-            ProposalKind::Suspension { target, level } => match target {
+            ProposalKind::Suspension { target, level, .. } => match target {
                 SuspensionTarget::Customer(id) => {
                     let c = self.customers.get_mut(id).ok_or_else(|| Rejection(format!("no customer {id}")))?;
                     c.suspension = *level;

@@ -18,8 +18,8 @@ mod governance;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use governance::{
-    AttestationFact, Case, Customer, DecisionFact, Deployment, Facts, Proposal, ProposalKind, Release,
-    VerificationFact, legal_move, reasons_digest,
+    AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact, Deployment, Facts, PROPOSAL_LIFETIME,
+    Proposal, ProposalKind, Release, VerificationFact, legal_move, reasons_digest,
 };
 
 use crate::digest::{Sha256Digest, Timestamp};
@@ -297,8 +297,13 @@ impl State {
                 self.gov.apply_verification(index, t, header.actor, statement)
             }
             EntryKind::Signal => {
+                // The header names no actor (a customer reading headers must
+                // not learn who reported); the signer comes from the body.
+                let signer = Envelope::parse(body)
+                    .ok()
+                    .and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)));
                 let (_, keys) = self.registered_signer(
-                    header.actor,
+                    signer,
                     &[IdentityRole::Engineer, IdentityRole::Auditor],
                     "a misuse signal",
                 )?;
@@ -315,7 +320,7 @@ impl State {
                 if checkin.deployment != decision.deployment {
                     return reject("the decision answers another deployment's check-in");
                 }
-                self.gov.apply_decision(index, t, &decision)
+                self.gov.apply_decision(index, t, &decision, &checkin)
             }
             EntryKind::Report => {
                 let (identity, keys) =
@@ -398,8 +403,19 @@ impl State {
                 Ok(())
             }
             action => {
-                let threshold = self.admin_keys()?.threshold();
-                self.gov.apply_action(index, header.time, actor, proposal_digest, action, threshold)
+                let admins = self.admin_keys()?;
+                let valid: BTreeSet<KeyId> = admins
+                    .keys()
+                    .map(|(id, _)| *id)
+                    .filter(|id| self.any_identity_of_key(id).is_none_or(|i| i.revoked.is_none()))
+                    .collect();
+                let by = governance::Approver {
+                    actor,
+                    digest: proposal_digest,
+                    threshold: admins.threshold(),
+                    valid_admins: &valid,
+                };
+                self.gov.apply_action(index, header.time, &by, action)
             }
         }
     }
@@ -496,7 +512,9 @@ pub fn classify(body: &[u8]) -> Result<Placement, Rejection> {
         }
         MisuseSignal::PAYLOAD_TYPE => {
             let s = MisuseSignal::parse(env.payload()).map_err(bad)?;
-            placed(EntryKind::Signal, std::iter::once(s.about.customer).chain(s.about.deployment).collect())
+            let subjects = std::iter::once(s.about.customer).chain(s.about.deployment).collect();
+            // No actor: who reported a misuse is never shown with the header.
+            Ok(Placement { kind: EntryKind::Signal, actor: None, subjects })
         }
         Decision::PAYLOAD_TYPE => {
             let d = Decision::parse(env.payload()).map_err(bad)?;
