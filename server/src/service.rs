@@ -338,6 +338,25 @@ pub async fn run(
         // Unauthenticated status rather than a failed handshake.
         .client_auth_optional(true);
     let log = covenant_core::note::NoteVerifier::parse(read("ledger.vkey")?.trim())?;
+    // The sled views: checked against the ledger (rebuilt if they belong to
+    // another history), caught up now, then after every checkpoint.
+    let views = sled::open(dir.join("views")).context("opening the sled views")?;
+    let subjects = crate::ledger::views::SubjectIndex::open(&views)?;
+    let folded = tokio::task::block_in_place(|| subjects.catch_up(&ledger))?;
+    tracing::info!(folded, "sled views caught up with the ledger");
+    let following = {
+        let (ledger, subjects) = (ledger.clone(), subjects.clone());
+        let mut watch = ledger.watch();
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                // In this task (not a detached thread), so that stopping it
+                // releases its handle on the ledger.
+                if let Err(e) = tokio::task::block_in_place(|| subjects.catch_up(&ledger)) {
+                    tracing::warn!(error = %e, "the sled views could not catch up; they will retry");
+                }
+            }
+        })
+    };
     let witnesses = crate::witnesses::load(dir)?;
     let witness_count = witnesses.len();
     let (cosigned, gathering) = crate::witnesses::spawn(ledger.clone(), log, witnesses);
@@ -367,6 +386,9 @@ pub async fn run(
     // waits for the sequencer and the ledger is free for the next owner.
     gathering.abort();
     let _ = gathering.await;
+    following.abort();
+    let _ = following.await;
+    let _ = views.flush();
     tokio::task::block_in_place(|| ledger.close());
     Ok(())
 }

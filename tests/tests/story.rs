@@ -168,6 +168,10 @@ async fn publish(s: &Running, version: &str, class: &str, baseline: &str) -> Sha
     Sha256Digest::of(Envelope::parse(&std::fs::read(&manifest).unwrap()).unwrap().payload())
 }
 
+fn now_ts() -> Timestamp {
+    now()
+}
+
 fn now() -> Timestamp {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     Timestamp::from_unix(secs as i64)
@@ -515,6 +519,22 @@ async fn nothing_invalid_is_appended() {
     let by_other = envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&key_of(&other)]);
     let e = other_client.submit_attestation(pb::SubmitRequest { envelope: by_other }).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    // min-x attesting for min-y's deployment.
+    admin(
+        &s.admin(1),
+        Admin::Deployment {
+            id: "lim-08".into(),
+            customer: "min-y".into(),
+            product: "lim".into(),
+            country: "XB".into(),
+            site: "s2".into(),
+        },
+    )
+    .await;
+    let foreign = envelope::sign(&statement(now, 4_000_000_000, &["lim-07", "lim-08"]), &[&key_of(&c.customer)]);
+    let e = att_client.submit_attestation(pb::SubmitRequest { envelope: foreign }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("lim-08 belongs to another customer"), "{}", e.message());
     // An engineer cannot submit an attestation; a customer cannot submit a verification.
     let good = envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&key_of(&c.customer)]);
     let e = eng_client.submit_attestation(pb::SubmitRequest { envelope: good.clone() }).await.unwrap_err();
@@ -569,6 +589,39 @@ async fn nothing_invalid_is_appended() {
     .await;
     let e = eng_client.submit_verification(pb::SubmitRequest { envelope: b"{}".to_vec() }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "a revoked engineer cannot even call: {}", e.message());
+    // Another engineer relaying a verification the revoked key signed.
+    let good_att = envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&key_of(&c.customer)]);
+    att_client.submit_attestation(pb::SubmitRequest { envelope: good_att.clone() }).await.unwrap();
+    let relay = person(&s, "engineer", "eng-2").await;
+    let att_digest = Sha256Digest::of(Envelope::parse(&good_att).unwrap().payload());
+    let verification = InTotoStatement::new(
+        vec![
+            Subject {
+                name: format!("{ATTESTATION_SUBJECT_PREFIX}{att_digest}"),
+                digest: SubjectDigest { sha256: att_digest },
+            },
+            deployment_subject("lim-07"),
+        ],
+        FieldVerification {
+            attestation: att_digest,
+            deployment: "lim-07".into(),
+            method: VerificationMethod::OnSite,
+            observed_site: Site { country: "XA".into(), site_id: "s1".into() },
+            observed_configuration_digest: Sha256Digest::of(b"c"),
+            result: VerificationResult::Pass,
+            findings: String::new(),
+            date: now_ts(),
+        },
+    );
+    let mut relay_client = covenant_proto::v1::attestation_service_client::AttestationServiceClient::new(
+        s.conn(&relay).channel().await.unwrap(),
+    );
+    let e = relay_client
+        .submit_verification(pb::SubmitRequest { envelope: envelope::sign(&verification, &[&key_of(&c.engineer)]) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("signed by a revoked key"), "{}", e.message());
     // Nothing of this reached the ledger (the admin's own actions aside).
     let mut ledger = LedgerServiceClient::new(s.admin(1).channel().await.unwrap());
     let entries = ledger
@@ -578,6 +631,10 @@ async fn nothing_invalid_is_appended() {
         .into_inner()
         .entries;
     let kinds: Vec<String> = entries.iter().map(|e| EntryHeader::parse(&e.header).unwrap().kind.to_string()).collect();
-    assert_eq!(kinds, ["customer", "identity", "revocation"], "only the valid admin actions were appended");
+    assert_eq!(
+        kinds,
+        ["customer", "identity", "deployment", "revocation", "attestation", "identity"],
+        "only the valid actions were appended"
+    );
     s.stop().await;
 }
