@@ -45,7 +45,17 @@ pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
 /// applies entries, and evaluates check-ins in ledger order with the
 /// decision key) and the services (which read it to authorize calls).
 #[derive(Debug, Clone, Default)]
-pub struct SharedRegistry(pub Arc<RwLock<Registry>>, pub Option<Arc<SigningKey>>);
+pub struct SharedRegistry(pub Arc<RwLock<Registry>>, pub Option<Arc<SigningKey>>, pub(crate) OwnDecisions);
+
+/// The decisions the sequencer prepared and signed, by body digest, so that
+/// applying them does not verify again the signatures it just made.
+#[derive(Debug, Clone, Default)]
+pub struct OwnDecisions(
+    std::collections::HashMap<
+        Sha256Digest,
+        (Box<covenant_core::statements::Decision>, covenant_core::state::SignedCheckIn),
+    >,
+);
 
 /// A request to the sequencer to evaluate a check-in: its body is the
 /// device-signed check-in envelope, and the sequencer turns it into the
@@ -80,6 +90,8 @@ impl StateMachine for SharedRegistry {
         }
         let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
         let placed = covenant_core::state::classify(&body).map_err(|Rejection(why)| refuse(why))?;
+        drop(state);
+        self.2.0.insert(Sha256Digest::of(&body), (decision, checkin));
         Ok(Prepared::Append(NewEntry { kind: placed.kind, actor: placed.actor, subjects: placed.subjects, body }))
     }
 
@@ -89,8 +101,13 @@ impl StateMachine for SharedRegistry {
     }
 
     fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), ledger::Rejection> {
+        let own = if self.2.0.is_empty() { None } else { self.2.0.remove(&Sha256Digest::of(body)) };
         let mut r = self.0.write().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
-        r.apply(index, header, body).map_err(|Rejection(why)| ledger::Rejection(why))
+        match own {
+            Some((decision, checkin)) => r.apply_own_decision(index, header, &decision, &checkin),
+            None => r.apply(index, header, body),
+        }
+        .map_err(|Rejection(why)| ledger::Rejection(why))
     }
 }
 
@@ -135,7 +152,7 @@ pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegis
     let ledger_key = read_key(&dir.join("keys/ledger.key"))?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
     let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
-    let registry = SharedRegistry(Arc::default(), decision);
+    let registry = SharedRegistry(Arc::default(), decision, OwnDecisions::default());
     let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
     let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;

@@ -60,7 +60,14 @@ fn dep(d: usize) -> String {
 }
 
 fn action(what: ActionKind) -> AdminAction {
-    AdminAction { type_tag: ActionTag, schema: SchemaV1, action: what, why: "bench".into(), evidence: vec![], issued_at: now() }
+    AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action: what,
+        why: "bench".into(),
+        evidence: vec![],
+        issued_at: now(),
+    }
 }
 
 /// 1,000 customers with 10 deployments each, a contract each, every
@@ -171,7 +178,11 @@ async fn publish(dir: &Path, admin: &mut AdminServiceClient<tonic::transport::Ch
         version: version.parse().unwrap(),
         class: ReleaseClass::Capability,
         capability_baseline: version.parse().unwrap(),
-        artifact: Artifact { name: format!("lim-{version}"), sha256: Sha256Digest::of(&bytes), size: bytes.len() as u64 },
+        artifact: Artifact {
+            name: format!("lim-{version}"),
+            sha256: Sha256Digest::of(&bytes),
+            size: bytes.len() as u64,
+        },
         expected_installed_digests: Default::default(),
         released_at: now(),
     };
@@ -225,8 +236,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let server = up(&dir).await;
-        let admin_conn =
-            Connection { server: Some(server.url.clone()), identity: Some(dir.join("identities/admin1")) };
+        let admin_conn = Connection { server: Some(server.url.clone()), identity: Some(dir.join("identities/admin1")) };
         let mut admin = loop {
             if let Ok(ch) = admin_conn.channel().await {
                 break AdminServiceClient::new(ch);

@@ -221,6 +221,37 @@ impl State {
         Ok(())
     }
 
+    /// Applies a decision that this process evaluated against exactly this
+    /// state and signed itself (the sequencer's own, from
+    /// [`policy::evaluate`](crate::policy::evaluate) and the decision key),
+    /// with every rule of [`State::apply`] but the signature checks it just
+    /// made. `checkin` is the verified check-in the decision answers.
+    pub fn apply_own_decision(
+        &mut self,
+        index: u64,
+        header: &EntryHeader,
+        decision: &Decision,
+        checkin: &SignedCheckIn,
+    ) -> Result<(), Rejection> {
+        if index != self.size {
+            return reject(format!("entry {index} is out of order: {} entries folded", self.size));
+        }
+        if self.last_time.is_some_and(|t| header.time < t) {
+            return reject(format!("entry {index}'s ledger time goes backwards"));
+        }
+        let kind = if decision.verdict == Verdict::Grant { EntryKind::Grant } else { EntryKind::Withhold };
+        if header.kind != kind || header.actor.is_none() || header.subjects != [decision.deployment.clone()] {
+            return reject("the decision's header does not match it");
+        }
+        if checkin.deployment != decision.deployment || checkin.bytes() != decision.checkin.as_slice() {
+            return reject("the decision answers another check-in");
+        }
+        self.gov.apply_decision(index, header.time, decision, checkin)?;
+        self.size += 1;
+        self.last_time = Some(header.time);
+        Ok(())
+    }
+
     fn apply_root(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
         let next = match &self.root {
             // The genesis root: self-signed, valid at its ledger time. A
