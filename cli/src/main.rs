@@ -28,7 +28,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Compliance officers: record facts, issue and revoke identities.
+    /// Compliance officers: customers, deployments, contracts, releases,
+    /// cases, suspensions, waivers and approvals, identities, notes.
     #[command(subcommand)]
     Admin(admin::Admin),
     /// Auditors: verify the ledger, print checkpoints, entries, bodies, proofs.
