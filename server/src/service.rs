@@ -241,12 +241,24 @@ impl pb::ledger_service_server::LedgerService for Node {
 
 /// A stream fed by a task through a bounded channel (slow readers get
 /// backpressure, not growing memory).
-fn async_stream_of<T: Send + 'static, F, Fut>(f: F) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
+pub(crate) fn async_stream_of<T: Send + 'static, F, Fut>(f: F) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
 where
     F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    async_stream_with(4, f)
+}
+
+/// As [`async_stream_of`], with a queue of `capacity` items.
+pub(crate) fn async_stream_with<T: Send + 'static, F, Fut>(
+    capacity: usize,
+    f: F,
+) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
     tokio::spawn(f(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

@@ -29,6 +29,17 @@ use crate::service::{Caller, Node, append_status, read_status, tlog};
 /// The largest chunk a publisher may send.
 pub const MAX_CHUNK: usize = 4 << 20;
 
+/// The chunk a download sends (at most one more goes out after a grant is
+/// voided or a certificate revoked, plus what the bounded queue holds).
+pub const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+/// The SHA-256 of the caller's certificate.
+fn caller_fingerprint<T>(request: &Request<T>) -> Result<Sha256Digest, Status> {
+    let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    Ok(Sha256Digest::of(leaf))
+}
+
 impl Node {
     /// Appends a signed body whose kind must be one of `kinds`, with the
     /// header derived from the body.
@@ -60,6 +71,30 @@ impl Node {
         }
         let cp = self.ledger.checkpoint();
         (cp.size, cp.note.clone())
+    }
+
+    /// The certificate is still registered and not revoked.
+    fn still_registered(&self, fingerprint: &Sha256Digest) -> Result<(), Status> {
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        match state.identity(fingerprint) {
+            Some(i) if i.revoked.is_none() => Ok(()),
+            _ => Err(Status::permission_denied("this certificate has been revoked")),
+        }
+    }
+
+    /// The deployment holds a standing grant of `release`: its newest
+    /// decision grants it, unexpired, and the state now would still grant it.
+    fn grant_holds(&self, deployment: &str, fingerprint: &Sha256Digest, release: &Sha256Digest) -> Result<(), Status> {
+        self.still_registered(fingerprint)?;
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        let last = state.facts().decisions_of(deployment).last();
+        let holds =
+            last.is_some_and(|d| d.release.as_ref() == Some(release) && policy::grant_stands(&state, d, self.now()));
+        if holds {
+            Ok(())
+        } else {
+            Err(Status::permission_denied("this deployment holds no standing grant of this release"))
+        }
     }
 
     fn may_read_deployment(&self, caller: &Caller, deployment: &str) -> Result<(), Status> {
@@ -166,7 +201,62 @@ impl pb::update_service_server::UpdateService for Node {
     async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
-        Err(Status::unimplemented("artifact download arrives with issue #7"))
+        let fingerprint = caller_fingerprint(&request)?;
+        let req = request.into_inner();
+        let release = Sha256Digest(
+            req.release_digest
+                .as_slice()
+                .try_into()
+                .map_err(|_| Status::invalid_argument("release_digest is 32 bytes"))?,
+        );
+        let (artifact, size) = {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            let r = state.facts().release(&release).ok_or_else(|| Status::not_found("no such release"))?;
+            (r.manifest.artifact.sha256, r.manifest.artifact.size)
+        };
+        if req.offset > size {
+            return Err(Status::out_of_range(format!("the artifact has {size} bytes")));
+        }
+        self.grant_holds(&caller.subject, &fingerprint, &release)?;
+        let path = artifact_path(&self.data, &artifact);
+        let mut file = std::fs::File::open(&path).map_err(|e| Status::internal(format!("the artifact: {e}")))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(req.offset))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let node = self.clone();
+        let deployment = caller.subject;
+        // One chunk queued at most, and each checked only once there is room
+        // for it: memory stays flat, and when a grant is voided at most the
+        // queued chunk and the one in the transport still go out.
+        let stream = crate::service::async_stream_with(1, move |tx| async move {
+            let mut offset = req.offset;
+            let mut checked_at = u64::MAX;
+            while offset < size {
+                let Ok(permit) = tx.reserve().await else { return };
+                // Re-check the grant whenever the state changed, and the
+                // certificate every chunk: a suspension or a revocation
+                // stops the bytes within one chunk.
+                let now_size = node.registry.0.read().map(|s| s.size()).unwrap_or(0);
+                let check = if now_size != checked_at {
+                    checked_at = now_size;
+                    node.grant_holds(&deployment, &fingerprint, &release)
+                } else {
+                    node.still_registered(&fingerprint)
+                };
+                if let Err(status) = check {
+                    permit.send(Err(status));
+                    return;
+                }
+                let want = usize::try_from((size - offset).min(DOWNLOAD_CHUNK as u64)).unwrap_or(DOWNLOAD_CHUNK);
+                let mut data = vec![0u8; want];
+                if let Err(e) = tokio::task::block_in_place(|| std::io::Read::read_exact(&mut file, &mut data)) {
+                    permit.send(Err(Status::internal(format!("reading the artifact: {e}"))));
+                    return;
+                }
+                permit.send(Ok(pb::DownloadChunk { offset, data }));
+                offset += want as u64;
+            }
+        });
+        Ok(Response::new(stream))
     }
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {

@@ -1,0 +1,295 @@
+//! Shared by the tests that run the real services on loopback: a served
+//! development data directory, people with their own keys and registered
+//! identities, a customer with a deployment and a contract, releases
+//! published through the CLI, and device-signed check-ins.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use covenant_cli::admin::{Admin, IdentityCmd};
+use covenant_cli::connect::Connection;
+use covenant_cli::release::Release;
+use covenant_core::digest::{Sha256Digest, Timestamp};
+use covenant_core::envelope::{self, Envelope};
+use covenant_core::keys::SigningKey;
+use covenant_core::statements::*;
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use covenant_server::datadir;
+use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+
+pub struct Running {
+    pub url: String,
+    pub dir: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn start(name: &str) -> Running {
+        install_crypto_provider();
+        let dir = std::env::temp_dir().join(format!("covenant-story-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        tokio::task::block_in_place(|| datadir::init_dev(&dir)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(ServeConfig { data: dir.clone() }, listener, async {
+            let _ = stopped.await;
+        }));
+        Running { url, dir, stop, task }
+    }
+
+    pub fn conn(&self, identity: &Path) -> Connection {
+        Connection { server: Some(self.url.clone()), identity: Some(identity.to_path_buf()) }
+    }
+
+    pub fn admin(&self, n: u8) -> Connection {
+        self.conn(&self.dir.join(format!("identities/admin{n}")))
+    }
+
+    pub async fn size(&self) -> u64 {
+        let mut c = LedgerServiceClient::new(self.admin(1).channel().await.unwrap());
+        let cp = c.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+        // The note's second line is the tree size.
+        std::str::from_utf8(&cp.note).unwrap().lines().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub async fn admin(conn: &Connection, cmd: Admin) {
+    covenant_cli::admin::run(cmd, conn, true).await.unwrap();
+}
+
+/// A person or device makes its keys; admin1 issues and registers them.
+pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
+    let dir = s.dir.join(format!("people/{id}"));
+    tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
+    std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
+    let issue = IdentityCmd::Issue {
+        role: role.into(),
+        id: id.into(),
+        csr: dir.join("request.csr"),
+        out: dir.clone(),
+        scope: None,
+    };
+    admin(&s.admin(1), Admin::Identity(issue)).await;
+    dir
+}
+
+pub struct Cast {
+    pub customer: PathBuf,
+    pub engineer: PathBuf,
+    pub device: PathBuf,
+}
+
+/// Customer min-x with deployment lim-07 (product lim, installed 1.0.0),
+/// their keys, a contract with three conditions, and release 1.1.0.
+pub async fn cast(s: &Running) -> Cast {
+    cast_with(s, STORY_CONDITIONS).await
+}
+
+/// The story's contract conditions: an attestation, a field verification,
+/// no case from triaged on.
+pub const STORY_CONDITIONS: &str = r#"
+[[conditions]]
+condition = "end_use_attested"
+max_age_days = 365
+
+[[conditions]]
+condition = "field_verified"
+max_age_days = 90
+
+[[conditions]]
+condition = "no_open_case"
+from_state = "triaged"
+"#;
+
+/// As [`cast`], with a contract of `conditions` (TOML `[[conditions]]`).
+pub async fn cast_with(s: &Running, conditions: &str) -> Cast {
+    let a1 = s.admin(1);
+    admin(&a1, Admin::Customer { id: "min-x".into(), name: "Ministry X".into(), country: "XA".into() }).await;
+    admin(
+        &a1,
+        Admin::Deployment {
+            id: "lim-07".into(),
+            customer: "min-x".into(),
+            product: "lim".into(),
+            country: "XA".into(),
+            site: "s1".into(),
+        },
+    )
+    .await;
+    let customer = person(s, "customer", "min-x").await;
+    let engineer = person(s, "engineer", "eng-1").await;
+    let device = person(s, "deployment", "lim-07").await;
+    let contract = s.dir.join("contract.toml");
+    std::fs::write(
+        &contract,
+        r#"
+id = "contract-min-x"
+version = 1
+customer = "min-x"
+grant_validity_seconds = 604800
+compliance_contact = "compliance@vendor.example"
+conditions = []
+"#
+        .replace("conditions = []\n", if conditions.trim().is_empty() { "conditions = []\n" } else { "" })
+            + conditions,
+    )
+    .unwrap();
+    admin(&a1, Admin::Contract { file: contract }).await;
+    publish(s, "1.0.0", "capability", "1.0.0").await;
+    publish(s, "1.1.0", "capability", "1.1.0").await;
+    Cast { customer, engineer, device }
+}
+
+/// `covenant release new`, two offline signatures, `covenant admin publish`.
+pub async fn publish(s: &Running, version: &str, class: &str, baseline: &str) -> Sha256Digest {
+    let bytes = format!("the image of lim {version}").repeat(1000).into_bytes();
+    publish_release(s, version, class, baseline, &bytes).await
+}
+
+/// Publishes a capability release whose artifact is `bytes`.
+pub async fn publish_bytes(s: &Running, version: &str, bytes: &[u8]) -> Sha256Digest {
+    publish_release(s, version, "capability", version, bytes).await
+}
+
+/// `covenant release new`, two offline signatures, `covenant admin publish`.
+pub async fn publish_release(s: &Running, version: &str, class: &str, baseline: &str, bytes: &[u8]) -> Sha256Digest {
+    let artifact = s.dir.join(format!("lim-{version}.img"));
+    std::fs::write(&artifact, bytes).unwrap();
+    let manifest = s.dir.join(format!("lim-{version}.manifest"));
+    let new = Release::New {
+        artifact: artifact.clone(),
+        product: "lim".into(),
+        version: version.into(),
+        class: class.into(),
+        baseline: baseline.into(),
+        out: manifest.clone(),
+    };
+    covenant_cli::release::run(new, true).unwrap();
+    for k in ["release-1", "release-2"] {
+        let sign = Release::Sign { manifest: manifest.clone(), key: s.dir.join(format!("keys/{k}.key")) };
+        covenant_cli::release::run(sign, true).unwrap();
+    }
+    admin(&s.admin(1), Admin::Publish { manifest: manifest.clone(), artifact }).await;
+    Sha256Digest::of(Envelope::parse(&std::fs::read(&manifest).unwrap()).unwrap().payload())
+}
+
+pub fn now_ts() -> Timestamp {
+    now()
+}
+
+pub fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    Timestamp::from_unix(secs as i64)
+}
+
+pub fn key_of(identity: &Path) -> SigningKey {
+    covenant_cli::connect::read_key(&identity.join("signing.key")).unwrap()
+}
+
+pub fn checkin_body(
+    device: &Path,
+    installed: &str,
+    last: Option<CheckpointRef>,
+    nonce: &str,
+) -> (Vec<u8>, Sha256Digest) {
+    let nonce = Sha256Digest::of(nonce.as_bytes());
+    let c = CheckIn {
+        type_tag: CheckInTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        product: "lim".into(),
+        installed_version: installed.parse().unwrap(),
+        installed_baseline: installed.parse().unwrap(),
+        software_digests: Default::default(),
+        configuration_digest: Sha256Digest::of(b"verified configuration"),
+        last_checkpoint: last,
+        nonce,
+        time: now(),
+    };
+    (envelope::sign(&c, &[&key_of(device)]), nonce)
+}
+
+pub async fn check_in(s: &Running, device: &Path, nonce: &str) -> pb::CheckInResponse {
+    let (body, _) = checkin_body(device, "1.0.0", None, nonce);
+    let mut c = UpdateServiceClient::new(s.conn(device).channel().await.unwrap());
+    c.check_in(pb::CheckInRequest { checkin: body }).await.unwrap().into_inner()
+}
+
+pub fn decision_of(r: &pb::CheckInResponse) -> Decision {
+    let entry = r.decision.as_ref().expect("a decision stands");
+    Decision::parse(Envelope::parse(&entry.body).unwrap().payload()).unwrap()
+}
+
+pub fn write_attestation(dir: &Path) -> PathBuf {
+    let file = dir.join("attestation.toml");
+    std::fs::write(
+        &file,
+        r#"
+deployments = ["lim-07"]
+
+[attestation]
+customer = "min-x"
+legal_basis = "Code of Criminal Procedure s. 100a"
+oversight_body = "Federal Court of X"
+valid_from = "2026-01-01T00:00:00Z"
+valid_until = "2099-01-01T00:00:00Z"
+facts_unknown_to_signer = ""
+
+[attestation.end_user]
+legal_name = "Ministry X"
+agency_type = "law enforcement"
+country = "XA"
+
+[attestation.end_use]
+category = "lawful-interception"
+description = "court-ordered interception"
+
+[[attestation.sites]]
+country = "XA"
+site_id = "s1"
+
+[attestation.undertakings]
+no_reexport_transfer_or_relocation = true
+no_modification = true
+no_targeting_of_protected_groups = true
+consent_to_audits_and_site_checks = true
+
+[attestation.signatory]
+name = "A. Official"
+title = "Director"
+"#,
+    )
+    .unwrap();
+    file
+}
+
+/// A channel as `identity` whose HTTP/2 receive windows are `window` bytes
+/// (what a device's agent sets: how much may be in flight to it).
+pub async fn channel_with_window(s: &Running, identity: &Path, window: u32) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |name: &str| std::fs::read(identity.join(name)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(read("cert.pem"), read("key.pem")))
+        .domain_name("localhost");
+    tonic::transport::Channel::from_shared(s.url.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .connect()
+        .await
+        .unwrap()
+}

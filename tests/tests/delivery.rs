@@ -1,0 +1,174 @@
+//! Delivery: artifact bytes go only to a deployment holding a standing,
+//! unexpired grant of that release; a suspension or a revocation stops the
+//! stream within 1 MiB; a download cut anywhere resumes to the right hash.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use covenant_cli::admin::{Admin, IdentityCmd};
+use covenant_core::digest::Sha256Digest;
+use covenant_core::statements::Verdict;
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use tonic::Code;
+
+/// A served ledger where lim-07 holds a grant of a 16 MiB release.
+async fn granted(name: &str) -> (Running, Cast, Sha256Digest, Vec<u8>) {
+    let s = Running::start(name).await;
+    let c = cast_with(&s, "").await;
+    let bytes: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let digest = publish_bytes(&s, "1.2.0", &bytes).await;
+    let d = decision_of(&check_in(&s, &c.device, "grant").await);
+    assert_eq!((d.verdict, d.release), (Verdict::Grant, Some(digest)));
+    (s, c, digest, bytes)
+}
+
+async fn client(s: &Running, identity: &std::path::Path) -> UpdateServiceClient<tonic::transport::Channel> {
+    UpdateServiceClient::new(s.conn(identity).channel().await.unwrap())
+}
+
+/// Downloads from `offset`, stopping once `stop_after` bytes came (if
+/// any); returns the bytes and the status the stream ended with.
+async fn download(
+    c: &mut UpdateServiceClient<tonic::transport::Channel>,
+    release: &Sha256Digest,
+    offset: u64,
+    stop_after: Option<usize>,
+) -> (Vec<u8>, Option<tonic::Status>) {
+    let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset };
+    let mut stream = match c.download(req).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return (Vec::new(), Some(status)),
+    };
+    let mut got = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                assert_eq!(chunk.offset, offset + got.len() as u64, "chunks arrive in order");
+                got.extend_from_slice(&chunk.data);
+                if let Some(limit) = stop_after
+                    && got.len() >= limit
+                {
+                    got.truncate(limit);
+                    return (got, None);
+                }
+            }
+            Ok(None) => return (got, None),
+            Err(status) => return (got, Some(status)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_grant_no_bytes() {
+    let (s, c, release, bytes) = granted("nogrant").await;
+    // The grant holder gets every byte.
+    let mut own = client(&s, &c.device).await;
+    let (got, end) = download(&mut own, &release, 0, None).await;
+    assert!(end.is_none());
+    assert_eq!(Sha256Digest::of(&got), Sha256Digest::of(&bytes));
+    // Another deployment (registered, with its own certificate, no grant)
+    // gets nothing, not even with the release digest of lim-07's grant.
+    admin(
+        &s.admin(1),
+        Admin::Deployment {
+            id: "lim-08".into(),
+            customer: "min-x".into(),
+            product: "lim".into(),
+            country: "XA".into(),
+            site: "s1".into(),
+        },
+    )
+    .await;
+    let other = person(&s, "deployment", "lim-08").await;
+    let mut theirs = client(&s, &other).await;
+    let (got, end) = download(&mut theirs, &release, 0, None).await;
+    assert!(got.is_empty());
+    assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+    // Nor does anyone who is not a deployment.
+    let mut customer = client(&s, &c.customer).await;
+    let (got, end) = download(&mut customer, &release, 0, None).await;
+    assert!(got.is_empty());
+    assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+    // A release the deployment holds no grant of.
+    let older = publish(&s, "0.9.0", "capability", "0.9.0").await;
+    let (got, end) = download(&mut own, &older, 0, None).await;
+    assert!(got.is_empty());
+    assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_mid_stream_stops_the_bytes_within_one_mebibyte() {
+    let (s, c, release, _) = granted("suspend").await;
+    // An agent keeps at most 256 KiB in flight to it.
+    let mut own = UpdateServiceClient::new(channel_with_window(&s, &c.device, 256 * 1024).await);
+    let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset: 0 };
+    let mut stream = own.download(req).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(!first.data.is_empty());
+    // A capability release under L1: the grant is void at once.
+    admin(&s.admin(1), Admin::Suspend { customer: None, deployment: Some("lim-07".into()), level: "L1".into() }).await;
+    let mut after = 0usize;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => after += chunk.data.len(),
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    assert_eq!(end.expect("the stream ends with an error").code(), Code::PermissionDenied);
+    assert!(after <= 1 << 20, "{after} bytes after the suspension");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_mid_stream_stops_the_bytes_within_one_mebibyte() {
+    let (s, c, release, _) = granted("revoke").await;
+    let mut own = UpdateServiceClient::new(channel_with_window(&s, &c.device, 256 * 1024).await);
+    let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset: 0 };
+    let mut stream = own.download(req).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(c.device.join("cert.pem")).unwrap()).unwrap();
+    let fingerprint = Sha256Digest::of(&der).to_string();
+    admin(&s.admin(1), Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
+    let mut after = 0usize;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => after += chunk.data.len(),
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    assert_eq!(end.expect("the stream ends with an error").code(), Code::PermissionDenied);
+    assert!(after <= 1 << 20, "{after} bytes after the revocation");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_anywhere_resumes_to_the_right_hash() {
+    let (s, c, release, bytes) = granted("resume").await;
+    let mut own = client(&s, &c.device).await;
+    let mut got: Vec<u8> = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut cuts = 0;
+    while got.len() < bytes.len() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Cut after a random 1 byte .. 3 MiB, mid-chunk as often as not.
+        let take = 1 + (seed % (3 << 20)) as usize;
+        let (part, end) = download(&mut own, &release, got.len() as u64, Some(take)).await;
+        assert!(end.is_none(), "{end:?}");
+        got.extend_from_slice(&part);
+        cuts += 1;
+    }
+    assert!(cuts >= 5, "cut {cuts} times");
+    assert_eq!(Sha256Digest::of(&got), Sha256Digest::of(&bytes));
+    // Past the end is out of range.
+    let (_, end) = download(&mut own, &release, bytes.len() as u64 + 1, None).await;
+    assert_eq!(end.unwrap().code(), Code::OutOfRange);
+    s.stop().await;
+}
