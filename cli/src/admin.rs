@@ -32,6 +32,21 @@ pub enum Admin {
     /// Identities: issue a certificate for a request, or revoke one.
     #[command(subcommand)]
     Identity(IdentityCmd),
+    /// Enrolls a device: has the CA sign the certificate request that
+    /// `covenant-agent enroll-request` made on the device, registers the
+    /// device's signing key for DEPLOYMENT in the ledger, and writes the
+    /// provisioning bundle (certificate, CA certificate, trusted root, server
+    /// address, the ledger's and the witnesses' verifier keys).
+    Enroll {
+        /// The deployment (registered with `covenant admin deployment`).
+        deployment: String,
+        /// The device's certificate request.
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// The folder to write the bundle into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Registers a customer.
     Customer {
         /// The customer id (a-z 0-9 . _ -).
@@ -280,31 +295,44 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             act(conn, ActionKind::Note { text }, why, json).await
         }
         Admin::Identity(IdentityCmd::Issue { role, id, csr, out, scope }) => {
-            let role_value = parse_role(&role)?;
-            let csr = std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;
-            let mut client = AdminServiceClient::new(conn.channel().await?);
-            let issued = client
-                .issue_identity(pb::IssueIdentityRequest { csr, role: role.clone(), subject: id.clone() })
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                .into_inner();
-            let fingerprint = Sha256Digest::from_hex(&issued.certificate_sha256)
-                .context("the server sent a malformed fingerprint")?;
-            let signing_key =
-                PublicKey::from_hex(&issued.signing_key).context("the server sent a malformed signing key")?;
-            std::fs::create_dir_all(&out)?;
-            std::fs::write(out.join("cert.pem"), &issued.certificate_pem)?;
-            std::fs::write(out.join("ca.pem"), &issued.ca_pem)?;
-            let action = ActionKind::IssueIdentity {
-                role: role_value,
-                subject: id.clone(),
-                signing_key,
-                certificate_sha256: fingerprint,
-                scope,
-            };
-            act(conn, action, format!("identity issued to {role} {id}"), json).await?;
+            let fingerprint = issue(conn, &role, &id, &csr, &out, scope, json).await?;
             if !json {
                 println!("Wrote {}/cert.pem and ca.pem; the certificate's SHA-256 is {fingerprint}.", out.display());
+            }
+            Ok(())
+        }
+        Admin::Enroll { deployment, csr, out } => {
+            let fingerprint = issue(conn, "deployment", &deployment, &csr, &out, None, json).await?;
+            // The rest of the provisioning bundle: whom to trust, where to call.
+            let root_bytes = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
+            let root = covenant_core::state::peek_root(&root_bytes).context("your root.json is not a root")?;
+            std::fs::write(out.join("root.json"), &root_bytes)?;
+            std::fs::write(out.join("server"), format!("{}\n", conn.server.as_deref().unwrap_or_default()))?;
+            let note = |k: &covenant_core::statements::RootKey, cosig: bool| {
+                let name = k.note_name.clone().unwrap_or_default();
+                let v = if cosig {
+                    covenant_core::note::NoteVerifier::cosignature(&name, k.public)
+                } else {
+                    covenant_core::note::NoteVerifier::ed25519(&name, k.public)
+                };
+                v.map(|v| v.to_string())
+            };
+            let ledger: Vec<String> =
+                root.roles.ledger.keys.iter().map(|k| note(k, false)).collect::<Result<_, _>>()?;
+            let witnesses: Vec<String> =
+                root.roles.witness.keys.iter().map(|k| note(k, true)).collect::<Result<_, _>>()?;
+            std::fs::write(out.join("ledger.vkey"), ledger.join("\n") + "\n")?;
+            std::fs::write(
+                out.join("witnesses.vkeys"),
+                witnesses.join("\n") + if witnesses.is_empty() { "" } else { "\n" },
+            )?;
+            if !json {
+                println!(
+                    "Enrolled {deployment}: the provisioning bundle is in {} (cert.pem, ca.pem, root.json, server, \
+                     ledger.vkey, witnesses.vkeys); the certificate's SHA-256 is {fingerprint}. Copy it to the \
+                     device's state directory; no private key travelled.",
+                    out.display()
+                );
             }
             Ok(())
         }
@@ -402,6 +430,42 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             .await
         }
     }
+}
+
+/// Has the CA sign a certificate request and registers it, with the signing
+/// key it carries, in the ledger; writes cert.pem and ca.pem into `out`.
+async fn issue(
+    conn: &Connection,
+    role: &str,
+    id: &str,
+    csr: &Path,
+    out: &Path,
+    scope: Option<Vec<String>>,
+    json: bool,
+) -> anyhow::Result<Sha256Digest> {
+    let role_value = parse_role(role)?;
+    let csr = std::fs::read(csr).with_context(|| format!("reading {}", csr.display()))?;
+    let mut client = AdminServiceClient::new(conn.channel().await?);
+    let issued = client
+        .issue_identity(pb::IssueIdentityRequest { csr, role: role.to_owned(), subject: id.to_owned() })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let fingerprint =
+        Sha256Digest::from_hex(&issued.certificate_sha256).context("the server sent a malformed fingerprint")?;
+    let signing_key = PublicKey::from_hex(&issued.signing_key).context("the server sent a malformed signing key")?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("cert.pem"), &issued.certificate_pem)?;
+    std::fs::write(out.join("ca.pem"), &issued.ca_pem)?;
+    let action = ActionKind::IssueIdentity {
+        role: role_value,
+        subject: id.to_owned(),
+        signing_key,
+        certificate_sha256: fingerprint,
+        scope,
+    };
+    act(conn, action, format!("identity issued to {role} {id}"), json).await?;
+    Ok(fingerprint)
 }
 
 /// Checks and signs the registration in an identity folder (see

@@ -172,3 +172,58 @@ async fn a_download_cut_anywhere_resumes_to_the_right_hash() {
     assert_eq!(end.unwrap().code(), Code::OutOfRange);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrolls_without_its_keys_leaving_it() {
+    let s = Running::start("enroll").await;
+    let _ = cast_with(&s, "").await;
+    admin(
+        &s.admin(1),
+        Admin::Deployment {
+            id: "lim-09".into(),
+            customer: "min-x".into(),
+            product: "lim".into(),
+            country: "XA".into(),
+            site: "s1".into(),
+        },
+    )
+    .await;
+    // On the device.
+    let state = s.dir.join("device-state");
+    let made = covenant_agent::enroll_request(&state).unwrap();
+    assert!(covenant_agent::enroll_request(&state).is_err(), "never replaces the device's keys");
+    // At the vendor: only the request travelled.
+    let bundle = s.dir.join("bundle-lim-09");
+    admin(&s.admin(1), Admin::Enroll { deployment: "lim-09".into(), csr: made.csr.clone(), out: bundle.clone() }).await;
+    let mut files: Vec<String> =
+        std::fs::read_dir(&bundle).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, ["ca.pem", "cert.pem", "ledger.vkey", "root.json", "server", "witnesses.vkeys"]);
+    let vkey = std::fs::read_to_string(bundle.join("ledger.vkey")).unwrap();
+    assert_eq!(vkey.trim(), std::fs::read_to_string(s.dir.join("ledger.vkey")).unwrap().trim());
+    // Back on the device: the bundle beside its own keys, and it checks in.
+    for f in &files {
+        std::fs::copy(bundle.join(f), state.join(f)).unwrap();
+    }
+    let checkin = {
+        use covenant_core::statements::*;
+        let c = CheckIn {
+            type_tag: CheckInTag,
+            schema: SchemaV1,
+            deployment: "lim-09".into(),
+            product: "lim".into(),
+            installed_version: "1.0.0".parse().unwrap(),
+            installed_baseline: "1.0.0".parse().unwrap(),
+            software_digests: Default::default(),
+            configuration_digest: Sha256Digest::of(b"c"),
+            last_checkpoint: None,
+            nonce: Sha256Digest::of(b"first"),
+            time: now(),
+        };
+        covenant_core::envelope::sign(&c, &[&key_of(&state)])
+    };
+    let mut c = client(&s, &state).await;
+    let r = c.check_in(pb::CheckInRequest { checkin }).await.unwrap().into_inner();
+    assert_eq!(decision_of(&r).verdict, Verdict::Grant);
+    s.stop().await;
+}
