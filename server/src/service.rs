@@ -51,7 +51,29 @@ pub struct Node {
     pub(crate) decision: Option<Arc<covenant_core::keys::SigningKey>>,
     /// The data directory (artifacts live under it).
     pub(crate) data: PathBuf,
+    /// Download streams: at most [`MAX_DOWNLOADS`] at once in total.
+    pub(crate) downloads: Arc<tokio::sync::Semaphore>,
+    /// Download streams open per certificate (at most [`MAX_DOWNLOADS_PER_IDENTITY`]).
+    pub(crate) downloads_by:
+        Arc<std::sync::Mutex<std::collections::HashMap<covenant_core::digest::Sha256Digest, usize>>>,
 }
+
+/// Download streams served at once, in total.
+pub const MAX_DOWNLOADS: usize = 64;
+/// Download streams one certificate may hold open at once.
+pub const MAX_DOWNLOADS_PER_IDENTITY: usize = 2;
+/// The longest a call may take (a client's shorter `grpc-timeout` wins).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// The largest request each service decodes.
+pub const MAX_LEDGER_REQUEST: usize = 64 * 1024;
+/// (A check-in, a report: envelopes of at most 64 KiB, with room.)
+pub const MAX_UPDATE_REQUEST: usize = 256 * 1024;
+/// (Attestations, verifications, signals: envelopes of at most 64 KiB.)
+pub const MAX_ATTESTATION_REQUEST: usize = 256 * 1024;
+/// (A publish chunk carries up to 4 MiB of artifact.)
+pub const MAX_ADMIN_REQUEST: usize = crate::updates::MAX_CHUNK + 256 * 1024;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -381,13 +403,29 @@ pub async fn run(
         witnesses: witness_count,
         decision,
         data: config.data.clone(),
+        downloads: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
+        downloads_by: Arc::default(),
     };
     Server::builder()
         .tls_config(tls)?
-        .add_service(pb::ledger_service_server::LedgerServiceServer::new(node.clone()))
-        .add_service(pb::admin_service_server::AdminServiceServer::new(node.clone()))
-        .add_service(pb::update_service_server::UpdateServiceServer::new(node.clone()))
-        .add_service(pb::attestation_service_server::AttestationServiceServer::new(node))
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .add_service(
+            pb::ledger_service_server::LedgerServiceServer::new(node.clone())
+                .max_decoding_message_size(MAX_LEDGER_REQUEST),
+        )
+        .add_service(
+            pb::admin_service_server::AdminServiceServer::new(node.clone())
+                .max_decoding_message_size(MAX_ADMIN_REQUEST),
+        )
+        .add_service(
+            pb::update_service_server::UpdateServiceServer::new(node.clone())
+                .max_decoding_message_size(MAX_UPDATE_REQUEST),
+        )
+        .add_service(
+            pb::attestation_service_server::AttestationServiceServer::new(node)
+                .max_decoding_message_size(MAX_ATTESTATION_REQUEST),
+        )
         // No Nagle: small gRPC frames would otherwise wait for delayed ACKs.
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -33,6 +33,45 @@ pub const MAX_CHUNK: usize = 4 << 20;
 /// voided or a certificate revoked, plus what the bounded queue holds).
 pub const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
+/// A download stream's place in the limits: one of the total, one of the
+/// certificate's; given back when the stream ends.
+struct DownloadSlot {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    by: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Sha256Digest, usize>>>,
+    fingerprint: Sha256Digest,
+}
+
+impl DownloadSlot {
+    fn take(node: &Node, fingerprint: Sha256Digest) -> Result<DownloadSlot, Status> {
+        let total = node.downloads.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("the server is serving as many downloads as it may; retry shortly")
+        })?;
+        let mut by = node.downloads_by.lock().map_err(|_| Status::internal("download table poisoned"))?;
+        let open = by.entry(fingerprint).or_insert(0);
+        if *open >= crate::service::MAX_DOWNLOADS_PER_IDENTITY {
+            return Err(Status::resource_exhausted(format!(
+                "at most {} downloads at once per certificate",
+                crate::service::MAX_DOWNLOADS_PER_IDENTITY
+            )));
+        }
+        *open += 1;
+        Ok(DownloadSlot { _total: total, by: node.downloads_by.clone(), fingerprint })
+    }
+}
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        if let Ok(mut by) = self.by.lock()
+            && let Some(open) = by.get_mut(&self.fingerprint)
+        {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                by.remove(&self.fingerprint);
+            }
+        }
+    }
+}
+
 /// The SHA-256 of the caller's certificate.
 fn caller_fingerprint<T>(request: &Request<T>) -> Result<Sha256Digest, Status> {
     let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
@@ -218,6 +257,7 @@ impl pb::update_service_server::UpdateService for Node {
             return Err(Status::out_of_range(format!("the artifact has {size} bytes")));
         }
         self.grant_holds(&caller.subject, &fingerprint, &release)?;
+        let slot = DownloadSlot::take(self, fingerprint)?;
         let path = artifact_path(&self.data, &artifact);
         let mut file = std::fs::File::open(&path).map_err(|e| Status::internal(format!("the artifact: {e}")))?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(req.offset))
@@ -228,6 +268,7 @@ impl pb::update_service_server::UpdateService for Node {
         // for it: memory stays flat, and when a grant is voided at most the
         // queued chunk and the one in the transport still go out.
         let stream = crate::service::async_stream_with(1, move |tx| async move {
+            let _slot = slot;
             let mut offset = req.offset;
             let mut checked_at = u64::MAX;
             while offset < size {

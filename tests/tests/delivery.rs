@@ -227,3 +227,37 @@ async fn a_device_enrolls_without_its_keys_leaving_it() {
     assert_eq!(decision_of(&r).verdict, Verdict::Grant);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_get_the_right_status_and_the_server_keeps_serving() {
+    let (s, c, release, bytes) = granted("limits").await;
+    // A request over the service's size limit.
+    let mut own = client(&s, &c.device).await;
+    let e = own.check_in(pb::CheckInRequest { checkin: vec![b'x'; 512 * 1024] }).await.unwrap_err();
+    assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted), "{e:?}");
+    // Two download streams per certificate at once; a third is refused.
+    let mut streams = Vec::new();
+    for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
+        let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset: 0 };
+        let mut stream = own.download(req).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        streams.push(stream);
+    }
+    let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset: 0 };
+    let e = match own.download(req).await {
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Done with them: the next is served, whole (on a fresh connection: the
+    // abandoned streams' unread bytes hold this one's flow-control window).
+    drop(streams);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut fresh = client(&s, &c.device).await;
+    let (got, end) = tokio::time::timeout(std::time::Duration::from_secs(60), download(&mut fresh, &release, 0, None))
+        .await
+        .expect("the download finishes");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(got.len(), bytes.len());
+    s.stop().await;
+}
