@@ -303,7 +303,12 @@ impl pb::update_service_server::UpdateService for Node {
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
-        let done = self.submit(request.into_inner().report, &[EntryKind::Report]).await?;
+        let body = request.into_inner().report;
+        let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+        if placed.subjects != [caller.subject.clone()] {
+            return Err(Status::permission_denied("a deployment reports on itself only"));
+        }
+        let done = self.submit(body, &[EntryKind::Report]).await?;
         Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion }))
     }
 }

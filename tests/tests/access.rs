@@ -1,0 +1,359 @@
+//! The access matrix: every RPC of every service the server runs, each with
+//! a request that is valid in itself, called as every kind of caller.
+//! Exactly the cells marked allowed answer OK; the others are refused with
+//! Unauthenticated or PermissionDenied (a certificate from another CA is
+//! refused by the TLS handshake, before any RPC). This table is the
+//! documentation of who may do what.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use covenant_cli::admin::{Admin, IdentityCmd};
+use covenant_core::digest::Sha256Digest;
+use covenant_core::envelope::{self, Envelope};
+use covenant_core::statements::*;
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::admin_service_client::AdminServiceClient;
+use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
+use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const CALLERS: [&str; 11] = [
+    "admin",
+    "customer (own)",
+    "customer (other)",
+    "engineer",
+    "auditor (full)",
+    "auditor (other scope)",
+    "deployment (own)",
+    "deployment (other)",
+    "no certificate",
+    "another CA",
+    "revoked",
+];
+
+/// Who may call what: the allowed callers of each RPC (by index into
+/// [`CALLERS`]). "own" is min-x and its deployment lim-07, the subject of
+/// every request; "other" is min-y and lim-08.
+const ALLOWED: [(&str, &[usize]); 16] = [
+    ("LedgerService.GetCheckpoint", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.GetEntries", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.GetInclusionProof", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.GetConsistencyProof", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.GetRootChain", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.WatchCheckpoints", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("AdminService.Act", &[0]),
+    ("AdminService.Publish", &[0]),
+    ("AdminService.IssueIdentity", &[0]),
+    ("UpdateService.CheckIn", &[6]),
+    ("UpdateService.Download", &[6]),
+    ("UpdateService.Report", &[6]),
+    ("AttestationService.SubmitAttestation", &[1]),
+    ("AttestationService.SubmitVerification", &[3]),
+    ("AttestationService.SubmitSignal", &[3, 4, 5]),
+    ("AttestationService.GetVerdict", &[0, 1, 4, 6]),
+];
+
+struct World {
+    s: Running,
+    c: Cast,
+    /// Identity folders by caller index (None: no certificate).
+    folders: Vec<Option<PathBuf>>,
+    grant_index: u64,
+}
+
+async fn world() -> World {
+    let s = Running::start("access").await;
+    let c = cast_with(&s, "").await;
+    let a1 = s.admin(1);
+    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
+    admin(
+        &a1,
+        Admin::Deployment {
+            id: "lim-08".into(),
+            customer: "min-y".into(),
+            product: "lim".into(),
+            country: "XB".into(),
+            site: "s2".into(),
+        },
+    )
+    .await;
+    let other_customer = person(&s, "customer", "min-y").await;
+    let other_device = person(&s, "deployment", "lim-08").await;
+    // An auditor whose scope is min-y only.
+    let scoped = s.dir.join("people/auditor-y");
+    covenant_cli::keys::new(&scoped, false, true).unwrap();
+    std::fs::copy(s.dir.join("root.json"), scoped.join("root.json")).unwrap();
+    let issue = IdentityCmd::Issue {
+        role: "auditor".into(),
+        id: "auditor-y".into(),
+        csr: scoped.join("request.csr"),
+        out: scoped.clone(),
+        scope: Some(vec!["min-y".into()]),
+    };
+    admin(&a1, Admin::Identity(issue)).await;
+    // A certificate from another CA, naming admin1.
+    let forged = s.dir.join("people/forged");
+    std::fs::create_dir_all(&forged).unwrap();
+    let other_ca = covenant_server::pki::Authority::create("someone else").unwrap();
+    let cert = other_ca.issue_client(IdentityRole::Admin, "admin1").unwrap();
+    std::fs::write(forged.join("cert.pem"), cert.cert_pem).unwrap();
+    std::fs::write(forged.join("key.pem"), cert.key_pem).unwrap();
+    std::fs::copy(s.dir.join("ca.pem"), forged.join("ca.pem")).unwrap();
+    std::fs::copy(s.dir.join("identities/admin1/signing.key"), forged.join("signing.key")).unwrap();
+    // A revoked engineer.
+    let revoked = person(&s, "engineer", "eng-r").await;
+    let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(revoked.join("cert.pem")).unwrap()).unwrap();
+    let fingerprint = Sha256Digest::of(&der).to_string();
+    admin(&a1, Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
+    // lim-07 holds a grant; min-x's attestation is recorded.
+    let r = check_in(&s, &c.device, "access").await;
+    let grant_index = r.decision.as_ref().unwrap().index;
+    let mut att = AttestationServiceClient::new(s.conn(&c.customer).channel().await.unwrap());
+    att.submit_attestation(pb::SubmitRequest { envelope: attestation(&c, 1) }).await.unwrap();
+    let folders = vec![
+        Some(s.dir.join("identities/admin1")),
+        Some(c.customer.clone()),
+        Some(other_customer),
+        Some(c.engineer.clone()),
+        Some(s.dir.join("identities/auditor")),
+        Some(scoped),
+        Some(c.device.clone()),
+        Some(other_device),
+        None,
+        Some(forged),
+        Some(revoked),
+    ];
+    World { s, c, folders, grant_index }
+}
+
+/// min-x's attestation for lim-07, made distinct by `n`.
+fn attestation(c: &Cast, n: i64) -> Vec<u8> {
+    let file: covenant_cli::attest::AttestationFile =
+        covenant_cli::admin::read_structured(&write_attestation(&c.customer)).unwrap();
+    let mut a = file.attestation;
+    a.valid_until = a.valid_until.plus_seconds(n);
+    let statement = InTotoStatement::new(vec![deployment_subject("lim-07")], a);
+    envelope::sign(&statement, &[&key_of(&c.customer)])
+}
+
+async fn channel(w: &World, caller: usize) -> Option<Channel> {
+    match &w.folders[caller] {
+        Some(folder) => w.s.conn(folder).channel().await.ok(),
+        None => {
+            use tonic::transport::{Certificate, ClientTlsConfig};
+            let ca = std::fs::read(w.s.dir.join("ca.pem")).unwrap();
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+            Channel::from_shared(w.s.url.clone()).unwrap().tls_config(tls).unwrap().connect().await.ok()
+        }
+    }
+}
+
+/// The caller's own signing key's folder (admin1's for callers without one).
+fn signer(w: &World, caller: usize) -> &Path {
+    match &w.folders[caller] {
+        Some(f) if f.join("signing.key").exists() => f,
+        _ => w.folders[0].as_deref().unwrap(),
+    }
+}
+
+async fn call(w: &World, rpc: &str, caller: usize, n: usize) -> Result<(), Code> {
+    let Some(ch) = channel(w, caller).await else { return Err(Code::Unavailable) };
+    let status = |e: tonic::Status| e.code();
+    let now = now();
+    match rpc {
+        "LedgerService.GetCheckpoint" => {
+            LedgerServiceClient::new(ch).get_checkpoint(pb::GetCheckpointRequest {}).await.map(|_| ()).map_err(status)
+        }
+        "LedgerService.GetEntries" => LedgerServiceClient::new(ch)
+            .get_entries(pb::GetEntriesRequest { start: 0, end: 2, with_bodies: true })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        "LedgerService.GetInclusionProof" => LedgerServiceClient::new(ch)
+            .get_inclusion_proof(pb::GetInclusionProofRequest { index: 1, tree_size: 4 })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        "LedgerService.GetConsistencyProof" => LedgerServiceClient::new(ch)
+            .get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 2, to_size: 4 })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        "LedgerService.GetRootChain" => LedgerServiceClient::new(ch)
+            .get_root_chain(pb::GetRootChainRequest { from_version: 1 })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        "LedgerService.WatchCheckpoints" => {
+            let mut stream = LedgerServiceClient::new(ch)
+                .watch_checkpoints(pb::GetCheckpointRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            stream.message().await.map(|_| ()).map_err(status)
+        }
+        "AdminService.Act" => {
+            let action = AdminAction {
+                type_tag: ActionTag,
+                schema: SchemaV1,
+                action: ActionKind::Note { text: format!("note {n}") },
+                why: "access matrix".into(),
+                evidence: vec![],
+                issued_at: now,
+            };
+            let body = envelope::sign(&action, &[&key_of(signer(w, caller))]);
+            AdminServiceClient::new(ch).act(pb::ActRequest { action: body }).await.map(|_| ()).map_err(status)
+        }
+        "AdminService.Publish" => {
+            let bytes = format!("artifact {n}").into_bytes();
+            let version = format!("5.{n}.0");
+            let manifest = ReleaseManifest {
+                type_tag: ReleaseTag,
+                schema: SchemaV1,
+                product: "lim".into(),
+                version: version.parse().unwrap(),
+                class: ReleaseClass::Capability,
+                capability_baseline: version.parse().unwrap(),
+                artifact: Artifact { name: "a".into(), sha256: Sha256Digest::of(&bytes), size: bytes.len() as u64 },
+                expected_installed_digests: Default::default(),
+                released_at: now,
+            };
+            let keys: Vec<_> = ["release-1", "release-2"]
+                .iter()
+                .map(|k| covenant_server::datadir::read_key(&w.s.dir.join(format!("keys/{k}.key"))).unwrap())
+                .collect();
+            let body = envelope::sign(&manifest, &keys.iter().collect::<Vec<_>>());
+            let chunks = vec![pb::PublishChunk { manifest: body, data: bytes }];
+            AdminServiceClient::new(ch).publish(tokio_stream::iter(chunks)).await.map(|_| ()).map_err(status)
+        }
+        "AdminService.IssueIdentity" => {
+            let dir = w.s.dir.join(format!("people/csr-{n}"));
+            covenant_cli::keys::new(&dir, false, true).unwrap();
+            let csr = std::fs::read(dir.join("request.csr")).unwrap();
+            let req = pb::IssueIdentityRequest { csr, role: "engineer".into(), subject: format!("new-{n}") };
+            AdminServiceClient::new(ch).issue_identity(req).await.map(|_| ()).map_err(status)
+        }
+        "UpdateService.CheckIn" => {
+            let (body, _) = checkin_body(&w.c.device, "1.0.0", None, &format!("matrix {n}"));
+            UpdateServiceClient::new(ch)
+                .check_in(pb::CheckInRequest { checkin: body })
+                .await
+                .map(|_| ())
+                .map_err(status)
+        }
+        "UpdateService.Download" => {
+            // The release lim-07 holds a grant of now (earlier rows published more).
+            let granted = decision_of(&check_in(&w.s, &w.c.device, &format!("download {n}")).await).release.unwrap();
+            let req = pb::DownloadRequest { release_digest: granted.0.to_vec(), offset: 0 };
+            let mut stream = UpdateServiceClient::new(ch).download(req).await.map_err(status)?.into_inner();
+            stream.message().await.map(|_| ()).map_err(status)
+        }
+        "UpdateService.Report" => {
+            let report = InstallReport {
+                type_tag: ReportTag,
+                schema: SchemaV1,
+                deployment: "lim-07".into(),
+                grant_index: w.grant_index,
+                outcome: InstallOutcome::Installed,
+                from_version: "1.0.0".parse().unwrap(),
+                to_version: "1.1.0".parse().unwrap(),
+                last_checkpoint: CheckpointRef { size: w.grant_index + 1, root_hash: Sha256Digest::of(b"r") },
+                time: now,
+            };
+            let body = envelope::sign(&report, &[&key_of(&w.c.device)]);
+            UpdateServiceClient::new(ch).report(pb::ReportRequest { report: body }).await.map(|_| ()).map_err(status)
+        }
+        "AttestationService.SubmitAttestation" => AttestationServiceClient::new(ch)
+            .submit_attestation(pb::SubmitRequest { envelope: attestation(&w.c, 100 + n as i64) })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        "AttestationService.SubmitVerification" => {
+            let recorded = attestation(&w.c, 1);
+            let att = Sha256Digest::of(Envelope::parse(&recorded).unwrap().payload());
+            let verification = InTotoStatement::new(
+                vec![
+                    Subject {
+                        name: format!("{ATTESTATION_SUBJECT_PREFIX}{att}"),
+                        digest: SubjectDigest { sha256: att },
+                    },
+                    deployment_subject("lim-07"),
+                ],
+                FieldVerification {
+                    attestation: att,
+                    deployment: "lim-07".into(),
+                    method: VerificationMethod::OnSite,
+                    observed_site: Site { country: "XA".into(), site_id: "s1".into() },
+                    observed_configuration_digest: Sha256Digest::of(format!("config {n}").as_bytes()),
+                    result: VerificationResult::Pass,
+                    findings: String::new(),
+                    date: now,
+                },
+            );
+            let body = envelope::sign(&verification, &[&key_of(&w.c.engineer)]);
+            AttestationServiceClient::new(ch)
+                .submit_verification(pb::SubmitRequest { envelope: body })
+                .await
+                .map(|_| ())
+                .map_err(status)
+        }
+        "AttestationService.SubmitSignal" => {
+            let signal = MisuseSignal {
+                type_tag: SignalTag,
+                schema: SchemaV1,
+                about: SignalAbout { customer: "min-x".into(), deployment: Some("lim-07".into()) },
+                source: SignalSource::Auditor,
+                summary: format!("finding {n}"),
+                evidence: vec![],
+                reported_at: now,
+            };
+            let body = envelope::sign(&signal, &[&key_of(signer(w, caller))]);
+            AttestationServiceClient::new(ch)
+                .submit_signal(pb::SubmitRequest { envelope: body })
+                .await
+                .map(|_| ())
+                .map_err(status)
+        }
+        "AttestationService.GetVerdict" => AttestationServiceClient::new(ch)
+            .get_verdict(pb::GetVerdictRequest { deployment: "lim-07".into() })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        other => panic!("no request for {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_the_allowed_cells_answer() {
+    let w = world().await;
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for (rpc, allowed) in ALLOWED {
+        for (caller, who) in CALLERS.iter().enumerate() {
+            n += 1;
+            let got = call(&w, rpc, caller, n).await;
+            let want_ok = allowed.contains(&caller);
+            let fine = match (&got, want_ok) {
+                (Ok(()), true) => true,
+                // Refused by the TLS handshake: no RPC ran.
+                (Err(_), false) if *who == "another CA" => true,
+                (Err(Code::Unauthenticated | Code::PermissionDenied), false) => true,
+                _ => false,
+            };
+            if !fine {
+                wrong.push(format!("{rpc} as {who}: got {got:?}, want {}", if want_ok { "OK" } else { "refused" }));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "cells that differ from the table:\n{}", wrong.join("\n"));
+    // The server kept serving.
+    assert!(call(&w, "LedgerService.GetCheckpoint", 0, 0).await.is_ok());
+    w.s.stop().await;
+}
