@@ -261,3 +261,33 @@ async fn limits_get_the_right_status_and_the_server_keeps_serving() {
     assert_eq!(got.len(), bytes.len());
     s.stop().await;
 }
+
+/// A grant of the shortest validity a contract allows (60 s): once it has
+/// expired, not a byte. (This test waits the minute out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_gets_no_bytes() {
+    let s = Running::start("expired").await;
+    let c = cast_with(&s, "").await;
+    // Contract version 2: grants stand for 60 s.
+    let contract = s.dir.join("contract-v2.toml");
+    let v1 = std::fs::read_to_string(s.dir.join("contract.toml")).unwrap();
+    std::fs::write(
+        &contract,
+        v1.replace("version = 1", "version = 2")
+            .replace("grant_validity_seconds = 604800", "grant_validity_seconds = 60"),
+    )
+    .unwrap();
+    admin(&s.admin(1), Admin::Contract { file: contract }).await;
+    let r = check_in(&s, &c.device, "short").await;
+    let d = decision_of(&r);
+    assert_eq!(d.verdict, Verdict::Grant);
+    let release = d.release.unwrap();
+    let mut own = client(&s, &c.device).await;
+    let (got, end) = download(&mut own, &release, 0, Some(1)).await;
+    assert_eq!((got.len(), end.is_none()), (1, true), "a byte while the grant stands");
+    tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    let (got, end) = download(&mut own, &release, 0, None).await;
+    assert!(got.is_empty());
+    assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+    s.stop().await;
+}
