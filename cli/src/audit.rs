@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use covenant_core::digest::Timestamp;
 use covenant_core::ledger::EntryHeader;
 use covenant_core::merkle::{self, CompactRange, Hash};
 use covenant_core::note::{self, NoteVerifier, TlogProof, VerifiedCheckpoint};
@@ -22,6 +21,7 @@ use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
+use crate::admin::now;
 use crate::connect::Connection;
 
 /// Entries asked for per page (the server's limit).
@@ -96,11 +96,6 @@ struct Verified {
     cosignatures: usize,
     witness_threshold: usize,
     development_root: bool,
-}
-
-fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 fn decode_hash(s: &str) -> anyhow::Result<Hash> {

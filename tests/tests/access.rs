@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use covenant_cli::admin::{Admin, IdentityCmd};
 use covenant_core::digest::Sha256Digest;
-use covenant_core::envelope::{self, Envelope};
+use covenant_core::envelope;
 use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
@@ -276,28 +276,8 @@ async fn call(w: &World, rpc: &str, caller: usize, n: usize) -> Result<(), Code>
             .map(|_| ())
             .map_err(status),
         "AttestationService.SubmitVerification" => {
-            let recorded = attestation(&w.c, 1);
-            let att = Sha256Digest::of(Envelope::parse(&recorded).unwrap().payload());
-            let verification = InTotoStatement::new(
-                vec![
-                    Subject {
-                        name: format!("{ATTESTATION_SUBJECT_PREFIX}{att}"),
-                        digest: SubjectDigest { sha256: att },
-                    },
-                    deployment_subject("lim-07"),
-                ],
-                FieldVerification {
-                    attestation: att,
-                    deployment: "lim-07".into(),
-                    method: VerificationMethod::OnSite,
-                    observed_site: Site { country: "XA".into(), site_id: "s1".into() },
-                    observed_configuration_digest: Sha256Digest::of(format!("config {n}").as_bytes()),
-                    result: VerificationResult::Pass,
-                    findings: String::new(),
-                    date: now,
-                },
-            );
-            let body = envelope::sign(&verification, &[&key_of(&w.c.engineer)]);
+            let config = Sha256Digest::of(format!("config {n}").as_bytes());
+            let body = verification(&attestation(&w.c, 1), config, &w.c.engineer);
             AttestationServiceClient::new(ch)
                 .submit_verification(pb::SubmitRequest { envelope: body })
                 .await

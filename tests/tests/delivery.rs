@@ -61,6 +61,18 @@ async fn download(
     }
 }
 
+/// Reads a stream to its end: the bytes that came, and how it ended.
+async fn drain(stream: &mut tonic::Streaming<pb::DownloadChunk>) -> (usize, Option<tonic::Status>) {
+    let mut bytes = 0usize;
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => bytes += chunk.data.len(),
+            Ok(None) => return (bytes, None),
+            Err(status) => return (bytes, Some(status)),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_grant_no_bytes() {
     let (s, c, release, bytes) = granted("nogrant").await;
@@ -111,14 +123,7 @@ async fn a_suspension_mid_stream_stops_the_bytes_within_one_mebibyte() {
     assert!(!first.data.is_empty());
     // A capability release under L1: the grant is void at once.
     admin(&s.admin(1), Admin::Suspend { customer: None, deployment: Some("lim-07".into()), level: "L1".into() }).await;
-    let mut after = 0usize;
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(chunk)) => after += chunk.data.len(),
-            Ok(None) => break None,
-            Err(status) => break Some(status),
-        }
-    };
+    let (after, end) = drain(&mut stream).await;
     assert_eq!(end.expect("the stream ends with an error").code(), Code::PermissionDenied);
     assert!(after <= 1 << 20, "{after} bytes after the suspension");
     s.stop().await;
@@ -134,14 +139,7 @@ async fn a_revocation_mid_stream_stops_the_bytes_within_one_mebibyte() {
     let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(c.device.join("cert.pem")).unwrap()).unwrap();
     let fingerprint = Sha256Digest::of(&der).to_string();
     admin(&s.admin(1), Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
-    let mut after = 0usize;
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(chunk)) => after += chunk.data.len(),
-            Ok(None) => break None,
-            Err(status) => break Some(status),
-        }
-    };
+    let (after, end) = drain(&mut stream).await;
     assert_eq!(end.expect("the stream ends with an error").code(), Code::PermissionDenied);
     assert!(after <= 1 << 20, "{after} bytes after the revocation");
     s.stop().await;

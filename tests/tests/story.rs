@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use covenant_cli::admin::{Admin, IdentityCmd};
-use covenant_cli::attest::{Attest, Verify};
+use covenant_cli::attest::Verify;
 use covenant_cli::audit::Audit;
 use covenant_cli::release::Release;
 use covenant_core::digest::{Sha256Digest, Timestamp};
@@ -82,17 +82,8 @@ async fn a_deployment_gets_its_update_only_while_the_conditions_hold() {
     assert_eq!(unmet, ["end_use_attested", "field_verified"]);
 
     // The customer attests; the engineer checks what it claims and verifies.
-    let att = c.customer.join("attestation.dsse");
+    let att = attest_via_cli(&s, &c.customer).await;
     let customer = s.conn(&c.customer);
-    covenant_cli::attest::attest(
-        Attest::New { from: write_attestation(&c.customer), out: att.clone() },
-        &customer,
-        true,
-    )
-    .await
-    .unwrap();
-    covenant_cli::attest::attest(Attest::Sign { file: att.clone() }, &customer, true).await.unwrap();
-    covenant_cli::attest::attest(Attest::Submit { file: att.clone() }, &customer, true).await.unwrap();
     let engineer = s.conn(&c.engineer);
     covenant_cli::attest::verify(Verify::Show { file: att.clone() }, &engineer, true).await.unwrap();
     let ver = c.engineer.join("verification.dsse");
@@ -200,17 +191,7 @@ async fn polls_do_not_grow_the_ledger() {
     assert_eq!(s.size().await, size, "1,000 unchanged check-ins add no entry");
     // A change of reason (an attestation arrives; field_verified still
     // unmet) between two check-ins adds exactly one decision.
-    let customer = s.conn(&c.customer);
-    let att = c.customer.join("attestation.dsse");
-    covenant_cli::attest::attest(
-        Attest::New { from: write_attestation(&c.customer), out: att.clone() },
-        &customer,
-        true,
-    )
-    .await
-    .unwrap();
-    covenant_cli::attest::attest(Attest::Sign { file: att.clone() }, &customer, true).await.unwrap();
-    covenant_cli::attest::attest(Attest::Submit { file: att }, &customer, true).await.unwrap();
+    attest_via_cli(&s, &c.customer).await;
     let size = s.size().await;
     let d = decision_of(&check_in(&s, &c.device, "after").await);
     assert_eq!(d.verdict, Verdict::Withhold);
@@ -366,31 +347,13 @@ async fn nothing_invalid_is_appended() {
     let good_att = envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&key_of(&c.customer)]);
     att_client.submit_attestation(pb::SubmitRequest { envelope: good_att.clone() }).await.unwrap();
     let relay = person(&s, "engineer", "eng-2").await;
-    let att_digest = Sha256Digest::of(Envelope::parse(&good_att).unwrap().payload());
-    let verification = InTotoStatement::new(
-        vec![
-            Subject {
-                name: format!("{ATTESTATION_SUBJECT_PREFIX}{att_digest}"),
-                digest: SubjectDigest { sha256: att_digest },
-            },
-            deployment_subject("lim-07"),
-        ],
-        FieldVerification {
-            attestation: att_digest,
-            deployment: "lim-07".into(),
-            method: VerificationMethod::OnSite,
-            observed_site: Site { country: "XA".into(), site_id: "s1".into() },
-            observed_configuration_digest: Sha256Digest::of(b"c"),
-            result: VerificationResult::Pass,
-            findings: String::new(),
-            date: now_ts(),
-        },
-    );
     let mut relay_client = covenant_proto::v1::attestation_service_client::AttestationServiceClient::new(
         s.conn(&relay).channel().await.unwrap(),
     );
     let e = relay_client
-        .submit_verification(pb::SubmitRequest { envelope: envelope::sign(&verification, &[&key_of(&c.engineer)]) })
+        .submit_verification(pb::SubmitRequest {
+            envelope: verification(&good_att, Sha256Digest::of(b"c"), &c.engineer),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);

@@ -293,3 +293,39 @@ pub async fn channel_with_window(s: &Running, identity: &Path, window: u32) -> t
         .await
         .unwrap()
 }
+
+/// A customer attests through the CLI: `attest new` from the standard
+/// attestation file, `attest sign`, `attest submit`.
+pub async fn attest_via_cli(s: &Running, customer_dir: &Path) -> PathBuf {
+    use covenant_cli::attest::Attest;
+    let att = customer_dir.join("attestation.dsse");
+    let customer = s.conn(customer_dir);
+    let new = Attest::New { from: write_attestation(customer_dir), out: att.clone() };
+    covenant_cli::attest::attest(new, &customer, true).await.unwrap();
+    covenant_cli::attest::attest(Attest::Sign { file: att.clone() }, &customer, true).await.unwrap();
+    covenant_cli::attest::attest(Attest::Submit { file: att.clone() }, &customer, true).await.unwrap();
+    att
+}
+
+/// A passing on-site field verification of the attestation envelope
+/// `attestation` for lim-07 at site XA/s1, signed by the engineer in `engineer`.
+pub fn verification(attestation: &[u8], config: Sha256Digest, engineer: &Path) -> Vec<u8> {
+    let att = Sha256Digest::of(Envelope::parse(attestation).unwrap().payload());
+    let statement = InTotoStatement::new(
+        vec![
+            Subject { name: format!("{ATTESTATION_SUBJECT_PREFIX}{att}"), digest: SubjectDigest { sha256: att } },
+            deployment_subject("lim-07"),
+        ],
+        FieldVerification {
+            attestation: att,
+            deployment: "lim-07".into(),
+            method: VerificationMethod::OnSite,
+            observed_site: Site { country: "XA".into(), site_id: "s1".into() },
+            observed_configuration_digest: config,
+            result: VerificationResult::Pass,
+            findings: String::new(),
+            date: now(),
+        },
+    );
+    envelope::sign(&statement, &[&key_of(engineer)])
+}
