@@ -20,6 +20,7 @@ pub mod root;
 pub mod state;
 pub mod statements;
 pub mod tiles;
+pub mod update;
 pub mod witness;
 
 pub use digest::{Sha256Digest, Timestamp};

@@ -56,6 +56,8 @@ pub struct Node {
     /// Download streams open per certificate (at most [`MAX_DOWNLOADS_PER_IDENTITY`]).
     pub(crate) downloads_by:
         Arc<std::sync::Mutex<std::collections::HashMap<covenant_core::digest::Sha256Digest, usize>>>,
+    /// The bytes a download chunk carries.
+    pub(crate) download_chunk: usize,
 }
 
 /// Download streams served at once, in total.
@@ -351,6 +353,16 @@ impl pb::admin_service_server::AdminService for Node {
 pub struct ServeConfig {
     /// The data directory.
     pub data: PathBuf,
+    /// The bytes a download chunk carries (see
+    /// [`crate::updates::DOWNLOAD_CHUNK`] for how the default was chosen).
+    pub download_chunk: usize,
+}
+
+impl ServeConfig {
+    /// Serves `data` with the default limits.
+    pub fn new(data: impl Into<PathBuf>) -> ServeConfig {
+        ServeConfig { data: data.into(), download_chunk: crate::updates::DOWNLOAD_CHUNK }
+    }
 }
 
 /// Serves the data directory's ledger on `listener` over mutual TLS until
@@ -405,6 +417,7 @@ pub async fn run(
         data: config.data.clone(),
         downloads: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
         downloads_by: Arc::default(),
+        download_chunk: config.download_chunk.clamp(4096, crate::updates::MAX_CHUNK),
     };
     Server::builder()
         .tls_config(tls)?

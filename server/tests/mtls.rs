@@ -37,7 +37,7 @@ async fn start(name: &str) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ServeConfig { data: dir.clone() };
+    let config = ServeConfig::new(dir.clone());
     let task = tokio::spawn(run(config, listener, async {
         let _ = stopped.await;
     }));

@@ -4,9 +4,16 @@
 //!     holding a grant; the bytes counted, and hashed as an agent does);
 //! (b) the same file from nginx over HTTPS, fetched with curl (installed
 //!     with apt-get if missing); target (a) ≥ 0.8 × (b);
-//! (c) the process's RSS growth during 16 concurrent downloads, with a
-//!     256 MiB and with a 1 GiB artifact; target ≤ 64 MiB and flat in size
-//!     (the process holds the server and its 16 clients).
+//! (c) the server's RSS growth during 16 concurrent downloads, with a
+//!     256 MiB and with a 1 GiB artifact; target ≤ 64 MiB and flat in size;
+//! (d) the chunk size: throughput for chunks of 64 KiB to 1 MiB, beside
+//!     what a voided grant may still let out (two chunks: the one queued and
+//!     the one being sent, plus the client's window), to choose
+//!     `DOWNLOAD_CHUNK` by measurement.
+//!
+//! The server runs in a process of its own (this binary, started again with
+//! `--serve DIR --chunk N`; it stops when its stdin closes), so that its RSS
+//! is its own.
 //!
 //! `cargo bench -p covenant-tests --bench download [-- --size-mib N]`
 
@@ -30,6 +37,7 @@ use covenant_server::datadir;
 use covenant_server::ledger::{Ledger, NewEntry};
 use covenant_server::pki::Authority;
 use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::updates::DOWNLOAD_CHUNK;
 use sha2::Digest as _;
 
 const DEVICES: usize = 16;
@@ -70,8 +78,8 @@ async fn channel(url: &str, folder: &Path, window: u32) -> tonic::transport::Cha
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
@@ -282,12 +290,120 @@ fn nginx_throughput(dir: &Path, artifact: &Path) -> Option<f64> {
             }
         }
     }
-    let _ = child.kill();
+    // TERM, not KILL: the master then stops its workers (a killed master
+    // leaves a worker holding this process's stdout open).
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     best
 }
 
+/// The server in this process: `--serve DIR --chunk N`; prints its address,
+/// serves until stdin closes.
+fn serve_here(dir: PathBuf, chunk: usize) {
+    install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap());
+        let stdin_closed = async {
+            let _ = tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink())).await;
+        };
+        let mut config = ServeConfig::new(dir);
+        config.download_chunk = chunk;
+        run(config, listener, stdin_closed).await.unwrap();
+    });
+}
+
+/// A server in its own process.
+struct Child {
+    process: std::process::Child,
+    url: String,
+}
+
+impl Child {
+    fn start(dir: &Path, chunk: usize) -> Child {
+        use std::io::BufRead as _;
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args(["--serve", &dir.display().to_string(), "--chunk", &chunk.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(process.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Child { process, url: format!("https://{}", line.trim()) }
+    }
+
+    fn stop(mut self) {
+        drop(self.process.stdin.take());
+        let _ = self.process.wait();
+    }
+}
+
+async fn channels(url: &str, folders: &[PathBuf]) -> Vec<tonic::transport::Channel> {
+    // Agents: a 256 KiB window each (what is in flight to a device).
+    let mut out = Vec::new();
+    for f in folders {
+        out.push(channel(url, f, 256 * 1024).await);
+    }
+    out
+}
+
+async fn grants(channels: &[tonic::transport::Channel], nonce: &str) -> Sha256Digest {
+    let mut r = None;
+    for (d, ch) in channels.iter().enumerate() {
+        r = Some(grant(ch, d, nonce).await);
+    }
+    r.unwrap()
+}
+
+/// The server's RSS growth (MiB) while every channel downloads `release`.
+fn rss_during(rt: &tokio::runtime::Runtime, pid: u32, channels: &[tonic::transport::Channel], release: Sha256Digest) -> u64 {
+    rt.block_on(async {
+        let before = rss_kib(pid);
+        let peak = Arc::new(AtomicU64::new(before));
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (peak, done) = (peak.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let mut tasks = Vec::new();
+        for ch in channels {
+            let ch = ch.clone();
+            tasks.push(tokio::spawn(async move { download(&ch, &release, false).await }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        sampler.join().unwrap();
+        (peak.load(Ordering::Relaxed).saturating_sub(before)) / 1024
+    })
+}
+
+/// A bulk client's rate (MB/s, best of two) downloading `release`.
+async fn bulk_rate(url: &str, folder: &Path, release: &Sha256Digest, hash: bool) -> f64 {
+    // A bulk client, as curl is: an 8 MiB window.
+    let bulk = channel(url, folder, 8 << 20).await;
+    let mut best = 0f64;
+    for _ in 0..2 {
+        let start = Instant::now();
+        let n = download(&bulk, release, hash).await;
+        best = best.max(n as f64 / start.elapsed().as_secs_f64() / 1e6);
+    }
+    best
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        return serve_here(PathBuf::from(&args[i + 1]), arg("--chunk", DOWNLOAD_CHUNK as u64) as usize);
+    }
     let size_mib = arg("--size-mib", 1024);
     install_crypto_provider();
     let root: PathBuf = std::env::temp_dir().join(format!("covenant-download-bench-{}", std::process::id()));
@@ -296,114 +412,38 @@ fn main() {
     datadir::init_dev(&dir).unwrap();
     let folders = populate(&dir);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    // The 256 MiB release first (for the RSS comparison), then the big one.
-    let small_path = {
+    // The 256 MiB release first (for the RSS comparison), then the big one;
+    // the server is stopped to publish (the ledger has one owner).
+    let publish_now = |version: &str, mib: u64| {
         let (ledger, _) = datadir::open_ledger(&dir).unwrap();
-        let p = publish(&dir, &ledger, "1.1.0", 256);
+        let p = publish(&dir, &ledger, version, mib);
         ledger.close();
         p
     };
-    let _ = small_path;
-    let rss_during = |rt: &tokio::runtime::Runtime, channels: &[tonic::transport::Channel], release: Sha256Digest| {
-        rt.block_on(async {
-            let before = rss_kib();
-            let peak = Arc::new(AtomicU64::new(before));
-            let done = Arc::new(AtomicBool::new(false));
-            let sampler = {
-                let (peak, done) = (peak.clone(), done.clone());
-                std::thread::spawn(move || {
-                    while !done.load(Ordering::Relaxed) {
-                        peak.fetch_max(rss_kib(), Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
-            };
-            let mut tasks = Vec::new();
-            for ch in channels {
-                let ch = ch.clone();
-                tasks.push(tokio::spawn(async move { download(&ch, &release, false).await }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-            done.store(true, Ordering::Relaxed);
-            sampler.join().unwrap();
-            (peak.load(Ordering::Relaxed).saturating_sub(before)) / 1024
-        })
-    };
-    let (url, stop) = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(run(ServeConfig { data: dir.clone() }, listener, async {
-            let _ = stopped.await;
-        }));
-        (url, stop)
-    });
-    // Agents: a 256 KiB window each (what is in flight to a device).
-    let channels: Vec<tonic::transport::Channel> = rt.block_on(async {
-        let mut out = Vec::new();
-        for f in &folders {
-            out.push(channel(&url, f, 256 * 1024).await);
-        }
-        out
-    });
-    let small = rt.block_on(async {
-        let mut r = None;
-        for (d, ch) in channels.iter().enumerate() {
-            r = Some(grant(ch, d, "small").await);
-        }
-        r.unwrap()
-    });
-    let rss_small = rss_during(&rt, &channels, small);
-    println!("(c) RSS growth during {DEVICES} concurrent downloads of a 256 MiB artifact: {rss_small} MiB");
+    publish_now("1.1.0", 256);
+    let server = Child::start(&dir, DOWNLOAD_CHUNK);
+    let chans = rt.block_on(channels(&server.url, &folders));
+    let small = rt.block_on(grants(&chans, "small"));
+    let rss_small = rss_during(&rt, server.process.id(), &chans, small);
+    println!("(c) server RSS growth during {DEVICES} concurrent downloads of a 256 MiB artifact: {rss_small} MiB");
+    drop(chans);
+    server.stop();
 
-    // The big release (published while the server runs: stop, publish, serve).
-    let _ = stop.send(());
-    std::thread::sleep(Duration::from_secs(1));
-    let big_path = {
-        let (ledger, _) = datadir::open_ledger(&dir).unwrap();
-        let p = publish(&dir, &ledger, "1.2.0", size_mib);
-        ledger.close();
-        p
-    };
-    let url = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        tokio::spawn(run(ServeConfig { data: dir.clone() }, listener, std::future::pending()));
-        url
-    });
-    // Agents: a 256 KiB window each (what is in flight to a device).
-    let channels: Vec<tonic::transport::Channel> = rt.block_on(async {
-        let mut out = Vec::new();
-        for f in &folders {
-            out.push(channel(&url, f, 256 * 1024).await);
-        }
-        out
-    });
-    let big = rt.block_on(async {
-        let mut r = None;
-        for (d, ch) in channels.iter().enumerate() {
-            r = Some(grant(ch, d, "big").await);
-        }
-        r.unwrap()
-    });
+    let big_path = publish_now("1.2.0", size_mib);
+    let server = Child::start(&dir, DOWNLOAD_CHUNK);
+    let chans = rt.block_on(channels(&server.url, &folders));
+    let big = rt.block_on(grants(&chans, "big"));
     let (ours, hashed, agent) = rt.block_on(async {
-        // A bulk client, as curl is: an 8 MiB window.
-        let bulk = channel(&url, &folders[0], 8 << 20).await;
+        let ours = bulk_rate(&server.url, &folders[0], &big, false).await;
+        let hashed = bulk_rate(&server.url, &folders[0], &big, true).await;
         let start = Instant::now();
-        let n = download(&bulk, &big, false).await;
-        let ours = n as f64 / start.elapsed().as_secs_f64() / 1e6;
-        let start = Instant::now();
-        let n = download(&bulk, &big, true).await;
-        let hashed = n as f64 / start.elapsed().as_secs_f64() / 1e6;
-        let start = Instant::now();
-        let n = download(&channels[1], &big, true).await;
+        let n = download(&chans[1], &big, true).await;
         (ours, hashed, n as f64 / start.elapsed().as_secs_f64() / 1e6)
     });
     println!(
-        "(a) {size_mib} MiB over the mTLS download stream: {ours:.0} MB/s ({hashed:.0} MB/s hashing; {agent:.0} MB/s \
-         hashing with an agent's 256 KiB window)"
+        "(a) {size_mib} MiB over the mTLS download stream, {} KiB chunks: {ours:.0} MB/s ({hashed:.0} MB/s hashing; \
+         {agent:.0} MB/s hashing with an agent's 256 KiB window)",
+        DOWNLOAD_CHUNK / 1024
     );
     match nginx_throughput(&root, &big_path) {
         Some(nginx) => println!(
@@ -412,10 +452,25 @@ fn main() {
         ),
         None => println!("(b) nginx could not be started; no comparison"),
     }
-    let rss_big = rss_during(&rt, &channels, big);
+    let rss_big = rss_during(&rt, server.process.id(), &chans, big);
     println!(
-        "(c) RSS growth during {DEVICES} concurrent downloads of a {size_mib} MiB artifact: {rss_big} MiB (256 MiB: {rss_small} MiB; target <= 64 MiB, flat)"
+        "(c) server RSS growth during {DEVICES} concurrent downloads of a {size_mib} MiB artifact: {rss_big} MiB \
+         (256 MiB: {rss_small} MiB; target <= 64 MiB, flat)"
     );
+    drop(chans);
+    server.stop();
+
+    println!("(d) chunk size (a bulk client, {size_mib} MiB, best of two):");
+    for chunk in [64usize << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
+        let server = Child::start(&dir, chunk);
+        let rate = rt.block_on(bulk_rate(&server.url, &folders[0], &big, false));
+        println!(
+            "    {:>5} KiB: {rate:>5.0} MB/s; after a voided grant at most {} KiB + the client's window",
+            chunk / 1024,
+            2 * chunk / 1024
+        );
+        server.stop();
+    }
     drop(rt);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -87,7 +87,7 @@ async fn up(dir: &Path) -> Up {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(ServeConfig { data: dir.to_path_buf() }, listener, async {
+    tokio::spawn(run(ServeConfig::new(dir), listener, async {
         let _ = stopped.await;
     }));
     Up { url, stop: vec![stop, wstop] }

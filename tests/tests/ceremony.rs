@@ -142,7 +142,7 @@ async fn over_the_wire(base: PathBuf, data: PathBuf, p: People) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(ServeConfig { data: data.clone() }, listener, async {
+    let task = tokio::spawn(run(ServeConfig::new(data.clone()), listener, async {
         let _ = stopped.await;
     }));
     let alice = Connection { server: Some(url.clone()), identity: Some(p.admin1.clone()) };

@@ -24,7 +24,7 @@ async fn serve(dir: &Path) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(ServeConfig { data: dir.to_path_buf() }, listener, async {
+    let task = tokio::spawn(run(ServeConfig::new(dir), listener, async {
         let _ = stopped.await;
     }));
     Running { url, stop, task }

@@ -47,7 +47,7 @@ async fn start_server(dir: &Path) -> (Task, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(ServeConfig { data: dir.to_path_buf() }, listener, async {
+    let task = tokio::spawn(run(ServeConfig::new(dir), listener, async {
         let _ = stopped.await;
     }));
     (Task { stop, task }, url)

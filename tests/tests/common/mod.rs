@@ -36,7 +36,7 @@ impl Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(ServeConfig { data: dir.clone() }, listener, async {
+        let task = tokio::spawn(run(ServeConfig::new(dir.clone()), listener, async {
             let _ = stopped.await;
         }));
         Running { url, dir, stop, task }
