@@ -1,9 +1,13 @@
 //! The Covenant agent as a library: the embedded daemon's steps, so the
-//! binary stays a thin argument parser and tests can call them. This first
-//! part enrolls a device: its keys are made on the device and never leave
-//! it; only a certificate request travels. The verification chain the agent
-//! runs on every check-in lives in `covenant-core`; the daemon comes with
-//! issue #8.
+//! binary stays a thin argument parser and tests can call them.
+//!
+//! - enrollment ([`enroll_request`]): the device's keys are made on the
+//!   device and never leave it; only a certificate request travels;
+//! - provisioning ([`provision`]): the bundle from `covenant admin enroll`
+//!   becomes the state directory ([`store`]);
+//! - one update cycle ([`engine::Agent::check`]), verified by
+//!   `covenant_core::update::verify_answer`, installed through A/B slots;
+//! - the gRPC transport ([`net`]) and the configuration ([`config`]).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +17,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use covenant_core::keys::SigningKey;
+
+pub mod config;
+pub mod engine;
+pub mod net;
+pub mod store;
 
 /// What `enroll-request` made.
 #[derive(Debug)]
@@ -58,4 +67,97 @@ pub fn enroll_request(state: &Path) -> anyhow::Result<EnrollRequest> {
     let csr_path = state.join("request.csr");
     std::fs::write(&csr_path, csr).context("writing request.csr")?;
     Ok(EnrollRequest { csr: csr_path, signing_key: signing.public().to_hex() })
+}
+
+/// Provisions the state directory `state` (which holds the keys from
+/// [`enroll_request`]) from the bundle `covenant admin enroll` wrote: the
+/// certificate, the CA, the trusted root (checked: self-signed, unexpired,
+/// a development root only if `allow_development`), the deployment id and
+/// the server's address; `product`, `version` and `baseline` describe the
+/// image the device runs now, which becomes slot a.
+pub fn provision(
+    bundle: &Path,
+    state: &Path,
+    product: &str,
+    version: &semver::Version,
+    baseline: &semver::Version,
+    allow_development: bool,
+) -> anyhow::Result<config::Config> {
+    use covenant_core::root::{RootPolicy, TrustedRoot};
+    if !state.join("signing.key").exists() || !state.join("key.pem").exists() {
+        bail!(
+            "{} holds no device keys: run `covenant-agent enroll-request --state {}` first",
+            state.display(),
+            state.display()
+        );
+    }
+    if state.join("current").exists() {
+        bail!("{} is already provisioned", state.display());
+    }
+    let read =
+        |name: &str| std::fs::read(bundle.join(name)).with_context(|| format!("reading {} from the bundle", name));
+    let root_bytes = read("root.json")?;
+    let policy = RootPolicy { allow_development };
+    let root = TrustedRoot::provision(&root_bytes, engine::system_now(), policy).map_err(|e| match e {
+        covenant_core::root::RootError::DevelopmentNotAllowed => anyhow::anyhow!(
+            "the bundle's root is a development root; provision with --allow-development only on a test bench"
+        ),
+        e => anyhow::anyhow!("the bundle's root.json is refused: {e}"),
+    })?;
+    // The bundle's verifier keys must be the root's (a mismatched bundle is
+    // refused rather than half-trusted).
+    let ledger = String::from_utf8_lossy(&read("ledger.vkey")?).trim().to_owned();
+    let expected: Vec<String> = root.ledger_verifiers()?.iter().map(ToString::to_string).collect();
+    if ledger.lines().map(str::trim).collect::<Vec<_>>() != expected.iter().map(String::as_str).collect::<Vec<_>>() {
+        bail!("the bundle's ledger.vkey is not the ledger key its root.json names");
+    }
+    let deployment = String::from_utf8_lossy(&read("deployment")?).trim().to_owned();
+    if !covenant_core::statements::is_valid_id(&deployment) {
+        bail!("the bundle's deployment id {deployment:?} is not an id");
+    }
+    if !covenant_core::statements::is_valid_id(product) {
+        bail!("the product {product:?} is not an id");
+    }
+    if baseline > version {
+        bail!("the baseline {baseline} is newer than the version {version}");
+    }
+    let server = String::from_utf8_lossy(&read("server")?).trim().to_owned();
+    std::fs::write(state.join("cert.pem"), read("cert.pem")?)?;
+    std::fs::write(state.join("ca.pem"), read("ca.pem")?)?;
+    let fs = covenant_storage::FsStorage::new(state)?;
+    let st = store::Store::new(fs);
+    st.set_root(&root_bytes)?;
+    st.set_identity(&store::AgentIdentity { deployment, product: product.to_owned() })?;
+    st.set_slot(
+        store::Slot::A,
+        &store::SlotMeta { version: version.clone(), baseline: baseline.clone(), artifact: None, grant: None },
+    )?;
+    st.set_current(store::Slot::A)?;
+    let config = config::Config { server, allow_development, ..config::Config::default() };
+    config.write(&state.join(config::FILE))?;
+    Ok(config)
+}
+
+/// A verdict in words, for the customer's operator.
+pub fn describe(v: &store::LastVerdict) -> String {
+    let mut out = match v.verdict.as_str() {
+        "current" => "up to date: no newer release exists".to_owned(),
+        "granted" => format!(
+            "version {} is granted (ledger entry {})",
+            v.granted.as_ref().map(ToString::to_string).unwrap_or_default(),
+            v.index.unwrap_or_default()
+        ),
+        "withheld" => format!("an update is withheld (ledger entry {})", v.index.unwrap_or_default()),
+        _ => format!("the server's answer was refused: {}", v.refusal.as_deref().unwrap_or("no reason")),
+    };
+    if let Some(level) = v.suspension.filter(|l| *l != covenant_core::statements::SuspensionLevel::None) {
+        out.push_str(&format!("; suspension in force: {}", level.describe()));
+    }
+    for c in &v.unmet {
+        out.push_str(&format!("\n  unmet: {}: {}", c.condition, c.reason));
+    }
+    for w in &v.withheld {
+        out.push_str(&format!("\n  withheld: version {}: {}", w.version, w.reasons.join("; ")));
+    }
+    out
 }

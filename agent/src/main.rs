@@ -1,12 +1,27 @@
-//! `covenant-agent`: the embedded daemon on a deployed product. Today it
-//! enrolls the device (`enroll-request`); checking in, verifying and
-//! installing come with issue #8.
+//! `covenant-agent`: the embedded daemon on a deployed product. It enrolls
+//! the device, is provisioned from the vendor's bundle, checks in, verifies
+//! every answer (the grant's signature, the release's threshold signature,
+//! the ledger proofs and the witnesses' cosignatures), installs through A/B
+//! slots, and says in plain words why an update is withheld.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use covenant_agent::config::{self, Config};
+use covenant_agent::engine::{Agent, Checked, system_now};
+use covenant_agent::net::Grpc;
+use covenant_agent::store::Store;
+use covenant_storage::FsStorage;
 
-/// The Covenant agent.
+/// The Covenant agent: installs only what a valid, logged, witnessed grant
+/// covers, and tells the operator why an update is withheld.
+///
+/// On a new device: `enroll-request`, send the request to the vendor, then
+/// `provision` the bundle that comes back, then `run` (or `check` once).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -20,24 +35,240 @@ enum Command {
     EnrollRequest {
         /// The agent's state directory.
         #[arg(long, value_name = "DIR")]
-        state: std::path::PathBuf,
+        state: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Takes the vendor's provisioning bundle into the state directory: the
+    /// certificate, the trusted root, the server's address; and records the
+    /// image the device runs now (slot a).
+    Provision {
+        /// The bundle folder from `covenant admin enroll`.
+        bundle: PathBuf,
+        /// The agent's state directory (where `enroll-request` made the keys).
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// The product line this device runs.
+        #[arg(long)]
+        product: String,
+        /// The version installed at the factory.
+        #[arg(long, value_name = "SEMVER")]
+        installed: semver::Version,
+        /// Its capability baseline (default: the version).
+        #[arg(long, value_name = "SEMVER")]
+        baseline: Option<semver::Version>,
+        /// Accept a development root (test benches only).
+        #[arg(long)]
+        allow_development: bool,
+    },
+    /// Checks in once now: verifies the answer, and downloads and installs a
+    /// granted release (with a progress bar on a terminal).
+    Check {
+        /// The agent's state directory.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs the daemon: checks in every `poll_seconds` (with jitter), backs
+    /// off and retries on transient failures, logs a verdict once per change.
+    Run {
+        /// The agent's state directory.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+    },
+    /// Shows the installed version, the last verdict with its reasons in
+    /// words, and the last checkpoint.
+    Status {
+        /// The agent's state directory.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
 }
 
+fn open(state: &Path) -> anyhow::Result<(Config, Agent<FsStorage, Grpc>)> {
+    let config = Config::read(&state.join(config::FILE))?;
+    let key_text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(state.join("signing.key")).context("reading signing.key")?);
+    let key = covenant_core::keys::SigningKey::from_seed_hex(&key_text).context("signing.key is not a signing key")?;
+    let transport = Grpc::new(&config, state)?;
+    let store = Store::new(FsStorage::new(state)?);
+    let settings = config.settings(state);
+    Ok((config, Agent::new(store, transport, key, settings)))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread: the agent is small and does one thing at a time.
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn checked_words(c: &Checked) -> String {
+    match c {
+        Checked::Current => "Up to date: no newer release exists.".into(),
+        Checked::Withheld => "An update is withheld; `covenant-agent status` shows why.".into(),
+        Checked::Installed(v) => format!("Installed version {v}; it passed its health check."),
+        Checked::RolledBack(v) => format!("Version {v} failed its health check; switched back."),
+        Checked::Failed(v) => format!("The installer refused version {v}; nothing changed."),
+        Checked::Skipped(v) => format!("Version {v} failed here before; it is not retried."),
+    }
+}
+
+fn check(state: &Path, json: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let (_, mut agent) = open(state)?;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut progress = |have: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(have);
+        }
+    };
+    let result = runtime()?.block_on(agent.check(system_now(), &mut progress));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let checked = result?;
+    if json {
+        let (outcome, version) = match &checked {
+            Checked::Current => ("current", None),
+            Checked::Withheld => ("withheld", None),
+            Checked::Installed(v) => ("installed", Some(v)),
+            Checked::RolledBack(v) => ("rolled-back", Some(v)),
+            Checked::Failed(v) => ("failed", Some(v)),
+            Checked::Skipped(v) => ("skipped", Some(v)),
+        };
+        println!("{}", serde_json::json!({ "outcome": outcome, "version": version.map(ToString::to_string) }));
+    } else {
+        println!("{}", checked_words(&checked));
+    }
+    Ok(())
+}
+
+fn run(state: &Path) -> anyhow::Result<()> {
+    let (config, mut agent) = open(state)?;
+    let poll = Duration::from_secs(config.poll_seconds.max(1));
+    eprintln!("covenant-agent: checking in with {} every {} s", config.server, poll.as_secs());
+    runtime()?.block_on(async move {
+        let mut backoff = Duration::from_secs(5);
+        loop {
+            let wait = match agent.check(system_now(), &mut |_, _| {}).await {
+                Ok(checked) => {
+                    backoff = Duration::from_secs(5);
+                    if !matches!(checked, Checked::Current | Checked::Withheld) {
+                        eprintln!("covenant-agent: {}", checked_words(&checked));
+                    }
+                    poll
+                }
+                Err(e) if e.is_transient() => {
+                    eprintln!("covenant-agent: {e}; retrying in about {} s", backoff.as_secs());
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(poll);
+                    wait
+                }
+                Err(e) => {
+                    eprintln!("covenant-agent: {e}");
+                    poll
+                }
+            };
+            // Jitter: up to a fifth more, so a fleet does not call at once.
+            let mut r = [0u8; 2];
+            let _ = getrandom::fill(&mut r);
+            let jitter = wait.mul_f64(f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) / 5.0);
+            tokio::select! {
+                _ = tokio::time::sleep(wait + jitter) => {}
+                _ = tokio::signal::ctrl_c() => { eprintln!("covenant-agent: stopping"); return Ok(()); }
+            }
+        }
+    })
+}
+
+fn status(state: &Path, json: bool) -> anyhow::Result<()> {
+    let store = Store::new(FsStorage::new(state)?);
+    let installed = store.installed()?;
+    let verdict = store.verdict()?;
+    let identity = store.identity()?;
+    let checkpoint = store
+        .checkpoint()?
+        .and_then(|b| covenant_core::note::TrustedCheckpoint::restore(&b).ok())
+        .map(|c| (c.checkpoint().size, covenant_core::digest::Sha256Digest(c.checkpoint().root_hash)));
+    let pending = store.pending_report()?.is_some();
+    if json {
+        let out = serde_json::json!({
+            "deployment": identity.deployment,
+            "product": identity.product,
+            "installed": { "version": installed.version.to_string(), "baseline": installed.baseline.to_string(),
+                           "slot": store.current()?.name() },
+            "verdict": verdict,
+            "checkpoint": checkpoint.map(|(size, root)| serde_json::json!({"size": size, "root_hash": root})),
+            "report_pending": pending,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "Deployment {} ({}), installed version {} (baseline {}, slot {}).",
+        identity.deployment,
+        identity.product,
+        installed.version,
+        installed.baseline,
+        store.current()?.name()
+    );
+    match &verdict {
+        None => println!("No check-in yet."),
+        Some(v) => println!("Last check-in {}: {}", v.checked_at, covenant_agent::describe(v)),
+    }
+    match checkpoint {
+        None => println!("No ledger checkpoint held yet."),
+        Some((size, root)) => println!("Ledger checkpoint held: {size} entries, root {root}."),
+    }
+    if pending {
+        println!("An install report is waiting to be acknowledged by the server.");
+    }
+    Ok(())
+}
+
 fn main() {
     let result = match Args::parse().command {
         Command::EnrollRequest { state, json } => covenant_agent::enroll_request(&state).map(|made| {
             if json {
-                println!("{{\"csr\":{:?},\"signing_key\":{:?}}}", made.csr.display().to_string(), made.signing_key);
+                println!(
+                    "{}",
+                    serde_json::json!({ "csr": made.csr.display().to_string(), "signing_key": made.signing_key })
+                );
             } else {
                 println!("Made this device's keys in {} (0600; they never leave it).", state.display());
                 println!("Send {} to the vendor's compliance office.", made.csr.display());
                 println!("The device's signing key is {}.", made.signing_key);
             }
         }),
+        Command::Provision { bundle, state, product, installed, baseline, allow_development } => {
+            let baseline = baseline.unwrap_or_else(|| installed.clone());
+            covenant_agent::provision(&bundle, &state, &product, &installed, &baseline, allow_development).map(|c| {
+                println!(
+                    "Provisioned {}: version {installed} in slot a; the server is {}. Edit {} to set the installer \
+                     and health check, then run `covenant-agent run --state {}`.",
+                    state.display(),
+                    c.server,
+                    state.join(config::FILE).display(),
+                    state.display()
+                );
+            })
+        }
+        Command::Check { state, json } => check(&state, json),
+        Command::Run { state } => run(&state),
+        Command::Status { state, json } => status(&state, json),
     };
     if let Err(e) = result {
         eprintln!("covenant-agent: {e:#}");

@@ -308,6 +308,7 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             let root = covenant_core::state::peek_root(&root_bytes).context("your root.json is not a root")?;
             std::fs::write(out.join("root.json"), &root_bytes)?;
             std::fs::write(out.join("server"), format!("{}\n", conn.server.as_deref().unwrap_or_default()))?;
+            std::fs::write(out.join("deployment"), format!("{deployment}\n"))?;
             let note = |k: &covenant_core::statements::RootKey, cosig: bool| {
                 let name = k.note_name.clone().unwrap_or_default();
                 let v = if cosig {
@@ -329,7 +330,7 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             if !json {
                 println!(
                     "Enrolled {deployment}: the provisioning bundle is in {} (cert.pem, ca.pem, root.json, server, \
-                     ledger.vkey, witnesses.vkeys); the certificate's SHA-256 is {fingerprint}. Copy it to the \
+                     deployment, ledger.vkey, witnesses.vkeys); the certificate's SHA-256 is {fingerprint}. Copy it to the \
                      device's state directory; no private key travelled.",
                     out.display()
                 );

@@ -87,6 +87,17 @@ impl TrustedRoot {
     /// `policy` allows one. This is the trust-on-provisioning step; every
     /// later root comes through [`TrustedRoot::rotate`].
     pub fn provision(bytes: &[u8], now: Timestamp, policy: RootPolicy) -> Result<Self, RootError> {
+        let root = Self::restore(bytes, policy)?;
+        root.check_expiry(now)?;
+        Ok(root)
+    }
+
+    /// Reopens a root the caller stored after trusting it: it must still be
+    /// signed by a threshold of its own root keys (a rotated root is), and
+    /// not a development root unless `policy` allows one. Expiry is not
+    /// checked: an agent offline past its root's expiry must still be able
+    /// to walk the chain to a newer one, whose expiry [`walk_chain`] checks.
+    pub fn restore(bytes: &[u8], policy: RootPolicy) -> Result<Self, RootError> {
         let envelope = envelope::Envelope::parse(bytes).map_err(RootError::Envelope)?;
         // Read the keys the root claims, then verify the root with them.
         let claimed = if envelope.payload_type() == RootMetadata::PAYLOAD_TYPE {
@@ -104,7 +115,6 @@ impl TrustedRoot {
         if root.metadata().development && !policy.allow_development {
             return Err(RootError::DevelopmentNotAllowed);
         }
-        root.check_expiry(now)?;
         Ok(root)
     }
 

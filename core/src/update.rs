@@ -236,9 +236,9 @@ pub enum Ruling {
     /// No newer release exists.
     Current,
     /// A newer release exists and is withheld.
-    Withheld(Withheld),
-    /// A release is granted (possibly one the agent already runs).
-    Granted(Authorization),
+    Withheld(Box<Withheld>),
+    /// A newer release is granted.
+    Granted(Box<Authorization>),
 }
 
 /// A verified answer: the verdict, and what the agent trusts from now on.
@@ -261,12 +261,10 @@ pub fn verify_answer(
 ) -> Result<Answer, Refusal> {
     let mut now = now.max(held.time);
     // 1. The root chain, checked at the agent's now.
-    let root =
-        walk_chain(&held.root, answer.root_chain.iter().map(Vec::as_slice), now).map_err(Refusal::Root)?;
+    let root = walk_chain(&held.root, answer.root_chain.iter().map(Vec::as_slice), now).map_err(Refusal::Root)?;
     let decision_keys = root.decision_keys().map_err(Refusal::Root)?;
     // 2. Freshness: signed, ours, our nonce.
-    let fresh: Verified<Freshness> =
-        envelope::verify(answer.freshness, &decision_keys).map_err(Refusal::Freshness)?;
+    let fresh: Verified<Freshness> = envelope::verify(answer.freshness, &decision_keys).map_err(Refusal::Freshness)?;
     let fresh = fresh.value();
     if fresh.deployment != asked.deployment {
         return Err(Refusal::OtherDeployment { found: fresh.deployment.clone() });
@@ -338,7 +336,7 @@ pub fn verify_answer(
     }
     let trust = Trust { root, checkpoint: Some(checkpoint), time: now };
     if verdict == Verdict::Withhold {
-        return Ok(Answer { ruling: Ruling::Withheld(Withheld { index, decision }), trust });
+        return Ok(Answer { ruling: Ruling::Withheld(Box::new(Withheld { index, decision })), trust });
     }
     // 6. The grant: unexpired, and naming the release sent, which is
     // signed by a threshold of release keys, for this product, newer than
@@ -364,7 +362,7 @@ pub fn verify_answer(
     if manifest.artifact.size > limits.max_artifact_size {
         return Err(Refusal::TooLarge { size: manifest.artifact.size, limit: limits.max_artifact_size });
     }
-    Ok(Answer { ruling: Ruling::Granted(Authorization { release, grant_index: index, decision }), trust })
+    Ok(Answer { ruling: Ruling::Granted(Box::new(Authorization { release, grant_index: index, decision })), trust })
 }
 
 /// Opens the proof's checkpoint with the ledger key of `root` whose name is
@@ -372,13 +370,10 @@ pub fn verify_answer(
 fn included(root: &TrustedRoot, proof: &TlogProof, leaf: &Hash) -> Result<VerifiedCheckpoint, Refusal> {
     let verifiers = root.ledger_verifiers().map_err(Refusal::Root)?;
     let origin = proof.checkpoint.split('\n').next().unwrap_or_default();
-    let log = verifiers
-        .iter()
-        .find(|v| v.name() == origin)
-        .ok_or(Refusal::NotLogged(NoteError::WrongOrigin {
-            expected: verifiers.first().map(|v| v.name().to_owned()).unwrap_or_default(),
-            found: origin.chars().take(128).collect(),
-        }))?;
+    let log = verifiers.iter().find(|v| v.name() == origin).ok_or(Refusal::NotLogged(NoteError::WrongOrigin {
+        expected: verifiers.first().map(|v| v.name().to_owned()).unwrap_or_default(),
+        found: origin.chars().take(128).collect(),
+    }))?;
     proof.verify(leaf, log).map_err(Refusal::NotLogged)
 }
 

@@ -358,7 +358,12 @@ async fn grants(channels: &[tonic::transport::Channel], nonce: &str) -> Sha256Di
 }
 
 /// The server's RSS growth (MiB) while every channel downloads `release`.
-fn rss_during(rt: &tokio::runtime::Runtime, pid: u32, channels: &[tonic::transport::Channel], release: Sha256Digest) -> u64 {
+fn rss_during(
+    rt: &tokio::runtime::Runtime,
+    pid: u32,
+    channels: &[tonic::transport::Channel],
+    release: Sha256Digest,
+) -> u64 {
     rt.block_on(async {
         let before = rss_kib(pid);
         let peak = Arc::new(AtomicU64::new(before));

@@ -42,6 +42,19 @@ pub enum SuspensionLevel {
     LegalHold,
 }
 
+impl SuspensionLevel {
+    /// The level in words, for a customer's operator.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SuspensionLevel::None => "none",
+            SuspensionLevel::L1 => "L1 (no capability releases)",
+            SuspensionLevel::L2 => "L2 (security fixes only, each with a two-admin approval)",
+            SuspensionLevel::L3 => "L3 (managed exit: compliance-enabling and capability-removal releases only)",
+            SuspensionLevel::LegalHold => "legal hold (nothing ships)",
+        }
+    }
+}
+
 impl fmt::Display for SuspensionLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -9,7 +9,7 @@
 //! durable, and only then answers every waiting appender with its index, its
 //! inclusion proof and the checkpoint.
 
-pub mod storage;
+pub use covenant_storage as storage;
 pub mod store;
 pub mod views;
 

@@ -1,6 +1,7 @@
-//! The ledger's file operations behind a small trait, with two
-//! implementations: the real file system, and a simulated one that models
-//! what survives a power cut.
+//! File operations behind a small trait, with two implementations: the real
+//! file system, and a simulated one that models what survives a power cut.
+//! The server's ledger and the agent's slots both go through it, so both
+//! are tested for power cuts on the simulation.
 //!
 //! The simulation follows POSIX durability: a file's contents survive a cut
 //! only as of its last `sync`; a name created, renamed or removed in a
@@ -10,13 +11,15 @@
 //! operation, after which every operation fails, as the process would be
 //! gone.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// File operations on paths relative to the ledger's directory, with `/`
+/// File operations on paths relative to the storage's directory, with `/`
 /// as separator. Directories are created as needed by writes; callers make
 /// them durable with [`Storage::sync_dir`] on their parents.
 pub trait Storage: Send + Sync + 'static {
@@ -41,13 +44,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes a file's contents durable (`fsync`).
     fn sync(&self, path: &str) -> io::Result<()>;
     /// Makes a directory's entries durable (`fsync` of the directory); `""`
-    /// is the ledger's own directory.
+    /// is the storage's own directory.
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
     /// The names in a directory (files and directories), or empty if it
     /// does not exist.
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
 
-    /// Takes the ledger for this process alone, failing if another holder
+    /// Takes the directory for this process alone, failing if another holder
     /// has it; held until the storage is dropped.
     fn lock_exclusive(&self) -> io::Result<()> {
         Ok(())
@@ -63,7 +66,7 @@ pub fn parent(path: &str) -> &str {
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
-    /// The open `LOCK` file while this storage holds the ledger.
+    /// The open `LOCK` file while this storage holds the directory.
     lock: std::sync::Arc<Mutex<Option<File>>>,
 }
 
@@ -173,7 +176,7 @@ impl Storage for FsStorage {
             io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
-                    "the ledger in {} is in use by another process (or another open in this one)",
+                    "the directory {} is in use by another process (or another open in this one)",
                     self.root.display()
                 ),
             )

@@ -1,0 +1,105 @@
+//! The agent's calls to the server over mutual TLS: the device's own
+//! certificate, the vendor's CA, small HTTP/2 windows (a device needs little
+//! in flight), and a deadline on every unary call.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use covenant_core::digest::Sha256Digest;
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::config::Config;
+use crate::engine::{Chunks, Transport};
+
+/// A unary call's deadline.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// The HTTP/2 stream window: what may be in flight to the device.
+const WINDOW: u32 = 256 * 1024;
+
+/// The server over gRPC.
+#[derive(Debug, Clone)]
+pub struct Grpc {
+    channel: Channel,
+}
+
+impl Grpc {
+    /// Connects lazily (the first call connects) as the device in `state`.
+    pub fn new(config: &Config, state: &Path) -> anyhow::Result<Grpc> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if !config.server.starts_with("https://") {
+            bail!("the server URL {:?} must start with https://", config.server);
+        }
+        let read = |name: &str| std::fs::read(state.join(name)).with_context(|| format!("reading {name}"));
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")?))
+            .identity(Identity::from_pem(read("cert.pem")?, read("key.pem")?))
+            .domain_name(config.server_name());
+        let channel = Channel::from_shared(config.server.clone())?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(20))
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW * 2)
+            .connect_lazy();
+        Ok(Grpc { channel })
+    }
+}
+
+fn status(s: tonic::Status) -> String {
+    if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() }
+}
+
+fn deadline<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(DEADLINE);
+    r
+}
+
+/// A download stream.
+#[derive(Debug)]
+pub struct GrpcChunks(tonic::Streaming<pb::DownloadChunk>);
+
+impl Chunks for GrpcChunks {
+    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, String> {
+        Ok(self.0.message().await.map_err(status)?.map(|c| (c.offset, c.data)))
+    }
+}
+
+impl Transport for Grpc {
+    type Chunks = GrpcChunks;
+
+    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, String> {
+        let r = LedgerServiceClient::new(self.channel.clone())
+            .get_root_chain(deadline(pb::GetRootChainRequest { from_version: from }))
+            .await
+            .map_err(status)?;
+        Ok(r.into_inner().roots)
+    }
+
+    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, String> {
+        let r = UpdateServiceClient::new(self.channel.clone())
+            .check_in(deadline(pb::CheckInRequest { checkin }))
+            .await
+            .map_err(status)?;
+        Ok(r.into_inner())
+    }
+
+    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<GrpcChunks, String> {
+        let r = UpdateServiceClient::new(self.channel.clone())
+            .download(pb::DownloadRequest { release_digest: release.0.to_vec(), offset })
+            .await
+            .map_err(status)?;
+        Ok(GrpcChunks(r.into_inner()))
+    }
+
+    async fn report(&mut self, report: Vec<u8>) -> Result<(), String> {
+        UpdateServiceClient::new(self.channel.clone())
+            .report(deadline(pb::ReportRequest { report }))
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,379 @@
+//! The agent's state directory, through [`Storage`] so the power-cut tests
+//! run on the simulated file system.
+//!
+//! ```text
+//! root.json            the newest trusted root (its envelope)
+//! checkpoint           the last checkpoint accepted (signed note)
+//! time                 the newest verified time (unix seconds)
+//! identity.json        deployment id and product
+//! current              "a" or "b": the active slot, switched by one rename
+//! slots/a/meta.json    the version in slot a (and its artifact's digest)
+//! slots/a/artifact     its artifact (absent for the factory image)
+//! staging/<hex>.part   a download in progress, named by the release digest
+//! trial                set while a newly switched slot awaits its health check
+//! verdict.json         the last verdict and its reasons
+//! report.pending       a signed install report not yet acknowledged
+//! ```
+//!
+//! Every small file is written whole: to `NAME.tmp`, synced, renamed over
+//! `NAME`, and its directory synced. A power cut leaves the old or the new
+//! file, never a mix.
+
+use std::io;
+
+use covenant_core::digest::{Sha256Digest, Timestamp};
+use covenant_core::statements::{ConditionResult, ConditionStatus, SuspensionLevel, WithheldRelease};
+use covenant_storage::{Storage, parent};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+/// One of the two slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// Slot a.
+    A,
+    /// Slot b.
+    B,
+}
+
+impl Slot {
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// Its name: `a` or `b`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Slot> {
+        match s.trim() {
+            "a" => Some(Slot::A),
+            "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    /// The slot's folder, relative to the state directory.
+    pub fn dir(self) -> String {
+        format!("slots/{}", self.name())
+    }
+
+    /// The slot's artifact path.
+    pub fn artifact(self) -> String {
+        format!("slots/{}/artifact", self.name())
+    }
+
+    fn meta(self) -> String {
+        format!("slots/{}/meta.json", self.name())
+    }
+}
+
+/// What a slot holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotMeta {
+    /// The version.
+    pub version: semver::Version,
+    /// Its capability baseline.
+    pub baseline: semver::Version,
+    /// The artifact's SHA-256 and size; none for the factory image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<(Sha256Digest, u64)>,
+    /// The release digest and the grant's ledger index it was installed under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<(Sha256Digest, u64)>,
+}
+
+/// Who this agent is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentIdentity {
+    /// The deployment id.
+    pub deployment: String,
+    /// The product line.
+    pub product: String,
+}
+
+/// The last verdict, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastVerdict {
+    /// `current`, `granted`, `withheld`, or `refused` (the answer failed
+    /// verification; `refusal` says why).
+    pub verdict: String,
+    /// When it was checked (the agent's verified now).
+    pub checked_at: Timestamp,
+    /// The decision's ledger index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+    /// The granted version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<semver::Version>,
+    /// The conditions not met, with their reasons.
+    #[serde(default)]
+    pub unmet: Vec<ConditionResult>,
+    /// Newer releases withheld, and why.
+    #[serde(default)]
+    pub withheld: Vec<WithheldRelease>,
+    /// The suspension in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<SuspensionLevel>,
+    /// Why the answer was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+impl LastVerdict {
+    /// Whether two verdicts say the same thing (times and indices aside):
+    /// the daemon logs a verdict only when this changes.
+    pub fn same_as(&self, other: &LastVerdict) -> bool {
+        self.verdict == other.verdict
+            && self.granted == other.granted
+            && self.unmet == other.unmet
+            && self.withheld == other.withheld
+            && self.suspension == other.suspension
+            && self.refusal == other.refusal
+    }
+
+    /// The unmet conditions of a decision.
+    pub fn unmet_of(conditions: &[ConditionResult]) -> Vec<ConditionResult> {
+        conditions.iter().filter(|c| c.status == ConditionStatus::Unmet).cloned().collect()
+    }
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct Store<S> {
+    fs: S,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{what} in the state directory is unreadable: {e}"))
+}
+
+impl<S: Storage> Store<S> {
+    /// The state directory on `fs`.
+    pub fn new(fs: S) -> Self {
+        Store { fs }
+    }
+
+    /// The storage.
+    pub fn fs(&self) -> &S {
+        &self.fs
+    }
+
+    /// Writes `path` whole (module docs).
+    pub fn write_atomic(&self, path: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = format!("{path}.tmp");
+        let created = self.fs.write(&tmp, bytes)?;
+        self.fs.sync(&tmp)?;
+        for dir in &created {
+            self.fs.sync_dir(parent(dir))?;
+        }
+        self.fs.rename(&tmp, path)?;
+        self.fs.sync_dir(parent(path))
+    }
+
+    /// Removes `path` durably.
+    pub fn remove(&self, path: &str) -> io::Result<()> {
+        self.fs.remove(path)?;
+        self.fs.sync_dir(parent(path))
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> io::Result<Option<T>> {
+        match self.fs.read(path)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(path, e)),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, path: &str, value: &T) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+        self.write_atomic(path, &bytes)
+    }
+
+    /// The trusted root's envelope.
+    pub fn root(&self) -> io::Result<Vec<u8>> {
+        self.fs
+            .read("root.json")?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no root.json: provision first"))
+    }
+
+    /// Stores a newer trusted root.
+    pub fn set_root(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_atomic("root.json", bytes)
+    }
+
+    /// The last checkpoint accepted.
+    pub fn checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
+        self.fs.read("checkpoint")
+    }
+
+    /// Stores the last checkpoint accepted.
+    pub fn set_checkpoint(&self, note: &[u8]) -> io::Result<()> {
+        self.write_atomic("checkpoint", note)
+    }
+
+    /// The newest verified time.
+    pub fn time(&self) -> io::Result<Option<Timestamp>> {
+        Ok(self.fs.read("time")?.and_then(|b| String::from_utf8(b).ok()?.trim().parse().ok()).map(Timestamp::from_unix))
+    }
+
+    /// Stores the newest verified time (never lower than the one stored).
+    pub fn set_time(&self, t: Timestamp) -> io::Result<()> {
+        if self.time()?.is_some_and(|old| old >= t) {
+            return Ok(());
+        }
+        self.write_atomic("time", t.unix().to_string().as_bytes())
+    }
+
+    /// Who this agent is.
+    pub fn identity(&self) -> io::Result<AgentIdentity> {
+        self.read_json("identity.json")?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no identity.json: provision first"))
+    }
+
+    /// Records who this agent is.
+    pub fn set_identity(&self, id: &AgentIdentity) -> io::Result<()> {
+        self.write_json("identity.json", id)
+    }
+
+    /// The active slot.
+    pub fn current(&self) -> io::Result<Slot> {
+        let bytes = self
+            .fs
+            .read("current")?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no active slot: provision first"))?;
+        Slot::parse(&String::from_utf8_lossy(&bytes)).ok_or_else(|| corrupt("current", "not a or b"))
+    }
+
+    /// Makes `slot` the active one: one atomic rename.
+    pub fn set_current(&self, slot: Slot) -> io::Result<()> {
+        self.write_atomic("current", slot.name().as_bytes())
+    }
+
+    /// What `slot` holds, if it is complete.
+    pub fn slot(&self, slot: Slot) -> io::Result<Option<SlotMeta>> {
+        self.read_json(&slot.meta())
+    }
+
+    /// Records what `slot` holds (after its artifact is in place and synced).
+    pub fn set_slot(&self, slot: Slot, meta: &SlotMeta) -> io::Result<()> {
+        self.write_json(&slot.meta(), meta)
+    }
+
+    /// Empties `slot`: the metadata first, so a half-emptied slot is never
+    /// taken for a complete one.
+    pub fn clear_slot(&self, slot: Slot) -> io::Result<()> {
+        // The folder itself must exist (and be durable) before files move in.
+        for dir in self.fs.write(&format!("{}/.slot", slot.dir()), b"")? {
+            self.fs.sync_dir(parent(&dir))?;
+        }
+        self.fs.remove(&slot.meta())?;
+        self.fs.remove(&slot.artifact())?;
+        self.fs.sync_dir(&slot.dir())
+    }
+
+    /// The active slot's metadata.
+    pub fn installed(&self) -> io::Result<SlotMeta> {
+        let slot = self.current()?;
+        self.slot(slot)?.ok_or_else(|| corrupt("the active slot", "it has no meta.json"))
+    }
+
+    /// Checks that `slot` is complete: its metadata is there and its
+    /// artifact has the recorded size and SHA-256.
+    pub fn verify_slot(&self, slot: Slot) -> io::Result<bool> {
+        let Some(meta) = self.slot(slot)? else { return Ok(false) };
+        let Some((sha, size)) = meta.artifact else { return Ok(true) };
+        if self.fs.len(&slot.artifact())? != Some(size) {
+            return Ok(false);
+        }
+        Ok(self.hash_prefix(&slot.artifact(), size)? == sha)
+    }
+
+    /// The SHA-256 of the first `len` bytes of `path`, read in pieces.
+    pub fn hash_prefix(&self, path: &str, len: u64) -> io::Result<Sha256Digest> {
+        Ok(Sha256Digest(self.hasher_of(path, len)?.finalize().into()))
+    }
+
+    /// A hasher fed the first `len` bytes of `path`.
+    pub fn hasher_of(&self, path: &str, len: u64) -> io::Result<sha2::Sha256> {
+        const PIECE: u64 = 1 << 20;
+        let mut h = sha2::Sha256::new();
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(PIECE);
+            h.update(self.fs.read_range(path, at, n as usize)?);
+            at += n;
+        }
+        Ok(h)
+    }
+
+    /// The last verdict.
+    pub fn verdict(&self) -> io::Result<Option<LastVerdict>> {
+        self.read_json("verdict.json")
+    }
+
+    /// Records the last verdict.
+    pub fn set_verdict(&self, v: &LastVerdict) -> io::Result<()> {
+        self.write_json("verdict.json", v)
+    }
+
+    /// The slot that was active before a switch still under trial.
+    pub fn trial(&self) -> io::Result<Option<Slot>> {
+        Ok(self.fs.read("trial")?.and_then(|b| Slot::parse(&String::from_utf8_lossy(&b))))
+    }
+
+    /// Marks a switch as under trial (`previous` is where to go back to).
+    pub fn set_trial(&self, previous: Slot) -> io::Result<()> {
+        self.write_atomic("trial", previous.name().as_bytes())
+    }
+
+    /// A signed install report not yet acknowledged.
+    pub fn pending_report(&self) -> io::Result<Option<Vec<u8>>> {
+        self.fs.read("report.pending")
+    }
+
+    /// Keeps a signed install report until the server acknowledges it.
+    pub fn set_pending_report(&self, report: &[u8]) -> io::Result<()> {
+        self.write_atomic("report.pending", report)
+    }
+
+    /// The staging file of a release.
+    pub fn staging(release: &Sha256Digest) -> String {
+        format!("staging/{release}.part")
+    }
+
+    /// Removes half-written `.tmp` files a power cut may leave.
+    pub fn sweep_tmp(&self) -> io::Result<()> {
+        for dir in ["", "slots/a", "slots/b"] {
+            for name in self.fs.list(dir)? {
+                if name.ends_with(".tmp") {
+                    self.fs.remove(&if dir.is_empty() { name } else { format!("{dir}/{name}") })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the staging files of releases other than `keep`.
+    pub fn sweep_staging(&self, keep: &Sha256Digest) -> io::Result<()> {
+        let keep = Self::staging(keep);
+        for name in self.fs.list("staging")? {
+            let path = format!("staging/{name}");
+            if path != keep {
+                self.fs.remove(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
