@@ -120,6 +120,8 @@ fn checked_words(c: &Checked) -> String {
 
 fn check(state: &Path, json: bool) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
+    let rt = runtime()?;
+    let _inside = rt.enter();
     let (_, mut agent) = open(state)?;
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -135,7 +137,7 @@ fn check(state: &Path, json: bool) -> anyhow::Result<()> {
             bar.set_position(have);
         }
     };
-    let result = runtime()?.block_on(agent.check(system_now(), &mut progress));
+    let result = rt.block_on(agent.check(system_now(), &mut progress));
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -157,10 +159,12 @@ fn check(state: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn run(state: &Path) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let _inside = rt.enter();
     let (config, mut agent) = open(state)?;
     let poll = Duration::from_secs(config.poll_seconds.max(1));
     eprintln!("covenant-agent: checking in with {} every {} s", config.server, poll.as_secs());
-    runtime()?.block_on(async move {
+    rt.block_on(async move {
         let mut backoff = Duration::from_secs(5);
         loop {
             let wait = match agent.check(system_now(), &mut |_, _| {}).await {

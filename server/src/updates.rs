@@ -103,14 +103,18 @@ impl Node {
     }
 
     /// The checkpoint to prove an entry against: the newest one the
-    /// witnesses cosigned, once it covers `index` (waiting up to a second
-    /// for them), else the ledger's own.
+    /// witnesses cosigned, once it covers `index` (waiting up to five
+    /// seconds for them), else the ledger's own.
     async fn checkpoint_covering(&self, index: u64) -> (u64, String) {
-        for _ in 0..100 {
-            let cosigned = self.cosigned.latest.read().ok().and_then(|c| c.clone());
+        // A witness round takes at most its timeout (3 s) per witness
+        // answer; wait a little longer than that before giving up and
+        // answering with the bare checkpoint (which an agent refuses, and
+        // retries later).
+        for _ in 0..500 {
+            let cosigned = self.cosigned.witnessed.read().ok().and_then(|c| c.clone());
             match cosigned {
                 Some(c) if c.size > index => return (c.size, c.note),
-                Some(_) if self.witnesses > 0 => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                _ if self.witnesses > 0 => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
                 _ => break,
             }
         }

@@ -99,8 +99,12 @@ pub struct Cosigned {
 /// Shared results of the gathering task.
 #[derive(Debug, Default)]
 pub struct Gathered {
-    /// The newest cosigned checkpoint.
+    /// The newest checkpoint, with the cosignatures gathered for it so far
+    /// (none yet at the start of a round).
     pub latest: RwLock<Option<Cosigned>>,
+    /// The newest checkpoint at least one witness cosigned: what an agent,
+    /// which requires cosignatures, is given with a proof.
+    pub witnessed: RwLock<Option<Cosigned>>,
     /// Cosignatures asked for and not obtained (down, slow, bad).
     pub missing: AtomicU64,
 }
@@ -177,6 +181,10 @@ impl Peer {
     }
 }
 
+/// How long before witnesses that did not answer are asked again for the
+/// same checkpoint.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Starts the gathering task. Without witnesses it publishes every
 /// checkpoint as is. Witnesses are asked at once, each bounded by
 /// [`WITNESS_TIMEOUT`], so a slow one delays a round by that much at most.
@@ -190,38 +198,57 @@ pub fn spawn<S: Storage>(
     let mut watch = ledger.watch();
     let mut peers: Vec<Peer> = witnesses.into_iter().map(|config| Peer { config, channel: None, size: 0 }).collect();
     let task = tokio::spawn(async move {
+        // The checkpoint of the current round and the cosignature lines got
+        // for it; a round asks the witnesses that have not answered yet, and
+        // is retried every RETRY until they have or a new checkpoint comes.
+        let mut size = u64::MAX;
+        let mut lines: Vec<(String, String)> = Vec::new();
         loop {
             let cp = watch.borrow_and_update().clone();
-            // Published at once, then again with each cosignature as it
-            // arrives: a slow witness never holds back the others'.
-            let publish = |lines: &[String]| {
-                let mut sorted = lines.to_vec();
+            let publish = |lines: &[(String, String)]| {
+                let mut sorted: Vec<&String> = lines.iter().map(|(_, line)| line).collect();
                 sorted.sort();
                 let cosigned = Cosigned {
                     size: cp.size,
-                    note: format!("{}{}", cp.note, sorted.concat()),
+                    note: format!("{}{}", cp.note, sorted.iter().map(|l| l.as_str()).collect::<String>()),
                     cosignatures: sorted.len(),
                 };
+                if !lines.is_empty()
+                    && let Ok(mut witnessed) = out.witnessed.write()
+                {
+                    *witnessed = Some(cosigned.clone());
+                }
                 if let Ok(mut latest) = out.latest.write() {
                     *latest = Some(cosigned);
                 }
             };
-            let mut lines: Vec<String> = Vec::new();
-            publish(&lines);
+            if cp.size != size {
+                size = cp.size;
+                lines.clear();
+                // Published at once, then again with each cosignature as it
+                // arrives: a slow witness never holds back the others'.
+                publish(&lines);
+            }
             if cp.size > 0 {
                 let mut round = tokio::task::JoinSet::new();
+                let mut waiting = Vec::new();
                 for mut peer in peers.drain(..) {
+                    if lines.iter().any(|(name, _)| *name == peer.config.name) {
+                        waiting.push(peer);
+                        continue;
+                    }
                     let (ledger, log, cp) = (ledger.clone(), log.clone(), cp.clone());
                     round.spawn(async move {
                         let result = peer.cosign(&ledger, &log, &cp).await;
                         (peer, result)
                     });
                 }
+                peers = waiting;
                 while let Some(joined) = round.join_next().await {
                     let Ok((peer, result)) = joined else { continue };
                     match result {
                         Ok(line) => {
-                            lines.push(line);
+                            lines.push((peer.config.name.clone(), line));
                             publish(&lines);
                         }
                         Err(e) => {
@@ -232,7 +259,12 @@ pub fn spawn<S: Storage>(
                     peers.push(peer);
                 }
             }
-            if watch.changed().await.is_err() {
+            if lines.len() < peers.len() && cp.size > 0 {
+                tokio::select! {
+                    changed = watch.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(RETRY) => {}
+                }
+            } else if watch.changed().await.is_err() {
                 return;
             }
         }

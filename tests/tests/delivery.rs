@@ -196,7 +196,7 @@ async fn a_device_enrolls_without_its_keys_leaving_it() {
     let mut files: Vec<String> =
         std::fs::read_dir(&bundle).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
-    assert_eq!(files, ["ca.pem", "cert.pem", "ledger.vkey", "root.json", "server", "witnesses.vkeys"]);
+    assert_eq!(files, ["ca.pem", "cert.pem", "deployment", "ledger.vkey", "root.json", "server", "witnesses.vkeys"]);
     let vkey = std::fs::read_to_string(bundle.join("ledger.vkey")).unwrap();
     assert_eq!(vkey.trim(), std::fs::read_to_string(s.dir.join("ledger.vkey")).unwrap().trim());
     // Back on the device: the bundle beside its own keys, and it checks in.

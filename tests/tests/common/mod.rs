@@ -29,10 +29,23 @@ pub struct Running {
 
 impl Running {
     pub async fn start(name: &str) -> Running {
+        Self::start_with(name, false).await
+    }
+
+    /// As [`Running::start`], with the development witness running and
+    /// configured, so checkpoints carry the cosignature an agent requires.
+    pub async fn start_witnessed(name: &str) -> Running {
+        Self::start_with(name, true).await
+    }
+
+    async fn start_with(name: &str, witnessed: bool) -> Running {
         install_crypto_provider();
         let dir = std::env::temp_dir().join(format!("covenant-story-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         tokio::task::block_in_place(|| datadir::init_dev(&dir)).unwrap();
+        if witnessed {
+            start_dev_witness(&dir).await;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -62,6 +75,33 @@ impl Running {
         self.task.await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts the development witness of `dir` on loopback (it runs until the
+/// test's runtime ends) and lists it in `dir/witnesses.toml`.
+async fn start_dev_witness(dir: &Path) {
+    use covenant_cli::witness::{self, WitnessNode};
+    use covenant_core::note::{NoteSigner, NoteVerifier};
+    let state = dir.join("witness-state");
+    std::fs::create_dir_all(&state).unwrap();
+    witness::tls_identity(&state).unwrap();
+    let key = std::fs::read_to_string(dir.join("keys/witness-dev.key")).unwrap();
+    let signer = NoteSigner::parse_private(key.trim()).unwrap();
+    let log = NoteVerifier::parse(std::fs::read_to_string(dir.join("ledger.vkey")).unwrap().trim()).unwrap();
+    let node = WitnessNode::open(signer, log, &state).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(witness::run(node, listener, std::future::pending()));
+    let vkey = std::fs::read_to_string(dir.join("witness-dev.vkey")).unwrap().trim().to_owned();
+    std::fs::write(
+        dir.join("witnesses.toml"),
+        format!(
+            "[[witness]]\nname = \"{}\"\naddress = \"{address}\"\nvkey = \"{vkey}\"\ncert = \"{}\"\n",
+            datadir::DEV_WITNESS_NAME,
+            state.join("tls-cert.pem").display()
+        ),
+    )
+    .unwrap();
 }
 
 pub async fn admin(conn: &Connection, cmd: Admin) {
@@ -328,4 +368,59 @@ pub fn verification(attestation: &[u8], config: Sha256Digest, engineer: &Path) -
         },
     );
     envelope::sign(&statement, &[&key_of(engineer)])
+}
+
+/// A binary of this workspace, built with this test run's profile: cargo
+/// is quick when it is up to date, and the test never runs a stale one.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    assert!(cmd.status().unwrap().success(), "building {name}");
+    dir.join(name)
+}
+
+/// Registers deployment `id` of min-x, enrolls it the way a device does
+/// (`enroll-request`, `covenant admin enroll`), and provisions the agent's
+/// state directory from the bundle with 1.0.0 installed.
+pub async fn enrolled_agent(s: &Running, id: &str) -> PathBuf {
+    let deployment = Admin::Deployment {
+        id: id.into(),
+        customer: "min-x".into(),
+        product: "lim".into(),
+        country: "XA".into(),
+        site: "s1".into(),
+    };
+    admin(&s.admin(1), deployment).await;
+    let state = s.dir.join(format!("agent-{id}"));
+    let made = covenant_agent::enroll_request(&state).unwrap();
+    let bundle = s.dir.join(format!("bundle-{id}"));
+    admin(&s.admin(1), Admin::Enroll { deployment: id.into(), csr: made.csr, out: bundle.clone() }).await;
+    let v: semver::Version = "1.0.0".parse().unwrap();
+    covenant_agent::provision(&bundle, &state, "lim", &v, &v, true).unwrap();
+    state
+}
+
+/// Runs `covenant-agent ARGS`; returns (success, stdout, stderr).
+pub fn agent_cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary("covenant-agent")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,163 @@
+//! The agent binary against the real server over mutual TLS: enrolled and
+//! provisioned as a device is, it installs a granted release; with an update
+//! withheld, `covenant-agent status` gives the operator the reasons in words
+//! and as data; and thirty SIGKILLs at random moments never leave the
+//! active slot incomplete.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use covenant_agent::store::Store;
+use covenant_storage::FsStorage;
+
+fn state_arg(state: &std::path::Path) -> String {
+    state.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_installs_a_granted_release_and_its_report_is_logged() {
+    let s = Running::start_witnessed("agent-grant").await;
+    cast_with(&s, "").await;
+    let state = enrolled_agent(&s, "lim-09").await;
+    let before = s.size().await;
+    let st = state_arg(&state);
+    let (ok, out, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st, "--json"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["outcome"], "installed", "{out}");
+    assert_eq!(v["version"], "1.1.0");
+    let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st, "--json"]));
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["installed"]["version"], "1.1.0");
+    assert_eq!(status["installed"]["slot"], "b");
+    assert_eq!(status["verdict"]["verdict"], "granted");
+    assert_eq!(status["report_pending"], false);
+    // The grant and the install report are in the ledger.
+    assert!(s.size().await >= before + 2);
+    // The next check-in: nothing newer exists.
+    let (ok, out, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st]));
+    assert!(ok, "{err}");
+    assert!(out.contains("Up to date"), "{out}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_update_is_explained_to_the_operator_in_words_and_as_data() {
+    let s = Running::start_witnessed("agent-withheld").await;
+    cast(&s).await;
+    let state = enrolled_agent(&s, "lim-09").await;
+    let st = state_arg(&state);
+    let (ok, out, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st]));
+    assert!(ok, "{err}");
+    assert!(out.contains("withheld"), "{out}");
+    let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st]));
+    assert!(ok);
+    assert!(out.contains("installed version 1.0.0"), "{out}");
+    assert!(out.contains("an update is withheld"), "{out}");
+    assert!(out.contains("unmet: end_use_attested:"), "{out}");
+    assert!(out.contains("unmet: field_verified:"), "{out}");
+    assert!(out.contains("withheld: version 1.1.0"), "{out}");
+    assert!(!out.contains("Some(") && !out.contains("{ "), "no debug formatting: {out}");
+    let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st, "--json"]));
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["verdict"]["verdict"], "withheld");
+    let unmet: Vec<&str> =
+        status["verdict"]["unmet"].as_array().unwrap().iter().map(|c| c["condition"].as_str().unwrap()).collect();
+    assert_eq!(unmet, ["end_use_attested", "field_verified"]);
+    assert!(status["verdict"]["unmet"][0]["reason"].as_str().unwrap().len() > 10);
+    s.stop().await;
+}
+
+/// A small generator for the kill times (seeded from the clock, printed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// An artifact for `version`.
+fn image(version: u64) -> Vec<u8> {
+    (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8 ^ version as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_sigkills_at_random_moments_never_leave_an_incomplete_slot() {
+    let s = Running::start_witnessed("agent-kill").await;
+    cast_with(&s, "").await;
+    let state = enrolled_agent(&s, "lim-09").await;
+    let st = state_arg(&state);
+    let exe = tokio::task::block_in_place(|| binary("covenant-agent"));
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    println!("kill times seeded with {seed}");
+    let mut rng = Lcg(seed);
+    // Each time an update completes on its own, the vendor publishes the
+    // next one, so the kills land in every phase of several updates.
+    let mut target = 2;
+    publish_bytes(&s, "1.2.0", &image(target)).await;
+    let (mut kills, mut completed) = (0, 0);
+    for round in 0..300 {
+        if kills == 30 {
+            break;
+        }
+        let mut child = std::process::Command::new(&exe)
+            .args(["check", "--state", &st])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = Duration::from_millis(rng.below(400));
+        let start = Instant::now();
+        let mut exited = false;
+        while start.elapsed() < at {
+            if child.try_wait().unwrap().is_some() {
+                exited = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if !exited {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        let _ = child.wait();
+        let store = Store::new(FsStorage::new(&state).unwrap());
+        let active = store.current().unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            store.verify_slot(active).unwrap(),
+            "round {round}, killed after {at:?}: the active slot is incomplete"
+        );
+        let installed = store.installed().unwrap().version;
+        assert!(installed.minor <= target && installed.major == 1, "round {round}: {installed}");
+        if installed.minor == target {
+            completed += 1;
+            target += 1;
+            publish_bytes(&s, &format!("1.{target}.0"), &image(target)).await;
+        }
+    }
+    println!("{kills} SIGKILLs; {completed} updates completed between them");
+    assert_eq!(kills, 30);
+    // Then, left alone, the last update completes with the right hash.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let store = Store::new(FsStorage::new(&state).unwrap());
+        if store.installed().unwrap().version.minor == target {
+            let active = store.current().unwrap();
+            let expected = covenant_core::digest::Sha256Digest::of(&image(target));
+            assert_eq!(store.installed().unwrap().artifact.unwrap().0, expected);
+            assert!(store.verify_slot(active).unwrap());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the update did not complete");
+        let _ = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st]));
+    }
+    s.stop().await;
+}
