@@ -373,15 +373,22 @@ pub fn verification(attestation: &[u8], config: Sha256Digest, engineer: &Path) -
 /// A binary of this workspace, built with this test run's profile: cargo
 /// is quick when it is up to date, and the test never runs a stale one.
 pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> <profile>
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    binary_in(name, &dir.file_name().unwrap().to_string_lossy())
+}
+
+/// A binary of this workspace built with cargo profile `profile` (the
+/// folder name under target/: `debug` is the dev profile).
+pub fn binary_in(name: &str, profile: &str) -> PathBuf {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap();
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
-    match profile.as_str() {
+    match profile {
         "debug" => {}
         "release" => {
             cmd.arg("--release");
@@ -391,7 +398,7 @@ pub fn binary(name: &str) -> PathBuf {
         }
     }
     assert!(cmd.status().unwrap().success(), "building {name}");
-    dir.join(name)
+    target.join(profile).join(name)
 }
 
 /// Registers deployment `id` of min-x, enrolls it the way a device does

@@ -1,0 +1,94 @@
+//! The agent's footprint (issue #8), in one run on this machine:
+//!
+//! (a) the `covenant-agent` binary built with the `agent-small` profile
+//!     (`opt-level = "z"`, LTO, one codegen unit, `panic = "abort"`,
+//!     stripped); target ≤ 4 MiB;
+//! (b) its peak RSS (VmHWM) during one `covenant-agent check` that downloads
+//!     and installs a 64 MiB and then a 1 GiB release from the real server
+//!     over mutual TLS; target ≤ 8 MiB and flat in artifact size.
+//!
+//! `cargo bench -p covenant-tests --bench footprint [-- --size-mib N]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `mib` MiB of an image for `version`.
+fn image(mib: u64, version: u8) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(version);
+    let mut out = vec![0u8; (mib << 20) as usize];
+    for b in out.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.copy_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Runs one `check`, sampling the process's peak RSS; returns (peak KiB, seconds, stdout).
+fn measured_check(exe: &std::path::Path, state: &std::path::Path) -> (u64, f64, String) {
+    let start = Instant::now();
+    let child = std::process::Command::new(exe)
+        .args(["check", "--state", &state.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(hwm) = status_kib(pid, "VmHWM:") {
+            peak = peak.max(hwm);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak
+    });
+    let out = child.wait_with_output().unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let peak = sampler.join().unwrap();
+    (peak, seconds, String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn main() {
+    let big = arg("--size-mib", 1024);
+    let exe = binary_in("covenant-agent", "agent-small");
+    let size = std::fs::metadata(&exe).unwrap().len();
+    println!(
+        "(a) covenant-agent built with the agent-small profile: {:.2} MiB ({size} bytes); target <= 4 MiB",
+        size as f64 / f64::from(1 << 20)
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Running::start_witnessed("footprint").await;
+        cast_with(&s, "").await;
+        let state = enrolled_agent(&s, "lim-09").await;
+        for (version, mib) in [("1.2.0", 64), ("1.3.0", big)] {
+            let bytes = image(mib, version.as_bytes()[2]);
+            publish_bytes(&s, version, &bytes).await;
+            drop(bytes);
+            let (peak, seconds, out) = tokio::task::block_in_place(|| measured_check(&exe, &state));
+            println!(
+                "(b) {mib} MiB release: peak RSS {:.1} MiB over {seconds:.1} s ({:.0} MB/s): {out}",
+                peak as f64 / 1024.0,
+                (mib << 20) as f64 / seconds / 1e6
+            );
+        }
+        println!("    target <= 8 MiB, flat in artifact size (Mender's daemon: ~7.5 MiB)");
+        s.stop().await;
+    });
+}
