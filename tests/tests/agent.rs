@@ -74,6 +74,44 @@ async fn a_withheld_update_is_explained_to_the_operator_in_words_and_as_data() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_installs_and_logs_each_verdict_once_not_on_every_poll() {
+    let s = Running::start_witnessed("agent-daemon").await;
+    cast_with(&s, "").await;
+    let state = enrolled_agent(&s, "lim-09").await;
+    let config = state.join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("poll_seconds = 3600", "poll_seconds = 1");
+    std::fs::write(&config, text).unwrap();
+    let exe = tokio::task::block_in_place(|| binary("covenant-agent"));
+    let log = state.join("daemon.log");
+    let mut child = std::process::Command::new(&exe)
+        .args(["run", "--state", &state_arg(&state)])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let store = Store::new(FsStorage::new(&state).unwrap());
+        if store.installed().unwrap().version.to_string() == "1.1.0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not install: {}", std::fs::read_to_string(&log).unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several more polls: each says "current", logged once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the daemon stops cleanly on SIGINT");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let polls = Store::new(FsStorage::new(&state).unwrap()).verdict().unwrap().unwrap();
+    assert_eq!(polls.verdict, "current");
+    assert_eq!(text.matches("is granted").count(), 1, "{text}");
+    assert_eq!(text.matches("up to date").count(), 1, "{text}");
+    assert!(text.contains("Installed version 1.1.0"), "{text}");
+    s.stop().await;
+}
+
 /// A small generator for the kill times (seeded from the clock, printed).
 struct Lcg(u64);
 

@@ -389,7 +389,13 @@ pub fn binary_in(name: &str, profile: &str) -> PathBuf {
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
     match profile {
-        "debug" => {}
+        // The profile `cargo test` builds with: after `cargo test
+        // --workspace` (the README's command) this is a no-op. (After
+        // `cargo test -p covenant-tests` alone, the feature sets differ and
+        // the agent's dependencies are built once more.)
+        "debug" => {
+            cmd.args(["--profile", "test"]);
+        }
         "release" => {
             cmd.arg("--release");
         }
