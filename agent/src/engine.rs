@@ -22,7 +22,11 @@ use covenant_proto::v1 as pb;
 use covenant_storage::{Storage, parent};
 use sha2::Digest as _;
 
-use crate::store::{LastVerdict, Slot, SlotMeta, Store};
+use crate::store::{LastVerdict, Phase, Slot, SlotMeta, Store, Trial};
+
+/// Health checks a switch may start before the release is rolled back (a
+/// check that keeps cutting the power or killing the agent).
+pub const MAX_HEALTH_ATTEMPTS: u32 = 3;
 
 /// Why a cycle stopped. Each attack on the updater ends in one of these,
 /// with nothing installed and the active slot untouched.
@@ -234,31 +238,47 @@ impl<S: Storage, T: Transport> Agent<S, T> {
     }
 
     /// Finishes what a power cut interrupted: half-written files go, and a
-    /// switch still under trial is health-checked again (and switched back
-    /// if it fails). The active slot always holds a complete version.
+    /// switch under way (`trial`) is finished: not yet switched, it is
+    /// dropped; switched, the health check runs again (a release whose
+    /// check was cut [`MAX_HEALTH_ATTEMPTS`] times is rolled back); rolling
+    /// back, the rollback completes. The active slot always holds a
+    /// complete version.
     pub async fn recover(&mut self) -> Result<(), AgentError> {
         self.store.sweep_tmp()?;
-        let Some(previous) = self.store.trial()? else { return Ok(()) };
-        if self.store.pending_report()?.is_none() {
-            let current = self.store.current()?;
-            let outcome = self.health(current).await;
-            self.conclude(previous, current, outcome).await?;
-        } else {
-            self.store.remove("trial")?;
+        let Some(mut trial) = self.store.trial()? else { return Ok(()) };
+        let current = self.store.current()?;
+        match trial.phase {
+            Phase::Switching if current == trial.previous => {
+                // Cut before the switch: nothing changed.
+                self.store.remove("trial")?;
+            }
+            Phase::Switching if trial.attempts >= MAX_HEALTH_ATTEMPTS => {
+                let why = format!("its health check was cut short {} times", trial.attempts);
+                self.conclude(&trial, Err(why)).await?;
+            }
+            Phase::Switching => {
+                trial.attempts += 1;
+                self.store.set_trial(&trial)?;
+                let healthy = self.health(trial.target).await;
+                self.conclude(&trial, healthy).await?;
+            }
+            Phase::RollingBack => {
+                self.conclude(&trial, Err("the rollback was cut short".into())).await?;
+            }
         }
         Ok(())
     }
 
-    /// Runs the health check on `slot` and concludes the switch from `previous`.
-    async fn conclude(
-        &mut self,
-        previous: Slot,
-        current: Slot,
-        healthy: Result<(), String>,
-    ) -> Result<Checked, AgentError> {
-        let to = self.store.slot(current)?.ok_or_else(|| AgentError::State("the new slot lost its metadata".into()))?;
-        let from =
-            self.store.slot(previous)?.ok_or_else(|| AgentError::State("the old slot lost its metadata".into()))?;
+    /// Concludes a switch: kept if healthy, else switched back (the phase
+    /// recorded first, so a cut finishes the rollback) and the release
+    /// marked failed; then the report is queued and sent.
+    async fn conclude(&mut self, trial: &Trial, healthy: Result<(), String>) -> Result<Checked, AgentError> {
+        let to =
+            self.store.slot(trial.target)?.ok_or_else(|| AgentError::State("the new slot lost its metadata".into()))?;
+        let from = self
+            .store
+            .slot(trial.previous)?
+            .ok_or_else(|| AgentError::State("the old slot lost its metadata".into()))?;
         let (outcome, checked) = match healthy {
             Ok(()) => (InstallOutcome::Installed, Checked::Installed(to.version.clone())),
             Err(why) => {
@@ -266,15 +286,15 @@ impl<S: Storage, T: Transport> Agent<S, T> {
                     "covenant-agent: version {} failed its health check ({why}); switching back to {}",
                     to.version, from.version
                 );
-                self.store.set_current(previous)?;
-                self.mark_failed(to.grant.map(|g| g.0))?;
+                self.store.set_trial(&Trial { phase: Phase::RollingBack, ..trial.clone() })?;
+                self.store.set_current(trial.previous)?;
+                self.mark_failed(Some(trial.release))?;
                 (InstallOutcome::RolledBack, Checked::RolledBack(to.version.clone()))
             }
         };
-        let grant_index = to.grant.map(|g| g.1).unwrap_or(0);
-        self.write_report(grant_index, outcome, &from.version, &to.version)?;
+        self.write_report(trial.grant_index, outcome, &from.version, &to.version)?;
         self.store.remove("trial")?;
-        self.send_report().await;
+        self.send_reports().await;
         Ok(checked)
     }
 
@@ -313,21 +333,33 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             last_checkpoint,
             time: system_now().max(trust.time),
         };
-        self.store.set_pending_report(&envelope::sign(&report, &[&self.key]))?;
+        let name = match outcome {
+            InstallOutcome::Installed => "installed",
+            InstallOutcome::Failed => "failed",
+            InstallOutcome::RolledBack => "rolled-back",
+        };
+        self.store.add_pending_report(grant_index, name, &envelope::sign(&report, &[&self.key]))?;
         Ok(())
     }
 
-    /// Sends the pending install report, if any; keeps it if the server
-    /// does not acknowledge it.
-    pub async fn send_report(&mut self) -> bool {
-        let Ok(Some(report)) = self.store.pending_report() else { return true };
-        match self.transport.report(report).await {
-            Ok(()) => self.store.remove("report.pending").is_ok(),
-            Err(e) => {
-                eprintln!("covenant-agent: the install report is kept for later: {e}");
-                false
+    /// Sends the pending install reports, oldest first; keeps each the
+    /// server does not acknowledge. Returns whether none is left.
+    pub async fn send_reports(&mut self) -> bool {
+        let Ok(pending) = self.store.pending_reports() else { return false };
+        for (path, report) in pending {
+            match self.transport.report(report).await {
+                Ok(()) => {
+                    if self.store.remove(&path).is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("covenant-agent: the install report is kept for later: {e}");
+                    return false;
+                }
             }
         }
+        true
     }
 
     /// One cycle (module docs). `now` is the device's clock; the agent
@@ -335,7 +367,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
     /// (bytes staged, bytes declared) while downloading.
     pub async fn check(&mut self, now: Timestamp, progress: &mut dyn FnMut(u64, u64)) -> Result<Checked, AgentError> {
         self.recover().await?;
-        self.send_report().await;
+        self.send_reports().await;
         let held = self.trust()?;
         let now = now.max(held.time);
         let identity = self.store.identity()?;
@@ -387,7 +419,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         self.keep_trust(&held, &trust)?;
         let mut verdict = LastVerdict {
             verdict: String::new(),
-            checked_at: trust.time,
+            checked_at: now.max(trust.time),
             index: None,
             granted: None,
             unmet: vec![],
@@ -443,7 +475,8 @@ impl<S: Storage, T: Transport> Agent<S, T> {
 
     /// Stores the verdict; logs it when it changed.
     fn record(&self, verdict: LastVerdict) -> Result<(), AgentError> {
-        let changed = self.store.verdict()?.is_none_or(|old| !old.same_as(&verdict));
+        // An unreadable old verdict counts as a change (it is replaced).
+        let changed = self.store.verdict().ok().flatten().is_none_or(|old| !old.same_as(&verdict));
         if changed {
             eprintln!("covenant-agent: {}", crate::describe(&verdict));
         }
@@ -478,13 +511,21 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         }
         let mut hasher = self.store.hasher_of(&path, have)?;
         if have < size {
-            let mut chunks = self.transport.download(release, have).await.map_err(AgentError::Transport)?;
+            let stall = self.settings.stall;
+            let stalled = |at| AgentError::Stalled { seconds: stall.as_secs(), at };
+            let mut chunks = tokio::time::timeout(stall, self.transport.download(release, have))
+                .await
+                .map_err(|_| stalled(have))?
+                .map_err(AgentError::Transport)?;
             let mut synced = have;
+            // Only bytes count as progress: empty chunks do not hold the
+            // stream open.
+            let mut progressed = tokio::time::Instant::now();
             loop {
-                let next = tokio::time::timeout(self.settings.stall, chunks.next()).await;
+                let next = tokio::time::timeout_at(progressed + stall, chunks.next()).await;
                 let Ok(next) = next else {
                     self.store.fs().sync(&path).ok();
-                    return Err(AgentError::Stalled { seconds: self.settings.stall.as_secs(), at: have });
+                    return Err(stalled(have));
                 };
                 let Some((offset, data)) = next.map_err(AgentError::Transport)? else { break };
                 if offset != have {
@@ -498,6 +539,9 @@ impl<S: Storage, T: Transport> Agent<S, T> {
                     fs.sync_dir(parent(&dir))?;
                 }
                 hasher.update(&data);
+                if !data.is_empty() {
+                    progressed = tokio::time::Instant::now();
+                }
                 have += data.len() as u64;
                 if have - synced >= SYNC_EVERY {
                     fs.sync(&path)?;
@@ -553,13 +597,15 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             eprintln!("covenant-agent: the installer refused version {}: {why}", meta.version);
             self.mark_failed(Some(release))?;
             self.write_report(auth.grant_index(), InstallOutcome::Failed, &from.version, &meta.version)?;
-            self.send_report().await;
+            self.send_reports().await;
             return Ok(Checked::Failed(meta.version));
         }
-        self.store.set_trial(previous)?;
+        let trial =
+            Trial { previous, target, release, grant_index: auth.grant_index(), phase: Phase::Switching, attempts: 1 };
+        self.store.set_trial(&trial)?;
         self.store.set_current(target)?;
         let healthy = self.health(target).await;
-        self.conclude(previous, target, healthy).await
+        self.conclude(&trial, healthy).await
     }
 
     async fn health(&self, slot: Slot) -> Result<(), String> {

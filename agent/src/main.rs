@@ -97,7 +97,12 @@ fn open(state: &Path) -> anyhow::Result<(Config, Agent<FsStorage, Grpc>)> {
         zeroize::Zeroizing::new(std::fs::read_to_string(state.join("signing.key")).context("reading signing.key")?);
     let key = covenant_core::keys::SigningKey::from_seed_hex(&key_text).context("signing.key is not a signing key")?;
     let transport = Grpc::new(&config, state)?;
-    let store = Store::new(FsStorage::new(state)?);
+    let fs = FsStorage::new(state)?;
+    // One agent process per state directory (a `check` beside a running
+    // daemon would race it for the slots).
+    covenant_storage::Storage::lock_exclusive(&fs)
+        .with_context(|| format!("{} is in use by another covenant-agent", state.display()))?;
+    let store = Store::new(fs);
     let settings = config.settings(state);
     Ok((config, Agent::new(store, transport, key, settings)))
 }
@@ -207,7 +212,7 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
         .checkpoint()?
         .and_then(|b| covenant_core::note::TrustedCheckpoint::restore(&b).ok())
         .map(|c| (c.checkpoint().size, covenant_core::digest::Sha256Digest(c.checkpoint().root_hash)));
-    let pending = store.pending_report()?.is_some();
+    let pending = !store.pending_reports()?.is_empty();
     if json {
         let out = serde_json::json!({
             "deployment": identity.deployment,

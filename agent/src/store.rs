@@ -10,9 +10,11 @@
 //! slots/a/meta.json    the version in slot a (and its artifact's digest)
 //! slots/a/artifact     its artifact (absent for the factory image)
 //! staging/<hex>.part   a download in progress, named by the release digest
-//! trial                set while a newly switched slot awaits its health check
+//! trial                the switch under way: slots, release, phase, attempts
 //! verdict.json         the last verdict and its reasons
-//! report.pending       a signed install report not yet acknowledged
+//! reports/*.pending    signed install reports not yet acknowledged
+//! failed               releases that failed here (never tried again)
+//! LOCK                 held by the one agent process using the directory
 //! ```
 //!
 //! Every small file is written whole: to `NAME.tmp`, synced, renamed over
@@ -91,6 +93,35 @@ pub struct SlotMeta {
     /// The release digest and the grant's ledger index it was installed under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<(Sha256Digest, u64)>,
+}
+
+/// Where a switch between slots stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Switching to the target, then its health check.
+    Switching,
+    /// The health check failed: switching back.
+    RollingBack,
+}
+
+/// A switch between slots under way (`trial`), so a restart finishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trial {
+    /// The slot active before.
+    pub previous: Slot,
+    /// The slot switched to.
+    pub target: Slot,
+    /// The release installed into the target.
+    pub release: Sha256Digest,
+    /// The grant's ledger index.
+    pub grant_index: u64,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Health checks started (a release whose check keeps killing the
+    /// device is rolled back after a few).
+    pub attempts: u32,
 }
 
 /// Who this agent is.
@@ -328,24 +359,36 @@ impl<S: Storage> Store<S> {
         self.write_json("verdict.json", v)
     }
 
-    /// The slot that was active before a switch still under trial.
-    pub fn trial(&self) -> io::Result<Option<Slot>> {
-        Ok(self.fs.read("trial")?.and_then(|b| Slot::parse(&String::from_utf8_lossy(&b))))
+    /// The switch under way, if any.
+    pub fn trial(&self) -> io::Result<Option<Trial>> {
+        self.read_json("trial")
     }
 
-    /// Marks a switch as under trial (`previous` is where to go back to).
-    pub fn set_trial(&self, previous: Slot) -> io::Result<()> {
-        self.write_atomic("trial", previous.name().as_bytes())
+    /// Records the switch under way (before each step that changes `current`).
+    pub fn set_trial(&self, trial: &Trial) -> io::Result<()> {
+        self.write_json("trial", trial)
     }
 
-    /// A signed install report not yet acknowledged.
-    pub fn pending_report(&self) -> io::Result<Option<Vec<u8>>> {
-        self.fs.read("report.pending")
+    /// The signed install reports not yet acknowledged, oldest first, with
+    /// their file names.
+    pub fn pending_reports(&self) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for name in self.fs.list("reports")? {
+            if name.ends_with(".pending") {
+                let path = format!("reports/{name}");
+                if let Some(bytes) = self.fs.read(&path)? {
+                    out.push((path, bytes));
+                }
+            }
+        }
+        Ok(out)
     }
 
-    /// Keeps a signed install report until the server acknowledges it.
-    pub fn set_pending_report(&self, report: &[u8]) -> io::Result<()> {
-        self.write_atomic("report.pending", report)
+    /// Keeps a signed install report until the server acknowledges it;
+    /// reports queue (named by the grant's index and the outcome), so an
+    /// unacknowledged one is never overwritten by the next.
+    pub fn add_pending_report(&self, grant_index: u64, outcome: &str, report: &[u8]) -> io::Result<()> {
+        self.write_atomic(&format!("reports/{grant_index:020}-{outcome}.pending"), report)
     }
 
     /// The staging file of a release.

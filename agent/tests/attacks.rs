@@ -48,7 +48,7 @@ fn a_genuine_grant_installs_and_reports() {
     assert!(store.verify_slot(Slot::B).unwrap());
     assert_eq!(store.installed().unwrap().version.to_string(), "1.1.0");
     assert!(store.checkpoint().unwrap().is_some(), "the checkpoint is kept");
-    assert!(store.pending_report().unwrap().is_none(), "the report was acknowledged");
+    assert!(store.pending_reports().unwrap().is_empty(), "the report was acknowledged");
     assert_eq!(agent.transport().reports.len(), 1);
     // The next check-in carries the checkpoint; the server says current.
     agent.transport_mut().standing = None;
@@ -160,28 +160,28 @@ fn indefinite_freeze_an_expired_grant() {
     assert_untouched(&agent);
 }
 
-#[test]
-fn key_compromise_a_release_signed_by_the_decision_key_alone() {
+/// A grant of a release signed only by the key `pick` chooses, as a thief
+/// of that key would make one.
+fn release_signed_by(pick: impl Fn(&Vendor) -> SigningKey) -> FakeServer {
     let mut server = FakeServer::new(Vendor::new());
-    let decision = copy(&server.vendor.decision);
-    let forged = server.vendor.manifest_signed("1.1.0", &artifact(100, 1), &[&decision]);
+    let thief = pick(&server.vendor);
+    let forged = server.vendor.manifest_signed("1.1.0", &artifact(100, 1), &[&thief]);
     server.vendor.append(EntryKind::Release, vec![], forged.clone());
     server.standing = Some(server.vendor.grant(DEPLOYMENT, &forged, DAY));
     server.manifest = forged;
-    let mut agent = agent(server);
+    server
+}
+
+#[test]
+fn key_compromise_a_release_signed_by_the_decision_key_alone() {
+    let mut agent = agent(release_signed_by(|v| copy(&v.decision)));
     assert!(matches!(refusal(check(&mut agent)), Refusal::Release(_)));
     assert_untouched(&agent);
 }
 
 #[test]
 fn key_compromise_a_release_under_the_threshold() {
-    let mut server = FakeServer::new(Vendor::new());
-    let one = copy(&server.vendor.release_keys[0]);
-    let forged = server.vendor.manifest_signed("1.1.0", &artifact(100, 1), &[&one]);
-    server.vendor.append(EntryKind::Release, vec![], forged.clone());
-    server.standing = Some(server.vendor.grant(DEPLOYMENT, &forged, DAY));
-    server.manifest = forged;
-    let mut agent = agent(server);
+    let mut agent = agent(release_signed_by(|v| copy(&v.release_keys[0])));
     assert!(matches!(refusal(check(&mut agent)), Refusal::Release(_)));
     assert_untouched(&agent);
 }
@@ -322,20 +322,45 @@ fn slow_retrieval_a_stalled_stream_times_out_and_resumes_later() {
 fn clock_set_back_an_old_grant_is_not_revived() {
     let mut server = FakeServer::new(Vendor::new());
     let manifest = server.vendor.release("1.1.0", &artifact(100, 1));
-    let index = server.vendor.grant(DEPLOYMENT, &manifest, DAY);
-    server.manifest = manifest;
-    // The agent has seen time move ten days on (a verified freshness time).
+    let grant = server.vendor.grant(DEPLOYMENT, &manifest, DAY);
+    server.manifest = manifest.clone();
+    // Ten days on, the agent verifies a withhold whose checkpoint the
+    // witness cosigned then: that witnessed time is kept.
     server.vendor.now = server.vendor.now.plus_seconds(10 * DAY);
+    server.standing = Some(server.vendor.withhold(DEPLOYMENT, &manifest, "attestation expired"));
     let mut agent = agent(server);
-    assert_eq!(check(&mut agent).unwrap(), Checked::Current);
-    // Then the device's clock is set back, and the old grant is offered again
-    // with a freshness answer dated in its validity.
+    assert_eq!(check(&mut agent).unwrap(), Checked::Withheld);
+    assert!(agent.store().time().unwrap().unwrap() >= NOW.plus_seconds(10 * DAY));
+    // Then the device's clock is set back, and the old grant is offered
+    // again with a freshness answer and cosignatures dated in its validity.
     let server = agent.transport_mut();
     server.vendor.now = NOW.plus_seconds(60);
-    server.standing = Some(index);
+    server.standing = Some(grant);
     let refused = block_on(agent.check(NOW, &mut |_, _| {}));
     assert!(matches!(refusal(refused), Refusal::Expired { .. }));
     assert_untouched(&agent);
+}
+
+#[test]
+fn a_far_future_time_from_the_decision_key_alone_is_never_kept() {
+    let mut server = FakeServer::new(Vendor::new());
+    // A server holding the decision key dates its freshness answers in the
+    // year 9999 (were it kept, every root and grant would expire for good).
+    server.tamper = Some(Box::new(|v, checkin, mut r| {
+        let c = CheckIn::parse(Envelope::parse(checkin).unwrap().payload()).unwrap();
+        let mut future = v.clone();
+        future.now = covenant_core::digest::Timestamp::from_unix(covenant_core::update::MAX_TIME);
+        r.freshness = future.freshness(DEPLOYMENT, c.nonce, covenant_core::statements::FreshnessStanding::Current);
+        r
+    }));
+    let mut agent = agent(server);
+    assert_eq!(check(&mut agent).unwrap(), Checked::Current);
+    assert!(agent.store().time().unwrap().is_none_or(|t| t < NOW), "an unwitnessed time is not kept");
+    // The honest server again: the agent installs as before.
+    let server = agent.transport_mut();
+    server.tamper = None;
+    server.grant("1.1.0", &artifact(100, 1));
+    assert_eq!(check(&mut agent).unwrap(), Checked::Installed("1.1.0".parse().unwrap()));
 }
 
 #[test]

@@ -75,7 +75,65 @@ fn a_power_cut_between_any_two_file_operations_leaves_a_complete_version() {
         assert_eq!(active, Slot::B, "cut {cut}");
         assert_eq!(store.slot(active).unwrap().unwrap().artifact.unwrap().0, expected, "cut {cut}");
         assert!(store.verify_slot(active).unwrap(), "cut {cut}: the installed artifact's hash");
-        assert!(store.pending_report().unwrap().is_none(), "cut {cut}: the report was delivered");
+        assert!(store.pending_reports().unwrap().is_empty(), "cut {cut}: the report was delivered");
         assert!(!agent.transport().reports.is_empty(), "cut {cut}: a report reached the server");
+    }
+}
+
+/// An agent whose health check always fails (the rollback path).
+fn failing_agent() -> Agent<SimStorage, FakeServer> {
+    let server = server();
+    let store = provisioned(&server.vendor);
+    let device = copy(&server.vendor.device);
+    let mut settings = settings();
+    settings.health_check =
+        Some(covenant_agent::engine::Hook { argv: vec!["false".into()], timeout: std::time::Duration::from_secs(10) });
+    Agent::new(store, server, device, settings)
+}
+
+#[test]
+fn a_power_cut_anywhere_in_a_failing_update_always_ends_rolled_back() {
+    use covenant_agent::engine::Checked;
+    let mut agent = failing_agent();
+    let before = agent.store().fs().ops();
+    assert_eq!(block_on(agent.check(NOW, &mut |_, _| {})).unwrap(), Checked::RolledBack("1.1.0".parse().unwrap()));
+    let total = agent.store().fs().ops() - before;
+    assert!(total >= 200, "{total} file operations");
+    for cut in 1..=total {
+        let mut agent = failing_agent();
+        agent.store().fs().cut_after(cut);
+        let _ = block_on(agent.check(NOW, &mut |_, _| {}));
+        assert!(agent.store().fs().is_dead(), "cut {cut}");
+        let mut agent = restart(agent, cut as usize);
+        block_on(agent.recover()).unwrap_or_else(|e| panic!("cut {cut}: recovery failed: {e}"));
+        let active = agent.store().current().unwrap();
+        assert!(agent.store().verify_slot(active).unwrap(), "cut {cut}: the active slot is incomplete");
+        // It ends rolled back to 1.0.0, the release never tried again, and
+        // the rolled-back report delivered.
+        let mut skipped = false;
+        for _ in 0..3 {
+            if block_on(agent.check(NOW, &mut |_, _| {})).unwrap_or_else(|e| panic!("cut {cut}: {e}"))
+                == Checked::Skipped("1.1.0".parse().unwrap())
+            {
+                skipped = true;
+                break;
+            }
+        }
+        assert!(skipped, "cut {cut}: the failed release is not marked failed");
+        let store = agent.store();
+        assert_eq!(store.current().unwrap(), Slot::A, "cut {cut}");
+        assert_eq!(store.installed().unwrap().version.to_string(), "1.0.0", "cut {cut}");
+        assert!(store.pending_reports().unwrap().is_empty(), "cut {cut}");
+        let outcomes: Vec<_> = agent
+            .transport()
+            .reports
+            .iter()
+            .map(|r| {
+                use covenant_core::statements::Payload as _;
+                let env = covenant_core::envelope::Envelope::parse(r).unwrap();
+                covenant_core::statements::InstallReport::parse(env.payload()).unwrap().outcome
+            })
+            .collect();
+        assert!(outcomes.contains(&covenant_core::statements::InstallOutcome::RolledBack), "cut {cut}: {outcomes:?}");
     }
 }

@@ -12,9 +12,13 @@
 //! build) or the [`Refusal`] naming the check that failed.
 //!
 //! Time: the agent's now never goes below the newest time it has verified.
-//! The caller passes the larger of its clock and the time it stored; the
-//! answer raises it with the freshness time and the witnesses' cosignature
-//! times, and the result's [`Trust::time`] is what the agent stores next.
+//! Within one answer the checks use the largest of the device's clock, the
+//! stored time, the freshness time and the witnessed time. Only the
+//! witnessed time is kept ([`Trust::time`]): the k-th newest cosignature
+//! timestamp of k required witnesses. A freshness time is signed by the
+//! online decision key alone, and a device clock may be wrong; were either
+//! stored, one bad value far in the future would expire every root and
+//! grant for good (found by review).
 
 use crate::digest::{Sha256Digest, Timestamp};
 use crate::envelope::{self, EnvelopeError, Verified};
@@ -140,9 +144,13 @@ pub struct Trust {
     pub root: TrustedRoot,
     /// The last checkpoint accepted.
     pub checkpoint: Option<TrustedCheckpoint>,
-    /// The newest verified time.
+    /// The newest time k witnesses vouched for (never lowered).
     pub time: Timestamp,
 }
+
+/// The latest time accepted from a witness: 9999-12-31T23:59:59Z (later
+/// values cannot be written as RFC 3339 and are ignored).
+pub const MAX_TIME: i64 = 253_402_300_799;
 
 /// What the agent asked: its check-in's facts.
 #[derive(Debug, Clone, Copy)]
@@ -260,6 +268,7 @@ pub fn verify_answer(
     limits: Limits,
 ) -> Result<Answer, Refusal> {
     let mut now = now.max(held.time);
+    let mut witnessed = held.time;
     // 1. The root chain, checked at the agent's now.
     let root = walk_chain(&held.root, answer.root_chain.iter().map(Vec::as_slice), now).map_err(Refusal::Root)?;
     let decision_keys = root.decision_keys().map_err(Refusal::Root)?;
@@ -275,7 +284,7 @@ pub fn verify_answer(
     now = now.max(fresh.time);
     let (index, leaf, size) = match (fresh.standing, answer.entry) {
         (FreshnessStanding::Current, None) => {
-            let trust = Trust { root, checkpoint: held.checkpoint.clone(), time: now };
+            let trust = Trust { root, checkpoint: held.checkpoint.clone(), time: witnessed };
             return Ok(Answer { ruling: Ruling::Current, trust });
         }
         (FreshnessStanding::Current, Some(_)) => return Err(Refusal::Standing("an entry came with `current`")),
@@ -322,8 +331,19 @@ pub fn verify_answer(
             old.advance(checkpoint, answer.consistency).map_err(Refusal::SplitView)?
         }
     };
-    if let Some(newest) = cosigned.iter().map(|c| c.timestamp).max() {
-        now = now.max(Timestamp::from_unix(i64::try_from(newest).unwrap_or(i64::MAX)));
+    // The k-th newest cosignature time: no fewer than k witnesses vouch
+    // for it (out-of-range times do not count).
+    let mut times: Vec<i64> = cosigned
+        .iter()
+        .filter_map(|c| i64::try_from(c.timestamp).ok())
+        .filter(|t| (0..=MAX_TIME).contains(t))
+        .collect();
+    times.sort_unstable_by(|a, b| b.cmp(a));
+    if threshold > 0
+        && let Some(t) = times.get(threshold - 1)
+    {
+        witnessed = witnessed.max(Timestamp::from_unix(*t));
+        now = now.max(witnessed);
     }
     // 5. The decision itself.
     let decision: Verified<Decision> = envelope::verify(entry.body, &decision_keys).map_err(Refusal::Decision)?;
@@ -334,7 +354,7 @@ pub fn verify_answer(
     if decision.verdict != verdict {
         return Err(Refusal::Standing("the decision's verdict is not the entry's kind"));
     }
-    let trust = Trust { root, checkpoint: Some(checkpoint), time: now };
+    let trust = Trust { root, checkpoint: Some(checkpoint), time: witnessed };
     if verdict == Verdict::Withhold {
         return Ok(Answer { ruling: Ruling::Withheld(Box::new(Withheld { index, decision })), trust });
     }

@@ -490,6 +490,7 @@ pub fn assert_untouched(agent: &Agent<SimStorage, FakeServer>) {
     assert_eq!(store.current().unwrap(), Slot::A);
     assert_eq!(store.installed().unwrap().version.to_string(), "1.0.0");
     assert!(store.slot(Slot::B).unwrap().is_none(), "slot b must hold nothing");
-    assert!(store.pending_report().unwrap().is_none());
+    assert_eq!(store.root().unwrap(), agent.transport().vendor.chain[0], "the trusted root is unchanged");
+    assert!(store.pending_reports().unwrap().is_empty());
     assert!(agent.transport().reports.is_empty(), "no install report");
 }
