@@ -305,6 +305,30 @@ fn witness_policy_unmet_cosigned_by_an_unknown_witness() {
 }
 
 #[test]
+fn witness_policy_unmet_one_witness_cosigning_twice_counts_once() {
+    let mut server = FakeServer::new(Vendor::with_witnesses(2));
+    server.grant("1.1.0", &artifact(100, 1));
+    server.tamper = Some(Box::new(|v, checkin, r| {
+        let index = r.decision.as_ref().unwrap().index;
+        let w0 = &v.witnesses[0];
+        v.answer_with(checkin, Some(index), &r.release_manifest, &v.tree, &v.ledger, &[w0, w0])
+    }));
+    let mut agent = agent(server);
+    assert!(matches!(
+        refusal(check(&mut agent)),
+        Refusal::Unwitnessed(NoteError::WitnessThresholdNotMet { valid: 1, threshold: 2 })
+    ));
+    assert_untouched(&agent);
+    // Both witnesses: the update goes through.
+    agent.transport_mut().tamper = Some(Box::new(|v, checkin, r| {
+        let index = r.decision.as_ref().unwrap().index;
+        let (w0, w1) = (&v.witnesses[0], &v.witnesses[1]);
+        v.answer_with(checkin, Some(index), &r.release_manifest, &v.tree, &v.ledger, &[w0, w1])
+    }));
+    assert_eq!(check(&mut agent).unwrap(), Checked::Installed("1.1.0".parse().unwrap()));
+}
+
+#[test]
 fn slow_retrieval_a_stalled_stream_times_out_and_resumes_later() {
     let mut server = granted_server(10_000);
     server.stall_at = Some(4096);

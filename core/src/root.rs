@@ -48,6 +48,11 @@ pub enum RootError {
     /// A rotation from a production root to a development root.
     #[error("a production root never rotates to a development root")]
     ProductionToDevelopment,
+    /// The new root names the ledger otherwise: every checkpoint's origin
+    /// is the ledger key's name, so a renamed log could never be shown
+    /// consistent with the checkpoints agents hold.
+    #[error("a root rotation never renames the ledger (its checkpoints' origin)")]
+    LedgerRenamed,
     /// A role's keys do not form a key set.
     #[error("role {role} is unusable: {error}")]
     Role {
@@ -135,6 +140,12 @@ impl TrustedRoot {
         }
         if verified.value().development && !self.metadata().development {
             return Err(RootError::ProductionToDevelopment);
+        }
+        let names = |m: &RootMetadata| {
+            m.roles.ledger.keys.iter().map(|k| k.note_name.clone()).collect::<std::collections::BTreeSet<_>>()
+        };
+        if names(verified.value()) != names(self.metadata()) {
+            return Err(RootError::LedgerRenamed);
         }
         let root = TrustedRoot { verified, bytes: next.to_vec() };
         root.check_usable()?;

@@ -356,6 +356,18 @@ fn production_root_never_rotates_to_development() {
 }
 
 #[test]
+fn root_rotation_renaming_the_ledger_is_refused() {
+    // Agents hold checkpoints whose origin is the ledger's name; a renamed
+    // log could never be shown consistent with them.
+    let keys = RootKeys::new(1);
+    let v1 = provisioned(&keys);
+    let mut meta = root_metadata(&keys, 2, next_year(), false);
+    meta.roles.ledger.keys[0].note_name = Some("other.test/log".into());
+    let v2 = signed_root(&meta, &[&keys.root[0], &keys.root[1]]);
+    assert_eq!(v1.rotate(&v2).unwrap_err(), RootError::LedgerRenamed);
+}
+
+#[test]
 fn root_reusing_a_key_across_roles_is_refused() {
     let keys = RootKeys::new(1);
     let mut meta: RootMetadata = root_metadata(&keys, 1, next_year(), false);

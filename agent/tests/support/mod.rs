@@ -81,6 +81,11 @@ impl Clone for Vendor {
 impl Vendor {
     /// A production root (witness 1 of 2) as entry 0.
     pub fn new() -> Self {
+        Self::with_witnesses(1)
+    }
+
+    /// A production root needing `k` of its 2 witnesses, as entry 0.
+    pub fn with_witnesses(k: u32) -> Self {
         let root_keys: Vec<SigningKey> = (1..=3).map(key).collect();
         let release_keys: Vec<SigningKey> = (4..=6).map(key).collect();
         let witnesses: Vec<NoteSigner> =
@@ -109,7 +114,7 @@ impl Vendor {
                             note_name: Some(format!("witness.test/w{i}")),
                         })
                         .collect(),
-                    threshold: 1,
+                    threshold: k,
                 },
                 admin: spec(&admins.iter().collect::<Vec<_>>(), 2),
             },
