@@ -213,6 +213,8 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
         .and_then(|b| covenant_core::note::TrustedCheckpoint::restore(&b).ok())
         .map(|c| (c.checkpoint().size, covenant_core::digest::Sha256Digest(c.checkpoint().root_hash)));
     let pending = !store.pending_reports()?.is_empty();
+    // What a field engineer compares with what they observe on site.
+    let configuration = Config::read(&state.join(config::FILE)).map(|c| c.settings(state).configuration_digest).ok();
     if json {
         let out = serde_json::json!({
             "deployment": identity.deployment,
@@ -222,6 +224,7 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
             "verdict": verdict,
             "checkpoint": checkpoint.map(|(size, root)| serde_json::json!({"size": size, "root_hash": root})),
             "report_pending": pending,
+            "configuration_digest": configuration,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

@@ -28,6 +28,16 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole loop on loopback, narrated: a server, a witness and two
+    /// agents as separate processes; attestations, a case, a suspension
+    /// approved by two officers, a security fix, an expired attestation, an
+    /// audit. Needs covenant-server and covenant-agent beside this binary
+    /// (`cargo build --release --bins`).
+    Demo {
+        /// Keep the demo's folder (data directory, devices) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Compliance officers: customers, deployments, contracts, releases,
     /// cases, suspensions, waivers and approvals, identities, notes.
     #[command(subcommand)]
@@ -127,6 +137,7 @@ fn main() {
                 Command::Witness(witness::Witness::Serve { key, log, state, listen }) => {
                     witness::serve(&key, &log, &state, listen).await
                 }
+                Command::Demo { keep } => covenant_cli::demo::demo(keep),
             }
         })
     });

@@ -1,0 +1,529 @@
+//! `covenant demo`: the whole loop on loopback, as separate processes
+//! (`covenant-server`, a `covenant witness`, two `covenant-agent`s, and
+//! `covenant` itself for every person's command), narrated in plain words.
+//! The binaries are found beside this executable; `covenant` does not link
+//! the server.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// The processes and folders of one demo.
+struct Demo {
+    tmp: PathBuf,
+    data: PathBuf,
+    url: String,
+    me: PathBuf,
+    server_bin: PathBuf,
+    agent_bin: PathBuf,
+    children: Vec<Child>,
+    step: u32,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.parent().context("no folder")?.join(name);
+    if !path.exists() {
+        bail!("{} is not beside {}: build every binary first (cargo build --release --bins)", name, me.display());
+    }
+    Ok(path)
+}
+
+/// Runs a program; returns its standard output, or fails with its error.
+fn run(program: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("starting {}", program.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let why = if stderr.is_empty() { String::from_utf8_lossy(&out.stdout).trim().to_owned() } else { stderr };
+        bail!(
+            "`{} {}` failed: {why}",
+            program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            args.join(" "),
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts a long-running program and waits for its first line of output.
+fn start(program: &Path, args: &[&str]) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let stdout = child.stdout.take().context("no output")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    Ok((child, line))
+}
+
+/// The `host:port` after " on " in a start-up line.
+fn address(line: &str) -> anyhow::Result<String> {
+    line.split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', ';']).next())
+        .map(|a| a.trim().to_owned())
+        .with_context(|| format!("no address in {line:?}"))
+}
+
+fn json(text: &str) -> anyhow::Result<serde_json::Value> {
+    if let Ok(v) = serde_json::from_str(text) {
+        return Ok(v);
+    }
+    // The last JSON line (some commands print one per step).
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn rfc3339(t: covenant_core::digest::Timestamp) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+impl Demo {
+    fn say(&mut self, text: &str) {
+        self.step += 1;
+        println!("\n{}. {text}", self.step);
+    }
+
+    fn as_whom(&self, identity: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let id = identity.display().to_string();
+        let mut all = vec!["--json", "--server", &self.url, "--identity", &id];
+        all.extend_from_slice(args);
+        run(&self.me, &all)
+    }
+
+    fn admin(&self, n: u8, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let dir = self.data.join(format!("identities/admin{n}"));
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        json(&self.as_whom(&dir, &all)?)
+    }
+
+    /// A person makes their keys; admin 1 issues their certificate.
+    fn person(&self, role: &str, id: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.tmp.join(format!("people/{id}"));
+        run(&self.me, &["keys", "new", "--out", &dir.display().to_string()])?;
+        std::fs::copy(self.data.join("root.json"), dir.join("root.json"))?;
+        let csr = dir.join("request.csr").display().to_string();
+        let out = dir.display().to_string();
+        self.admin(1, &["identity", "issue", "--role", role, "--id", id, "--csr", &csr, "--out", &out])?;
+        Ok(dir)
+    }
+
+    /// A device enrolls (its keys never leave it) and is provisioned at 1.0.0.
+    fn agent(&self, deployment: &str) -> anyhow::Result<PathBuf> {
+        let state = self.tmp.join(format!("device-{deployment}"));
+        let st = state.display().to_string();
+        run(&self.agent_bin, &["enroll-request", "--state", &st])?;
+        let bundle = self.tmp.join(format!("bundle-{deployment}")).display().to_string();
+        let csr = state.join("request.csr").display().to_string();
+        self.admin(1, &["enroll", deployment, "--csr", &csr, "--out", &bundle])?;
+        run(
+            &self.agent_bin,
+            &["provision", &bundle, "--state", &st, "--product", "lim", "--installed", "1.0.0", "--allow-development"],
+        )?;
+        Ok(state)
+    }
+
+    fn check(&self, state: &Path) -> anyhow::Result<String> {
+        let out = run(&self.agent_bin, &["check", "--state", &state.display().to_string(), "--json"])?;
+        let v = json(&out)?;
+        Ok(match (v["outcome"].as_str(), v["version"].as_str()) {
+            (Some("installed"), Some(version)) => format!("installed {version}"),
+            (Some(outcome), _) => outcome.to_owned(),
+            _ => "no answer".to_owned(),
+        })
+    }
+
+    fn status(&self, state: &Path) -> anyhow::Result<serde_json::Value> {
+        json(&run(&self.agent_bin, &["status", "--state", &state.display().to_string(), "--json"])?)
+    }
+
+    /// The operator's words for the last verdict of `state`.
+    fn reasons(&self, state: &Path) -> anyhow::Result<String> {
+        let out = run(&self.agent_bin, &["status", "--state", &state.display().to_string()])?;
+        Ok(out
+            .lines()
+            .filter(|l| l.contains("unmet:") || l.contains("withheld:"))
+            .map(|l| format!("     {}\n", l.trim()))
+            .collect())
+    }
+
+    /// Publishes `version` of lim: a release manifest signed by two release
+    /// keys offline, then uploaded with its artifact.
+    fn publish(&self, version: &str, class: &str, baseline: &str) -> anyhow::Result<String> {
+        let artifact = self.tmp.join(format!("lim-{version}.img"));
+        std::fs::write(&artifact, format!("the image of lim {version}\n").repeat(20_000))?;
+        let manifest = self.tmp.join(format!("lim-{version}.manifest")).display().to_string();
+        let a = artifact.display().to_string();
+        let made = json(&run(
+            &self.me,
+            &[
+                "--json",
+                "release",
+                "new",
+                &a,
+                "--product",
+                "lim",
+                "--version",
+                version,
+                "--class",
+                class,
+                "--baseline",
+                baseline,
+                "--out",
+                &manifest,
+            ],
+        )?)?;
+        for k in ["keys/release-1.key", "keys/release-2.key"] {
+            run(
+                &self.me,
+                &["--json", "release", "sign", &manifest, "--key", &self.data.join(k).display().to_string()],
+            )?;
+        }
+        self.admin(1, &["publish", &manifest, &a])?;
+        Ok(made["release_digest"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The customer attests for `deployment`, valid until `until`.
+    fn attest(&self, customer: &Path, customer_id: &str, deployment: &str, until: &str) -> anyhow::Result<PathBuf> {
+        let from = customer.join("attestation.toml");
+        std::fs::write(&from, attestation(customer_id, deployment, until))?;
+        // A new file each time (a renewal never overwrites the first).
+        let n = std::fs::read_dir(customer)?.count();
+        let env = customer.join(format!("attestation-{n}.dsse"));
+        let (f, e) = (from.display().to_string(), env.display().to_string());
+        self.as_whom(customer, &["attest", "new", "--from", &f, "--out", &e])?;
+        self.as_whom(customer, &["attest", "sign", &e])?;
+        self.as_whom(customer, &["attest", "submit", &e])?;
+        Ok(env)
+    }
+
+    /// The field engineer verifies on site what the attestation claims,
+    /// observing the device's configuration.
+    fn verify(&self, engineer: &Path, attestation: &Path, deployment: &str, device: &Path) -> anyhow::Result<()> {
+        let config = self.status(device)?["configuration_digest"].as_str().unwrap_or_default().to_owned();
+        let out = engineer.join(format!("verification-{deployment}.dsse")).display().to_string();
+        let att = attestation.display().to_string();
+        self.as_whom(
+            engineer,
+            &[
+                "verify",
+                "sign",
+                "--attestation",
+                &att,
+                "--deployment",
+                deployment,
+                "--country",
+                "XA",
+                "--site",
+                "s1",
+                "--config",
+                &config,
+                "--result",
+                "pass",
+                "--out",
+                &out,
+            ],
+        )?;
+        self.as_whom(engineer, &["verify", "submit", &out])?;
+        Ok(())
+    }
+
+    fn approve(&self, proposal: &serde_json::Value) -> anyhow::Result<()> {
+        let digest = proposal["action_digest"].as_str().context("no proposal digest")?.to_owned();
+        self.admin(2, &["approve", &digest])?;
+        Ok(())
+    }
+}
+
+/// An end-use attestation file for `deployment`.
+fn attestation(customer: &str, deployment: &str, until: &str) -> String {
+    format!(
+        r#"deployments = ["{deployment}"]
+
+[attestation]
+customer = "{customer}"
+legal_basis = "Code of Criminal Procedure s. 100a"
+oversight_body = "Federal Court"
+valid_from = "2026-01-01T00:00:00Z"
+valid_until = "{until}"
+facts_unknown_to_signer = ""
+
+[attestation.end_user]
+legal_name = "{customer}"
+agency_type = "law enforcement"
+country = "XA"
+
+[attestation.end_use]
+category = "lawful-interception"
+description = "court-ordered interception"
+
+[[attestation.sites]]
+country = "XA"
+site_id = "s1"
+
+[attestation.undertakings]
+no_reexport_transfer_or_relocation = true
+no_modification = true
+no_targeting_of_protected_groups = true
+consent_to_audits_and_site_checks = true
+
+[attestation.signatory]
+name = "A. Official"
+title = "Director"
+"#
+    )
+}
+
+const CONTRACT: &str = r#"
+id = "contract-CUSTOMER"
+version = 1
+customer = "CUSTOMER"
+grant_validity_seconds = 604800
+compliance_contact = "compliance@vendor.example"
+
+[[conditions]]
+condition = "end_use_attested"
+max_age_days = 365
+
+[[conditions]]
+condition = "field_verified"
+max_age_days = 90
+"#;
+
+/// Runs the demo (module docs); keeps its folder if `keep`.
+pub fn demo(keep: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let tmp = std::env::temp_dir().join(format!("covenant-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let mut d = Demo {
+        data: tmp.join("server"),
+        tmp: tmp.clone(),
+        url: String::new(),
+        me: std::env::current_exe()?,
+        server_bin: sibling("covenant-server")?,
+        agent_bin: sibling("covenant-agent")?,
+        children: vec![],
+        step: 0,
+    };
+    let result = story(&mut d);
+    drop(d);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&tmp);
+    } else {
+        println!("\nThe demo's files are in {}.", tmp.display());
+    }
+    result?;
+    println!("\nThe demo took {:.0} s.", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn story(d: &mut Demo) -> anyhow::Result<()> {
+    let data = d.data.display().to_string();
+    d.say("The vendor starts a development server (every key in one folder), a witness and the ledger.");
+    run(&d.server_bin, &["init", "--dev", "--data", &data])?;
+    let vkey = std::fs::read_to_string(d.data.join("ledger.vkey"))?;
+    let wstate = d.tmp.join("witness");
+    let (child, line) = start(
+        &d.me,
+        &[
+            "witness",
+            "serve",
+            "--key",
+            &d.data.join("keys/witness-dev.key").display().to_string(),
+            "--log",
+            vkey.trim(),
+            "--state",
+            &wstate.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )?;
+    d.children.push(child);
+    let waddr = address(&line)?;
+    let wvkey = std::fs::read_to_string(d.data.join("witness-dev.vkey"))?.trim().to_owned();
+    let wname = wvkey.split('+').next().unwrap_or_default().to_owned();
+    std::fs::write(
+        d.data.join("witnesses.toml"),
+        format!(
+            "[[witness]]\nname = \"{wname}\"\naddress = \"https://{waddr}\"\nvkey = \"{wvkey}\"\ncert = \"{}\"\n",
+            wstate.join("tls-cert.pem").display()
+        ),
+    )?;
+    let (child, line) = start(&d.server_bin, &["serve", "--data", &data, "--listen", "127.0.0.1:0"])?;
+    d.children.push(child);
+    d.url = format!("https://{}", address(&line)?);
+    println!("   server {}, witness {wname} at {waddr}", d.url);
+
+    d.say("Compliance registers two customers, a deployment each, their contracts, and releases 1.0.0 and 1.1.0.");
+    for (c, name, dep) in [("agency-a", "Agency A", "a-01"), ("agency-b", "Agency B", "b-01")] {
+        d.admin(1, &["customer", c, "--name", name, "--country", "XA"])?;
+        d.admin(1, &["deployment", dep, "--customer", c, "--product", "lim", "--country", "XA", "--site", "s1"])?;
+        let file = d.tmp.join(format!("contract-{c}.toml"));
+        std::fs::write(&file, CONTRACT.replace("CUSTOMER", c))?;
+        d.admin(1, &["contract", &file.display().to_string()])?;
+    }
+    let customer_a = d.person("customer", "agency-a")?;
+    let customer_b = d.person("customer", "agency-b")?;
+    let engineer = d.person("engineer", "eng-1")?;
+    d.publish("1.0.0", "capability", "1.0.0")?;
+    d.publish("1.1.0", "capability", "1.1.0")?;
+    println!("   contracts require an end-use attestation and a field verification");
+
+    d.say("Each device enrolls (its keys never leave it) and is provisioned at version 1.0.0.");
+    let agent_a = d.agent("a-01")?;
+    let agent_b = d.agent("b-01")?;
+    println!("   a-01 checks in: {}", d.check(&agent_a)?);
+    print!("{}", d.reasons(&agent_a)?);
+
+    d.say("Agency A attests (valid for 20 seconds, for the demo) and an engineer verifies on site.");
+    let soon = covenant_core::digest::Timestamp::from_unix(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 + 20,
+    );
+    let expires_a = Instant::now() + Duration::from_secs(21);
+    let att_a = d.attest(&customer_a, "agency-a", "a-01", &rfc3339(soon))?;
+    d.verify(&engineer, &att_a, "a-01", &agent_a)?;
+    println!("   a-01 checks in: {}", d.check(&agent_a)?);
+
+    d.say("Agency B attests and is verified too; then a misuse signal about Agency B opens a case.");
+    let att_b = d.attest(&customer_b, "agency-b", "b-01", "2099-01-01T00:00:00Z")?;
+    d.verify(&engineer, &att_b, "b-01", &agent_b)?;
+    let signal = json(&d.as_whom(
+        &engineer,
+        &["signal", "submit", "--customer", "agency-b", "--source", "ngo_report", "--summary", "journalists targeted"],
+    )?)?;
+    println!("   case-{} opened (the reporter's identity stays out of the ledger's headers)", signal["index"]);
+
+    d.say("One compliance officer proposes an L2 suspension of Agency B; a proposal alone changes nothing.");
+    let proposal = d.admin(1, &["suspend", "--customer", "agency-b", "--level", "L2"])?;
+    println!("   proposal {}", proposal["action_digest"].as_str().unwrap_or_default());
+    d.say("A second officer approves it. Agency B, on 1.0.0, is withheld 1.1.0:");
+    d.approve(&proposal)?;
+    println!("   b-01 checks in: {}", d.check(&agent_b)?);
+    print!("{}", d.reasons(&agent_b)?);
+
+    d.say("Security fix 1.0.1 (baseline 1.0.0) is published; two officers let it through to b-01.");
+    let fix = d.publish("1.0.1", "security-fix", "1.0.0")?;
+    let proposal = d.admin(1, &["security-fix", "--deployment", "b-01", "--release", &fix])?;
+    d.approve(&proposal)?;
+    println!("   b-01 checks in: {}", d.check(&agent_b)?);
+
+    d.say("Release 1.2.0 comes out after Agency A's attestation has expired:");
+    d.publish("1.2.0", "capability", "1.2.0")?;
+    let wait = expires_a.saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        println!("   (waiting {} s for the attestation to expire)", wait.as_secs());
+        std::thread::sleep(wait);
+    }
+    println!("   a-01 checks in: {}", d.check(&agent_a)?);
+    print!("{}", d.reasons(&agent_a)?);
+    d.say("Agency A renews its attestation, the engineer verifies again, and a-01 gets 1.2.0.");
+    let att_a = d.attest(&customer_a, "agency-a", "a-01", "2099-01-01T00:00:00Z")?;
+    d.verify(&engineer, &att_a, "a-01", &agent_a)?;
+    println!("   a-01 checks in: {}", d.check(&agent_a)?);
+
+    d.say("An auditor verifies the ledger and replays every decision.");
+    let auditor = d.data.join("identities/auditor");
+    let verified = json(&d.as_whom(&auditor, &["audit", "verify", "--bodies"])?)?;
+    let replayed = json(&d.as_whom(&auditor, &["audit", "replay"])?)?;
+    println!(
+        "   verified {} entries, every body and signature; the checkpoint carries {} witness cosignature(s)",
+        verified["size"], verified["cosignatures"]
+    );
+    println!(
+        "   replayed {} decisions: {} mismatches",
+        replayed["decisions"],
+        replayed["mismatches"].as_array().map(Vec::len).unwrap_or(0)
+    );
+
+    d.say("A tampered copy of the ledger is caught offline.");
+    let copy = d.tmp.join("ledger-copy");
+    copy_dir(&d.data.join("ledger"), &copy)?;
+    tamper(&copy)?;
+    match d.as_whom(&auditor, &["audit", "verify", "--bodies", "--ledger", &copy.display().to_string()]) {
+        Ok(_) => bail!("the tampered copy was not caught"),
+        Err(e) => {
+            let text = e.to_string();
+            let why = text
+                .split_once("failed: ")
+                .and_then(|(_, j)| serde_json::from_str::<serde_json::Value>(j).ok())
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            println!("   refused: {why}");
+        }
+    }
+
+    d.say("Summary.");
+    println!("   {:<12} {:<10} {:<10} reason", "deployment", "installed", "verdict");
+    for (dep, state) in [("a-01", &agent_a), ("b-01", &agent_b)] {
+        let s = d.status(state)?;
+        let reason = s["verdict"]["unmet"][0]["reason"]
+            .as_str()
+            .or(s["verdict"]["withheld"][0]["reasons"][0].as_str())
+            .unwrap_or("every condition met")
+            .to_owned();
+        println!(
+            "   {:<12} {:<10} {:<10} {}",
+            dep,
+            s["installed"]["version"].as_str().unwrap_or(""),
+            s["verdict"]["verdict"].as_str().unwrap_or(""),
+            reason
+        );
+    }
+    println!("   ledger: {} entries; checkpoint root {}", verified["size"], verified["root"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Flips one byte in an entry bundle of the copy (a header the tree covers).
+fn tamper(dir: &Path) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else if e.path().to_string_lossy().contains("entries") {
+                files.push((e.metadata()?.len(), e.path()));
+            }
+        }
+    }
+    files.sort();
+    let (_, path) = files.pop().context("an empty ledger")?;
+    let mut bytes = std::fs::read(&path)?;
+    let middle = bytes.len() / 2;
+    if let Some(b) = bytes.get_mut(middle) {
+        *b ^= 0x01;
+    }
+    std::fs::write(path, bytes)?;
+    Ok(())
+}

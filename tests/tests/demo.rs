@@ -1,0 +1,38 @@
+//! `covenant demo`, the README's first command, run as a user runs it: the
+//! real binaries as separate processes over mutual TLS on loopback. It must
+//! reach its summary with the story's outcome, and read as plain words.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+#[test]
+fn the_demo_plays_the_whole_story_to_its_summary() {
+    // The demo finds these beside itself.
+    common::binary("covenant-server");
+    common::binary("covenant-agent");
+    let out = std::process::Command::new(common::binary("covenant")).arg("demo").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "a-01 checks in: installed 1.1.0",
+        "b-01 checks in: withheld",
+        "an L2 suspension does not allow capability releases",
+        "b-01 checks in: installed 1.0.1",
+        "unmet: end_use_attested: The end-use attestation for deployment a-01 expired",
+        "a-01 checks in: installed 1.2.0",
+        "0 mismatches",
+        "1 witness cosignature(s)",
+        "refused: the ledger's files do not reproduce its signed checkpoint",
+        "Summary.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let summary = text.split("Summary.").nth(1).unwrap();
+    assert!(summary.lines().any(|l| l.contains("a-01") && l.contains("1.2.0") && l.contains("granted")), "{summary}");
+    assert!(summary.lines().any(|l| l.contains("b-01") && l.contains("1.0.1")), "{summary}");
+    // Written for a compliance officer: no debug formatting.
+    for debug in ["Some(", "None", "{ ", "Err(", "Ok(", "panicked", "backtrace"] {
+        assert!(!text.contains(debug), "debug formatting {debug:?} in:\n{text}");
+    }
+}
