@@ -250,8 +250,9 @@ impl Demo {
     }
 }
 
-/// An end-use attestation file for `deployment`.
-fn attestation(customer: &str, deployment: &str, until: &str) -> String {
+/// An example end-use attestation file (the input of `covenant attest new`)
+/// by `customer` for `deployment`, valid until `until` (RFC 3339).
+pub fn attestation(customer: &str, deployment: &str, until: &str) -> String {
     format!(
         r#"deployments = ["{deployment}"]
 

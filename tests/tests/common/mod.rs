@@ -273,44 +273,7 @@ pub fn decision_of(r: &pb::CheckInResponse) -> Decision {
 
 pub fn write_attestation(dir: &Path) -> PathBuf {
     let file = dir.join("attestation.toml");
-    std::fs::write(
-        &file,
-        r#"
-deployments = ["lim-07"]
-
-[attestation]
-customer = "min-x"
-legal_basis = "Code of Criminal Procedure s. 100a"
-oversight_body = "Federal Court of X"
-valid_from = "2026-01-01T00:00:00Z"
-valid_until = "2099-01-01T00:00:00Z"
-facts_unknown_to_signer = ""
-
-[attestation.end_user]
-legal_name = "Ministry X"
-agency_type = "law enforcement"
-country = "XA"
-
-[attestation.end_use]
-category = "lawful-interception"
-description = "court-ordered interception"
-
-[[attestation.sites]]
-country = "XA"
-site_id = "s1"
-
-[attestation.undertakings]
-no_reexport_transfer_or_relocation = true
-no_modification = true
-no_targeting_of_protected_groups = true
-consent_to_audits_and_site_checks = true
-
-[attestation.signatory]
-name = "A. Official"
-title = "Director"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&file, covenant_cli::demo::attestation("min-x", "lim-07", "2099-01-01T00:00:00Z")).unwrap();
     file
 }
 
