@@ -350,20 +350,20 @@ pub fn binary_in(name: &str, profile: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap();
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
+    cmd.args(["build", "--quiet", "--workspace"]);
     match profile {
-        // The profile `cargo test` builds with: after `cargo test
-        // --workspace` (the README's command) this is a no-op. (After
-        // `cargo test -p covenant-tests` alone, the feature sets differ and
-        // the agent's dependencies are built once more.)
+        // Exactly the units `cargo test --workspace` (the README's command)
+        // builds, with the same features: after it, a no-op, so nothing is
+        // built twice. (`--bin NAME` alone would resolve features without
+        // the dev-dependencies and build a second copy of some crates.)
         "debug" => {
-            cmd.args(["--profile", "test"]);
+            cmd.args(["--bins", "--tests", "--profile", "test"]);
         }
         "release" => {
-            cmd.arg("--release");
+            cmd.args(["--release", "--bin", name]);
         }
         other => {
-            cmd.args(["--profile", other]);
+            cmd.args(["--profile", other, "--bin", name]);
         }
     }
     assert!(cmd.status().unwrap().success(), "building {name}");
