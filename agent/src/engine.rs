@@ -189,6 +189,11 @@ pub fn system_now() -> Timestamp {
     Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
+/// A stored checkpoint as a check-in or a report names it.
+fn checkpoint_ref(c: &TrustedCheckpoint) -> CheckpointRef {
+    CheckpointRef { size: c.checkpoint().size, root_hash: Sha256Digest(c.checkpoint().root_hash) }
+}
+
 fn failed_releases(store: &Store<impl Storage>) -> std::io::Result<Vec<Sha256Digest>> {
     Ok(store
         .fs()
@@ -315,13 +320,17 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         from: &semver::Version,
         to: &semver::Version,
     ) -> Result<(), AgentError> {
-        let trust = self.trust()?;
         let identity = self.store.identity()?;
-        let last_checkpoint = trust
-            .checkpoint
+        // What the agent stored: no need to check the root's signatures again.
+        let held = match self.store.checkpoint()? {
+            Some(b) => TrustedCheckpoint::restore(&b).ok(),
+            None => None,
+        };
+        let last_checkpoint = held
             .as_ref()
-            .map(|c| CheckpointRef { size: c.checkpoint().size, root_hash: Sha256Digest(c.checkpoint().root_hash) })
+            .map(checkpoint_ref)
             .ok_or_else(|| AgentError::State("no checkpoint to report against".into()))?;
+        let time = self.store.time()?.unwrap_or(Timestamp::from_unix(0));
         let report = InstallReport {
             type_tag: ReportTag,
             schema: SchemaV1,
@@ -331,7 +340,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             from_version: from.clone(),
             to_version: to.clone(),
             last_checkpoint,
-            time: system_now().max(trust.time),
+            time: system_now().max(time),
         };
         let name = match outcome {
             InstallOutcome::Installed => "installed",
@@ -384,10 +393,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             installed_baseline: installed.baseline.clone(),
             software_digests: installed.artifact.iter().map(|(sha, _)| ("artifact".to_owned(), *sha)).collect(),
             configuration_digest: self.settings.configuration_digest,
-            last_checkpoint: held.checkpoint.as_ref().map(|c| CheckpointRef {
-                size: c.checkpoint().size,
-                root_hash: Sha256Digest(c.checkpoint().root_hash),
-            }),
+            last_checkpoint: held.checkpoint.as_ref().map(checkpoint_ref),
             nonce: Sha256Digest(nonce),
             time: now,
         };

@@ -222,11 +222,6 @@ impl Authorization {
     pub fn decision(&self) -> &Decision {
         &self.decision
     }
-
-    /// When the grant expires.
-    pub fn expires_at(&self) -> Timestamp {
-        self.decision.expires_at.unwrap_or(self.decision.issued_at)
-    }
 }
 
 /// A withhold, proven to be in the ledger.
@@ -282,18 +277,17 @@ pub fn verify_answer(
         return Err(Refusal::Replayed);
     }
     now = now.max(fresh.time);
-    let (index, leaf, size) = match (fresh.standing, answer.entry) {
+    let (index, leaf, size, entry) = match (fresh.standing, answer.entry) {
         (FreshnessStanding::Current, None) => {
             let trust = Trust { root, checkpoint: held.checkpoint.clone(), time: witnessed };
             return Ok(Answer { ruling: Ruling::Current, trust });
         }
         (FreshnessStanding::Current, Some(_)) => return Err(Refusal::Standing("an entry came with `current`")),
         (FreshnessStanding::Standing { .. }, None) => return Err(Refusal::Standing("the standing entry is missing")),
-        (FreshnessStanding::Standing { index, leaf_hash, checkpoint_size }, Some(_)) => {
-            (index, leaf_hash, checkpoint_size)
+        (FreshnessStanding::Standing { index, leaf_hash, checkpoint_size }, Some(entry)) => {
+            (index, leaf_hash, checkpoint_size, entry)
         }
     };
-    let entry = answer.entry.ok_or(Refusal::Standing("the standing entry is missing"))?;
     // 3. The entry: the leaf vouched for, the body it commits to.
     if leaf_hash(entry.header) != leaf.0 {
         return Err(Refusal::Standing("the header is not the leaf the freshness answer names"));
