@@ -80,7 +80,8 @@ enum Command {
         state: PathBuf,
     },
     /// Shows the installed version, the last verdict with its reasons in
-    /// words, and the last checkpoint.
+    /// words, the last checkpoint, and the configuration digest a field
+    /// engineer compares with what they observe on site.
     Status {
         /// The agent's state directory.
         #[arg(long, value_name = "DIR")]
@@ -88,6 +89,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Print only the configuration digest (for `covenant verify sign --config`).
+        #[arg(long, conflicts_with = "json")]
+        configuration_digest: bool,
     },
 }
 
@@ -248,6 +252,9 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
     if pending {
         println!("An install report is waiting to be acknowledged by the server.");
     }
+    if let Some(digest) = configuration {
+        println!("Configuration digest: {digest}.");
+    }
     Ok(())
 }
 
@@ -280,7 +287,10 @@ fn main() {
         }
         Command::Check { state, json } => check(&state, json),
         Command::Run { state } => run(&state),
-        Command::Status { state, json } => status(&state, json),
+        Command::Status { state, configuration_digest: true, .. } => {
+            Config::read(&state.join(config::FILE)).map(|c| println!("{}", c.settings(&state).configuration_digest))
+        }
+        Command::Status { state, json, configuration_digest: false } => status(&state, json),
     };
     if let Err(e) = result {
         eprintln!("covenant-agent: {e:#}");

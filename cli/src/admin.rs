@@ -134,7 +134,8 @@ pub enum Admin {
         /// The deployment.
         #[arg(long)]
         deployment: String,
-        /// The release's digest (SHA-256 of its manifest payload, hex).
+        /// The release: its manifest file, or its digest (SHA-256 of the
+        /// manifest payload, hex, as `covenant release show` prints it).
         #[arg(long)]
         release: String,
     },
@@ -296,8 +297,17 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
         }
         Admin::Identity(IdentityCmd::Issue { role, id, csr, out, scope }) => {
             let fingerprint = issue(conn, &role, &id, &csr, &out, scope, json).await?;
+            // The holder starts from the root their issuer trusts; a root
+            // already in the folder is theirs and stays.
+            if !out.join("root.json").exists() {
+                let root = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
+                std::fs::write(out.join("root.json"), root)?;
+            }
             if !json {
-                println!("Wrote {}/cert.pem and ca.pem; the certificate's SHA-256 is {fingerprint}.", out.display());
+                println!(
+                    "Wrote {}/cert.pem, ca.pem and root.json; the certificate's SHA-256 is {fingerprint}.",
+                    out.display()
+                );
             }
             Ok(())
         }
@@ -380,7 +390,12 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             act(conn, ActionKind::ProposeWaiver { deployment, condition, until }, why, json).await
         }
         Admin::SecurityFix { deployment, release } => {
-            let release = digest_arg("--release", &release)?;
+            let release = if Path::new(&release).is_file() {
+                let (envelope, _) = crate::release::read_manifest(Path::new(&release))?;
+                Sha256Digest::of(envelope.payload())
+            } else {
+                digest_arg("--release", &release)?
+            };
             let why = "security fix under L2 proposed".to_owned();
             act(conn, ActionKind::ProposeSecurityFix { deployment, release }, why, json).await
         }

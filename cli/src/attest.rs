@@ -126,10 +126,13 @@ async fn submit(conn: &Connection, which: &str, body: Vec<u8>, json: bool) -> an
     }
     .map_err(|s| anyhow::anyhow!("{}", s.message()))?
     .into_inner();
-    if json {
-        println!("{}", serde_json::json!({ "index": done.index }));
-    } else {
-        println!("Recorded the {which} as ledger entry {}.", done.index);
+    // A signal opens the case named after its ledger index.
+    let case = format!("case-{}", done.index);
+    match (json, which) {
+        (true, "signal") => println!("{}", serde_json::json!({ "index": done.index, "case": case })),
+        (true, _) => println!("{}", serde_json::json!({ "index": done.index })),
+        (false, "signal") => println!("Recorded the signal as ledger entry {}; it opened {case}.", done.index),
+        (false, _) => println!("Recorded the {which} as ledger entry {}.", done.index),
     }
     Ok(())
 }

@@ -126,7 +126,12 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
             let trusted = provisioned_root(conn, root)?;
             let report = verify_files_offline(&dir, &trusted, bodies)?;
             print(json, &report, || {
-                format!("The ledger copy in {} verifies: {} entries, root {}.", dir.display(), report.size, report.root)
+                format!(
+                    "The ledger's files in {} verify: {} entries, root {}.",
+                    dir.display(),
+                    report.size,
+                    report.root
+                )
             })
         }
         Audit::Verify { bodies, ledger: None, state } => {
@@ -429,10 +434,11 @@ async fn replay_online(
         for m in &replayed.mismatches {
             println!("MISMATCH {m}");
         }
+        let n = replayed.mismatches.len();
         println!(
-            "Replayed {size} entries and re-evaluated {} decisions: {} mismatch(es).",
+            "Replayed {size} entries and re-evaluated {} decisions: {n} {}.",
             replayed.decisions,
-            replayed.mismatches.len()
+            if n == 1 { "mismatch" } else { "mismatches" }
         );
     }
     if !replayed.mismatches.is_empty() {

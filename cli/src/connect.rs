@@ -44,17 +44,42 @@ impl Connection {
             .ca_certificate(Certificate::from_pem(read("ca.pem")?))
             .identity(Identity::from_pem(read("cert.pem")?, read("key.pem")?))
             .domain_name(domain);
-        Channel::from_shared(server.to_owned())?
-            .tls_config(tls)?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {server}"))
+        let endpoint = Channel::from_shared(server.to_owned())?.tls_config(tls)?;
+        // Wait for a server that is still starting (gRPC's wait-for-ready):
+        // only "connection refused" is retried, for up to CONNECT_WAIT; a
+        // TLS or name failure is reported at once.
+        let deadline = std::time::Instant::now() + CONNECT_WAIT;
+        loop {
+            match endpoint.connect().await {
+                Ok(channel) => return Ok(channel),
+                Err(e) if refused(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("connecting to {server}")),
+            }
+        }
     }
 
     /// The identity's signing key.
     pub fn signing_key(&self) -> anyhow::Result<SigningKey> {
         read_key(&self.identity_dir()?.join("signing.key"))
     }
+}
+
+/// How long a command waits for a server that refuses connections (one
+/// that is still starting) before it gives up.
+pub const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `e` is, at its root, a refused TCP connection.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Reads a signing-key file (the seed, 64 hex digits).

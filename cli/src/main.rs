@@ -134,8 +134,11 @@ fn main() {
                     attest::signal(&args.conn, customer, deployment, &source, summary, evidence, args.json).await
                 }
                 Command::Status { deployment } => attest::status(&args.conn, deployment, args.json).await,
+                Command::Witness(witness::Witness::Init { name, state }) => {
+                    witness::init(&name, &state, args.json).map(|_| ())
+                }
                 Command::Witness(witness::Witness::Serve { key, log, state, listen }) => {
-                    witness::serve(&key, &log, &state, listen).await
+                    witness::serve(key.as_deref(), &log, &state, listen).await
                 }
                 Command::Demo { keep } => covenant_cli::demo::demo(keep),
             }

@@ -70,7 +70,8 @@ fn sha256_file(path: &Path) -> anyhow::Result<(Sha256Digest, u64)> {
     Ok((Sha256Digest(hasher.finalize().into()), size))
 }
 
-fn read_manifest(path: &Path) -> anyhow::Result<(Envelope, ReleaseManifest)> {
+/// Reads a manifest envelope and its payload.
+pub fn read_manifest(path: &Path) -> anyhow::Result<(Envelope, ReleaseManifest)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let envelope = Envelope::parse(&bytes).with_context(|| format!("{} is not a DSSE envelope", path.display()))?;
     if envelope.payload_type() != ReleaseManifest::PAYLOAD_TYPE {

@@ -43,10 +43,12 @@ pub enum Root {
         /// The server's decision key.
         #[arg(long, value_name = "KEY")]
         decision: String,
-        /// The ledger's key with its note name, NAME=KEY.
+        /// The ledger's key with its note name, NAME=KEY, or its C2SP
+        /// verifier key (the server's ledger.vkey).
         #[arg(long, value_name = "NAME=KEY")]
         ledger: String,
-        /// Witness keys with their note names, NAME=KEY.
+        /// Witness keys with their note names, NAME=KEY, or a witness's C2SP
+        /// verifier key (its witness.vkey).
         #[arg(long = "witness", value_name = "NAME=KEY")]
         witnesses: Vec<String>,
         /// Witness cosignatures an agent requires (0 only with --development).
@@ -90,11 +92,20 @@ fn spec(keys: &[String], threshold: u32) -> anyhow::Result<RoleSpec> {
     Ok(RoleSpec { keys, threshold })
 }
 
-fn named_spec(entries: &[String], threshold: u32) -> anyhow::Result<RoleSpec> {
+/// NAME=KEY, or a C2SP verifier key of type `sig_type` (a log's
+/// Ed25519 key, or a witness's cosignature key).
+fn named_spec(entries: &[String], threshold: u32, sig_type: u8) -> anyhow::Result<RoleSpec> {
     let keys = entries
         .iter()
         .map(|e| {
-            let (name, key) = e.split_once('=').context("write NAME=KEY")?;
+            let e = e.trim();
+            if let Ok(v) = covenant_core::note::NoteVerifier::parse(e) {
+                if v.sig_type() != sig_type {
+                    bail!("{e} is a verifier key of another kind (a log's key where a witness's belongs, or back)");
+                }
+                return Ok(RootKey { public: *v.public_key(), note_name: Some(v.name().to_owned()) });
+            }
+            let (name, key) = e.split_once('=').context("write NAME=KEY or a C2SP verifier key (name+id+key)")?;
             Ok(RootKey { public: public(key)?, note_name: Some(name.to_owned()) })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -141,8 +152,8 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
                     root: spec(&root_keys, root_threshold)?,
                     release: spec(&release_keys, release_threshold)?,
                     decision: spec(&[decision], 1)?,
-                    ledger: named_spec(&[ledger], 1)?,
-                    witness: named_spec(&witnesses, witness_threshold)?,
+                    ledger: named_spec(&[ledger], 1, covenant_core::note::TYPE_ED25519)?,
+                    witness: named_spec(&witnesses, witness_threshold, covenant_core::note::TYPE_COSIGNATURE)?,
                     admin: spec(&admin_keys, admin_threshold)?,
                 },
             };

@@ -1,8 +1,9 @@
 //! `covenant witness serve`: an auditor's witness. It cosigns a ledger's
 //! checkpoints only along consistent history (C2SP tlog-witness), persists
 //! the size it cosigned before answering, and so never cosigns a fork nor
-//! goes back, across restarts too. It serves TLS with its own certificate,
-//! made on first start in the state directory, which the server pins.
+//! goes back, across restarts too. `covenant witness init` makes its key
+//! and its TLS certificate (which the server pins) in the state directory;
+//! `serve` uses them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,12 +20,26 @@ use tonic::{Request, Response, Status};
 /// The witness's commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Witness {
+    /// Makes a witness's state directory: its signing key (`witness.key`, a
+    /// C2SP private key, 0600), its cosignature verifier key
+    /// (`witness.vkey`, for the root's `--witness` and the server's
+    /// witnesses.toml) and its TLS certificate (`tls-cert.pem`, which the
+    /// server pins). Nothing is overwritten.
+    Init {
+        /// The witness's name, as the root will list it, e.g. witness.example.org/w1.
+        #[arg(long)]
+        name: String,
+        /// The state directory to make.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+    },
     /// Runs the witness until interrupted.
     Serve {
         /// The witness's key: a C2SP private key string
-        /// (PRIVATE+KEY+name+id+key), whose name the root lists.
+        /// (PRIVATE+KEY+name+id+key), whose name the root lists
+        /// (default: witness.key in the state directory).
         #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        key: Option<PathBuf>,
         /// The ledger's C2SP verifier key (ledger.vkey).
         #[arg(long, value_name = "VKEY")]
         log: String,
@@ -144,8 +159,42 @@ pub async fn run(
     Ok(())
 }
 
+/// The key file `init` makes in the state directory.
+pub const KEY_FILE: &str = "witness.key";
+/// The cosignature verifier key `init` writes beside it.
+pub const VKEY_FILE: &str = "witness.vkey";
+
+/// `covenant witness init`: the witness's key, verifier key and TLS
+/// certificate in `state`; returns the verifier key.
+pub fn init(name: &str, state: &Path, json: bool) -> anyhow::Result<String> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice())
+        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+    let signer = NoteSigner::new(name, covenant_core::keys::SigningKey::from_seed(&seed))
+        .with_context(|| format!("{name:?} is not a valid key name (no spaces or '+')"))?;
+    if state.join(KEY_FILE).exists() {
+        anyhow::bail!("{} already holds a witness key; nothing was changed", state.display());
+    }
+    std::fs::create_dir_all(state)?;
+    crate::connect::write_private(&state.join(KEY_FILE), signer.to_private_string().as_bytes())?;
+    let vkey = verifier_key(&signer);
+    std::fs::write(state.join(VKEY_FILE), format!("{vkey}\n"))?;
+    tls_identity(state)?;
+    let cert = state.join("tls-cert.pem");
+    if json {
+        println!("{}", serde_json::json!({ "vkey": vkey, "cert": cert }));
+    } else {
+        println!("Made witness {name} in {} ({KEY_FILE} is 0600).", state.display());
+        println!("Its verifier key, for `covenant root new --witness` and the server's witnesses.toml:\n{vkey}");
+        println!("The server pins its TLS certificate: {}", cert.display());
+    }
+    Ok(vkey)
+}
+
 /// `covenant witness serve`.
-pub async fn serve(key: &Path, log: &str, state: &Path, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(key: Option<&Path>, log: &str, state: &Path, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let default_key = state.join(KEY_FILE);
+    let key = key.unwrap_or(&default_key);
     let text =
         zeroize::Zeroizing::new(std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?);
     let signer = NoteSigner::parse_private(text.trim()).context("the key file is not a C2SP private key")?;

@@ -309,6 +309,8 @@ fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_nam
         })?
         .verifier();
     write_public(&dir.join("ledger.vkey"), format!("{ledger}\n").as_bytes())?;
+    // The decision key's public half, for `covenant root new --decision`.
+    write_public(&dir.join("decision.pub"), format!("{}\n", decision.public().to_hex()).as_bytes())?;
     let ca = Authority::create(ca_name)?;
     write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
     write_private(&dir.join("ca.key"), ca.key_pem.as_bytes())?;

@@ -141,11 +141,11 @@ fn main_result() -> anyhow::Result<()> {
                 let names: Vec<&str> = server_names.iter().map(String::as_str).collect();
                 let made = covenant_server::datadir::init_online_keys(&data, &name, &names)?;
                 let decision = hex::encode(made.decision.to_bytes());
-                let ledger = hex::encode(made.ledger.public_key().to_bytes());
                 println!("Made the server's online keys in {}.", data.display());
-                println!("Give these to the root-key holders for `covenant root new`:");
-                println!("  --decision {decision} --ledger {name}={ledger}");
-                println!("The ledger's verifier key (also in ledger.vkey):\n{}", made.ledger);
+                println!(
+                    "Give these to the root-key holders for `covenant root new` (also in decision.pub and ledger.vkey):"
+                );
+                println!("  --decision {decision} --ledger {}", made.ledger);
                 println!("Then: covenant-server init --root ROOT --data {}", data.display());
                 return Ok(());
             }

@@ -222,3 +222,83 @@ fn an_enrollment_not_signed_by_a_root_admin_key_is_refused() {
     assert!(format!("{e:#}").contains("not yours"), "{e:#}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn a_root_takes_the_servers_and_witnesss_verifier_keys_and_refuses_them_swapped() {
+    let base = scratch("vkeys");
+    let data = base.join("server");
+    let p = people(&base.join("people"));
+    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"]).unwrap();
+    let witness = base.join("witness");
+    let witness_vkey = covenant_cli::witness::init("witness.example/w1", &witness, true).unwrap();
+    let e = covenant_cli::witness::init("witness.example/w1", &witness, true).unwrap_err();
+    assert!(format!("{e:#}").contains("already holds a witness key"), "{e:#}");
+    let ledger_vkey = std::fs::read_to_string(data.join("ledger.vkey")).unwrap().trim().to_owned();
+    let decision = std::fs::read_to_string(data.join("decision.pub")).unwrap().trim().to_owned();
+    let key = |d: &PathBuf| d.join("signing.key").display().to_string();
+    let new = |out: &str, ledger: &str, witness: &str| {
+        covenant_cli::root::run(
+            Root::New {
+                out: base.join(out),
+                version: 1,
+                expires: Timestamp::from_unix(4_000_000_000).to_string(),
+                root_keys: p.root.iter().map(key).collect(),
+                root_threshold: 2,
+                release_keys: p.release.iter().map(key).collect(),
+                release_threshold: 2,
+                decision: decision.clone(),
+                ledger: ledger.to_owned(),
+                witnesses: vec![witness.to_owned()],
+                witness_threshold: 1,
+                admin_keys: vec![pubhex(&p.admin1), pubhex(&p.admin2)],
+                admin_threshold: 2,
+                development: false,
+            },
+            true,
+        )
+    };
+    // A log's key where a witness's belongs, and back: refused.
+    let e = new("swapped.json", &witness_vkey, &ledger_vkey).unwrap_err();
+    assert!(format!("{e:#}").contains("another kind"), "{e:#}");
+    let e = new("swapped2.json", &ledger_vkey, &ledger_vkey).unwrap_err();
+    assert!(format!("{e:#}").contains("another kind"), "{e:#}");
+    // As written: the ledger then starts with it.
+    new("root.json", &ledger_vkey, &witness_vkey).unwrap();
+    for holder in p.root.iter().take(2) {
+        covenant_cli::root::run(Root::Sign { file: base.join("root.json"), key: holder.join("signing.key") }, true)
+            .unwrap();
+    }
+    assert_eq!(datadir::init_root(&data, &base.join("root.json")).unwrap(), 1);
+    let root = covenant_core::state::peek_root(&std::fs::read(base.join("root.json")).unwrap()).unwrap();
+    assert_eq!(root.roles.witness.keys[0].note_name.as_deref(), Some("witness.example/w1"));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A command started just before its server waits for it (only a refused
+/// connection is retried, for up to `CONNECT_WAIT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_waits_for_a_server_that_is_still_starting() {
+    install_crypto_provider();
+    let base = scratch("wait");
+    let data = base.join("server");
+    tokio::task::block_in_place(|| datadir::init_dev(&data)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let alice = Connection {
+        server: Some(format!("https://127.0.0.1:{port}")),
+        identity: Some(data.join("identities/admin1")),
+    };
+    let note = tokio::spawn(async move {
+        covenant_cli::admin::run(Admin::Note { text: "early".into(), why: None }, &alice, true).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(!note.is_finished(), "the command gave up on a server that was not there yet");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(ServeConfig::new(data.clone()), listener, async {
+        let _ = stopped.await;
+    }));
+    note.await.unwrap().unwrap();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&base);
+}
