@@ -24,8 +24,18 @@ struct Demo {
 }
 
 impl Drop for Demo {
+    /// Stops every process as an operator would (SIGTERM: the server
+    /// publishes its files and releases its ledger), killing any that has
+    /// not stopped after five seconds.
     fn drop(&mut self) {
+        for c in &self.children {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).stderr(Stdio::null()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,6 +1,8 @@
 //! `covenant demo`, the README's first command, run as a user runs it: the
 //! real binaries as separate processes over mutual TLS on loopback. It must
-//! reach its summary with the story's outcome, and read as plain words.
+//! reach its summary with the story's outcome, and read as plain words; and
+//! the ledger it leaves must hold every grant the devices installed under,
+//! and replay clean.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +13,7 @@ fn the_demo_plays_the_whole_story_to_its_summary() {
     // The demo finds these beside itself.
     common::binary("covenant-server");
     common::binary("covenant-agent");
-    let out = std::process::Command::new(common::binary("covenant")).arg("demo").output().unwrap();
+    let out = std::process::Command::new(common::binary("covenant")).args(["demo", "--keep"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [
@@ -35,4 +37,21 @@ fn the_demo_plays_the_whole_story_to_its_summary() {
     for debug in ["Some(", "None", "{ ", "Err(", "Ok(", "panicked", "backtrace"] {
         assert!(!text.contains(debug), "debug formatting {debug:?} in:\n{text}");
     }
+
+    // The ledger the demo's server left (it is stopped when the demo ends):
+    // a-01 installed 1.1.0 and 1.2.0, b-01 the security fix 1.0.1, each
+    // under a grant in the ledger for that deployment and release; it
+    // replays clean.
+    let kept = text
+        .lines()
+        .find_map(|l| l.strip_prefix("The demo's files are in "))
+        .map(|d| std::path::PathBuf::from(d.trim_end_matches('.')))
+        .expect("--keep names the demo's folder");
+    let ledger = common::check_ledger(
+        &kept.join("server"),
+        &[(&kept.join("device-a-01"), "a-01"), (&kept.join("device-b-01"), "b-01")],
+    );
+    assert_eq!(ledger.installed_grants, 3, "{ledger:?}");
+    assert!(ledger.withholds >= 3, "a-01 before attesting and after expiry, b-01 under L2: {ledger:?}");
+    let _ = std::fs::remove_dir_all(&kept);
 }

@@ -15,13 +15,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use covenant_core::envelope::Envelope;
-use covenant_core::ledger::{EntryHeader, EntryKind};
-use covenant_core::statements::{Decision, Payload as _};
 
 /// The walkthrough's command blocks, with the README line each starts on.
 fn walkthrough_blocks(readme: &str) -> Vec<(usize, String)> {
@@ -162,46 +158,43 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
     // The ledger the server left: every grant the device installed under
     // is in it, for this deployment and that release; the whole ledger
     // replays clean.
-    let (ledger, _) = covenant_server::datadir::open_ledger(&w.join("server")).unwrap();
-    let mut entries = vec![];
-    let size = ledger
-        .for_each_entry(|index, header, stored| {
-            entries.push((index, EntryHeader::parse(header).unwrap(), stored.body.clone()));
-        })
-        .unwrap();
-    ledger.close();
-    assert!(size > 20, "a ledger of {size} entries");
-    assert!(text.contains(&format!("verify: {size} entries")), "the offline check saw the whole ledger:\n{text}");
-    let installed = installed_grants(&w.join("device"));
-    assert_eq!(installed.len(), 2, "1.1.0 and 1.1.1 were installed under grants: {installed:?}");
-    for (release, index) in installed {
-        let (_, header, body) = entries.iter().find(|(i, ..)| *i == index).expect("the grant's index is in the ledger");
-        assert_eq!(header.kind, EntryKind::Grant, "entry {index}");
-        let decision = Decision::parse(Envelope::parse(body).unwrap().payload()).unwrap();
-        assert_eq!(decision.deployment, "lim-07");
-        assert_eq!(decision.release.map(|d| d.to_string()), Some(release), "entry {index}");
-    }
-    let grants = entries.iter().filter(|(_, h, _)| h.kind == EntryKind::Grant).count();
-    let withholds = entries.iter().filter(|(_, h, _)| h.kind == EntryKind::Withhold).count();
-    assert!(grants >= 2 && withholds >= 2, "{grants} grants and {withholds} withholds logged");
-    let replayed = covenant_core::replay::replay(entries.iter().map(|(i, h, b)| (*i, h, b.as_slice())));
-    assert!(replayed.mismatches.is_empty(), "{:?}", replayed.mismatches);
-    assert_eq!(replayed.decisions, (grants + withholds) as u64);
+    let ledger = common::check_ledger(&w.join("server"), &[(&w.join("device"), "lim-07")]);
+    assert_eq!(ledger.installed_grants, 2, "1.1.0 and 1.1.1 were installed under grants");
+    assert!(ledger.grants >= 2 && ledger.withholds >= 2, "{ledger:?}");
+    assert!(ledger.size > 20, "{ledger:?}");
+    assert!(
+        text.contains(&format!("verify: {} entries", ledger.size)),
+        "the offline check saw the whole ledger:\n{text}"
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
-/// The (release digest, grant index) of every slot the device installed.
-fn installed_grants(device: &Path) -> Vec<(String, u64)> {
-    let mut found = vec![];
-    for slot in ["a", "b"] {
-        let meta: PathBuf = device.join("slots").join(slot).join("meta.json");
-        let Ok(bytes) = std::fs::read(&meta) else { continue };
-        let meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        if let Some(grant) = meta["grant"].as_array() {
-            found.push((grant[0].as_str().unwrap().to_owned(), grant[1].as_u64().unwrap()));
+/// The configuration reference's examples (every ```toml block outside
+/// the walkthrough, whose own files the walkthrough uses) are read by the
+/// code that reads the real files.
+#[test]
+fn the_readme_configuration_examples_are_read_by_the_real_readers() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let dir = std::env::temp_dir().join(format!("covenant-readme-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let blocks: Vec<&str> = readme.split("```toml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 2, "a new ```toml example needs its reader here");
+    for block in blocks {
+        if block.contains("[[witness]]") {
+            std::fs::write(dir.join("witnesses.toml"), block).unwrap();
+            std::fs::write(dir.join("witness-w1.pem"), "pinned certificate").unwrap();
+            let witnesses = covenant_server::witnesses::load(&dir).unwrap();
+            assert_eq!(witnesses.len(), 1);
+            assert_eq!(witnesses[0].name, "witness.example.org/w1");
+        } else {
+            std::fs::write(dir.join("agent.toml"), block).unwrap();
+            let config = covenant_agent::config::Config::read(&dir.join("agent.toml")).unwrap();
+            assert_eq!(config.poll_seconds, 3600);
+            assert!(!config.allow_development);
         }
     }
-    found
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The walkthrough's output and the daemons' logs, for a failure message.

@@ -400,3 +400,54 @@ pub fn agent_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// What [`check_ledger`] found.
+#[derive(Debug)]
+pub struct LedgerCheck {
+    pub size: u64,
+    pub grants: usize,
+    pub withholds: usize,
+    /// Releases the devices installed, each under a grant found in the ledger.
+    pub installed_grants: usize,
+}
+
+/// Reads the ledger of a stopped server's data directory and checks it the
+/// way an auditor does: every release each device (state directory,
+/// deployment) installed came with a grant that is in the ledger, for that
+/// deployment and that release; the whole ledger replays with no mismatch
+/// and every grant and withhold is re-evaluated.
+pub fn check_ledger(server: &Path, devices: &[(&Path, &str)]) -> LedgerCheck {
+    use covenant_core::ledger::{EntryHeader, EntryKind};
+    let (ledger, _) = datadir::open_ledger(server).unwrap();
+    let mut entries = vec![];
+    let size = ledger
+        .for_each_entry(|index, header, stored| {
+            entries.push((index, EntryHeader::parse(header).unwrap(), stored.body.clone()));
+        })
+        .unwrap();
+    ledger.close();
+    let mut installed_grants = 0;
+    for (device, deployment) in devices {
+        for slot in ["a", "b"] {
+            let Ok(bytes) = std::fs::read(device.join("slots").join(slot).join("meta.json")) else { continue };
+            let meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let Some(grant) = meta["grant"].as_array() else { continue };
+            let (release, index) = (grant[0].as_str().unwrap(), grant[1].as_u64().unwrap());
+            let (_, header, body) = entries
+                .iter()
+                .find(|(i, ..)| *i == index)
+                .unwrap_or_else(|| panic!("grant {index} is not in the ledger"));
+            assert_eq!(header.kind, EntryKind::Grant, "entry {index}");
+            let decision = Decision::parse(Envelope::parse(body).unwrap().payload()).unwrap();
+            assert_eq!(decision.deployment, *deployment, "entry {index}");
+            assert_eq!(decision.release.map(|d| d.to_string()).as_deref(), Some(release), "entry {index}");
+            installed_grants += 1;
+        }
+    }
+    let grants = entries.iter().filter(|(_, h, _)| h.kind == EntryKind::Grant).count();
+    let withholds = entries.iter().filter(|(_, h, _)| h.kind == EntryKind::Withhold).count();
+    let replayed = covenant_core::replay::replay(entries.iter().map(|(i, h, b)| (*i, h, b.as_slice())));
+    assert!(replayed.mismatches.is_empty(), "{:?}", replayed.mismatches);
+    assert_eq!(replayed.decisions as usize, grants + withholds);
+    LedgerCheck { size, grants, withholds, installed_grants }
+}
