@@ -174,6 +174,11 @@ fn run(state: &Path) -> anyhow::Result<()> {
     let poll = Duration::from_secs(config.poll_seconds.max(1));
     eprintln!("covenant-agent: checking in with {} every {} s", config.server, poll.as_secs());
     rt.block_on(async move {
+        // SIGTERM (a service manager) or SIGINT: stop at the next wait, so a
+        // check-in under way, an install included, finishes first.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let mut backoff = Duration::from_secs(5);
         loop {
             let wait = match agent.check(system_now(), &mut |_, _| {}).await {
@@ -201,7 +206,8 @@ fn run(state: &Path) -> anyhow::Result<()> {
             let jitter = wait.mul_f64(f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) / 5.0);
             tokio::select! {
                 _ = tokio::time::sleep(wait + jitter) => {}
-                _ = tokio::signal::ctrl_c() => { eprintln!("covenant-agent: stopping"); return Ok(()); }
+                _ = term.recv() => { eprintln!("covenant-agent: stopping"); return Ok(()); }
+                _ = interrupt.recv() => { eprintln!("covenant-agent: stopping"); return Ok(()); }
             }
         }
     })

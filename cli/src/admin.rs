@@ -296,11 +296,12 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             act(conn, ActionKind::Note { text }, why, json).await
         }
         Admin::Identity(IdentityCmd::Issue { role, id, csr, out, scope }) => {
-            let fingerprint = issue(conn, &role, &id, &csr, &out, scope, json).await?;
             // The holder starts from the root their issuer trusts; a root
-            // already in the folder is theirs and stays.
+            // already in the folder is theirs and stays. Read before the
+            // identity is issued, so a missing file fails nothing half-done.
+            let root = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
+            let fingerprint = issue(conn, &role, &id, &csr, &out, scope, json).await?;
             if !out.join("root.json").exists() {
-                let root = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
                 std::fs::write(out.join("root.json"), root)?;
             }
             if !json {

@@ -172,13 +172,17 @@ pub fn init(name: &str, state: &Path, json: bool) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
     let signer = NoteSigner::new(name, covenant_core::keys::SigningKey::from_seed(&seed))
         .with_context(|| format!("{name:?} is not a valid key name (no spaces or '+')"))?;
-    if state.join(KEY_FILE).exists() {
+    if state.join(KEY_FILE).exists() || state.join(VKEY_FILE).exists() {
         anyhow::bail!("{} already holds a witness key; nothing was changed", state.display());
     }
-    std::fs::create_dir_all(state)?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state)?;
+    }
     crate::connect::write_private(&state.join(KEY_FILE), signer.to_private_string().as_bytes())?;
     let vkey = verifier_key(&signer);
-    std::fs::write(state.join(VKEY_FILE), format!("{vkey}\n"))?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(state.join(VKEY_FILE))?;
+    std::io::Write::write_all(&mut file, format!("{vkey}\n").as_bytes())?;
     tls_identity(state)?;
     let cert = state.join("tls-cert.pem");
     if json {
@@ -208,8 +212,12 @@ pub async fn serve(key: Option<&Path>, log: &str, state: &Path, listen: std::net
         listener.local_addr()?,
         state.join("tls-cert.pem").display()
     );
-    run(node, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    run(node, listener, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     })
     .await
 }

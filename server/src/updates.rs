@@ -29,6 +29,14 @@ use crate::service::{Caller, Node, append_status, read_status, tlog};
 /// The largest chunk a publisher may send.
 pub const MAX_CHUNK: usize = 4 << 20;
 
+/// How long a check-in answer waits for the witnesses to cosign a
+/// checkpoint covering its decision: one witness round that times out
+/// ([`crate::witnesses::WITNESS_TIMEOUT`]), the retry after it
+/// ([`crate::witnesses::RETRY`]) and a second round, with a margin. After
+/// it the answer carries the bare checkpoint, which an agent refuses and
+/// retries later.
+pub const WITNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The chunk a download sends (at most one more goes out after a grant is
 /// voided or a certificate revoked, plus what the bounded queue holds).
 ///
@@ -103,18 +111,17 @@ impl Node {
     }
 
     /// The checkpoint to prove an entry against: the newest one the
-    /// witnesses cosigned, once it covers `index` (waiting up to five
-    /// seconds for them), else the ledger's own.
+    /// witnesses cosigned, once it covers `index` (waiting up to
+    /// [`WITNESS_WAIT`] for them), else the ledger's own.
     async fn checkpoint_covering(&self, index: u64) -> (u64, String) {
-        // A witness round takes at most its timeout (3 s) per witness
-        // answer; wait a little longer than that before giving up and
-        // answering with the bare checkpoint (which an agent refuses, and
-        // retries later).
-        for _ in 0..500 {
+        let deadline = tokio::time::Instant::now() + WITNESS_WAIT;
+        loop {
             let cosigned = self.cosigned.witnessed.read().ok().and_then(|c| c.clone());
             match cosigned {
                 Some(c) if c.size > index => return (c.size, c.note),
-                _ if self.witnesses > 0 => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                _ if self.witnesses > 0 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
                 _ => break,
             }
         }

@@ -3,7 +3,7 @@
 //! bash shell with the test-profile binaries first on PATH, in a scratch
 //! folder, on loopback. Daemons the blocks start run in the background; the
 //! last block stops them and waits (and the harness kills the shell's
-//! process group whatever happens). No block is skipped, so the README
+//! process group when the test ends, or a watchdog does if the test dies). No block is skipped, so the README
 //! cannot drift.
 //!
 //! Then the outcome is checked on the device and on the ledger the server
@@ -75,7 +75,7 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
     let blocks = walkthrough_blocks(&readme);
     assert!(blocks.len() >= 15, "the walkthrough has only {} blocks", blocks.len());
     assert!(
-        blocks.last().unwrap().1.contains("kill $(jobs -p) && wait"),
+        blocks.last().unwrap().1.starts_with("kill $(jobs -p)\nwait\n"),
         "the last block stops the daemons the walkthrough started"
     );
 
@@ -86,12 +86,20 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
 
-    let mut script = String::from("set -euo pipefail\n");
+    // The harness's own two lines: fail on the first failing command, and a
+    // watchdog that kills the shell's process group (every daemon) if this
+    // test process dies before it could.
+    let mut script = format!(
+        "set -euo pipefail\n(while kill -0 {} 2>/dev/null; do sleep 1; done; kill -KILL 0) &\n",
+        std::process::id()
+    );
     for (i, (line, text)) in blocks.iter().enumerate() {
         script.push_str(&format!("echo '>>> block {} (README.md line {line})'\n{text}", i + 1));
     }
     std::fs::write(scratch.join("walkthrough.sh"), &script).unwrap();
     let out = scratch.join("out.txt");
+    // One file, one position: stdout and stderr interleave as a terminal shows them.
+    let log = std::fs::File::create(&out).unwrap();
     let port = two_free_ports();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     use std::os::unix::process::CommandExt as _;
@@ -100,11 +108,13 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
         .current_dir(&scratch)
         .env("PATH", path)
         .env("PORT", port.to_string())
+        // The walkthrough's folder is $HOME/covenant-walkthrough.
+        .env("HOME", &scratch)
         .env_remove("COVENANT_SERVER")
         .env_remove("COVENANT_IDENTITY")
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&out).unwrap().try_clone().unwrap())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .unwrap();
@@ -143,7 +153,7 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
         assert!(text.contains(expected), "missing {expected:?} in the walkthrough's output:\n{text}");
     }
     let watched = std::fs::read_to_string(w.join("watch.log")).unwrap_or_default();
-    assert!(!watched.trim().is_empty(), "audit watch printed nothing:\n{}", report(&scratch));
+    assert!(watched.contains("verified"), "audit watch verified no checkpoint:\n{}", report(&scratch));
 
     // The device: security fix 1.1.1 runs, installed under logged grants.
     let status = Command::new(bin.join("covenant-agent"))

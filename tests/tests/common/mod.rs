@@ -412,8 +412,9 @@ pub struct LedgerCheck {
 }
 
 /// Reads the ledger of a stopped server's data directory and checks it the
-/// way an auditor does: every release each device (state directory,
-/// deployment) installed came with a grant that is in the ledger, for that
+/// way an auditor does: the release in each slot of each device (state
+/// directory, deployment) that was installed under a grant (the two most
+/// recent installs) came with a grant that is in the ledger, for that
 /// deployment and that release; the whole ledger replays with no mismatch
 /// and every grant and withhold is re-evaluated.
 pub fn check_ledger(server: &Path, devices: &[(&Path, &str)]) -> LedgerCheck {
