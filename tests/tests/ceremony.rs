@@ -62,10 +62,20 @@ fn people(base: &Path) -> People {
 /// `signers` of the root-key holders.
 fn write_root(base: &Path, p: &People, decision: &str, ledger: &str, signers: usize) -> PathBuf {
     let out = base.join(format!("root-{signers}-{}.json", &decision[..8]));
+    let witness = format!("witness.example/w1={}", pubhex(&p.witness));
+    root_new(&out, p, decision, ledger, &witness).unwrap();
+    for holder in p.root.iter().take(signers) {
+        covenant_cli::root::run(Root::Sign { file: out.clone(), key: holder.join("signing.key") }, true).unwrap();
+    }
+    out
+}
+
+/// `covenant root new`, unsigned, listing `p`'s keys.
+fn root_new(out: &Path, p: &People, decision: &str, ledger: &str, witness: &str) -> anyhow::Result<()> {
     let key = |d: &PathBuf| d.join("signing.key").display().to_string();
     covenant_cli::root::run(
         Root::New {
-            out: out.clone(),
+            out: out.to_path_buf(),
             version: 1,
             expires: Timestamp::from_unix(4_000_000_000).to_string(),
             root_keys: p.root.iter().map(key).collect(),
@@ -74,7 +84,7 @@ fn write_root(base: &Path, p: &People, decision: &str, ledger: &str, signers: us
             release_threshold: 2,
             decision: decision.to_owned(),
             ledger: ledger.to_owned(),
-            witnesses: vec![format!("witness.example/w1={}", pubhex(&p.witness))],
+            witnesses: vec![witness.to_owned()],
             witness_threshold: 1,
             admin_keys: vec![pubhex(&p.admin1), pubhex(&p.admin2)],
             admin_threshold: 2,
@@ -82,11 +92,6 @@ fn write_root(base: &Path, p: &People, decision: &str, ledger: &str, signers: us
         },
         true,
     )
-    .unwrap();
-    for holder in p.root.iter().take(signers) {
-        covenant_cli::root::run(Root::Sign { file: out.clone(), key: holder.join("signing.key") }, true).unwrap();
-    }
-    out
 }
 
 fn online_args(data: &Path) -> (String, String) {
@@ -235,28 +240,7 @@ fn a_root_takes_the_servers_and_witnesss_verifier_keys_and_refuses_them_swapped(
     assert!(format!("{e:#}").contains("already holds a witness key"), "{e:#}");
     let ledger_vkey = std::fs::read_to_string(data.join("ledger.vkey")).unwrap().trim().to_owned();
     let decision = std::fs::read_to_string(data.join("decision.pub")).unwrap().trim().to_owned();
-    let key = |d: &PathBuf| d.join("signing.key").display().to_string();
-    let new = |out: &str, ledger: &str, witness: &str| {
-        covenant_cli::root::run(
-            Root::New {
-                out: base.join(out),
-                version: 1,
-                expires: Timestamp::from_unix(4_000_000_000).to_string(),
-                root_keys: p.root.iter().map(key).collect(),
-                root_threshold: 2,
-                release_keys: p.release.iter().map(key).collect(),
-                release_threshold: 2,
-                decision: decision.clone(),
-                ledger: ledger.to_owned(),
-                witnesses: vec![witness.to_owned()],
-                witness_threshold: 1,
-                admin_keys: vec![pubhex(&p.admin1), pubhex(&p.admin2)],
-                admin_threshold: 2,
-                development: false,
-            },
-            true,
-        )
-    };
+    let new = |out: &str, ledger: &str, witness: &str| root_new(&base.join(out), &p, &decision, ledger, witness);
     // A log's key where a witness's belongs, and back: refused.
     let e = new("swapped.json", &witness_vkey, &ledger_vkey).unwrap_err();
     assert!(format!("{e:#}").contains("another kind"), "{e:#}");
