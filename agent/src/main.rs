@@ -213,6 +213,12 @@ fn run(state: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// The configuration digest a field engineer compares with what they
+/// observe on site.
+fn configuration_digest(state: &Path) -> anyhow::Result<covenant_core::digest::Sha256Digest> {
+    Ok(Config::read(&state.join(config::FILE))?.settings(state).configuration_digest)
+}
+
 fn status(state: &Path, json: bool) -> anyhow::Result<()> {
     let store = Store::new(FsStorage::new(state)?);
     let installed = store.installed()?;
@@ -223,8 +229,7 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
         .and_then(|b| covenant_core::note::TrustedCheckpoint::restore(&b).ok())
         .map(|c| (c.checkpoint().size, covenant_core::digest::Sha256Digest(c.checkpoint().root_hash)));
     let pending = !store.pending_reports()?.is_empty();
-    // What a field engineer compares with what they observe on site.
-    let configuration = Config::read(&state.join(config::FILE)).map(|c| c.settings(state).configuration_digest).ok();
+    let configuration = configuration_digest(state).ok();
     if json {
         let out = serde_json::json!({
             "deployment": identity.deployment,
@@ -294,7 +299,7 @@ fn main() {
         Command::Check { state, json } => check(&state, json),
         Command::Run { state } => run(&state),
         Command::Status { state, configuration_digest: true, .. } => {
-            Config::read(&state.join(config::FILE)).map(|c| println!("{}", c.settings(&state).configuration_digest))
+            configuration_digest(&state).map(|digest| println!("{digest}"))
         }
         Command::Status { state, json, configuration_digest: false } => status(&state, json),
     };

@@ -14,9 +14,7 @@ use crate::connect::write_private;
 /// with `signing_only`, only `signing.key`.
 pub fn new(out: &Path, signing_only: bool, json: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom_fill(seed.as_mut_slice())?;
-    let signing = SigningKey::from_seed(&seed);
+    let signing = random_signing_key()?;
     if signing_only {
         write_private(&out.join("signing.key"), signing.to_seed_hex().as_bytes())?;
         let public = hex::encode(signing.public().to_bytes());
@@ -46,6 +44,11 @@ pub fn new(out: &Path, signing_only: bool, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> anyhow::Result<()> {
-    getrandom::fill(buf).map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))
+/// A new signing key from the operating system's randomness (the seed is
+/// wiped from memory once the key holds it).
+pub fn random_signing_key() -> anyhow::Result<SigningKey> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice())
+        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+    Ok(SigningKey::from_seed(&seed))
 }

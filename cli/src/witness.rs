@@ -167,10 +167,7 @@ pub const VKEY_FILE: &str = "witness.vkey";
 /// `covenant witness init`: the witness's key, verifier key and TLS
 /// certificate in `state`; returns the verifier key.
 pub fn init(name: &str, state: &Path, json: bool) -> anyhow::Result<String> {
-    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom::fill(seed.as_mut_slice())
-        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
-    let signer = NoteSigner::new(name, covenant_core::keys::SigningKey::from_seed(&seed))
+    let signer = NoteSigner::new(name, crate::keys::random_signing_key()?)
         .with_context(|| format!("{name:?} is not a valid key name (no spaces or '+')"))?;
     if state.join(KEY_FILE).exists() || state.join(VKEY_FILE).exists() {
         anyhow::bail!("{} already holds a witness key; nothing was changed", state.display());
