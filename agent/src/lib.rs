@@ -157,7 +157,8 @@ pub fn describe(v: &store::LastVerdict) -> String {
         out.push_str(&format!("\n  unmet: {}: {}", c.condition, c.reason));
     }
     for w in &v.withheld {
-        out.push_str(&format!("\n  withheld: version {}: {}", w.version, w.reasons.join("; ")));
+        // Each reason is a sentence of its own.
+        out.push_str(&format!("\n  withheld: version {}: {}", w.version, w.reasons.join(" ")));
     }
     out
 }

@@ -434,11 +434,10 @@ async fn replay_online(
         for m in &replayed.mismatches {
             println!("MISMATCH {m}");
         }
-        let n = replayed.mismatches.len();
         println!(
-            "Replayed {size} entries and re-evaluated {} decisions: {n} {}.",
+            "Replayed {size} entries and re-evaluated {} decisions: {}.",
             replayed.decisions,
-            if n == 1 { "mismatch" } else { "mismatches" }
+            crate::counted(replayed.mismatches.len() as u64, "mismatch", "mismatches")
         );
     }
     if !replayed.mismatches.is_empty() {

@@ -453,8 +453,9 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     let verified = json(&d.as_whom(&auditor, &["audit", "verify", "--bodies"])?)?;
     let replayed = json(&d.as_whom(&auditor, &["audit", "replay"])?)?;
     println!(
-        "   verified {} entries, every body and signature; the checkpoint carries {} witness cosignature(s)",
-        verified["size"], verified["cosignatures"]
+        "   verified {} entries, every body and signature; the checkpoint carries {}",
+        verified["size"],
+        crate::counted(verified["cosignatures"].as_u64().unwrap_or(0), "witness cosignature", "witness cosignatures")
     );
     println!(
         "   replayed {} decisions: {} mismatches",
@@ -483,11 +484,17 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     println!("   {:<12} {:<10} {:<10} reason", "deployment", "installed", "verdict");
     for (dep, state) in [("a-01", &agent_a), ("b-01", &agent_b)] {
         let s = d.status(state)?;
-        let reason = s["verdict"]["unmet"][0]["reason"]
-            .as_str()
-            .or(s["verdict"]["withheld"][0]["reasons"][0].as_str())
-            .unwrap_or("every condition met")
-            .to_owned();
+        // The first reason there is: an unmet condition, else a newer
+        // release still withheld (a granted security fix can leave one),
+        // else none.
+        let withheld = &s["verdict"]["withheld"][0];
+        let reason = match (s["verdict"]["unmet"][0]["reason"].as_str(), withheld["reasons"][0].as_str()) {
+            (Some(unmet), _) => unmet.to_owned(),
+            (None, Some(why)) => {
+                format!("{} still withheld: {why}", withheld["version"].as_str().unwrap_or("a newer release"))
+            }
+            (None, None) => "every condition met".to_owned(),
+        };
         println!(
             "   {:<12} {:<10} {:<10} {}",
             dep,
