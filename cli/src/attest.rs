@@ -213,8 +213,12 @@ pub async fn verify(cmd: Verify, conn: &Connection, json: bool) -> anyhow::Resul
                     p.undertakings.all_given()
                 );
                 println!(
-                    "  signed by key(s): {}",
-                    if signers.is_empty() { "nobody yet".into() } else { signers.join(", ") }
+                    "  signed by {}",
+                    match signers.len() {
+                        0 => "nobody yet".to_owned(),
+                        1 => format!("key {}", signers[0]),
+                        _ => format!("keys {}", signers.join(", ")),
+                    }
                 );
             }
             Ok(())

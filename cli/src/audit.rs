@@ -144,8 +144,13 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
             let report = verify_online(&mut client, trusted, &state_path, bodies).await?;
             if report.cosignatures < report.witness_threshold && !json {
                 eprintln!(
-                    "warning: the checkpoint carries {} valid witness cosignature(s) and the root asks {}; agents will not accept it until witnesses cosign",
-                    report.cosignatures, report.witness_threshold
+                    "warning: the checkpoint carries {} and the root asks {}; agents will not accept it until witnesses cosign",
+                    crate::counted(
+                        report.cosignatures as u64,
+                        "valid witness cosignature",
+                        "valid witness cosignatures"
+                    ),
+                    report.witness_threshold
                 );
             }
             print(json, &report, || {

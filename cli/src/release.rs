@@ -128,7 +128,10 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::json!({ "signatures": envelope.signatures().len() }));
             } else {
-                println!("Signed; the manifest carries {} signature(s).", envelope.signatures().len());
+                println!(
+                    "Signed; the manifest carries {}.",
+                    crate::counted(envelope.signatures().len() as u64, "signature", "signatures")
+                );
             }
             Ok(())
         }
@@ -147,14 +150,14 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "{} {} ({}, baseline {}): {} bytes, SHA-256 {}; release digest {digest}; {} signature(s).",
+                    "{} {} ({}, baseline {}): {} bytes, SHA-256 {}; release digest {digest}; {}.",
                     m.product,
                     m.version,
                     m.class,
                     m.capability_baseline,
                     m.artifact.size,
                     m.artifact.sha256,
-                    envelope.signatures().len()
+                    crate::counted(envelope.signatures().len() as u64, "signature", "signatures")
                 );
             }
             Ok(())

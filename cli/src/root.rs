@@ -192,9 +192,9 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "Signed as {}; the root now carries {} signature(s).",
+                    "Signed as {}; the root now carries {}.",
                     key.key_id(),
-                    envelope.signatures().len()
+                    crate::counted(envelope.signatures().len() as u64, "signature", "signatures")
                 );
             }
             Ok(())
@@ -214,14 +214,18 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&shown)?);
             } else {
                 println!(
-                    "Root version {}, expires {}{}, {} signature(s).",
+                    "Root version {}, expires {}{}, {}.",
                     shown.version,
                     shown.expires,
                     if shown.development { ", development" } else { "" },
-                    shown.signatures
+                    crate::counted(shown.signatures as u64, "signature", "signatures")
                 );
                 for (name, role) in shown.roles.all() {
-                    println!("  {name}: {} of {} key(s)", role.threshold, role.keys.len());
+                    println!(
+                        "  {name}: {} of {}",
+                        role.threshold,
+                        crate::counted(role.keys.len() as u64, "key", "keys")
+                    );
                 }
             }
             Ok(())
