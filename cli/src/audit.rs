@@ -145,11 +145,7 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
             if report.cosignatures < report.witness_threshold && !json {
                 eprintln!(
                     "warning: the checkpoint carries {} and the root asks {}; agents will not accept it until witnesses cosign",
-                    crate::counted(
-                        report.cosignatures as u64,
-                        "valid witness cosignature",
-                        "valid witness cosignatures"
-                    ),
+                    crate::counted(report.cosignatures, "valid witness cosignature", "valid witness cosignatures"),
                     report.witness_threshold
                 );
             }
@@ -442,7 +438,7 @@ async fn replay_online(
         println!(
             "Replayed {size} entries and re-evaluated {} decisions: {}.",
             replayed.decisions,
-            crate::counted(replayed.mismatches.len() as u64, "mismatch", "mismatches")
+            crate::counted(replayed.mismatches.len(), "mismatch", "mismatches")
         );
     }
     if !replayed.mismatches.is_empty() {

@@ -455,12 +455,16 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     println!(
         "   verified {} entries, every body and signature; the checkpoint carries {}",
         verified["size"],
-        crate::counted(verified["cosignatures"].as_u64().unwrap_or(0), "witness cosignature", "witness cosignatures")
+        crate::counted(
+            verified["cosignatures"].as_u64().unwrap_or(0) as usize,
+            "witness cosignature",
+            "witness cosignatures"
+        )
     );
     println!(
-        "   replayed {} decisions: {} mismatches",
+        "   replayed {} decisions: {}",
         replayed["decisions"],
-        replayed["mismatches"].as_array().map(Vec::len).unwrap_or(0)
+        crate::counted(replayed["mismatches"].as_array().map_or(0, Vec::len), "mismatch", "mismatches")
     );
 
     d.say("A tampered copy of the ledger is caught offline.");

@@ -14,6 +14,6 @@ pub mod root;
 pub mod witness;
 
 /// `n` and the noun that agrees with it: "1 mismatch", "0 mismatches".
-pub(crate) fn counted(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -130,7 +130,7 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
             } else {
                 println!(
                     "Signed; the manifest carries {}.",
-                    crate::counted(envelope.signatures().len() as u64, "signature", "signatures")
+                    crate::counted(envelope.signatures().len(), "signature", "signatures")
                 );
             }
             Ok(())
@@ -157,7 +157,7 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
                     m.capability_baseline,
                     m.artifact.size,
                     m.artifact.sha256,
-                    crate::counted(envelope.signatures().len() as u64, "signature", "signatures")
+                    crate::counted(envelope.signatures().len(), "signature", "signatures")
                 );
             }
             Ok(())

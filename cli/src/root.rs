@@ -194,7 +194,7 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
                 println!(
                     "Signed as {}; the root now carries {}.",
                     key.key_id(),
-                    crate::counted(envelope.signatures().len() as u64, "signature", "signatures")
+                    crate::counted(envelope.signatures().len(), "signature", "signatures")
                 );
             }
             Ok(())
@@ -218,14 +218,10 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
                     shown.version,
                     shown.expires,
                     if shown.development { ", development" } else { "" },
-                    crate::counted(shown.signatures as u64, "signature", "signatures")
+                    crate::counted(shown.signatures, "signature", "signatures")
                 );
                 for (name, role) in shown.roles.all() {
-                    println!(
-                        "  {name}: {} of {}",
-                        role.threshold,
-                        crate::counted(role.keys.len() as u64, "key", "keys")
-                    );
+                    println!("  {name}: {} of {}", role.threshold, crate::counted(role.keys.len(), "key", "keys"));
                 }
             }
             Ok(())
