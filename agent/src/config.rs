@@ -7,6 +7,8 @@
 //! poll_seconds = 3600          # between check-ins (with jitter)
 //! stall_seconds = 60           # a download with no byte for this long is retried later
 //! max_artifact_mib = 4096      # larger releases are refused
+//! max_grant_validity_days = 7  # grants valid for longer are refused (bounds how long
+//!                              # a grant voided by a later suspension can be served)
 //! allow_development = false    # accept a development root (test benches only)
 //! installer = ["/usr/sbin/flash-image"]      # optional: run before switching slots
 //! health_check = ["/usr/sbin/selftest"]      # optional: run after switching; failure switches back
@@ -40,6 +42,10 @@ pub struct Config {
     pub stall_seconds: u64,
     /// The largest artifact accepted, in MiB.
     pub max_artifact_mib: u64,
+    /// Grants valid for longer than this many days are refused: a server
+    /// holding the decision key could serve a grant that a later suspension
+    /// voided until it expires, so this bounds that window.
+    pub max_grant_validity_days: u64,
     /// Whether a development root is acceptable.
     pub allow_development: bool,
     /// The installer command, if the product has one.
@@ -60,6 +66,7 @@ impl Default for Config {
             poll_seconds: 3600,
             stall_seconds: 60,
             max_artifact_mib: 4096,
+            max_grant_validity_days: 7,
             allow_development: false,
             installer: None,
             health_check: None,
@@ -89,6 +96,7 @@ impl Config {
         Settings {
             max_artifact_size: self.max_artifact_mib.saturating_mul(1 << 20),
             stall: Duration::from_secs(self.stall_seconds.max(1)),
+            max_grant_validity: i64::try_from(self.max_grant_validity_days.saturating_mul(86_400)).unwrap_or(i64::MAX),
             allow_development: self.allow_development,
             installer: hook(&self.installer),
             health_check: hook(&self.health_check),

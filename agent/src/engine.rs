@@ -131,6 +131,9 @@ pub struct Settings {
     pub max_artifact_size: u64,
     /// A download with no byte for this long is stalled.
     pub stall: Duration,
+    /// The longest a grant may be valid, in seconds (see
+    /// [`update::Limits::max_grant_validity`]).
+    pub max_grant_validity: i64,
     /// Whether a development root is acceptable.
     pub allow_development: bool,
     /// Run after the artifact is in the inactive slot, before switching;
@@ -149,6 +152,7 @@ impl Default for Settings {
         Settings {
             max_artifact_size: 4 << 30,
             stall: Duration::from_secs(60),
+            max_grant_validity: update::DEFAULT_MAX_GRANT_VALIDITY,
             allow_development: false,
             installer: None,
             health_check: None,
@@ -417,7 +421,10 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             nonce: Sha256Digest(nonce),
             installed: &installed.version,
         };
-        let limits = update::Limits { max_artifact_size: self.settings.max_artifact_size };
+        let limits = update::Limits {
+            max_artifact_size: self.settings.max_artifact_size,
+            max_grant_validity: self.settings.max_grant_validity,
+        };
         let Answer { ruling, trust } = match update::verify_answer(&held, asked, answer, now, limits) {
             Ok(a) => a,
             Err(refusal) => return self.refused(now, refusal),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use covenant_core::keys::SigningKey;
+use covenant_core::text::Untrusted;
 
 pub mod config;
 pub mod engine;
@@ -148,17 +149,19 @@ pub fn describe(v: &store::LastVerdict) -> String {
             v.index.unwrap_or_default()
         ),
         "withheld" => format!("an update is withheld (ledger entry {})", v.index.unwrap_or_default()),
-        _ => format!("the server's answer was refused: {}", v.refusal.as_deref().unwrap_or("no reason")),
+        _ => format!("the server's answer was refused: {}", Untrusted(v.refusal.as_deref().unwrap_or("no reason"))),
     };
     if let Some(level) = v.suspension.filter(|l| *l != covenant_core::statements::SuspensionLevel::None) {
         out.push_str(&format!("; suspension in force: {}", level.describe()));
     }
+    // Reasons quote what customers and engineers wrote (an end use, a
+    // site): escaped, so that they cannot rewrite the operator's screen.
     for c in &v.unmet {
-        out.push_str(&format!("\n  unmet: {}: {}", c.condition, c.reason));
+        out.push_str(&format!("\n  unmet: {}: {}", Untrusted(&c.condition), Untrusted(&c.reason)));
     }
     for w in &v.withheld {
         // Each reason is a sentence of its own.
-        out.push_str(&format!("\n  withheld: version {}: {}", w.version, w.reasons.join(" ")));
+        out.push_str(&format!("\n  withheld: version {}: {}", w.version, Untrusted(&w.reasons.join(" "))));
     }
     out
 }

@@ -4,6 +4,7 @@
 //! the ledger proofs and the witnesses' cosignatures), installs through A/B
 //! slots, and says in plain words why an update is withheld.
 
+use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +15,14 @@ use covenant_agent::engine::{Agent, Checked, system_now};
 use covenant_agent::net::Grpc;
 use covenant_agent::store::Store;
 use covenant_storage::FsStorage;
+
+/// `println!` that returns the write's error instead of panicking, so that
+/// a closed output pipe ends the command quietly (see `main`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
 
 /// The Covenant agent: installs only what a valid, logged, witnessed grant
 /// covers, and tells the operator why an update is withheld.
@@ -160,9 +169,9 @@ fn check(state: &Path, json: bool) -> anyhow::Result<()> {
             Checked::Failed(v) => ("failed", Some(v)),
             Checked::Skipped(v) => ("skipped", Some(v)),
         };
-        println!("{}", serde_json::json!({ "outcome": outcome, "version": version.map(ToString::to_string) }));
+        say!("{}", serde_json::json!({ "outcome": outcome, "version": version.map(ToString::to_string) }));
     } else {
-        println!("{}", checked_words(&checked));
+        say!("{}", checked_words(&checked));
     }
     Ok(())
 }
@@ -241,10 +250,10 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
             "report_pending": pending,
             "configuration_digest": configuration,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
+    say!(
         "Deployment {} ({}), installed version {} (baseline {}, slot {}).",
         identity.deployment,
         identity.product,
@@ -253,58 +262,108 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
         store.current()?.name()
     );
     match &verdict {
-        None => println!("No check-in yet."),
-        Some(v) => println!("Last check-in {}: {}", v.checked_at, covenant_agent::describe(v)),
+        None => say!("No check-in yet."),
+        Some(v) => say!("Last check-in {}: {}", v.checked_at, covenant_agent::describe(v)),
     }
     match checkpoint {
-        None => println!("No ledger checkpoint held yet."),
-        Some((size, root)) => println!("Ledger checkpoint held: {size} entries, root {root}."),
+        None => say!("No ledger checkpoint held yet."),
+        Some((size, root)) => say!("Ledger checkpoint held: {size} entries, root {root}."),
     }
     if pending {
-        println!("An install report is waiting to be acknowledged by the server.");
+        say!("An install report is waiting to be acknowledged by the server.");
     }
     if let Some(digest) = configuration {
-        println!("Configuration digest: {digest}.");
+        say!("Configuration digest: {digest}.");
     }
     Ok(())
 }
 
 fn main() {
     let result = match Args::parse().command {
-        Command::EnrollRequest { state, json } => covenant_agent::enroll_request(&state).map(|made| {
+        Command::EnrollRequest { state, json } => covenant_agent::enroll_request(&state).and_then(|made| {
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({ "csr": made.csr.display().to_string(), "signing_key": made.signing_key })
                 );
             } else {
-                println!("Made this device's keys in {} (0600; they never leave it).", state.display());
-                println!("Send {} to the vendor's compliance office.", made.csr.display());
-                println!("The device's signing key is {}.", made.signing_key);
+                say!("Made this device's keys in {} (0600; they never leave it).", state.display());
+                say!("Send {} to the vendor's compliance office.", made.csr.display());
+                say!("The device's signing key is {}.", made.signing_key);
             }
+            Ok(())
         }),
         Command::Provision { bundle, state, product, installed, baseline, allow_development } => {
             let baseline = baseline.unwrap_or_else(|| installed.clone());
-            covenant_agent::provision(&bundle, &state, &product, &installed, &baseline, allow_development).map(|c| {
-                println!(
-                    "Provisioned {}: version {installed} in slot a; the server is {}. Edit {} to set the installer \
+            covenant_agent::provision(&bundle, &state, &product, &installed, &baseline, allow_development).and_then(
+                |c| {
+                    say!(
+                        "Provisioned {}: version {installed} in slot a; the server is {}. Edit {} to set the installer \
                      and health check, then run `covenant-agent run --state {}`.",
-                    state.display(),
-                    c.server,
-                    state.join(config::FILE).display(),
-                    state.display()
-                );
-            })
+                        state.display(),
+                        c.server,
+                        state.join(config::FILE).display(),
+                        state.display()
+                    );
+                    Ok(())
+                },
+            )
         }
         Command::Check { state, json } => check(&state, json),
         Command::Run { state } => run(&state),
-        Command::Status { state, configuration_digest: true, .. } => {
-            configuration_digest(&state).map(|digest| println!("{digest}"))
-        }
+        Command::Status { state, configuration_digest: true, .. } => configuration_digest(&state).and_then(|digest| {
+            say!("{digest}");
+            Ok(())
+        }),
         Command::Status { state, json, configuration_digest: false } => status(&state, json),
     };
     if let Err(e) = result {
-        eprintln!("covenant-agent: {e:#}");
+        // A reader that went away (`covenant-agent status | head -1`) is
+        // not an error of the agent's: stop quietly.
+        if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)) {
+            std::process::exit(0);
+        }
+        eprintln!("covenant-agent: {}", error_words(&e));
         std::process::exit(1);
+    }
+}
+
+/// An error and its causes in one line, each cause once: an error whose
+/// words already quote its cause (`the server's answer is refused: …`) is
+/// not followed by that cause again.
+fn error_words(e: &anyhow::Error) -> String {
+    let mut words = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if words.contains(&text) {
+            continue;
+        }
+        if !words.is_empty() {
+            words.push_str(": ");
+        }
+        words.push_str(&text);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use covenant_agent::engine::AgentError;
+    use covenant_core::update::Refusal;
+
+    /// Issue #10, item 17: `{:#}` printed a refusal's reason twice, once in
+    /// the agent's words and once as their cause.
+    #[test]
+    fn a_refusal_is_said_once() {
+        let e = anyhow::Error::from(AgentError::Refused(Refusal::Replayed));
+        let reason = "the freshness answer echoes another nonce: a replayed answer";
+        assert_eq!(format!("{e:#}").matches(reason).count(), 2, "the old output said it twice");
+        assert_eq!(error_words(&e), format!("the server's answer is refused: {reason}"));
+        // A context that adds words keeps its cause.
+        let io = std::io::Error::new(ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::from(io).context("reading signing.key");
+        assert_eq!(error_words(&e), "reading signing.key: no such file");
     }
 }

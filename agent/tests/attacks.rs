@@ -160,6 +160,33 @@ fn indefinite_freeze_an_expired_grant() {
     assert_untouched(&agent);
 }
 
+/// Issue #10, item 8: a server holding the decision key kept serving a
+/// grant that a later L1 suspension had voided (the agent cannot see the
+/// suspension). The window is bounded: a grant valid for longer than the
+/// agent's `max_grant_validity` is refused, whatever the contract says, so
+/// a voided grant can be installed at most that long after it was issued.
+#[test]
+fn voided_grant_served_by_the_decision_key_holder_is_bounded_by_the_agents_grant_validity() {
+    let mut server = FakeServer::new(Vendor::new());
+    let manifest = server.vendor.release("1.1.0", &artifact(100, 1));
+    server.standing = Some(server.vendor.grant(DEPLOYMENT, &manifest, 30 * DAY));
+    server.manifest = manifest;
+    let mut refused = agent(server);
+    assert_eq!(
+        refusal(check(&mut refused)),
+        Refusal::GrantTooLong { validity: 30 * DAY, limit: covenant_core::update::DEFAULT_MAX_GRANT_VALIDITY }
+    );
+    assert_untouched(&refused);
+
+    // A grant valid for exactly the bound is installed.
+    let mut server = FakeServer::new(Vendor::new());
+    server.grant("1.1.0", &artifact(100, 1));
+    let manifest = server.manifest.clone();
+    server.standing = Some(server.vendor.grant(DEPLOYMENT, &manifest, 7 * DAY));
+    let mut accepted = agent(server);
+    assert_eq!(check(&mut accepted).unwrap(), Checked::Installed(semver::Version::new(1, 1, 0)));
+}
+
 /// A grant of a release signed only by the key `pick` chooses, as a thief
 /// of that key would make one.
 fn release_signed_by(pick: impl Fn(&Vendor) -> SigningKey) -> FakeServer {

@@ -14,6 +14,7 @@ use covenant_core::statements::{
     MisuseSignal, Payload as _, SchemaV1, SignalAbout, SignalSource, SignalTag, Site, Subject, SubjectDigest, Verdict,
     VerificationMethod, VerificationResult, deployment_subject,
 };
+use covenant_core::text::Untrusted;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use serde::Deserialize;
@@ -200,11 +201,23 @@ pub async fn verify(cmd: Verify, conn: &Connection, json: bool) -> anyhow::Resul
                     })
                 );
             } else {
-                println!("Attestation {digest} by customer {} for {}", p.customer, deployments.join(", "));
-                println!("  end user: {} ({}, {})", p.end_user.legal_name, p.end_user.agency_type, p.end_user.country);
-                println!("  end use: {}: {}", p.end_use.category, p.end_use.description);
-                println!("  legal basis: {}; oversight: {}", p.legal_basis, p.oversight_body);
-                let sites: Vec<String> = p.sites.iter().map(|s| format!("{} in {}", s.site_id, s.country)).collect();
+                // Every field is the customer's text: escaped, so that it
+                // cannot rewrite what the engineer reads before signing.
+                println!(
+                    "Attestation {digest} by customer {} for {}",
+                    Untrusted(&p.customer),
+                    Untrusted(&deployments.join(", "))
+                );
+                println!(
+                    "  end user: {} ({}, {})",
+                    Untrusted(&p.end_user.legal_name),
+                    Untrusted(&p.end_user.agency_type),
+                    Untrusted(&p.end_user.country)
+                );
+                println!("  end use: {}: {}", Untrusted(&p.end_use.category), Untrusted(&p.end_use.description));
+                println!("  legal basis: {}; oversight: {}", Untrusted(&p.legal_basis), Untrusted(&p.oversight_body));
+                let sites: Vec<String> =
+                    p.sites.iter().map(|s| format!("{} in {}", Untrusted(&s.site_id), Untrusted(&s.country))).collect();
                 println!("  sites: {}", sites.join(", "));
                 println!(
                     "  valid {} to {}; every undertaking given: {}",
@@ -323,13 +336,14 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
     if let Some(r) = d.release {
         println!("  release offered: {r}");
     }
+    // Reasons quote what customers and engineers wrote: escaped.
     for c in d.conditions.iter().filter(|c| c.status == ConditionStatus::Unmet) {
-        println!("  unmet {}: {}", c.condition, c.reason);
+        println!("  unmet {}: {}", Untrusted(&c.condition), Untrusted(&c.reason));
     }
     for w in &d.withheld_above {
         println!("  withheld {}:", w.version);
         for r in &w.reasons {
-            println!("    - {r}");
+            println!("    - {}", Untrusted(r));
         }
     }
     Ok(())

@@ -433,7 +433,8 @@ async fn replay_online(
         println!("{}", serde_json::json!({ "size": size, "decisions": replayed.decisions, "mismatches": mismatches }));
     } else {
         for m in &replayed.mismatches {
-            println!("MISMATCH {m}");
+            // A mismatch quotes decision text, which quotes what customers wrote.
+            println!("MISMATCH {}", covenant_core::text::Untrusted(&m.to_string()));
         }
         println!(
             "Replayed {size} entries and re-evaluated {} decisions: {}.",

@@ -19,6 +19,7 @@ pub mod replay;
 pub mod root;
 pub mod state;
 pub mod statements;
+pub mod text;
 pub mod tiles;
 pub mod update;
 pub mod witness;

@@ -119,6 +119,20 @@ pub enum Refusal {
     /// split view or a rewritten ledger).
     #[error("the checkpoint is inconsistent with the one this agent holds: {0}")]
     SplitView(NoteError),
+    /// The grant is valid for longer than this agent accepts. A server
+    /// holding the decision key can keep serving a grant that a later
+    /// suspension voided (the agent cannot see the suspension); bounding
+    /// how long a grant may be valid bounds that window (issue #10, item 8).
+    #[error(
+        "the grant is valid for {validity} s from when it was issued, longer than the {limit} s this agent accepts \
+         (max_grant_validity_days in agent.toml)"
+    )]
+    GrantTooLong {
+        /// `expires_at - issued_at`, in seconds.
+        validity: i64,
+        /// The agent's limit, in seconds.
+        limit: i64,
+    },
     /// The checkpoint is older than the one the agent holds.
     #[error("the checkpoint has {found} entries, this agent already holds one of {held}")]
     Shrunk {
@@ -134,7 +148,23 @@ pub enum Refusal {
 pub struct Limits {
     /// The largest artifact it accepts, in bytes.
     pub max_artifact_size: u64,
+    /// The longest a grant may be valid, from its `issued_at` to its
+    /// `expires_at`, in seconds. A grant that a later suspension, case or
+    /// revocation voided can still be served by a server holding the
+    /// decision key until it expires; this bounds that window whatever the
+    /// contract says.
+    pub max_grant_validity: i64,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_artifact_size: 4 << 30, max_grant_validity: DEFAULT_MAX_GRANT_VALIDITY }
+    }
+}
+
+/// The default [`Limits::max_grant_validity`]: 7 days, the grant validity
+/// the walkthrough's contracts use.
+pub const DEFAULT_MAX_GRANT_VALIDITY: i64 = 7 * 86_400;
 
 /// What the agent trusts, as stored: the trusted root, the last checkpoint
 /// (once it has one) and the newest time it verified.
@@ -358,6 +388,10 @@ pub fn verify_answer(
     let expires = decision.expires_at.unwrap_or(decision.issued_at);
     if expires <= now {
         return Err(Refusal::Expired { expires, now });
+    }
+    let validity = expires.unix().saturating_sub(decision.issued_at.unix());
+    if validity > limits.max_grant_validity {
+        return Err(Refusal::GrantTooLong { validity, limit: limits.max_grant_validity });
     }
     let release_keys = trust.root.release_keys().map_err(Refusal::Root)?;
     let release: Verified<ReleaseManifest> =
