@@ -535,3 +535,81 @@ fn the_published_checkpoint_is_the_newest_cosigned_one_with_its_tiles() {
     tiles::verify_files(&Files(&public), verified.checkpoint().size, &verified.checkpoint().root_hash).unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `covenant-server ARGS` to its end (bounded: 60 s) and returns
+/// whether it succeeded and what it printed.
+fn server(args: &[&str]) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_covenant-server"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("covenant-server {args:?} did not stop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A development data directory, as `covenant-server init --dev` makes it.
+fn dev_data(name: &str) -> std::path::PathBuf {
+    let dir = tempdir(name);
+    std::fs::remove_dir_all(&dir).unwrap();
+    covenant_server::datadir::init_dev(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn covenant_server_check_and_serve_refuse_a_deleted_or_halved_checkpoint_log_keeping_every_journal_byte() {
+    for (attack, expected) in [
+        ("deleted", "log/checkpoints holds no signed checkpoint"),
+        ("halved", "larger than the last checkpoint in log/checkpoints"),
+    ] {
+        let dir = dev_data(&format!("bin-{attack}"));
+        let checkpoints = dir.join("ledger/log/checkpoints");
+        if attack == "deleted" {
+            std::fs::remove_file(&checkpoints).unwrap();
+        } else {
+            let bytes = std::fs::read(&checkpoints).unwrap();
+            std::fs::write(&checkpoints, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        let before = snapshot(&dir.join("ledger"));
+        let data = dir.display().to_string();
+        let (ok, out) = server(&["check", "--data", &data]);
+        assert!(!ok && out.contains(expected), "check, checkpoint log {attack}: {out}");
+        let (ok, out) = server(&["serve", "--data", &data, "--listen", "127.0.0.1:0"]);
+        assert!(!ok && out.contains(expected), "serve, checkpoint log {attack}: {out}");
+        // Every journal byte, and every other, is kept.
+        assert_eq!(snapshot(&dir.join("ledger")), before, "checkpoint log {attack}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_journal_header_is_a_corrupt_record_not_an_actor_mismatch() {
+    let dir = dev_data("header-actor");
+    // Entry 1 (admin1's registration): change one hex digit of its actor.
+    let path = dir.join("ledger/log/journal");
+    let mut journal = std::fs::read(&path).unwrap();
+    let first = u32::from_be_bytes(journal[..4].try_into().unwrap()) as usize;
+    let body = u32::from_be_bytes(journal[4 + first..8 + first].try_into().unwrap()) as usize;
+    let start = 4 + first + 4 + 32 + body;
+    let len = u32::from_be_bytes(journal[start..start + 4].try_into().unwrap()) as usize;
+    let header = &journal[start + 4..start + 4 + len];
+    let at = start + 4 + header.windows(9).position(|w| w == b"\"actor\":\"").unwrap() + 9 + 3;
+    journal[at] = if journal[at] == b'a' { b'b' } else { b'a' };
+    std::fs::write(&path, journal).unwrap();
+    let err = format!("{:#}", covenant_server::datadir::open_ledger(&dir).unwrap_err());
+    assert!(err.contains("corrupt record at entry 1 in log/journal"), "{err}");
+    let (ok, out) = server(&["check", "--data", &dir.display().to_string()]);
+    assert!(!ok && out.contains("corrupt record at entry 1 in log/journal"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
