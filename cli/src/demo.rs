@@ -469,7 +469,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
 
     d.say("A tampered copy of the ledger is caught offline.");
     let copy = d.tmp.join("ledger-copy");
-    copy_dir(&d.data.join("ledger"), &copy)?;
+    copy_dir(&d.data.join("ledger/public"), &copy)?;
     tamper(&copy)?;
     match d.as_whom(&auditor, &["audit", "verify", "--bodies", "--ledger", &copy.display().to_string()]) {
         Ok(_) => bail!("the tampered copy was not caught"),

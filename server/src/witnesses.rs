@@ -212,9 +212,8 @@ impl Peer {
             Reach::InProcess { signer, state } => {
                 let size = cp.size;
                 let (ledger, log, cp) = (ledger.clone(), log.clone(), cp.clone());
-                let line =
-                    tokio::task::spawn_blocking(move || cosign_in_process(&ledger, &log, &cp, &signer, &state))
-                        .await??;
+                let line = tokio::task::spawn_blocking(move || cosign_in_process(&ledger, &log, &cp, &signer, &state))
+                    .await??;
                 self.size = size;
                 Ok(line)
             }

@@ -623,10 +623,7 @@ impl Edge {
             if !partial.is_empty() {
                 let level = level as u8;
                 let count = tiles::nodes_at_level(self.size, level * TILE_HEIGHT);
-                out.push((
-                    tile_file(level, count / TILE_WIDTH, partial.len() as u64),
-                    tiles::encode_tile(partial),
-                ));
+                out.push((tile_file(level, count / TILE_WIDTH, partial.len() as u64), tiles::encode_tile(partial)));
             }
         }
         out
@@ -816,7 +813,8 @@ impl<S: Storage> LedgerWriter<S> {
             if size < self.edge.size {
                 // The tiles of an older tree: its partial files may never
                 // have been written, or removed since.
-                let older = self.reader.partials_at(size, self.edge.size).map_err(|e| io::Error::other(e.to_string()))?;
+                let older =
+                    self.reader.partials_at(size, self.edge.size).map_err(|e| io::Error::other(e.to_string()))?;
                 for (path, bytes) in older {
                     self.storage.write(&path, &bytes)?;
                 }
@@ -1229,10 +1227,9 @@ fn analyse<S: Storage>(
                 index,
                 reason: format!("its body does not match its header's digest, and {signed}"),
             },
-            (Some((index, Suspect::Refused(why))), _) => OpenError::CorruptRecord {
-                index,
-                reason: format!("{signed}, and the fold refuses this entry ({why})"),
-            },
+            (Some((index, Suspect::Refused(why))), _) => {
+                OpenError::CorruptRecord { index, reason: format!("{signed}, and the fold refuses this entry ({why})") }
+            }
             (None, Some(TileError::CorruptEntry { index, bundle, .. })) => {
                 OpenError::CorruptRecord { index, reason: format!("its header differs from {bundle}, and {signed}") }
             }
