@@ -7,7 +7,9 @@
 //! sequencer validates and applies each entry in order (a refused entry is
 //! never written), writes the batch durably, signs one checkpoint, makes it
 //! durable, and only then answers every waiting appender with its index, its
-//! inclusion proof and the checkpoint.
+//! inclusion proof and the checkpoint. After a storage failure it stops
+//! taking appends (logging the cause once) until the ledger is reopened.
+//! [`Ledger::check`] runs the same recovery as a dry run that writes nothing.
 
 pub use covenant_storage as storage;
 pub mod store;
@@ -269,8 +271,10 @@ impl<S: Storage> Ledger<S> {
     /// Opens (or creates) the ledger in `storage`, signing checkpoints with
     /// `signer`, folding every stored entry into `machine`, and starts the
     /// sequencer. Refuses to open, naming what is wrong, if the stored files
-    /// do not reproduce the last signed checkpoint or a body does not match
-    /// its header.
+    /// do not reproduce the last signed checkpoint, a record or body is
+    /// corrupt, or more lies past the signed size than a crash can leave
+    /// (see [`store::recover`]); an unsigned tail a crash left is set aside,
+    /// never deleted.
     pub fn open<M: StateMachine>(
         storage: Arc<S>,
         signer: NoteSigner,

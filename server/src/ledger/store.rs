@@ -810,18 +810,23 @@ impl<S: Storage> LedgerWriter<S> {
             self.storage.write(&path, &bytes)?;
         }
         if let Some((size, note)) = self.to_publish() {
-            if size < self.edge.size {
-                // The tiles of an older tree: its partial files may never
-                // have been written, or removed since.
-                let older =
-                    self.reader.partials_at(size, self.edge.size).map_err(|e| io::Error::other(e.to_string()))?;
-                for (path, bytes) in older {
-                    self.storage.write(&path, &bytes)?;
+            // The tiles of an older tree: its partial files may never have
+            // been written, or removed since. If they cannot be read, the
+            // published checkpoint stays as it is (a reader's failure is
+            // not a reason to stop the ledger).
+            let older =
+                if size < self.edge.size { self.reader.partials_at(size, self.edge.size) } else { Ok(Vec::new()) };
+            match older {
+                Ok(older) => {
+                    for (path, bytes) in older {
+                        self.storage.write(&path, &bytes)?;
+                    }
+                    self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
+                    self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
+                    self.published = Some((size, note));
                 }
+                Err(e) => tracing::warn!(size, "the checkpoint is not published: its tiles cannot be read: {e}"),
             }
-            self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
-            self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
-            self.published = Some((size, note));
         }
         let pending = std::mem::take(&mut self.pending);
         for path in &pending {
