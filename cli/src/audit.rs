@@ -38,8 +38,9 @@ pub enum Audit {
         /// replay the registry (every signature, every rule) from entry 0.
         #[arg(long)]
         bodies: bool,
-        /// Verify a copy of the ledger's files offline instead (the
-        /// `checkpoint` file and the tiles) against the trusted root.
+        /// Verify the ledger's published files offline instead (a copy of
+        /// the server's `ledger/public/` folder, or its URL's files mirrored:
+        /// `checkpoint` and `tile/`) against the trusted root.
         #[arg(long, value_name = "DIR")]
         ledger: Option<PathBuf>,
         /// Where the last verified checkpoint is kept (default:
@@ -467,6 +468,9 @@ impl TileFiles for DirFiles<'_> {
 
 fn verify_files_offline(dir: &Path, trusted: &TrustedRoot, bodies: bool) -> anyhow::Result<Verified> {
     let log = ledger_verifier(trusted)?;
+    if !dir.join("checkpoint").exists() && dir.join("public/checkpoint").exists() {
+        bail!("{} is the server's ledger folder: verify its published files, {}/public", dir.display(), dir.display());
+    }
     let cp_bytes =
         std::fs::read(dir.join("checkpoint")).with_context(|| format!("reading {}/checkpoint", dir.display()))?;
     let verified = note::open_checkpoint(&cp_bytes, &log).context("the checkpoint is not signed by the ledger key")?;

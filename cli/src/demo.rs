@@ -469,7 +469,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
 
     d.say("A tampered copy of the ledger is caught offline.");
     let copy = d.tmp.join("ledger-copy");
-    copy_dir(&d.data.join("ledger"), &copy)?;
+    copy_dir(&d.data.join("ledger/public"), &copy)?;
     tamper(&copy)?;
     match d.as_whom(&auditor, &["audit", "verify", "--bodies", "--ledger", &copy.display().to_string()]) {
         Ok(_) => bail!("the tampered copy was not caught"),
@@ -525,23 +525,16 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Flips one byte in an entry bundle of the copy (a header the tree covers).
+/// Flips one byte in the last entry bundle the copy's checkpoint covers (a
+/// header the tree covers: the published folder may also hold partial
+/// bundles of other sizes, which no check reads).
 fn tamper(dir: &Path) -> anyhow::Result<()> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                stack.push(e.path());
-            } else if e.path().to_string_lossy().contains("entries") {
-                files.push((e.metadata()?.len(), e.path()));
-            }
-        }
-    }
-    files.sort();
-    let (_, path) = files.pop().context("an empty ledger")?;
-    let mut bytes = std::fs::read(&path)?;
+    use covenant_core::tiles;
+    let checkpoint = std::fs::read_to_string(dir.join("checkpoint")).context("reading the copy's checkpoint")?;
+    let size: u64 = checkpoint.lines().nth(1).and_then(|l| l.parse().ok()).context("a checkpoint without a size")?;
+    let last = size.checked_sub(1).context("an empty ledger")? / tiles::TILE_WIDTH;
+    let path = dir.join(tiles::bundle_path(last, tiles::tile_width(size, last)));
+    let mut bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let middle = bytes.len() / 2;
     if let Some(b) = bytes.get_mut(middle) {
         *b ^= 0x01;

@@ -2,9 +2,19 @@
 //! `DIR/witnesses.toml`; after each new checkpoint it pushes it, with a
 //! consistency proof from the size each witness last cosigned, to every
 //! witness at once, checks each cosignature against that witness's key, and
-//! publishes the checkpoint with the cosignatures it got. A witness that is
-//! down, slow, or answers with a bad cosignature is logged and counted as
+//! publishes the checkpoint with the cosignatures it got: to the services,
+//! and to the ledger, which writes the newest cosigned checkpoint to
+//! `ledger/public/checkpoint` for static auditing. A witness that is down,
+//! slow, or answers with a bad cosignature is logged and counted as
 //! missing; it never stops the log.
+//!
+//! A development data directory (a development root and
+//! `keys/witness-dev.key`) whose `witnesses.toml` lists no witness cosigns
+//! in process with its development witness, under the same rules as a
+//! witness service (`covenant_core::witness`): it keeps the size it last
+//! cosigned in `DIR/witness-dev-state.json` and never cosigns a history
+//! inconsistent with it. So a development server's checkpoints satisfy its
+//! root's witness policy without a witness to run.
 //!
 //! ```toml
 //! [[witness]]
@@ -14,13 +24,14 @@
 //! cert = "witness-cert.pem"                      # its TLS certificate, pinned
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use covenant_core::note::{self, NoteSignature, NoteVerifier};
+use covenant_core::note::{self, NoteSignature, NoteSigner, NoteVerifier};
+use covenant_core::witness::WitnessRecord;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::witness_service_client::WitnessServiceClient;
 use serde::Deserialize;
@@ -52,16 +63,75 @@ struct Entry {
 pub struct WitnessConfig {
     /// Its note name.
     pub name: String,
-    /// Its address, `https://host:port`.
-    pub address: String,
     /// Its cosignature verifier key.
     pub vkey: NoteVerifier,
-    /// Its TLS certificate, PEM, pinned.
-    pub cert_pem: String,
+    /// How it is reached.
+    pub reach: Reach,
+}
+
+/// How a witness is reached.
+#[derive(Debug, Clone)]
+pub enum Reach {
+    /// A witness service over TLS.
+    Remote {
+        /// Its address, `https://host:port`.
+        address: String,
+        /// Its TLS certificate, PEM, pinned.
+        cert_pem: String,
+    },
+    /// The development witness, cosigning in this process.
+    InProcess {
+        /// Its key.
+        signer: Arc<NoteSigner>,
+        /// The file that keeps the size it last cosigned.
+        state: PathBuf,
+    },
+}
+
+/// The file in a development data directory where its in-process witness
+/// keeps what it last cosigned.
+pub const DEV_WITNESS_STATE: &str = "witness-dev-state.json";
+
+/// The witnesses of the data directory `dir`: those `DIR/witnesses.toml`
+/// lists; or, if it lists none and `dir` is a development directory (its
+/// `root.json` says `development` and `keys/witness-dev.key` exists), its
+/// development witness, in process.
+pub fn load(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
+    let listed = load_listed(dir)?;
+    if listed.is_empty()
+        && let Some(dev) = development_witness(dir)?
+    {
+        return Ok(vec![dev]);
+    }
+    Ok(listed)
+}
+
+/// The development witness of a development data directory, if it is one.
+fn development_witness(dir: &Path) -> anyhow::Result<Option<WitnessConfig>> {
+    use covenant_core::statements::{Payload as _, RootMetadata};
+    let key_path = dir.join("keys/witness-dev.key");
+    let Ok(root) = std::fs::read(dir.join("root.json")) else { return Ok(None) };
+    let development = covenant_core::envelope::Envelope::parse(&root)
+        .ok()
+        .and_then(|e| RootMetadata::parse(e.payload()).ok())
+        .is_some_and(|r| r.development);
+    if !development || !key_path.exists() {
+        return Ok(None);
+    }
+    let key = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?,
+    );
+    let signer = NoteSigner::parse_private(key.trim())
+        .with_context(|| format!("{} is not a C2SP private key", key_path.display()))?;
+    Ok(Some(WitnessConfig {
+        name: signer.name().to_owned(),
+        vkey: signer.cosignature_verifier(),
+        reach: Reach::InProcess { signer: Arc::new(signer), state: dir.join(DEV_WITNESS_STATE) },
+    }))
 }
 
 /// Reads `DIR/witnesses.toml` (none configured if absent).
-pub fn load(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
+fn load_listed(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
     let path = dir.join("witnesses.toml");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -80,7 +150,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
             let cert_path = dir.join(&e.cert);
             let cert_pem = std::fs::read_to_string(&cert_path)
                 .with_context(|| format!("witness {}: reading {}", e.name, cert_path.display()))?;
-            Ok(WitnessConfig { name: e.name, address: e.address, vkey, cert_pem })
+            Ok(WitnessConfig { name: e.name, vkey, reach: Reach::Remote { address: e.address, cert_pem } })
         })
         .collect()
 }
@@ -117,12 +187,10 @@ struct Peer {
 }
 
 impl Peer {
-    async fn client(&mut self) -> anyhow::Result<WitnessServiceClient<Channel>> {
+    async fn client(&mut self, address: &str, cert_pem: &str) -> anyhow::Result<WitnessServiceClient<Channel>> {
         if self.channel.is_none() {
-            let tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&self.config.cert_pem))
-                .domain_name("localhost");
-            let channel = Channel::from_shared(self.config.address.clone())?
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cert_pem)).domain_name("localhost");
+            let channel = Channel::from_shared(address.to_owned())?
                 .tls_config(tls)?
                 .connect_timeout(WITNESS_TIMEOUT)
                 .timeout(WITNESS_TIMEOUT)
@@ -132,13 +200,35 @@ impl Peer {
         Ok(WitnessServiceClient::new(self.channel.clone().context("no channel")?))
     }
 
-    /// Asks for a cosignature of `cp`, retrying once from the size the
-    /// witness says it holds. Returns a verified cosignature line.
+    /// Asks for a cosignature of `cp`. Returns a verified cosignature line.
     async fn cosign<S: Storage>(
         &mut self,
         ledger: &Ledger<S>,
         log: &NoteVerifier,
         cp: &SignedCheckpoint,
+    ) -> anyhow::Result<String> {
+        match self.config.reach.clone() {
+            Reach::Remote { address, cert_pem } => self.cosign_remote(ledger, log, cp, &address, &cert_pem).await,
+            Reach::InProcess { signer, state } => {
+                let size = cp.size;
+                let (ledger, log, cp) = (ledger.clone(), log.clone(), cp.clone());
+                let line = tokio::task::spawn_blocking(move || cosign_in_process(&ledger, &log, &cp, &signer, &state))
+                    .await??;
+                self.size = size;
+                Ok(line)
+            }
+        }
+    }
+
+    /// Asks a witness service for a cosignature of `cp`, retrying once from
+    /// the size the witness says it holds.
+    async fn cosign_remote<S: Storage>(
+        &mut self,
+        ledger: &Ledger<S>,
+        log: &NoteVerifier,
+        cp: &SignedCheckpoint,
+        address: &str,
+        cert_pem: &str,
     ) -> anyhow::Result<String> {
         for _ in 0..2 {
             let proof = if self.size > 0 && self.size < cp.size {
@@ -151,7 +241,7 @@ impl Peer {
                 consistency: proof,
                 checkpoint: cp.note.clone().into_bytes(),
             };
-            let mut client = self.client().await?;
+            let mut client = self.client(address, cert_pem).await?;
             match tokio::time::timeout(WITNESS_TIMEOUT, client.add_checkpoint(request)).await {
                 Err(_) => anyhow::bail!("no answer within {WITNESS_TIMEOUT:?}"),
                 Ok(Err(status)) => {
@@ -181,6 +271,42 @@ impl Peer {
     }
 }
 
+/// The development witness's decision on `cp`, in process: the witness
+/// rules of `covenant_core::witness` against the record in `state`, which
+/// is made durable before the cosignature is used.
+fn cosign_in_process<S: Storage>(
+    ledger: &Ledger<S>,
+    log: &NoteVerifier,
+    cp: &SignedCheckpoint,
+    signer: &NoteSigner,
+    state: &Path,
+) -> anyhow::Result<String> {
+    let held: Option<WitnessRecord> = match std::fs::read(state) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", state.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", state.display())),
+    };
+    let old = held.as_ref().map_or(0, |h| h.size);
+    let proof = if old > 0 && old < cp.size { ledger.consistency_proof(old, cp.size)? } else { Vec::new() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (record, signature) =
+        covenant_core::witness::cosign(held.as_ref(), old, &proof, cp.note.as_bytes(), log, signer, now)?;
+    // Written whole and durable (tmp, fsync, rename, fsync the folder), so a
+    // crash never lets the witness forget a size it cosigned.
+    let tmp = state.with_extension("json.tmp");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(&serde_json::to_vec(&record)?)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, state).with_context(|| format!("writing {}", state.display()))?;
+    if let Some(dir) = state.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(signature.to_line())
+}
+
 /// How long before witnesses that did not answer are asked again for the
 /// same checkpoint.
 pub const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -188,6 +314,8 @@ pub const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Starts the gathering task. Without witnesses it publishes every
 /// checkpoint as is. Witnesses are asked at once, each bounded by
 /// [`WITNESS_TIMEOUT`], so a slow one delays a round by that much at most.
+/// With witnesses, the ledger publishes only cosigned checkpoints for
+/// static serving, each as the cosignatures for it arrive.
 pub fn spawn<S: Storage>(
     ledger: Ledger<S>,
     log: NoteVerifier,
@@ -195,6 +323,9 @@ pub fn spawn<S: Storage>(
 ) -> (Arc<Gathered>, tokio::task::JoinHandle<()>) {
     let gathered = Arc::new(Gathered::default());
     let out = gathered.clone();
+    if !witnesses.is_empty() {
+        ledger.expect_cosignatures();
+    }
     let mut watch = ledger.watch();
     let mut peers: Vec<Peer> = witnesses.into_iter().map(|config| Peer { config, channel: None, size: 0 }).collect();
     let task = tokio::spawn(async move {
@@ -213,10 +344,11 @@ pub fn spawn<S: Storage>(
                     note: format!("{}{}", cp.note, sorted.iter().map(|l| l.as_str()).collect::<String>()),
                     cosignatures: sorted.len(),
                 };
-                if !lines.is_empty()
-                    && let Ok(mut witnessed) = out.witnessed.write()
-                {
-                    *witnessed = Some(cosigned.clone());
+                if !lines.is_empty() {
+                    ledger.publish_cosigned(cosigned.size, cosigned.note.clone());
+                    if let Ok(mut witnessed) = out.witnessed.write() {
+                        *witnessed = Some(cosigned.clone());
+                    }
                 }
                 if let Ok(mut latest) = out.latest.write() {
                     *latest = Some(cosigned);

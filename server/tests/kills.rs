@@ -57,7 +57,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
         // Let it get going, then kill it at a random moment.
         let start = Instant::now();
         std::thread::sleep(delay());
-        while start.elapsed() < Duration::from_secs(1) && round == 0 && !dir.join("checkpoint").exists() {
+        while start.elapsed() < Duration::from_secs(1) && round == 0 && !dir.join("public/checkpoint").exists() {
             std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().unwrap(); // SIGKILL

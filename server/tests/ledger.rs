@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -17,7 +19,7 @@ use covenant_core::merkle;
 use covenant_core::note::{self, NoteSigner, TlogProof};
 use covenant_core::tiles;
 use covenant_server::ledger::storage::{FsStorage, SimStorage, Storage};
-use covenant_server::ledger::store::{OpenError, ReadError};
+use covenant_server::ledger::store::{Checked, OpenError, ReadError};
 use covenant_server::ledger::views::SubjectIndex;
 use covenant_server::ledger::{AppendError, Clock, Ledger, LedgerConfig, NewEntry, NoteCounter};
 
@@ -41,6 +43,11 @@ fn note(text: &str, subjects: &[&str]) -> NewEntry {
 
 fn open<S: Storage>(storage: Arc<S>) -> Result<Ledger<S>, OpenError> {
     Ledger::open(storage, signer(), NoteCounter::default(), clock(), LedgerConfig::default())
+}
+
+/// `covenant-server check`'s dry run of recovery.
+fn check<S: Storage>(storage: &Arc<S>) -> Result<Checked, OpenError> {
+    Ledger::check(&**storage, &signer().verifier(), NoteCounter::default(), &LedgerConfig::default())
 }
 
 fn append_many<S: Storage>(ledger: &Ledger<S>, n: usize) -> Vec<covenant_server::ledger::Appended> {
@@ -129,7 +136,7 @@ fn reopening_keeps_every_entry_and_the_checkpoint() {
     let done = append_many(&ledger, 300);
     let before = ledger.checkpoint();
     ledger.close();
-    assert_eq!(covenant_server::ledger::store::check(storage.clone(), &signer().verifier()).unwrap(), 300);
+    assert_eq!(check(&storage).unwrap().size, 300);
     let again = open(storage).unwrap();
     assert_eq!(again.checkpoint(), before);
     for d in &done {
@@ -197,7 +204,7 @@ fn flip(path: &std::path::Path, offset: usize) {
 fn flipped_byte_in_a_stored_entry_refuses_open_naming_it() {
     let (dir, storage) = stored_ledger("tamper-entry");
     // The 3rd entry of bundle 1 (entry 258): skip two length-prefixed entries.
-    let path = dir.join(tiles::bundle_path(1, 256));
+    let path = dir.join("public").join(tiles::bundle_path(1, 256));
     let bytes = std::fs::read(&path).unwrap();
     let first = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
     let second = u16::from_be_bytes([bytes[2 + first], bytes[3 + first]]) as usize;
@@ -212,7 +219,7 @@ fn flipped_byte_in_a_stored_entry_refuses_open_naming_it() {
 #[test]
 fn flipped_byte_in_a_stored_tile_refuses_open_naming_it() {
     let (dir, storage) = stored_ledger("tamper-tile");
-    flip(&dir.join(tiles::tile_path(0, 0, 256)), 32 * 17 + 3);
+    flip(&dir.join("public").join(tiles::tile_path(0, 0, 256)), 32 * 17 + 3);
     let msg = open(storage).unwrap_err().to_string();
     assert!(msg.contains("tile/0/000 is corrupt at position 17"), "{msg}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -245,7 +252,7 @@ fn flipped_byte_in_a_body_is_caught_on_read_and_by_check_naming_its_index() {
     assert!(msg.contains("entry 123"), "{msg}");
     // The read-only check (`covenant-server check`) names it too, and so
     // does reading that one body.
-    let err = covenant_server::ledger::store::check(storage.clone(), &signer().verifier()).unwrap_err().to_string();
+    let err = check(&storage).unwrap_err().to_string();
     assert!(err.contains("body of entry 123 does not match"), "{err}");
     let reader = covenant_server::ledger::store::LedgerReader::new(storage.clone(), 64);
     let err = reader.body(123, 700).unwrap_err().to_string();
@@ -290,9 +297,11 @@ fn flipped_byte_in_a_journal_header_refuses_open() {
     let header = &journal[start + 4..start + 4 + header_len];
     let z = header.windows(2).position(|w| w == b"Z\"").unwrap();
     flip(&dir.join("log/journal"), start + 4 + z - 1);
-    let msg = open(storage).unwrap_err().to_string();
-    assert!(msg.contains("the journal record of entry 10 is corrupt"), "{msg}");
+    let msg = open(storage.clone()).unwrap_err().to_string();
+    assert!(msg.contains("corrupt record at entry 10 in log/journal"), "{msg}");
     assert!(msg.contains("tile/entries/000"), "{msg}");
+    let msg = check(&storage).unwrap_err().to_string();
+    assert!(msg.contains("corrupt record at entry 10 in log/journal"), "{msg}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -305,5 +314,302 @@ fn a_ledger_has_one_owner_at_a_time() {
     first.close();
     // Once the first owner is gone, it opens.
     open(Arc::new(FsStorage::new(&dir).unwrap())).unwrap().close();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Files in memory, for the offline verifier.
+struct Files<'a>(&'a BTreeMap<String, Vec<u8>>);
+
+impl tiles::TileFiles for Files<'_> {
+    fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.get(path).cloned())
+    }
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn deleting_the_checkpoint_log_refuses_open_and_check_and_keeps_every_journal_byte() {
+    let (dir, storage) = stored_ledger("no-checkpoint-log");
+    std::fs::remove_file(dir.join("log/checkpoints")).unwrap();
+    let before = snapshot(&dir);
+    let expected = "log/checkpoints holds no signed checkpoint";
+    let msg = open(storage.clone()).unwrap_err().to_string();
+    assert!(msg.contains(expected) && msg.contains("log/journal holds"), "{msg}");
+    let msg = check(&storage).unwrap_err().to_string();
+    assert!(msg.contains(expected), "{msg}");
+    // Nothing was written: every journal byte (and every other) is kept.
+    assert_eq!(snapshot(&dir), before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn halving_the_checkpoint_log_refuses_open_and_check_and_keeps_every_journal_byte() {
+    let (dir, storage) = stored_ledger("halved-checkpoint-log");
+    let path = dir.join("log/checkpoints");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let before = snapshot(&dir);
+    // The durability watermark shows the size the log was cut from.
+    let expected = "log/derived shows a signed size of 700, larger than the last checkpoint in log/checkpoints";
+    let msg = open(storage.clone()).unwrap_err().to_string();
+    assert!(msg.contains(expected), "{msg}");
+    let msg = check(&storage).unwrap_err().to_string();
+    assert!(msg.contains(expected), "{msg}");
+    assert_eq!(snapshot(&dir), before);
+
+    // Without the watermark and the published checkpoint, the journal
+    // itself shows more than one batch past the cut size.
+    std::fs::remove_file(dir.join("log/derived")).unwrap();
+    std::fs::remove_file(dir.join("public/checkpoint")).unwrap();
+    let before = snapshot(&dir);
+    let msg = open(storage.clone()).unwrap_err().to_string();
+    assert!(msg.contains("entries past the signed size") && msg.contains("more than one batch"), "{msg}");
+    assert!(msg.contains("log/journal") && msg.contains("refusing to start"), "{msg}");
+    let msg = check(&storage).unwrap_err().to_string();
+    assert!(msg.contains("entries past the signed size"), "{msg}");
+    assert_eq!(snapshot(&dir), before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_published_checkpoint_larger_than_the_checkpoint_log_refuses_open_and_check() {
+    let (dir, storage) = stored_ledger("published-ahead");
+    let path = dir.join("log/checkpoints");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::remove_file(dir.join("log/derived")).unwrap();
+    let expected = "public/checkpoint shows a signed size of 700";
+    assert!(open(storage.clone()).unwrap_err().to_string().contains(expected));
+    assert!(check(&storage).unwrap_err().to_string().contains(expected));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_unsigned_batch_left_by_a_crash_is_moved_aside_not_deleted() {
+    let dir = tempdir("crash-tail");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let ledger = open(storage.clone()).unwrap();
+    append_many(&ledger, 20);
+    ledger.close();
+    let signed = snapshot(&dir);
+    let ledger = open(storage.clone()).unwrap();
+    ledger.append_blocking(note("never acknowledged", &[])).unwrap();
+    ledger.close();
+    // What a crash between the journal's fsync and the checkpoint's leaves:
+    // the batch in the journal; the checkpoint log, the watermark and the
+    // published checkpoint as they were.
+    let journal = std::fs::read(dir.join("log/journal")).unwrap();
+    for file in ["log/checkpoints", "log/derived", "public/checkpoint"] {
+        std::fs::write(dir.join(file), &signed[file]).unwrap();
+    }
+    let tail = journal[signed["log/journal"].len()..].to_vec();
+    assert_eq!(check(&storage).unwrap(), Checked { size: 20, unsigned_entries: 1, unsigned_bytes: tail.len() as u64 });
+    let again = open(storage.clone()).unwrap();
+    assert_eq!(again.checkpoint().size, 20);
+    again.close();
+    assert_eq!(std::fs::read(dir.join("log/journal")).unwrap(), signed["log/journal"]);
+    assert_eq!(std::fs::read(dir.join("log/journal.unsigned-20")).unwrap(), tail);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_corrupt_tile_fails_check_as_it_refuses_open() {
+    let (dir, storage) = stored_ledger("check-tile");
+    flip(&dir.join("public").join(tiles::tile_path(0, 1, 256)), 32 * 3 + 1);
+    let msg = check(&storage).unwrap_err().to_string();
+    assert!(msg.contains("tile/0/001 is corrupt at position 3"), "{msg}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A `MakeWriter` for tracing that keeps what is logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_storage_failure_halts_the_ledger_and_logs_its_cause_once() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let storage = Arc::new(SimStorage::new());
+        let ledger = open(storage.clone()).unwrap();
+        append_many(&ledger, 3);
+        // Every write fails from now on, as on a full disk.
+        storage.cut_after(1);
+        for i in 0..5 {
+            let err = ledger.append_blocking(note(&format!("after {i}"), &[])).unwrap_err();
+            assert!(matches!(err, AppendError::Halted(_)), "{err}");
+            assert!(err.to_string().contains("simulated power cut"), "{err}");
+        }
+        ledger.close();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("stopped taking appends") && errors[0].contains("simulated power cut"), "{text}");
+}
+
+#[test]
+fn the_public_folder_holds_no_body_salt_journal_or_checkpoint_log() {
+    let dir = tempdir("public");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let ledger = open(storage.clone()).unwrap();
+    let done: Vec<_> = (0..300)
+        .map(|i| {
+            let body = format!("signal body {i}: the reporter is in danger");
+            let d = ledger.append_blocking(note(&body, &["ministry-x"])).unwrap();
+            (body.into_bytes(), d.salt)
+        })
+        .collect();
+    ledger.close();
+    let public = snapshot(&dir.join("public"));
+    assert!(public.contains_key("checkpoint") && public.keys().any(|k| k.starts_with("tile/entries/")), "{public:?}");
+    for (path, bytes) in &public {
+        assert!(path == "checkpoint" || path.starts_with("tile/"), "{path} is published");
+        for (body, salt) in &done {
+            assert!(!bytes.windows(body.len()).any(|w| w == body.as_slice()), "{path} holds a body");
+            assert!(!bytes.windows(salt.len()).any(|w| w == salt.as_slice()), "{path} holds a salt");
+        }
+    }
+    // What is published verifies on its own, as an auditor with a web server would.
+    let cp = note::open_checkpoint(&public["checkpoint"], &signer().verifier()).unwrap();
+    tiles::verify_files(&Files(&public), cp.checkpoint().size, &cp.checkpoint().root_hash).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_published_checkpoint_is_the_newest_cosigned_one_with_its_tiles() {
+    let dir = tempdir("cosigned");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let config = LedgerConfig { flush_interval: std::time::Duration::from_millis(50), ..LedgerConfig::default() };
+    let ledger = Ledger::open(storage, signer(), NoteCounter::default(), clock(), config).unwrap();
+    ledger.expect_cosignatures();
+    let witness = NoteSigner::new("witness.test/w", SigningKey::from_seed(&[9; 32])).unwrap();
+    append_many(&ledger, 300);
+    let cp = ledger.checkpoint();
+    let text = note::open_checkpoint(cp.note.as_bytes(), &signer().verifier()).unwrap().note().text().to_owned();
+    let cosigned = format!("{}{}", cp.note, witness.cosign(&text, 1_800_000_000).to_line());
+    ledger.publish_cosigned(cp.size, cosigned.clone());
+    // Then more entries that no witness cosigned (crossing a tile): the
+    // published checkpoint stays the cosigned one, its tiles still there.
+    append_many(&ledger, 300);
+    let published = dir.join("public/checkpoint");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(&published).ok().as_deref() != Some(cosigned.as_bytes()) {
+        assert!(std::time::Instant::now() < deadline, "the cosigned checkpoint was never published");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ledger.close();
+    let bytes = std::fs::read(&published).unwrap();
+    assert_eq!(bytes, cosigned.as_bytes());
+    let verified = note::open_checkpoint(&bytes, &signer().verifier()).unwrap();
+    verified.require_cosignatures(&[&witness.cosignature_verifier()], 1).unwrap();
+    let public = snapshot(&dir.join("public"));
+    tiles::verify_files(&Files(&public), verified.checkpoint().size, &verified.checkpoint().root_hash).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs `covenant-server ARGS` to its end (bounded: 60 s) and returns
+/// whether it succeeded and what it printed.
+fn server(args: &[&str]) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_covenant-server"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("covenant-server {args:?} did not stop");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A development data directory, as `covenant-server init --dev` makes it.
+fn dev_data(name: &str) -> std::path::PathBuf {
+    let dir = tempdir(name);
+    std::fs::remove_dir_all(&dir).unwrap();
+    covenant_server::datadir::init_dev(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn covenant_server_check_and_serve_refuse_a_deleted_or_halved_checkpoint_log_keeping_every_journal_byte() {
+    for (attack, expected) in [
+        ("deleted", "log/checkpoints holds no signed checkpoint"),
+        ("halved", "larger than the last checkpoint in log/checkpoints"),
+    ] {
+        let dir = dev_data(&format!("bin-{attack}"));
+        let checkpoints = dir.join("ledger/log/checkpoints");
+        if attack == "deleted" {
+            std::fs::remove_file(&checkpoints).unwrap();
+        } else {
+            let bytes = std::fs::read(&checkpoints).unwrap();
+            std::fs::write(&checkpoints, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        let before = snapshot(&dir.join("ledger"));
+        let data = dir.display().to_string();
+        let (ok, out) = server(&["check", "--data", &data]);
+        assert!(!ok && out.contains(expected), "check, checkpoint log {attack}: {out}");
+        let (ok, out) = server(&["serve", "--data", &data, "--listen", "127.0.0.1:0"]);
+        assert!(!ok && out.contains(expected), "serve, checkpoint log {attack}: {out}");
+        // Every journal byte, and every other, is kept.
+        assert_eq!(snapshot(&dir.join("ledger")), before, "checkpoint log {attack}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_journal_header_is_a_corrupt_record_not_an_actor_mismatch() {
+    let dir = dev_data("header-actor");
+    // Entry 1 (admin1's registration): change one hex digit of its actor.
+    let path = dir.join("ledger/log/journal");
+    let mut journal = std::fs::read(&path).unwrap();
+    let first = u32::from_be_bytes(journal[..4].try_into().unwrap()) as usize;
+    let body = u32::from_be_bytes(journal[4 + first..8 + first].try_into().unwrap()) as usize;
+    let start = 4 + first + 4 + 32 + body;
+    let len = u32::from_be_bytes(journal[start..start + 4].try_into().unwrap()) as usize;
+    let header = &journal[start + 4..start + 4 + len];
+    let at = start + 4 + header.windows(9).position(|w| w == b"\"actor\":\"").unwrap() + 9 + 3;
+    journal[at] = if journal[at] == b'a' { b'b' } else { b'a' };
+    std::fs::write(&path, journal).unwrap();
+    let err = format!("{:#}", covenant_server::datadir::open_ledger(&dir).unwrap_err());
+    assert!(err.contains("corrupt record at entry 1 in log/journal"), "{err}");
+    let (ok, out) = server(&["check", "--data", &dir.display().to_string()]);
+    assert!(!ok && out.contains("corrupt record at entry 1 in log/journal"), "{out}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -7,7 +7,9 @@
 //! sequencer validates and applies each entry in order (a refused entry is
 //! never written), writes the batch durably, signs one checkpoint, makes it
 //! durable, and only then answers every waiting appender with its index, its
-//! inclusion proof and the checkpoint.
+//! inclusion proof and the checkpoint. After a storage failure it stops
+//! taking appends (logging the cause once) until the ledger is reopened.
+//! [`Ledger::check`] runs the same recovery as a dry run that writes nothing.
 
 pub use covenant_storage as storage;
 pub mod store;
@@ -22,11 +24,11 @@ use covenant_core::digest::Timestamp;
 use covenant_core::keys::KeyId;
 use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN};
 use covenant_core::merkle::Hash;
-use covenant_core::note::{Checkpoint, NoteSigner, TlogProof};
+use covenant_core::note::{Checkpoint, NoteSigner, NoteVerifier, TlogProof};
 use tokio::sync::{oneshot, watch};
 
 use storage::Storage;
-use store::{LedgerReader, LedgerWriter, NewRecord, OpenError, ReadError, StoredBody};
+use store::{CosignedSlot, LedgerReader, LedgerWriter, NewRecord, OpenError, ReadError, RecoveryLimits, StoredBody};
 
 /// The most entries a page of [`Ledger::headers`] returns.
 pub const MAX_PAGE: u64 = 1024;
@@ -185,10 +187,22 @@ pub struct LedgerConfig {
     pub flush_interval: Duration,
 }
 
+/// The default [`LedgerConfig::max_batch`].
+const DEFAULT_MAX_BATCH: usize = 1024;
+
+impl LedgerConfig {
+    /// The most entries an unsigned journal tail may hold at recovery: one
+    /// batch. A restart may lower `max_batch` after a crash, so the tail of
+    /// a batch made under the default is accepted too.
+    fn max_tail(&self) -> u64 {
+        self.max_batch.max(DEFAULT_MAX_BATCH) as u64
+    }
+}
+
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
-            max_batch: 1024,
+            max_batch: DEFAULT_MAX_BATCH,
             max_wait: Duration::ZERO,
             cache_tiles: 4096,
             flush_interval: Duration::from_secs(1),
@@ -217,11 +231,20 @@ struct Request {
     reply: Reply,
 }
 
+/// What the sequencer is sent.
+enum Msg {
+    /// An entry to append.
+    Append(Request),
+    /// A cosigned checkpoint arrived: publish it at the next flush.
+    Wake,
+}
+
 /// A handle to an open ledger. Cheap to clone; the sequencer stops when the
 /// last handle is dropped.
 pub struct Ledger<S: Storage> {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Msg>,
     reader: Arc<LedgerReader<S>>,
+    cosigned: Arc<CosignedSlot>,
     latest: watch::Receiver<Arc<SignedCheckpoint>>,
     thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
 }
@@ -231,6 +254,7 @@ impl<S: Storage> Clone for Ledger<S> {
         Ledger {
             tx: self.tx.clone(),
             reader: self.reader.clone(),
+            cosigned: self.cosigned.clone(),
             latest: self.latest.clone(),
             thread: self.thread.clone(),
         }
@@ -247,8 +271,10 @@ impl<S: Storage> Ledger<S> {
     /// Opens (or creates) the ledger in `storage`, signing checkpoints with
     /// `signer`, folding every stored entry into `machine`, and starts the
     /// sequencer. Refuses to open, naming what is wrong, if the stored files
-    /// do not reproduce the last signed checkpoint or a body does not match
-    /// its header.
+    /// do not reproduce the last signed checkpoint, a record or body is
+    /// corrupt, or more lies past the signed size than a crash can leave
+    /// (see [`store::recover`]); an unsigned tail a crash left is set aside,
+    /// never deleted.
     pub fn open<M: StateMachine>(
         storage: Arc<S>,
         signer: NoteSigner,
@@ -258,11 +284,13 @@ impl<S: Storage> Ledger<S> {
     ) -> Result<Self, OpenError> {
         // Recovery reads the journal once, folding every entry into the state.
         let mut last_time = Timestamp::from_unix(i64::MIN);
-        let recovered = store::recover(storage, &signer.verifier(), config.cache_tiles, |index, header, body| {
+        let limits = RecoveryLimits { max_tail: config.max_tail(), cache_limit: config.cache_tiles };
+        let recovered = store::recover(storage, &signer.verifier(), limits, |index, header, body| {
             last_time = header.time;
             machine.replay(index, header, &body.body)
         })?;
         let mut writer = recovered.writer;
+        let cosigned = writer.cosigned();
         let reader = recovered.reader;
         let size = writer.size();
 
@@ -277,7 +305,7 @@ impl<S: Storage> Ledger<S> {
             }
         };
         let (latest_tx, latest) = watch::channel(Arc::new(checkpoint));
-        let (tx, rx) = mpsc::channel::<Request>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let sequencer = Sequencer {
             writer,
             reader: reader.clone(),
@@ -289,22 +317,54 @@ impl<S: Storage> Ledger<S> {
             latest: latest_tx,
             halted: None,
         };
-        let handle = thread::Builder::new().name("covenant-sequencer".into()).spawn(move || sequencer.run(rx))?;
-        Ok(Ledger { tx, reader, latest, thread: Arc::new(Mutex::new(Some(handle))) })
+        // The sequencer logs where its opener logs (a test's subscriber too).
+        let dispatch = tracing::dispatcher::get_default(|current| current.clone());
+        let handle = thread::Builder::new()
+            .name("covenant-sequencer".into())
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || sequencer.run(rx)))?;
+        Ok(Ledger { tx, reader, cosigned, latest, thread: Arc::new(Mutex::new(Some(handle))) })
+    }
+
+    /// Checks the ledger in `storage` exactly as [`Ledger::open`] reads it,
+    /// folding every entry into `machine`, and writes nothing: fails, naming
+    /// the file or entry, wherever opening would refuse
+    /// (`covenant-server check`).
+    pub fn check<M: StateMachine>(
+        storage: &S,
+        log: &NoteVerifier,
+        mut machine: M,
+        config: &LedgerConfig,
+    ) -> Result<store::Checked, OpenError> {
+        store::check(storage, log, config.max_tail(), |index, header, body| machine.replay(index, header, &body.body))
+    }
+
+    /// Hands the ledger a checkpoint note with witness cosignatures. The
+    /// newest one is published as `public/checkpoint` by the next flush of
+    /// the derived files (about a second), once its tiles are written.
+    pub fn publish_cosigned(&self, size: u64, note: String) {
+        if self.cosigned.offer(size, note) {
+            let _ = self.tx.send(Msg::Wake);
+        }
+    }
+
+    /// Witnesses are configured: from now on only cosigned checkpoints are
+    /// published (see [`Ledger::publish_cosigned`]).
+    pub fn expect_cosignatures(&self) {
+        self.cosigned.expect_cosignatures();
     }
 
     /// Appends an entry and waits until it is durable and signed into a
     /// checkpoint.
     pub async fn append(&self, entry: NewEntry) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request { entry, reply }).map_err(|_| AppendError::Closed)?;
+        self.tx.send(Msg::Append(Request { entry, reply })).map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
     /// As [`Ledger::append`], blocking the calling thread.
     pub fn append_blocking(&self, entry: NewEntry) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request { entry, reply }).map_err(|_| AppendError::Closed)?;
+        self.tx.send(Msg::Append(Request { entry, reply })).map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -425,13 +485,19 @@ struct Sequencer<S: Storage, M: StateMachine> {
 }
 
 impl<S: Storage, M: StateMachine> Sequencer<S, M> {
-    fn run(mut self, rx: mpsc::Receiver<Request>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             // Wait for work; when the ledger goes quiet with derived files
             // not yet published, publish them.
             let first = if self.writer.dirty() {
                 match rx.recv_timeout(self.config.flush_interval) {
-                    Ok(r) => r,
+                    Ok(Msg::Append(r)) => r,
+                    Ok(Msg::Wake) => {
+                        if self.halted.is_none() && self.writer.flush_due(self.config.flush_interval) {
+                            self.flush();
+                        }
+                        continue;
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         if self.halted.is_none() {
                             self.flush();
@@ -442,7 +508,10 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                 }
             } else {
                 match rx.recv() {
-                    Ok(r) => r,
+                    Ok(Msg::Append(r)) => r,
+                    // Something to publish now: the next turn waits at most
+                    // a flush interval.
+                    Ok(Msg::Wake) => continue,
                     Err(_) => break,
                 }
             };
@@ -455,7 +524,8 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                     rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
                 };
                 match next {
-                    Some(r) => batch.push(r),
+                    Some(Msg::Append(r)) => batch.push(r),
+                    Some(Msg::Wake) => {}
                     None => break,
                 }
             }
@@ -471,7 +541,20 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
 
     fn flush(&mut self) {
         if let Err(e) = self.writer.flush() {
-            self.halted = Some(e.to_string());
+            self.halt(e.to_string());
+        }
+    }
+
+    /// Stops taking appends after a storage failure, logging the cause once:
+    /// every later appender gets the same error, and the operator one line.
+    fn halt(&mut self, reason: String) {
+        if self.halted.is_none() {
+            tracing::error!(
+                cause = %reason,
+                "the ledger stopped taking appends after a storage failure (is the disk full?); \
+                 restart the server to recover"
+            );
+            self.halted = Some(reason);
         }
     }
 
@@ -552,7 +635,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
             Err(reason) => {
                 // The state machine applied entries that are not durable: it
                 // is ahead of the ledger, so nothing more may be written.
-                self.halted = Some(reason.clone());
+                self.halt(reason.clone());
                 for (_, _, reply) in accepted {
                     let _ = reply.send(Err(AppendError::Halted(reason.clone())));
                 }

@@ -3,30 +3,41 @@
 //! that holds every entry with its body, and the log of signed checkpoints;
 //! with the batch writer, the readers and crash recovery.
 //!
-//! Layout under the ledger directory:
+//! Layout under the ledger directory. `public/` holds only what may be
+//! published for static auditing (headers, hashes, checkpoints); `log/` is
+//! private (bodies, salts) and must never be served.
 //!
 //! ```text
-//! checkpoint                 the latest signed checkpoint (a copy, for serving)
-//! tile/<L>/<N>[.p/<W>]       hash tiles
-//! tile/entries/<N>[.p/<W>]   entry bundles (headers, 16-bit length-prefixed)
+//! public/checkpoint                 the published checkpoint: the newest
+//!                                   cosigned one with witnesses, else the latest
+//! public/tile/<L>/<N>[.p/<W>]       hash tiles
+//! public/tile/entries/<N>[.p/<W>]   entry bundles (headers, 16-bit length-prefixed)
 //! log/journal                per entry: u32 header length, header,
 //!                            u32 body length, salt (32 bytes), body
 //! log/checkpoints            every signed checkpoint: u32 length, note
+//! log/derived                durability watermark: u64 sizes whose full tiles are fsynced
 //! log/index                  per entry, the u64 end offset of its journal record
+//! log/journal.unsigned-<S>   an unsigned tail recovery set aside (S: the signed size)
 //! ```
 //!
-//! Durability per batch: append the entries to the journal; write the full
-//! tiles and bundles the batch completes; fsync the journal, those files and
-//! every directory that gained a name; then (the caller) sign the checkpoint,
-//! append it to `log/checkpoints` and fsync that; only then answer. Partial
-//! tiles and bundles, `log/index` and the `checkpoint` copy are written but
-//! not fsynced: they are derived from the journal and rebuilt from it after
+//! Durability per batch: append the entries to the journal and fsync it
+//! (with every directory that gained a name); then (the caller) sign the
+//! checkpoint, append it to `log/checkpoints` and fsync that; only then
+//! answer. Tiles, bundles, `log/index` and the published checkpoint are
+//! derived from the journal: about once a second the full tiles written
+//! since are fsynced and the watermark advanced; the rest is rebuilt after
 //! a crash. (An fsync costs ~0.24 ms here and creating a durable file
 //! ~0.9 ms; two fsyncs per batch instead of ten is what makes the ledger
 //! fast. ARCHITECTURE.md records this refinement of DESIGN.md.)
 //!
-//! After a crash, everything past the last signed checkpoint is discarded;
-//! nothing at or below it is ever rewritten.
+//! Recovery never destroys what it cannot prove lies past a signed size. A
+//! crash between the journal's fsync and the checkpoint's leaves at most one
+//! unsigned batch (entries of one ledger time) past the last signed size;
+//! that tail is moved aside to `log/journal.unsigned-<S>`, never deleted.
+//! Anything else (a journal without a checkpoint log, more than one batch
+//! past it, a watermark or published checkpoint larger than it) refuses to
+//! open, naming the file. Nothing at or below the signed size is ever
+//! rewritten. [`check`] runs the same reading and writes nothing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -110,9 +121,13 @@ impl<'a, S: Storage> JournalScanner<'a, S> {
     }
 }
 
-/// The copy of the latest checkpoint, for static serving.
-pub const CHECKPOINT: &str = "checkpoint";
-const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+/// The folder that may be published for static auditing: the checkpoint,
+/// the hash tiles and the entry bundles (headers only), and nothing else.
+pub const PUBLIC: &str = "public";
+/// The published checkpoint (the newest cosigned one when witnesses are
+/// configured), for static serving.
+pub const CHECKPOINT: &str = "public/checkpoint";
+const CHECKPOINT_TMP: &str = "public/checkpoint.tmp";
 /// The journal: every entry's header and body.
 pub const JOURNAL: &str = "log/journal";
 /// Every signed checkpoint, in order.
@@ -155,12 +170,66 @@ pub enum OpenError {
     #[error("the stored ledger does not reproduce its signed checkpoint: {0}")]
     Tiles(#[from] TileError),
     /// Entries are missing from the journal at or below the signed size.
-    #[error("entries are missing: the journal holds {held} of the {size} signed entries")]
+    #[error("log/journal ends at entry {held}, before the signed size {size}: entries are missing")]
     MissingEntries {
         /// Entries held.
         held: u64,
         /// The signed size.
         size: u64,
+    },
+    /// The journal holds entries but the checkpoint log holds no signed
+    /// checkpoint: it was deleted or emptied.
+    #[error(
+        "log/journal holds {journal_bytes} bytes but log/checkpoints holds no signed checkpoint (deleted or emptied?): \
+         refusing to start rather than discard entries that may have been signed"
+    )]
+    NoCheckpoint {
+        /// The journal's length.
+        journal_bytes: u64,
+    },
+    /// A durable file shows a larger signed size than the checkpoint log:
+    /// the checkpoint log was cut or replaced.
+    #[error(
+        "{file} shows a signed size of {size}, larger than the last checkpoint in log/checkpoints ({signed}): \
+         the checkpoint log was cut or replaced; refusing to start"
+    )]
+    AheadOfCheckpointLog {
+        /// The file.
+        file: &'static str,
+        /// The size it shows.
+        size: u64,
+        /// The checkpoint log's last signed size.
+        signed: u64,
+    },
+    /// A durable file carries a checkpoint signed by the ledger key for the
+    /// same size as the checkpoint log's, with another root.
+    #[error("{file} is signed for size {size} with another root than log/checkpoints: refusing to start")]
+    OtherRoot {
+        /// The file.
+        file: &'static str,
+        /// The size.
+        size: u64,
+    },
+    /// More lies past the signed size than the one batch a crash can leave.
+    #[error(
+        "log/journal holds {entries} entries past the signed size {signed} ({reason}); a crash leaves at most \
+         one unsigned batch, so log/checkpoints was cut or replaced: refusing to start"
+    )]
+    UnsignedTail {
+        /// The signed size.
+        signed: u64,
+        /// Whole entries past it.
+        entries: u64,
+        /// Why they cannot be one batch.
+        reason: String,
+    },
+    /// A journal record at or below the signed size is corrupt.
+    #[error("corrupt record at entry {index} in log/journal: {reason}")]
+    CorruptRecord {
+        /// The entry.
+        index: u64,
+        /// What is wrong.
+        reason: String,
     },
     /// A stored entry or body could not be read back as written.
     #[error("the stored ledger is corrupt: {0}")]
@@ -195,12 +264,22 @@ pub struct NewRecord {
     pub body: Vec<u8>,
 }
 
+/// The stored path of entry bundle `index` of `width` entries.
+fn bundle_file(index: u64, width: u64) -> String {
+    format!("{PUBLIC}/{}", tiles::bundle_path(index, width))
+}
+
+/// The stored path of hash tile `index` of level `level`, `width` hashes.
+fn tile_file(level: u8, index: u64, width: u64) -> String {
+    format!("{PUBLIC}/{}", tiles::tile_path(level, index, width))
+}
+
 fn bundle_base(index: u64) -> String {
-    tiles::bundle_path(index, TILE_WIDTH)
+    bundle_file(index, TILE_WIDTH)
 }
 
 fn tile_base(level: u8, index: u64) -> String {
-    tiles::tile_path(level, index, TILE_WIDTH)
+    tile_file(level, index, TILE_WIDTH)
 }
 
 /// A tile with the hashes of every level inside it: `levels[k]` holds the
@@ -316,7 +395,7 @@ impl<S: Storage> LedgerReader<S> {
         {
             return Ok(tile);
         }
-        let path = tiles::tile_path(level, index, width);
+        let path = tile_file(level, index, width);
         let (bytes, read_width, read_path) = match self.storage.read(&path)? {
             Some(b) => (b, width, path),
             None if width < TILE_WIDTH => {
@@ -392,13 +471,13 @@ impl<S: Storage> LedgerReader<S> {
         let edge = self.edge();
         let edge_width = edge.size % TILE_WIDTH;
         if width < TILE_WIDTH && n == edge.size / TILE_WIDTH && edge_width >= width {
-            return Ok((edge.bundle.clone(), tiles::bundle_path(n, edge_width), edge_width));
+            return Ok((edge.bundle.clone(), bundle_file(n, edge_width), edge_width));
         }
         let full = bundle_base(n);
         if let Some(bytes) = self.storage.read(&full)? {
             return Ok((bytes, full, TILE_WIDTH));
         }
-        let path = tiles::bundle_path(n, width);
+        let path = bundle_file(n, width);
         match self.storage.read(&path)? {
             Some(bytes) => Ok((bytes, path, width)),
             None => Err(ReadError::Corrupt(format!("{path} is missing"))),
@@ -538,19 +617,69 @@ impl Edge {
         let mut out = Vec::new();
         let width = self.size % TILE_WIDTH;
         if width > 0 {
-            out.push((tiles::bundle_path(self.size / TILE_WIDTH, width), self.bundle.clone()));
+            out.push((bundle_file(self.size / TILE_WIDTH, width), self.bundle.clone()));
         }
         for (level, partial) in self.tiles.iter().enumerate() {
             if !partial.is_empty() {
                 let level = level as u8;
                 let count = tiles::nodes_at_level(self.size, level * TILE_HEIGHT);
-                out.push((
-                    tiles::tile_path(level, count / TILE_WIDTH, partial.len() as u64),
-                    tiles::encode_tile(partial),
-                ));
+                out.push((tile_file(level, count / TILE_WIDTH, partial.len() as u64), tiles::encode_tile(partial)));
             }
         }
         out
+    }
+}
+
+/// The newest cosigned checkpoint, handed from the witness task to the
+/// writer, which publishes it once its tiles are written.
+#[derive(Debug, Default)]
+pub struct CosignedSlot {
+    inner: Mutex<CosignedState>,
+}
+
+#[derive(Debug, Default)]
+struct CosignedState {
+    /// Witnesses are configured: publish only cosigned checkpoints.
+    expected: bool,
+    /// The newest cosigned note and its size.
+    newest: Option<(u64, String)>,
+}
+
+impl CosignedSlot {
+    /// From now on, only cosigned checkpoints are published (witnesses are
+    /// configured); until the first arrives, the published one stays.
+    pub fn expect_cosignatures(&self) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.expected = true;
+        }
+    }
+
+    /// Offers a cosigned note of `size` entries; kept if it is newer (a
+    /// larger size, or the same size with more cosignatures) than the one
+    /// held. Returns whether it was kept.
+    pub fn offer(&self, size: u64, note: String) -> bool {
+        let Ok(mut s) = self.inner.lock() else { return false };
+        if supersedes(&(size, note.as_str()), s.newest.as_ref().map(|(n, t)| (*n, t.as_str()))) {
+            s.newest = Some((size, note));
+            return true;
+        }
+        false
+    }
+
+    /// `None` when no witness is configured; else the newest cosigned note.
+    fn wanted(&self) -> Option<Option<(u64, String)>> {
+        let s = self.inner.lock().ok()?;
+        s.expected.then(|| s.newest.clone())
+    }
+}
+
+/// Whether note `new` should replace `old`: never a smaller tree, and at
+/// the same size only a note with more cosignature lines (a cosigned note
+/// is the bare note with lines appended).
+fn supersedes(new: &(u64, &str), old: Option<(u64, &str)>) -> bool {
+    match old {
+        None => true,
+        Some((size, text)) => new.0 > size || (new.0 == size && new.1.len() > text.len()),
     }
 }
 
@@ -564,8 +693,15 @@ pub struct LedgerWriter<S: Storage> {
     named: BTreeSet<String>,
     /// Full tiles and bundles written but not yet fsynced.
     pending: Vec<String>,
-    /// The latest checkpoint note, for the static copy.
-    note: Option<String>,
+    /// Partial-tile folders superseded by a full tile, removed once the
+    /// published checkpoint no longer reads them.
+    stale: BTreeSet<String>,
+    /// The latest signed checkpoint (size, note).
+    note: Option<(u64, String)>,
+    /// The newest cosigned checkpoint, from the witness task.
+    cosigned: Arc<CosignedSlot>,
+    /// What `public/checkpoint` holds (size, note), if known.
+    published: Option<(u64, String)>,
     last_flush: Instant,
     /// The size at the last flush.
     flushed_size: u64,
@@ -587,11 +723,16 @@ impl<S: Storage> LedgerWriter<S> {
         self.edge.size
     }
 
+    /// The slot the witness task hands cosigned checkpoints through.
+    pub fn cosigned(&self) -> Arc<CosignedSlot> {
+        self.cosigned.clone()
+    }
+
     /// Writes a batch and makes it durable in the journal; the caller then
     /// signs and writes the checkpoint. The full tiles and bundles the batch
     /// completes are written for readers and made durable by the next
     /// [`LedgerWriter::flush`]. On error the writer must not be used again:
-    /// the ledger has to be reopened, which discards the partial batch.
+    /// the ledger has to be reopened, which sets the partial batch aside.
     pub fn write_batch(&mut self, records: &[NewRecord]) -> io::Result<u64> {
         if records.is_empty() {
             return Ok(self.edge.size);
@@ -617,21 +758,22 @@ impl<S: Storage> LedgerWriter<S> {
         Ok(self.edge.size)
     }
 
-    /// Appends `note` to the checkpoint log and fsyncs it; when this
-    /// returns, the checkpoint is durable.
+    /// Appends `note` (the checkpoint of the current size) to the checkpoint
+    /// log and fsyncs it; when this returns, the checkpoint is durable.
     pub fn write_checkpoint(&mut self, note: &str) -> io::Result<()> {
         let mut frame = (note.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(note.as_bytes());
         self.storage.append(CHECKPOINTS, &frame)?;
         self.storage.sync(CHECKPOINTS)?;
         self.make_names_durable(&[CHECKPOINTS.to_owned()])?;
-        self.note = Some(note.to_owned());
+        self.note = Some((self.edge.size, note.to_owned()));
         Ok(())
     }
 
-    /// Whether anything was written since the last flush.
+    /// Whether the derived files are behind: entries written, or a newer
+    /// checkpoint to publish, since the last flush.
     pub fn dirty(&self) -> bool {
-        self.flushed_size != self.edge.size
+        self.flushed_size != self.edge.size || self.to_publish().is_some()
     }
 
     /// Whether `interval` has passed since the last flush.
@@ -639,22 +781,52 @@ impl<S: Storage> LedgerWriter<S> {
         self.last_flush.elapsed() >= interval
     }
 
+    /// The checkpoint `public/checkpoint` should hold next, if it changes:
+    /// with witnesses, the newest cosigned one; without, the latest signed
+    /// one. Never a smaller tree than the one published, and never a tree
+    /// larger than the tiles written.
+    fn to_publish(&self) -> Option<(u64, String)> {
+        let candidate = match self.cosigned.wanted() {
+            Some(cosigned) => cosigned?,
+            None => self.note.clone()?,
+        };
+        let newer = supersedes(&(candidate.0, &candidate.1), self.published.as_ref().map(|(s, t)| (*s, t.as_str())));
+        (newer && candidate.0 <= self.edge.size).then_some(candidate)
+    }
+
     /// Publishes the derived files and makes the full ones durable: writes
-    /// the partial tiles and bundle and the `checkpoint` copy for static
+    /// the partial tiles and bundle and the published checkpoint (with the
+    /// partial files of its size, when it is older than the edge) for static
     /// serving; fsyncs the full tiles and bundles written since the last
     /// flush and their directories; records the size they cover in the
-    /// durability watermark; and removes the partial files they supersede.
-    /// Creating and renaming files makes every later fsync slower on ext4,
-    /// so this runs about once a second rather than once a batch.
+    /// durability watermark; and removes the partial files they supersede
+    /// that the published checkpoint does not read. Creating and renaming
+    /// files makes every later fsync slower on ext4, so this runs about
+    /// once a second rather than once a batch.
     pub fn flush(&mut self) -> io::Result<()> {
         self.last_flush = Instant::now();
         self.flushed_size = self.edge.size;
         for (path, bytes) in self.edge.partials() {
             self.storage.write(&path, &bytes)?;
         }
-        if let Some(note) = &self.note {
-            self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
-            self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
+        if let Some((size, note)) = self.to_publish() {
+            // The tiles of an older tree: its partial files may never have
+            // been written, or removed since. If they cannot be read, the
+            // published checkpoint stays as it is (a reader's failure is
+            // not a reason to stop the ledger).
+            let older =
+                if size < self.edge.size { self.reader.partials_at(size, self.edge.size) } else { Ok(Vec::new()) };
+            match older {
+                Ok(older) => {
+                    for (path, bytes) in older {
+                        self.storage.write(&path, &bytes)?;
+                    }
+                    self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
+                    self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
+                    self.published = Some((size, note));
+                }
+                Err(e) => tracing::warn!(size, "the checkpoint is not published: its tiles cannot be read: {e}"),
+            }
         }
         let pending = std::mem::take(&mut self.pending);
         for path in &pending {
@@ -664,8 +836,18 @@ impl<S: Storage> LedgerWriter<S> {
         self.storage.append(DERIVED, &self.edge.size.to_be_bytes())?;
         self.storage.sync(DERIVED)?;
         self.make_names_durable(&[DERIVED.to_owned()])?;
-        for base in pending {
-            let dir = format!("{base}.p");
+        self.stale.extend(pending.into_iter().map(|base| format!("{base}.p")));
+        let read_by_published: BTreeSet<String> = self
+            .published
+            .as_ref()
+            .map(|(size, _)| partial_paths(*size).into_iter().map(|p| parent(&p).to_owned()).collect())
+            .unwrap_or_default();
+        let stale = std::mem::take(&mut self.stale);
+        for dir in stale {
+            if read_by_published.contains(&dir) {
+                self.stale.insert(dir);
+                continue;
+            }
             for name in self.storage.list(&dir)? {
                 self.storage.remove(&format!("{dir}/{name}"))?;
             }
@@ -704,6 +886,58 @@ impl<S: Storage> LedgerWriter<S> {
     }
 }
 
+/// The paths of the partial bundle and tiles a tree of `size` entries reads.
+fn partial_paths(size: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    if !size.is_multiple_of(TILE_WIDTH) {
+        out.push(bundle_file(size / TILE_WIDTH, size % TILE_WIDTH));
+    }
+    for level in 0..MAX_TILE_LEVELS {
+        let count = tiles::nodes_at_level(size, level * TILE_HEIGHT);
+        if count == 0 {
+            break;
+        }
+        if !count.is_multiple_of(TILE_WIDTH) {
+            out.push(tile_file(level, count / TILE_WIDTH, count % TILE_WIDTH));
+        }
+    }
+    out
+}
+
+impl<S: Storage> LedgerReader<S> {
+    /// The partial bundle and tiles of the tree of `size` entries, read from
+    /// the tree of `current` entries (`size ≤ current`), by path.
+    fn partials_at(&self, size: u64, current: u64) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+        let mut out = Vec::new();
+        let width = size % TILE_WIDTH;
+        if width > 0 {
+            let mut bundle = Vec::new();
+            for header in self.headers(size - width, size, current)? {
+                tiles::push_bundle_entry(&mut bundle, &header)
+                    .ok_or_else(|| ReadError::Corrupt("an entry header is over 65,535 bytes".into()))?;
+            }
+            out.push((bundle_file(size / TILE_WIDTH, width), bundle));
+        }
+        for level in 0..MAX_TILE_LEVELS {
+            let count = tiles::nodes_at_level(size, level * TILE_HEIGHT);
+            if count == 0 {
+                break;
+            }
+            let width = count % TILE_WIDTH;
+            if width > 0 {
+                let tile = self.tile(level, count / TILE_WIDTH, width)?;
+                let hashes = tile
+                    .levels
+                    .first()
+                    .and_then(|l| l.get(..usize::try_from(width).unwrap_or(usize::MAX)))
+                    .ok_or_else(|| ReadError::Corrupt(format!("tile level {level} is short")))?;
+                out.push((tile_file(level, count / TILE_WIDTH, width), tiles::encode_tile(hashes)));
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Edge {
     fn view(&self) -> EdgeView {
         EdgeView::new(self.size, self.bundle.clone(), self.tiles.clone())
@@ -718,6 +952,8 @@ pub struct Recovered<S: Storage> {
     pub reader: Arc<LedgerReader<S>>,
     /// The last signed checkpoint, if any (none for a new ledger).
     pub checkpoint: Option<VerifiedCheckpoint>,
+    /// Where an unsigned tail of the journal was set aside, if there was one.
+    pub set_aside: Option<String>,
 }
 
 impl<S: Storage> std::fmt::Debug for Recovered<S> {
@@ -726,47 +962,240 @@ impl<S: Storage> std::fmt::Debug for Recovered<S> {
     }
 }
 
-/// Opens the ledger in `storage`: takes the last checkpoint of the
-/// checkpoint log and checks it with `log`; discards everything past it;
-/// reads the journal once, checking every body against its header and
-/// handing each entry to `replay`; checks that the journal reproduces the
-/// checkpoint and that every full tile and bundle made durable matches it,
-/// refusing to open, naming the first bad entry or file, if not; and
-/// rebuilds the derived files that a crash may have lost.
+/// What a dry run of recovery found (`covenant-server check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The signed size: every entry below it checked.
+    pub size: u64,
+    /// Whole entries past the signed size (at most one batch, which a
+    /// start would set aside).
+    pub unsigned_entries: u64,
+    /// Bytes past the signed size in the journal (those entries and any
+    /// torn record).
+    pub unsigned_bytes: u64,
+}
+
+/// The most entries an unsigned tail may hold, and how recovery treats the
+/// files.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryLimits {
+    /// Entries one batch may hold: a crash between the journal's fsync and
+    /// the checkpoint's leaves at most one unsigned batch.
+    pub max_tail: u64,
+    /// Expanded tiles cached by the reader.
+    pub cache_limit: usize,
+}
+
+/// What recovery found, before it changes anything.
+struct Plan {
+    checkpoint: Option<VerifiedCheckpoint>,
+    size: u64,
+    /// Where the checkpoint log's whole records end, and its length.
+    checkpoints_end: u64,
+    checkpoints_len: u64,
+    /// The durability watermark, where its whole values end, its length.
+    derived_end: u64,
+    derived_len: u64,
+    /// The published checkpoint, if it verifies (size, note).
+    published: Option<(u64, String)>,
+    /// Where the journal's signed entries end, and its length.
+    journal_len: u64,
+    /// Whole entries past the signed size.
+    tail_entries: u64,
+    edge: Edge,
+    ends: Vec<u8>,
+    /// Full files above the watermark to rewrite, and to fsync at the flush.
+    rewrite: Vec<(String, Vec<u8>)>,
+    pending: Vec<String>,
+}
+
+/// The first thing found wrong with a signed entry while reading the
+/// journal; which file is to blame is decided by whether the journal
+/// reproduces the signed root.
+enum Suspect {
+    /// Its header differs from the durable entry bundle.
+    DiffersFrom(String),
+    /// Its body does not match its header's digest.
+    Body,
+    /// The state fold refused it.
+    Refused(String),
+}
+
+/// Opens the ledger in `storage`: checks, without changing anything, that
+/// the stored files are what a crash can leave (see [`check`]), refusing to
+/// open, naming the file or entry, if not; then sets aside an unsigned
+/// tail (at most one batch past the last signed checkpoint, kept in
+/// `log/journal.unsigned-<size>`), and rebuilds the derived files that a
+/// crash may have lost. Every entry is handed to `replay` in order.
 pub fn recover<S: Storage>(
     storage: Arc<S>,
     log: &NoteVerifier,
-    cache_limit: usize,
-    mut replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
+    limits: RecoveryLimits,
+    replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
 ) -> Result<Recovered<S>, OpenError> {
     storage.lock_exclusive()?;
+    let plan = analyse(&*storage, log, limits.max_tail, replay)?;
     storage.remove(CHECKPOINT_TMP)?;
-    let checkpoint = last_checkpoint(&*storage, log)?;
+    // A torn last checkpoint record: a crash while appending it. Kept.
+    if plan.checkpoints_len > plan.checkpoints_end {
+        let to = set_aside(&*storage, CHECKPOINTS, plan.checkpoints_end, &format!("{CHECKPOINTS}.torn-{}", plan.size))?;
+        tracing::warn!(file = %to, "a torn record at the end of {CHECKPOINTS} was moved aside");
+    }
+    if plan.derived_len > plan.derived_end {
+        // A torn watermark value carries no information: it was never fsynced.
+        storage.truncate(DERIVED, plan.derived_end)?;
+        storage.sync(DERIVED)?;
+    }
+    discard_beyond(&*storage, plan.size)?;
+    // The unsigned tail: moved aside, never deleted.
+    let set_aside_to = if plan.journal_len > plan.edge.journal_end {
+        let to = set_aside(&*storage, JOURNAL, plan.edge.journal_end, &format!("{JOURNAL}.unsigned-{}", plan.size))?;
+        tracing::warn!(
+            file = %to,
+            entries = plan.tail_entries,
+            bytes = plan.journal_len - plan.edge.journal_end,
+            signed = plan.size,
+            "the unsigned tail of {JOURNAL} (past the last signed checkpoint, never acknowledged) was moved aside"
+        );
+        Some(to)
+    } else {
+        None
+    };
+    if storage.read(JOURNAL_INDEX)?.as_deref() != Some(plan.ends.as_slice()) {
+        storage.write(JOURNAL_INDEX, &plan.ends)?;
+    }
+    for (path, bytes) in &plan.rewrite {
+        storage.write(path, bytes)?;
+    }
+    let reader = Arc::new(LedgerReader::new(storage.clone(), limits.cache_limit));
+    reader.set_edge(plan.edge.view());
+    let checkpoint = plan.checkpoint;
+    let mut writer = LedgerWriter {
+        storage,
+        reader: reader.clone(),
+        edge: plan.edge,
+        named: BTreeSet::new(),
+        pending: plan.pending,
+        stale: BTreeSet::new(),
+        note: checkpoint.as_ref().map(|c| (c.checkpoint().size, c.note().to_text())),
+        cosigned: Arc::default(),
+        published: plan.published,
+        last_flush: Instant::now(),
+        flushed_size: 0,
+    };
+    // Everything derived is now written; make it durable before serving.
+    writer.flush()?;
+    Ok(Recovered { writer, reader, checkpoint, set_aside: set_aside_to })
+}
+
+/// Checks the stored ledger with exactly the reading [`recover`] does, and
+/// writes nothing (`covenant-server check`): the last whole checkpoint of
+/// the checkpoint log verifies; no durable file (the watermark, the
+/// published checkpoint) shows a larger signed size; the journal holds
+/// every signed entry, each record well formed, each body matching its
+/// header, each entry folded by `replay`, and reproduces the signed root;
+/// every durable full tile and bundle equals what the journal implies; and
+/// past the signed size the journal holds at most one batch of
+/// `max_tail` entries. Fails wherever opening would refuse, naming the file
+/// or entry.
+pub fn check<S: Storage>(
+    storage: &S,
+    log: &NoteVerifier,
+    max_tail: u64,
+    replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
+) -> Result<Checked, OpenError> {
+    let plan = analyse(storage, log, max_tail, replay)?;
+    Ok(Checked {
+        size: plan.size,
+        unsigned_entries: plan.tail_entries,
+        unsigned_bytes: plan.journal_len - plan.edge.journal_end,
+    })
+}
+
+/// The read-only half of recovery (see [`check`]).
+fn analyse<S: Storage>(
+    storage: &S,
+    log: &NoteVerifier,
+    max_tail: u64,
+    mut replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
+) -> Result<Plan, OpenError> {
+    let checkpoints = storage.read(CHECKPOINTS)?.unwrap_or_default();
+    let (last, checkpoints_end) = last_record(&checkpoints);
+    let checkpoint = last.map(|note_bytes| note::open_checkpoint(note_bytes, log)).transpose()?;
     let (size, root) =
         checkpoint.as_ref().map_or((0, merkle::EMPTY_ROOT), |c| (c.checkpoint().size, c.checkpoint().root_hash));
-    let durable = derived_watermark(&*storage)?.min(size);
-    discard_beyond(&*storage, size)?;
+    let journal_len = storage.len(JOURNAL)?.unwrap_or(0);
+    // The first checkpoint (size 0) is durable before anything is written to
+    // the journal: a journal without one lost its checkpoint log.
+    if checkpoint.is_none() && journal_len > 0 {
+        return Err(OpenError::NoCheckpoint { journal_bytes: journal_len });
+    }
+    // The derived files are written from signed checkpoints only: one that
+    // shows a larger size than the checkpoint log proves the log was cut.
+    let derived = storage.read(DERIVED)?.unwrap_or_default();
+    let derived_end = derived.len() / 8 * 8;
+    let watermark = derived.get(derived_end.saturating_sub(8)..derived_end).map(read_u64).unwrap_or(0);
+    if watermark > size {
+        return Err(OpenError::AheadOfCheckpointLog { file: DERIVED, size: watermark, signed: size });
+    }
+    let published = published_checkpoint(storage, log)?;
+    if let Some(p) = &published {
+        let (psize, proot) = (p.checkpoint().size, p.checkpoint().root_hash);
+        if psize > size {
+            return Err(OpenError::AheadOfCheckpointLog { file: CHECKPOINT, size: psize, signed: size });
+        }
+        if psize == size && proot != root {
+            return Err(OpenError::OtherRoot { file: CHECKPOINT, size });
+        }
+    }
+    let durable = watermark;
 
-    // One pass over the journal: bodies, replay, the edge; and every full
-    // bundle and tile it implies compared with the stored one. Those made
-    // durable (completed at or below the watermark) must match; later ones
-    // may be missing or torn after a crash and are rewritten.
+    // One pass over the journal: each record checked before it is folded,
+    // the edge, and every full bundle and tile it implies compared with the
+    // stored one. Those made durable (completed at or below the watermark)
+    // must match; later ones may be missing or torn after a crash and are
+    // rewritten.
     let mut edge = Edge { level8: Some(Vec::new()), ..Edge::default() };
     let mut ends = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_mul(8));
     let mut first_difference: Option<TileError> = None;
+    let mut suspect: Option<(u64, Suspect)> = None;
+    let mut durable_bundle: Option<(String, Vec<Vec<u8>>)> = None;
     let mut rewrite: Vec<(String, Vec<u8>)> = Vec::new();
     let mut pending = Vec::new();
-    let mut journal = JournalScanner::new(&*storage)?;
+    let mut journal = JournalScanner::new(storage)?;
     for index in 0..size {
         let Some((header_bytes, body, end)) = journal.next()? else {
             return Err(OpenError::MissingEntries { held: index, size });
         };
         let header = EntryHeader::parse(&header_bytes)
-            .map_err(|e| OpenError::Read(format!("the journal record of entry {index} is corrupt: {e}")))?;
-        if header.check_body(&body.salt, &body.body).is_err() {
-            return Err(OpenError::Read(format!("the body of entry {index} does not match its header's digest")));
+            .map_err(|e| OpenError::CorruptRecord { index, reason: format!("its header does not parse: {e}") })?;
+        // The durable bundle holding this entry, read when its tile starts.
+        if index.is_multiple_of(TILE_WIDTH) {
+            let n = index / TILE_WIDTH;
+            durable_bundle = None;
+            if (n + 1) * TILE_WIDTH <= durable {
+                let path = bundle_base(n);
+                if let Some(bytes) = storage.read(&path)?
+                    && let Ok(entries) = tiles::decode_bundle(&path, &bytes, TILE_WIDTH)
+                {
+                    durable_bundle = Some((path, entries.into_iter().map(<[u8]>::to_vec).collect()));
+                }
+            }
         }
-        replay(index, &header, &body).map_err(|reason| OpenError::Replay { index, reason })?;
+        if suspect.is_none() {
+            let position = usize::try_from(index % TILE_WIDTH).unwrap_or(usize::MAX);
+            if let Some((path, entries)) = &durable_bundle
+                && entries.get(position).is_some_and(|stored| *stored != header_bytes)
+            {
+                suspect = Some((index, Suspect::DiffersFrom(path.clone())));
+            } else if header.check_body(&body.salt, &body.body).is_err() {
+                suspect = Some((index, Suspect::Body));
+            } else if let Err(reason) = replay(index, &header, &body) {
+                suspect = Some((index, Suspect::Refused(reason)));
+            }
+            // After the first suspect nothing more is folded: the open
+            // fails either way, and which file is to blame is decided below.
+        }
         let mut full = Vec::new();
         edge.push(&header_bytes, &mut |path, bytes| full.push((path, bytes)))?;
         for (path, ours) in full {
@@ -788,65 +1217,118 @@ pub fn recover<S: Storage>(
     }
     // The journal must reproduce the signed root. If it does, a durable file
     // that differs from what the journal implies is corrupt; if it does not,
-    // the journal is.
+    // the journal is, at the first entry found wrong.
     let level8 = edge.level8.take().unwrap_or_default();
     let last_leaves =
         if size.is_multiple_of(TILE_WIDTH) { Vec::new() } else { edge.tiles.first().cloned().unwrap_or_default() };
-    if size > 0 && tiles::root_from_parts(size, &level8, &last_leaves) != Some(root) {
-        return Err(OpenError::Read(match first_difference {
-            Some(TileError::CorruptEntry { index, bundle, .. }) => format!(
-                "the journal record of entry {index} is corrupt: it differs from {bundle} and does not reproduce the signed checkpoint"
-            ),
-            _ => "the journal does not reproduce the signed checkpoint".to_owned(),
-        }));
+    let reproduces = size == 0 || tiles::root_from_parts(size, &level8, &last_leaves) == Some(root);
+    if !reproduces {
+        let signed = format!("log/journal does not reproduce the signed checkpoint of size {size}");
+        return Err(match (suspect, first_difference) {
+            (Some((index, Suspect::DiffersFrom(bundle))), _) => {
+                OpenError::CorruptRecord { index, reason: format!("its header differs from {bundle}, and {signed}") }
+            }
+            (Some((index, Suspect::Body)), _) => OpenError::CorruptRecord {
+                index,
+                reason: format!("its body does not match its header's digest, and {signed}"),
+            },
+            (Some((index, Suspect::Refused(why))), _) => {
+                OpenError::CorruptRecord { index, reason: format!("{signed}, and the fold refuses this entry ({why})") }
+            }
+            (None, Some(TileError::CorruptEntry { index, bundle, .. })) => {
+                OpenError::CorruptRecord { index, reason: format!("its header differs from {bundle}, and {signed}") }
+            }
+            (None, _) => OpenError::Read(signed),
+        });
+    }
+    match suspect {
+        Some((index, Suspect::Body)) => {
+            return Err(OpenError::Read(format!("the body of entry {index} does not match its header's digest")));
+        }
+        Some((index, Suspect::Refused(reason))) => return Err(OpenError::Replay { index, reason }),
+        // The journal is right, so the durable bundle is corrupt: reported
+        // below, as every durable file that differs.
+        Some((_, Suspect::DiffersFrom(_))) | None => {}
     }
     if let Some(difference) = first_difference {
         return Err(OpenError::Tiles(difference));
     }
-    // Cut a torn or unsigned tail; rebuild the derived files.
-    if storage.len(JOURNAL)?.unwrap_or(0) > edge.journal_end {
-        storage.truncate(JOURNAL, edge.journal_end)?;
-        storage.sync(JOURNAL)?;
+
+    // Past the signed size: at most the one batch a crash between the
+    // journal's fsync and the checkpoint's leaves (its entries share one
+    // ledger time), then perhaps a torn record.
+    let mut tail_entries = 0u64;
+    let mut tail_time = None;
+    let mut times_differ = false;
+    while let Some((header_bytes, _, _)) = journal.next()? {
+        // A record whose header does not parse is the torn remains of a write.
+        let Ok(header) = EntryHeader::parse(&header_bytes) else { break };
+        tail_entries += 1;
+        match &tail_time {
+            None => tail_time = Some(header.time),
+            Some(t) => times_differ |= *t != header.time,
+        }
     }
-    if storage.read(JOURNAL_INDEX)?.as_deref() != Some(ends.as_slice()) {
-        storage.write(JOURNAL_INDEX, &ends)?;
+    if tail_entries > max_tail || times_differ {
+        return Err(OpenError::UnsignedTail {
+            signed: size,
+            entries: tail_entries,
+            reason: if times_differ {
+                "their ledger times differ, so they come from more than one batch".to_owned()
+            } else {
+                format!("more than one batch of at most {max_tail}")
+            },
+        });
     }
-    for (path, bytes) in &rewrite {
-        storage.write(path, bytes)?;
-    }
-    let reader = Arc::new(LedgerReader::new(storage.clone(), cache_limit));
-    reader.set_edge(edge.view());
-    let mut writer = LedgerWriter {
-        storage,
-        reader: reader.clone(),
+    Ok(Plan {
+        checkpoint,
+        size,
+        checkpoints_end: checkpoints_end as u64,
+        checkpoints_len: checkpoints.len() as u64,
+        derived_end: derived_end as u64,
+        derived_len: derived.len() as u64,
+        published: published.map(|p| (p.checkpoint().size, p.note().to_text())),
+        journal_len,
+        tail_entries,
         edge,
-        named: BTreeSet::new(),
+        ends,
+        rewrite,
         pending,
-        note: checkpoint.as_ref().map(|c| c.note().to_text()),
-        last_flush: Instant::now(),
-        flushed_size: 0,
-    };
-    // Everything derived is now written; make it durable before serving.
-    writer.flush()?;
-    Ok(Recovered { writer, reader, checkpoint })
+    })
 }
 
-/// The last whole value of the durability watermark (0 if none).
-fn derived_watermark<S: Storage>(storage: &S) -> io::Result<u64> {
-    let Some(bytes) = storage.read(DERIVED)? else { return Ok(0) };
-    let whole = bytes.len() / 8 * 8;
-    if whole < bytes.len() {
-        storage.truncate(DERIVED, whole as u64)?;
-        storage.sync(DERIVED)?;
+/// The published checkpoint, if it verifies with the ledger key. It is
+/// written without an fsync (it is derived), so after a crash it may be
+/// empty or torn: such a file is no evidence and is rewritten.
+fn published_checkpoint<S: Storage>(storage: &S, log: &NoteVerifier) -> io::Result<Option<VerifiedCheckpoint>> {
+    Ok(storage.read(CHECKPOINT)?.and_then(|bytes| note::open_checkpoint(&bytes, log).ok()))
+}
+
+/// Copies `file` from `from` to its end into a new file named `base` (or
+/// `base.N`, the first free name), makes the copy durable, then cuts
+/// `file` at `from`. Returns the copy's name.
+fn set_aside<S: Storage>(storage: &S, file: &str, from: u64, base: &str) -> io::Result<String> {
+    let len = storage.len(file)?.unwrap_or(0);
+    let bytes = storage.read_range(file, from, usize::try_from(len.saturating_sub(from)).unwrap_or(usize::MAX))?;
+    let mut name = base.to_owned();
+    let mut n = 1u32;
+    while storage.len(&name)?.is_some() {
+        name = format!("{base}.{n}");
+        n += 1;
     }
-    Ok(bytes.get(whole.saturating_sub(8)..whole).map(read_u64).unwrap_or(0))
+    storage.write(&name, &bytes)?;
+    storage.sync(&name)?;
+    storage.sync_dir(parent(&name))?;
+    storage.truncate(file, from)?;
+    storage.sync(file)?;
+    Ok(name)
 }
 
 /// Names what differs between a stored full bundle or tile and the one the
 /// journal implies (the bundle's or tile's last entry is `last_index`).
 fn describe_difference(path: &str, stored: Option<&[u8]>, ours: &[u8], last_index: u64) -> TileError {
     let Some(stored) = stored else { return TileError::Missing { path: path.to_owned() } };
-    if path.starts_with("tile/entries/") {
+    if path.starts_with(&format!("{PUBLIC}/tile/entries/")) {
         let theirs = tiles::decode_bundle(path, stored, TILE_WIDTH);
         let mine = tiles::decode_bundle(path, ours, TILE_WIDTH).unwrap_or_default();
         let at = match &theirs {
@@ -854,7 +1336,7 @@ fn describe_difference(path: &str, stored: Option<&[u8]>, ours: &[u8], last_inde
             Err(_) => 0,
         } as u64;
         let index = last_index + 1 - TILE_WIDTH + at;
-        let tile = tiles::tile_path(0, index / TILE_WIDTH, TILE_WIDTH);
+        let tile = tile_file(0, index / TILE_WIDTH, TILE_WIDTH);
         return match theirs {
             Err(e) => e,
             Ok(_) => TileError::CorruptEntry { index, bundle: path.to_owned(), tile },
@@ -865,29 +1347,6 @@ fn describe_difference(path: &str, stored: Option<&[u8]>, ours: &[u8], last_inde
     }
     let position = stored.chunks(32).zip(ours.chunks(32)).position(|(a, b)| a != b).unwrap_or(0) as u64;
     TileError::CorruptTile { path: path.to_owned(), position }
-}
-
-/// Checks, without changing anything, that every body up to the last
-/// signed checkpoint matches its header's digest, and that the journal
-/// reproduces that checkpoint. Returns the number of entries checked, or
-/// names the first bad one. (`covenant-server check`.)
-pub fn check<S: Storage>(storage: Arc<S>, log: &NoteVerifier) -> Result<u64, OpenError> {
-    let Some(bytes) = storage.read(CHECKPOINTS)? else { return Ok(0) };
-    let Some(note_bytes) = last_record(&bytes).0 else { return Ok(0) };
-    let cp = note::open_checkpoint(note_bytes, log)?;
-    let (size, root) = (cp.checkpoint().size, cp.checkpoint().root_hash);
-    let reader = LedgerReader::new(storage, 64);
-    let mut tree = merkle::CompactRange::new();
-    reader
-        .scan(size, |_, _, header, _| {
-            tree.push(merkle::leaf_hash(header));
-            Ok(())
-        })
-        .map_err(|e| OpenError::Read(e.to_string()))?;
-    if tree.root() != root {
-        return Err(OpenError::Read("the journal does not reproduce the signed checkpoint".into()));
-    }
-    Ok(size)
 }
 
 /// The last whole record of the checkpoint log (`u32` length, note) and
@@ -901,22 +1360,6 @@ fn last_record(bytes: &[u8]) -> (Option<&[u8]>, usize) {
         pos += 4 + len as usize;
     }
     (last, pos)
-}
-
-/// The last whole checkpoint of the checkpoint log, verified with `log`. A
-/// torn last record (a crash while appending) is cut off; a whole record
-/// that does not verify is a refusal.
-fn last_checkpoint<S: Storage>(storage: &S, log: &NoteVerifier) -> Result<Option<VerifiedCheckpoint>, OpenError> {
-    let Some(bytes) = storage.read(CHECKPOINTS)? else { return Ok(None) };
-    let (last, pos) = last_record(&bytes);
-    if pos < bytes.len() {
-        storage.truncate(CHECKPOINTS, pos as u64)?;
-        storage.sync(CHECKPOINTS)?;
-    }
-    match last {
-        Some(note_bytes) => Ok(Some(note::open_checkpoint(note_bytes, log)?)),
-        None => Ok(None),
-    }
 }
 
 /// Removes every tile and bundle that covers entries past `size`: the
