@@ -1,6 +1,9 @@
 //! The `covenant.v1` gRPC services and messages, generated at build time from
-//! `proto/covenant/v1/covenant.proto`. Nothing else lives here: conversion to
-//! and from `covenant-core` types happens at the edges (server, agent, CLI).
+//! `proto/covenant/v1/covenant.proto`, and the codec they use. Nothing else
+//! lives here: conversion to and from `covenant-core` types happens at the
+//! edges (server, agent, CLI).
+
+pub mod codec;
 
 /// Package `covenant.v1`.
 pub mod v1 {

@@ -6,6 +6,7 @@
 
 pub mod datadir;
 pub mod ledger;
+pub mod limits;
 pub mod pki;
 pub mod service;
 pub mod updates;

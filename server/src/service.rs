@@ -11,8 +11,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope::Envelope;
 use covenant_core::keys::KeyId;
 use covenant_core::statements::{AdminAction, IdentityRole, Payload as _};
@@ -25,6 +27,7 @@ use crate::datadir::{self, SharedRegistry};
 use crate::ledger::storage::FsStorage;
 use crate::ledger::store::ReadError;
 use crate::ledger::{AppendError, Appended, Ledger, MAX_PAGE, NewEntry};
+use crate::limits::{DownloadLimits, DownloadTable, PeerTable, RateLimit, RateLimiter};
 use crate::pki::{self, Authority};
 
 /// Who is calling, as the ledger registered them.
@@ -36,6 +39,9 @@ pub struct Caller {
     pub subject: String,
     /// For auditors: customers in scope (`None`: all).
     pub scope: Option<Vec<String>>,
+    /// The SHA-256 of the certificate the call came with (streams re-check
+    /// it before every message).
+    pub fingerprint: Sha256Digest,
 }
 
 /// What the services share.
@@ -51,19 +57,46 @@ pub struct Node {
     pub(crate) decision: Option<Arc<covenant_core::keys::SigningKey>>,
     /// The data directory (artifacts live under it).
     pub(crate) data: PathBuf,
-    /// Download streams: at most [`MAX_DOWNLOADS`] at once in total.
-    pub(crate) downloads: Arc<tokio::sync::Semaphore>,
-    /// Download streams open per certificate (at most [`MAX_DOWNLOADS_PER_IDENTITY`]).
-    pub(crate) downloads_by:
-        Arc<std::sync::Mutex<std::collections::HashMap<covenant_core::digest::Sha256Digest, usize>>>,
+    /// Download streams open, per certificate and per customer.
+    pub(crate) downloads: Arc<DownloadTable>,
     /// The bytes a download chunk carries.
     pub(crate) download_chunk: usize,
+    /// How long a download stream may make no progress before it is closed.
+    pub(crate) download_idle: Duration,
+    /// Each certificate's request rate (`None`: unlimited).
+    pub(crate) rate: Option<Arc<RateLimiter>>,
 }
 
 /// Download streams served at once, in total.
 pub const MAX_DOWNLOADS: usize = 64;
 /// Download streams one certificate may hold open at once.
 pub const MAX_DOWNLOADS_PER_IDENTITY: usize = 2;
+/// Download streams the deployments of one customer may hold together: half
+/// of [`MAX_DOWNLOADS`]. A fixed half rather than a share that shrinks with
+/// the number of customers downloading: it needs no global view, one
+/// customer's devices (the attack of issue 16: 32 devices × 2 idle streams)
+/// always leave at least half the slots to everyone else, and one customer
+/// alone still gets 32 parallel downloads.
+pub const MAX_DOWNLOADS_PER_CUSTOMER: usize = MAX_DOWNLOADS / 2;
+/// How long a download stream may make no progress (the client reads
+/// nothing, so no chunk leaves) before it is closed and its slot freed. A
+/// chunk is 256 KiB, so a link slower than about 70 kbit/s is cut too; the
+/// agent resumes from the bytes it has.
+pub const DOWNLOAD_IDLE: Duration = Duration::from_secs(30);
+/// Each certificate's request rate: 200 a second sustained, bursts of 2,000.
+/// A device polling every few minutes, a person's CLI (an audit paging
+/// through a million entries makes ~1,000 calls) and the tests stay far
+/// below it; the check-in benchmark's 256 clients make ~50 calls a second
+/// each on this 2-core machine (`cargo bench --bench checkins`, part (a)).
+/// One certificate flooding the server gets `ResourceExhausted` past it.
+pub const RATE_LIMIT: RateLimit = RateLimit { per_second: 200.0, burst: 2_000.0 };
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP connections one peer address may hold open at once. Devices behind
+/// one NAT share an address, so this is generous (the check-in benchmark
+/// opens 257 from loopback): it bounds the file descriptors one address can
+/// take, well under a server's descriptor limit (20,000 here).
+pub const CONNECTIONS_PER_PEER: usize = 512;
 /// The longest a call may take (a client's shorter `grpc-timeout` wins).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// HTTP/2 streams one connection may have open at once.
@@ -89,6 +122,9 @@ impl Node {
         let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let holder = pki::holder(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if let Some(rate) = &self.rate {
+            rate.check(&holder.fingerprint)?;
+        }
         let registry = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
         let identity = registry
             .identity(&holder.fingerprint)
@@ -99,7 +135,23 @@ impl Node {
         if identity.role != holder.role || identity.subject != holder.subject {
             return Err(Status::unauthenticated("this certificate's holder differs from its registration"));
         }
-        Ok(Caller { role: identity.role, subject: identity.subject.clone(), scope: identity.scope.clone() })
+        Ok(Caller {
+            role: identity.role,
+            subject: identity.subject.clone(),
+            scope: identity.scope.clone(),
+            fingerprint: holder.fingerprint,
+        })
+    }
+
+    /// The certificate of a call under way is still registered and not
+    /// revoked: streams check it before every message they send or take, so
+    /// a revocation ends a stream opened before it.
+    pub(crate) fn still_registered(&self, fingerprint: &Sha256Digest) -> Result<(), Status> {
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        match state.identity(fingerprint) {
+            Some(i) if i.revoked.is_none() => Ok(()),
+            _ => Err(Status::permission_denied("this certificate has been revoked")),
+        }
     }
 
     pub(crate) fn require(&self, caller: &Caller, roles: &[IdentityRole]) -> Result<(), Status> {
@@ -219,6 +271,14 @@ impl pb::ledger_service_server::LedgerService for Node {
         if req.from_size == 0 {
             return Err(Status::invalid_argument("a consistency proof from size 0 proves nothing"));
         }
+        // A malformed request, whatever the tree's size; a size past the
+        // signed tree stays OutOfRange (the ledger says so).
+        if req.from_size > req.to_size {
+            return Err(Status::invalid_argument(format!(
+                "a consistency proof goes from a smaller tree to a larger one, not from {} to {}",
+                req.from_size, req.to_size
+            )));
+        }
         proof_response(self.ledger.consistency_proof(req.from_size, req.to_size))
     }
 
@@ -246,14 +306,20 @@ impl pb::ledger_service_server::LedgerService for Node {
         &self,
         request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
         let mut watch = self.ledger.watch();
+        let node = self.clone();
         let stream = async_stream_of(move |tx| async move {
             loop {
-                let note = watch.borrow_and_update().note.clone();
-                if tx.send(Ok(pb::SignedCheckpoint { note: note.into_bytes() })).await.is_err() {
+                // The caller is checked again before every message: a
+                // revocation ends a stream opened before it.
+                let Ok(permit) = tx.reserve().await else { return };
+                if let Err(status) = node.still_registered(&caller.fingerprint) {
+                    permit.send(Err(status));
                     return;
                 }
+                let note = watch.borrow_and_update().note.clone();
+                permit.send(Ok(pb::SignedCheckpoint { note: note.into_bytes() }));
                 if watch.changed().await.is_err() {
                     return;
                 }
@@ -323,7 +389,7 @@ impl pb::admin_service_server::AdminService for Node {
     ) -> Result<Response<pb::ActResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Admin])?;
-        Ok(Response::new(self.publish_release(request.into_inner()).await?))
+        Ok(Response::new(self.publish_release(&caller.fingerprint, request.into_inner()).await?))
     }
 
     async fn issue_identity(
@@ -356,12 +422,38 @@ pub struct ServeConfig {
     /// The bytes a download chunk carries (see
     /// [`crate::updates::DOWNLOAD_CHUNK`] for how the default was chosen).
     pub download_chunk: usize,
+    /// Download streams at once (default [`MAX_DOWNLOADS`],
+    /// [`MAX_DOWNLOADS_PER_IDENTITY`], [`MAX_DOWNLOADS_PER_CUSTOMER`]).
+    pub downloads: DownloadLimits,
+    /// A download stream that makes no progress this long is closed
+    /// (default [`DOWNLOAD_IDLE`]).
+    pub download_idle: Duration,
+    /// Each certificate's request rate (default [`RATE_LIMIT`]; `None`:
+    /// unlimited, for benchmarks of the server's ceiling).
+    pub rate_limit: Option<RateLimit>,
+    /// The longest a TLS handshake may take (default [`HANDSHAKE_TIMEOUT`]).
+    pub handshake_timeout: Duration,
+    /// TCP connections one peer address may hold (default
+    /// [`CONNECTIONS_PER_PEER`]).
+    pub connections_per_peer: usize,
 }
 
 impl ServeConfig {
     /// Serves `data` with the default limits.
     pub fn new(data: impl Into<PathBuf>) -> ServeConfig {
-        ServeConfig { data: data.into(), download_chunk: crate::updates::DOWNLOAD_CHUNK }
+        ServeConfig {
+            data: data.into(),
+            download_chunk: crate::updates::DOWNLOAD_CHUNK,
+            downloads: DownloadLimits {
+                total: MAX_DOWNLOADS,
+                per_certificate: MAX_DOWNLOADS_PER_IDENTITY,
+                per_customer: MAX_DOWNLOADS_PER_CUSTOMER,
+            },
+            download_idle: DOWNLOAD_IDLE,
+            rate_limit: Some(RATE_LIMIT),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            connections_per_peer: CONNECTIONS_PER_PEER,
+        }
     }
 }
 
@@ -382,7 +474,10 @@ pub async fn run(
         .client_ca_root(Certificate::from_pem(&ca.cert_pem))
         // A missing certificate is refused by `Node::caller` with a proper
         // Unauthenticated status rather than a failed handshake.
-        .client_auth_optional(true);
+        .client_auth_optional(true)
+        // A connection that does not finish its handshake in time is
+        // dropped (tonic runs each handshake in its own task).
+        .timeout(config.handshake_timeout);
     let log = covenant_core::note::NoteVerifier::parse(read("ledger.vkey")?.trim())?;
     // The sled views: checked against the ledger (rebuilt if they belong to
     // another history), caught up now, then after every checkpoint.
@@ -415,10 +510,27 @@ pub async fn run(
         witnesses: witness_count,
         decision,
         data: config.data.clone(),
-        downloads: Arc::new(tokio::sync::Semaphore::new(MAX_DOWNLOADS)),
-        downloads_by: Arc::default(),
+        downloads: Arc::new(DownloadTable::new(config.downloads)),
         download_chunk: config.download_chunk.clamp(4096, crate::updates::MAX_CHUNK),
+        download_idle: config.download_idle,
+        rate: config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit))),
     };
+    // Every connection counts against its peer address's cap from accept
+    // until it closes; one over the cap is closed at once.
+    let peers = PeerTable::new(config.connections_per_peer);
+    let incoming = tokio_stream::StreamExt::filter_map(
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        move |accepted| match accepted {
+            Ok(stream) => {
+                let admitted = peers.admit(stream);
+                if admitted.is_none() {
+                    tracing::debug!("a connection over its peer's cap was closed");
+                }
+                admitted.map(Ok)
+            }
+            Err(e) => Some(Err(e)),
+        },
+    );
     Server::builder()
         .tls_config(tls)?
         .timeout(REQUEST_TIMEOUT)
@@ -439,11 +551,9 @@ pub async fn run(
             pb::attestation_service_server::AttestationServiceServer::new(node)
                 .max_decoding_message_size(MAX_ATTESTATION_REQUEST),
         )
-        // No Nagle: small gRPC frames would otherwise wait for delayed ACKs.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        // No Nagle (`with_nodelay` above): small gRPC frames would otherwise
+        // wait for delayed ACKs.
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     // The gathering task holds the ledger too: stop it, so that closing
     // waits for the sequencer and the ledger is free for the next owner.

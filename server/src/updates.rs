@@ -47,52 +47,6 @@ pub const WITNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// keeps half of it in hand.
 pub const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
-/// A download stream's place in the limits: one of the total, one of the
-/// certificate's; given back when the stream ends.
-struct DownloadSlot {
-    _total: tokio::sync::OwnedSemaphorePermit,
-    by: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Sha256Digest, usize>>>,
-    fingerprint: Sha256Digest,
-}
-
-impl DownloadSlot {
-    fn take(node: &Node, fingerprint: Sha256Digest) -> Result<DownloadSlot, Status> {
-        let total = node.downloads.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("the server is serving as many downloads as it may; retry shortly")
-        })?;
-        let mut by = node.downloads_by.lock().map_err(|_| Status::internal("download table poisoned"))?;
-        let open = by.entry(fingerprint).or_insert(0);
-        if *open >= crate::service::MAX_DOWNLOADS_PER_IDENTITY {
-            return Err(Status::resource_exhausted(format!(
-                "at most {} downloads at once per certificate",
-                crate::service::MAX_DOWNLOADS_PER_IDENTITY
-            )));
-        }
-        *open += 1;
-        Ok(DownloadSlot { _total: total, by: node.downloads_by.clone(), fingerprint })
-    }
-}
-
-impl Drop for DownloadSlot {
-    fn drop(&mut self) {
-        if let Ok(mut by) = self.by.lock()
-            && let Some(open) = by.get_mut(&self.fingerprint)
-        {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                by.remove(&self.fingerprint);
-            }
-        }
-    }
-}
-
-/// The SHA-256 of the caller's certificate.
-fn caller_fingerprint<T>(request: &Request<T>) -> Result<Sha256Digest, Status> {
-    let certs = request.peer_certs().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    Ok(Sha256Digest::of(leaf))
-}
-
 impl Node {
     /// Appends a signed body whose kind must be one of `kinds`, with the
     /// header derived from the body.
@@ -129,17 +83,10 @@ impl Node {
         (cp.size, cp.note.clone())
     }
 
-    /// The certificate is still registered and not revoked.
-    fn still_registered(&self, fingerprint: &Sha256Digest) -> Result<(), Status> {
-        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
-        match state.identity(fingerprint) {
-            Some(i) if i.revoked.is_none() => Ok(()),
-            _ => Err(Status::permission_denied("this certificate has been revoked")),
-        }
-    }
-
     /// The deployment holds a standing grant of `release`: its newest
     /// decision grants it, unexpired, and the state now would still grant it.
+    /// The refusal is the same whether or not `release` exists, so a caller
+    /// without the grant learns nothing about it.
     fn grant_holds(&self, deployment: &str, fingerprint: &Sha256Digest, release: &Sha256Digest) -> Result<(), Status> {
         self.still_registered(fingerprint)?;
         let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
@@ -177,7 +124,17 @@ impl pb::update_service_server::UpdateService for Node {
         // First against the state as it is: most check-ins change nothing.
         let (deployment, nonce, last_checkpoint, fast) = {
             let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
-            let checkin = state.verify_checkin(&bytes).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+            // Authorise first: a check-in naming another deployment is refused
+            // as such, never with the reason its verification failed (which
+            // would say whether that deployment is registered). Parsed only on
+            // the refusal path, so the usual check-in pays nothing for it.
+            let checkin = state.verify_checkin(&bytes).map_err(|Rejection(why)| {
+                if names_another_deployment(&bytes, &caller.subject) {
+                    Status::permission_denied("a deployment checks in for itself only")
+                } else {
+                    Status::invalid_argument(why)
+                }
+            })?;
             if checkin.deployment != caller.subject {
                 return Err(Status::permission_denied("a deployment checks in for itself only"));
             }
@@ -257,7 +214,7 @@ impl pb::update_service_server::UpdateService for Node {
     async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
-        let fingerprint = caller_fingerprint(&request)?;
+        let fingerprint = caller.fingerprint;
         let req = request.into_inner();
         let release = Sha256Digest(
             req.release_digest
@@ -265,23 +222,31 @@ impl pb::update_service_server::UpdateService for Node {
                 .try_into()
                 .map_err(|_| Status::invalid_argument("release_digest is 32 bytes"))?,
         );
-        let (artifact, size) = {
+        // Authorise first: only a deployment holding a standing grant of
+        // this release learns whether it exists and how large it is.
+        self.grant_holds(&caller.subject, &fingerprint, &release)?;
+        let (artifact, size, customer) = {
             let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
             let r = state.facts().release(&release).ok_or_else(|| Status::not_found("no such release"))?;
-            (r.manifest.artifact.sha256, r.manifest.artifact.size)
+            let customer = state
+                .deployment(&caller.subject)
+                .map(|d| d.customer.clone())
+                .ok_or_else(|| Status::permission_denied("this deployment is not registered"))?;
+            (r.manifest.artifact.sha256, r.manifest.artifact.size, customer)
         };
         if req.offset > size {
             return Err(Status::out_of_range(format!("the artifact has {size} bytes")));
         }
-        self.grant_holds(&caller.subject, &fingerprint, &release)?;
-        let slot = DownloadSlot::take(self, fingerprint)?;
+        let slot = self.downloads.take(fingerprint, &customer)?;
         let path = artifact_path(&self.data, &artifact);
         let mut file = std::fs::File::open(&path).map_err(|e| Status::internal(format!("the artifact: {e}")))?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(req.offset))
             .map_err(|e| Status::internal(e.to_string()))?;
         let node = self.clone();
         let chunk = self.download_chunk;
+        let idle = self.download_idle;
         let deployment = caller.subject;
+        let (stalled, last_word) = tokio::sync::oneshot::channel();
         // One chunk queued at most, and each checked only once there is room
         // for it: memory stays flat, and when a grant is voided at most the
         // queued chunk and the one in the transport still go out.
@@ -290,7 +255,20 @@ impl pb::update_service_server::UpdateService for Node {
             let mut offset = req.offset;
             let mut checked_at = u64::MAX;
             while offset < size {
-                let Ok(permit) = tx.reserve().await else { return };
+                // Room for the next chunk comes only as the client reads; a
+                // client that reads nothing for `idle` loses the stream and
+                // its slot (else a few idle devices hold every slot).
+                let permit = match tokio::time::timeout(idle, tx.reserve()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        let _ = stalled.send(Status::deadline_exceeded(format!(
+                            "no chunk was taken for {} s; the download is closed (resume from the bytes you have)",
+                            idle.as_secs_f64()
+                        )));
+                        return;
+                    }
+                };
                 // Re-check the grant whenever the state changed, and the
                 // certificate every chunk: a suspension or a revocation
                 // stops the bytes within one chunk.
@@ -315,7 +293,7 @@ impl pb::update_service_server::UpdateService for Node {
                 offset += want as u64;
             }
         });
-        Ok(Response::new(stream))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(stream, LastWord(Some(last_word))))))
     }
 
     async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
@@ -376,6 +354,35 @@ impl pb::attestation_service_server::AttestationService for Node {
         let Some(index) = last else { return Ok(Response::new(pb::GetVerdictResponse::default())) };
         let body = self.ledger.body(index).map_err(read_status)?.body;
         Ok(Response::new(pb::GetVerdictResponse { decision: body, index }))
+    }
+}
+
+/// The check-in `bytes` parses and names a deployment other than `caller`.
+fn names_another_deployment(bytes: &[u8], caller: &str) -> bool {
+    use covenant_core::statements::Payload as _;
+    envelope::Envelope::parse(bytes)
+        .ok()
+        .and_then(|e| covenant_core::statements::CheckIn::parse(e.payload()).ok())
+        .is_some_and(|c| c.deployment != caller)
+}
+
+/// The end of a download stream: the status the sending task left when it
+/// gave up on an idle client, if it did (it cannot queue it: the queue is
+/// full, which is why it gave up).
+struct LastWord(Option<tokio::sync::oneshot::Receiver<Status>>);
+
+impl tokio_stream::Stream for LastWord {
+    type Item = Result<pb::DownloadChunk, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future as _;
+        let Some(rx) = self.0.as_mut() else { return std::task::Poll::Ready(None) };
+        let word = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(word.ok().map(Err))
     }
 }
 
@@ -455,9 +462,13 @@ impl Node {
     /// release entry is appended only once the artifact is complete.
     pub(crate) async fn publish_release(
         &self,
+        publisher: &Sha256Digest,
         mut stream: tonic::Streaming<pb::PublishChunk>,
     ) -> Result<pb::ActResponse, Status> {
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("send the manifest first"))?;
+        // The publisher is checked again on every chunk: a revocation stops
+        // an upload under way.
+        self.still_registered(publisher)?;
         let manifest_bytes = first.manifest;
         let manifest = {
             let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
@@ -482,7 +493,9 @@ impl Node {
                 return Err(Status::invalid_argument(format!("chunks are at most {MAX_CHUNK} bytes")));
             }
             tokio::task::block_in_place(|| upload.write(&chunk))?;
-            match stream.message().await? {
+            let next = stream.message().await?;
+            self.still_registered(publisher)?;
+            match next {
                 Some(next) => {
                     if !next.manifest.is_empty() {
                         return Err(Status::invalid_argument("only the first chunk carries the manifest"));

@@ -30,6 +30,11 @@ struct Running {
 }
 
 async fn start(name: &str) -> Running {
+    start_with(name, |_| ()).await
+}
+
+/// As [`start`], with the server's limits changed by `configure`.
+async fn start_with(name: &str, configure: impl FnOnce(&mut ServeConfig)) -> Running {
     install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("covenant-mtls-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -37,7 +42,8 @@ async fn start(name: &str) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = ServeConfig::new(dir.clone());
+    let mut config = ServeConfig::new(dir.clone());
+    configure(&mut config);
     let task = tokio::spawn(run(config, listener, async {
         let _ = stopped.await;
     }));
@@ -338,5 +344,243 @@ async fn an_identity_from_a_certificate_request_works_once_registered() {
             .await
             .is_ok()
     );
+    server.stop().await;
+}
+
+/// Issue 16, item 17: GetConsistencyProof with from > to got OutOfRange; it
+/// is a malformed request (InvalidArgument), while a size past the signed
+/// tree stays OutOfRange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistency_proof_from_a_larger_tree_to_a_smaller_is_invalid_argument() {
+    let server = start("backwards").await;
+    let mut l = LedgerServiceClient::new(server.channel(Some(&server.identity("auditor"))).await);
+    for (from_size, to_size, code) in [
+        (3, 2, Code::InvalidArgument),
+        (99, 2, Code::InvalidArgument),
+        (99, 98, Code::InvalidArgument),
+        (2, 99, Code::OutOfRange),
+    ] {
+        let err = l.get_consistency_proof(pb::GetConsistencyProofRequest { from_size, to_size }).await.unwrap_err();
+        assert_eq!(err.code(), code, "{from_size} -> {to_size}: {err:?}");
+    }
+    assert!(l.get_consistency_proof(pb::GetConsistencyProofRequest { from_size: 2, to_size: 4 }).await.is_ok());
+    server.stop().await;
+}
+
+/// Bytes sent as they are, whatever the method expects.
+#[derive(Debug, Clone, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf as _;
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+/// Issue 16, item 17: a request body that is not valid protobuf got
+/// Internal (the server's fault); it is the caller's: InvalidArgument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_protobuf_is_invalid_argument() {
+    let server = start("garbage").await;
+    let channel = server.channel(Some(&server.identity("admin1"))).await;
+    let garbage: [&[u8]; 3] = [
+        &[0xff; 12],               // a key whose varint never ends
+        &[0x08, 0xff, 0xff],       // field 1, a truncated varint
+        &[0x0a, 0x40, 0x01, 0x02], // field 1, bytes longer than the message
+    ];
+    for path in [
+        "/covenant.v1.LedgerService/GetEntries",
+        "/covenant.v1.AdminService/Act",
+        "/covenant.v1.UpdateService/CheckIn",
+        "/covenant.v1.AttestationService/SubmitSignal",
+    ] {
+        for body in garbage {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.unwrap();
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+            let err = grpc.unary(tonic::Request::new(body.to_vec()), path.clone(), RawBytes).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{path} {body:?}: {err:?}");
+        }
+    }
+    // The server keeps serving.
+    assert!(LedgerServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
+    server.stop().await;
+}
+
+/// Issue 16, item 10: a WatchCheckpoints stream opened before a revocation
+/// kept delivering. The next message after it is an error, and the stream
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_opened_before_a_revocation_ends_with_it() {
+    let server = start("watch-revoked").await;
+    let admin1 = server.channel(Some(&server.identity("admin1"))).await;
+    let auditor = server.channel(Some(&server.identity("auditor"))).await;
+    let mut watch =
+        LedgerServiceClient::new(auditor).watch_checkpoints(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "the current checkpoint first");
+    let der = pki::pem_to_der(&std::fs::read_to_string(server.identity("auditor").join("cert.pem")).unwrap()).unwrap();
+    let key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
+    let revoke = ActionKind::RevokeIdentity { certificate_sha256: Sha256Digest::of(&der), compromised_since: None };
+    AdminServiceClient::new(admin1).act(pb::ActRequest { action: signed(revoke, &key) }).await.unwrap();
+    // The revocation grew the ledger: the next message would be its
+    // checkpoint, and is the refusal instead.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.expect("an answer");
+    let err = next.expect_err("no checkpoint after the revocation");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let after = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message()).await.expect("the end");
+    assert!(matches!(after, Ok(None) | Err(_)), "{after:?}");
+    server.stop().await;
+}
+
+/// Issue 16, item 3: one certificate bursting far past its rate limit gets
+/// ResourceExhausted; another certificate calling at the same time is
+/// served throughout, and the first is served again once its bucket refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_certificate_flooding_is_rate_limited_and_another_is_not() {
+    use covenant_server::limits::RateLimit;
+    let limit = RateLimit { per_second: 10.0, burst: 20.0 };
+    let server = start_with("flood", |config| config.rate_limit = Some(limit)).await;
+    let flooder = server.channel(Some(&server.identity("admin1"))).await;
+    let bystander = server.channel(Some(&server.identity("auditor"))).await;
+    let flood = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let mut c = LedgerServiceClient::new(flooder.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for _ in 0..50 {
+                    codes.push(match c.get_checkpoint(pb::GetCheckpointRequest {}).await {
+                        Ok(_) => Code::Ok,
+                        Err(e) => {
+                            assert!(e.message().contains("requests per second"), "{e:?}");
+                            e.code()
+                        }
+                    });
+                }
+                codes
+            }));
+        }
+        let mut codes = Vec::new();
+        for t in tasks {
+            codes.extend(t.await.unwrap());
+        }
+        (codes, flooder)
+    });
+    // The bystander's calls, spread over the flood, within its own limit.
+    let mut l = LedgerServiceClient::new(bystander);
+    for _ in 0..15 {
+        l.get_checkpoint(pb::GetCheckpointRequest {}).await.expect("the bystander is served");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (codes, flooder) = flood.await.unwrap();
+    let ok = codes.iter().filter(|c| **c == Code::Ok).count();
+    let exhausted = codes.iter().filter(|c| **c == Code::ResourceExhausted).count();
+    assert_eq!(ok + exhausted, 400, "{codes:?}");
+    // The burst, and what refilled while the flood lasted (well under 5 s).
+    assert!((20..=70).contains(&ok), "{ok} of 400 served");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(LedgerServiceClient::new(flooder).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
+    server.stop().await;
+}
+
+/// A raw TCP connection to the server from `source` (any 127.x.y.z address).
+async fn raw_connection(server: &Running, source: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((source, 0))).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// How long until the server closes `stream` (reads EOF or a reset), up to
+/// `limit`; `None` if it is still open then.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            // The server's handshake messages: keep reading.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Issue 16, item 9: TLS connections that never finished their handshake
+/// stayed open (60 s and more), until the file-descriptor limit failed new
+/// calls. Now they are closed after the handshake timeout, and one address
+/// holds at most its cap of connections, while other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_the_handshake_are_closed_and_capped_per_peer() {
+    use tokio::io::AsyncWriteExt as _;
+    let timeout = std::time::Duration::from_secs(2);
+    let server = start_with("handshake", |config| {
+        config.handshake_timeout = timeout;
+        config.connections_per_peer = 4;
+    })
+    .await;
+    let attacker = [127, 0, 0, 2];
+    // Two connections that send nothing, two that send the start of a
+    // ClientHello (a handshake record header promising 512 bytes, and 16).
+    let mut held = Vec::new();
+    for partial in [false, false, true, true] {
+        let mut c = raw_connection(&server, attacker).await;
+        if partial {
+            c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0, 0, 0, 0, 0])
+                .await
+                .unwrap();
+        }
+        held.push(c);
+    }
+    // A fifth from the same address is over the cap: closed at once.
+    let mut fifth = raw_connection(&server, attacker).await;
+    let closed = closed_within(&mut fifth, timeout / 2).await;
+    assert!(closed.is_some(), "a connection over the per-peer cap stayed open");
+    // Another client (from 127.0.0.1) is served meanwhile.
+    let ok = LedgerServiceClient::new(server.channel(Some(&server.identity("auditor"))).await)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    // The four are closed by the server once the handshake timeout passes.
+    for c in &mut held {
+        let closed = closed_within(c, timeout * 3).await.expect("closed by the server");
+        assert!(closed <= timeout * 3, "{closed:?}");
+    }
+    // Their places are free again: a new connection from that address is
+    // let in (open until its own handshake times out).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut again = raw_connection(&server, attacker).await;
+    assert!(closed_within(&mut again, timeout / 2).await.is_none(), "refused after the others closed");
     server.stop().await;
 }

@@ -16,7 +16,15 @@ use tonic::Code;
 
 /// A served ledger where lim-07 holds a grant of a 16 MiB release.
 async fn granted(name: &str) -> (Running, Cast, Sha256Digest, Vec<u8>) {
-    let s = Running::start(name).await;
+    granted_configured(name, |_| ()).await
+}
+
+/// As [`granted`], with the server's limits changed by `configure`.
+async fn granted_configured(
+    name: &str,
+    configure: impl FnOnce(&mut covenant_server::service::ServeConfig),
+) -> (Running, Cast, Sha256Digest, Vec<u8>) {
+    let s = Running::start_configured(name, false, configure).await;
     let c = cast_with(&s, "").await;
     let bytes: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let digest = publish_bytes(&s, "1.2.0", &bytes).await;
@@ -300,5 +308,246 @@ async fn an_expired_grant_gets_no_bytes() {
     let (got, end) = download(&mut own, &release, 0, None).await;
     assert!(got.is_empty());
     assert_eq!(end.unwrap().code(), Code::PermissionDenied);
+    s.stop().await;
+}
+
+/// A check-in by `deployment`, signed with the key in `device`.
+fn checkin_as(device: &std::path::Path, deployment: &str, nonce: &str) -> Vec<u8> {
+    use covenant_core::statements::*;
+    let c = CheckIn {
+        type_tag: CheckInTag,
+        schema: SchemaV1,
+        deployment: deployment.into(),
+        product: "lim".into(),
+        installed_version: "1.0.0".parse().unwrap(),
+        installed_baseline: "1.0.0".parse().unwrap(),
+        software_digests: Default::default(),
+        configuration_digest: Sha256Digest::of(b"c"),
+        last_checkpoint: None,
+        nonce: Sha256Digest::of(nonce.as_bytes()),
+        time: now(),
+    };
+    covenant_core::envelope::sign(&c, &[&key_of(device)])
+}
+
+/// Registers `deployment` of `customer`, makes its certificate and has it
+/// check in once; returns its identity folder.
+async fn granted_device(s: &Running, customer: &str, deployment: &str) -> std::path::PathBuf {
+    admin(
+        &s.admin(1),
+        Admin::Deployment {
+            id: deployment.into(),
+            customer: customer.into(),
+            product: "lim".into(),
+            country: "XA".into(),
+            site: "s1".into(),
+        },
+    )
+    .await;
+    let device = person(s, "deployment", deployment).await;
+    let mut c = client(s, &device).await;
+    let r = c.check_in(pb::CheckInRequest { checkin: checkin_as(&device, deployment, "first") }).await.unwrap();
+    assert_eq!(decision_of(&r.into_inner()).verdict, Verdict::Grant, "{deployment} is granted");
+    device
+}
+
+/// Opens a download as a device that keeps 256 KiB in flight, reads one
+/// chunk and then nothing more: the stream, or the status it was refused with.
+async fn stalled_download(
+    s: &Running,
+    device: &std::path::Path,
+    release: &Sha256Digest,
+) -> Result<tonic::Streaming<pb::DownloadChunk>, tonic::Status> {
+    let mut c = UpdateServiceClient::new(channel_with_window(s, device, 256 * 1024).await);
+    let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset: 0 };
+    let mut stream = c.download(req).await?.into_inner();
+    stream.message().await?.expect("a first chunk");
+    Ok(stream)
+}
+
+/// Issue 16, item 15: a deployment asked for another deployment's release at
+/// a huge offset and was told the artifact's size (OutOfRange) before the
+/// grant was checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_another_deployments_release_at_a_huge_offset_reveals_nothing() {
+    let (s, _c, release, bytes) = granted("oracle").await;
+    admin(
+        &s.admin(1),
+        Admin::Deployment {
+            id: "lim-08".into(),
+            customer: "min-x".into(),
+            product: "lim".into(),
+            country: "XA".into(),
+            site: "s1".into(),
+        },
+    )
+    .await;
+    let other = person(&s, "deployment", "lim-08").await;
+    let mut theirs = client(&s, &other).await;
+    let (got, end) = download(&mut theirs, &release, u64::MAX, None).await;
+    assert!(got.is_empty());
+    let refused = end.expect("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(!refused.message().contains(&bytes.len().to_string()), "{refused:?}");
+    // A release that does not exist gets the very same answer: no oracle.
+    let (_, end) = download(&mut theirs, &Sha256Digest::of(b"no such release"), u64::MAX, None).await;
+    let unknown = end.expect("refused");
+    assert_eq!((unknown.code(), unknown.message()), (refused.code(), refused.message()));
+    s.stop().await;
+}
+
+/// Issue 16, item 15, the same ordering in CheckIn: a device's check-in
+/// naming another deployment was refused with the reason its verification
+/// failed, which said whether that deployment is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_naming_another_deployment_says_nothing_about_it() {
+    let s = Running::start("checkin-oracle").await;
+    let c = cast_with(&s, "").await;
+    let other = granted_device(&s, "min-x", "lim-08").await;
+    let mut theirs = client(&s, &other).await;
+    let mut answers = Vec::new();
+    for named in ["lim-07", "no-such-deployment"] {
+        let e = theirs.check_in(pb::CheckInRequest { checkin: checkin_as(&other, named, named) }).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{named}: {e:?}");
+        answers.push(e.message().to_owned());
+    }
+    assert_eq!(answers[0], answers[1]);
+    // Its own check-in is still served.
+    let own = theirs.check_in(pb::CheckInRequest { checkin: checkin_as(&other, "lim-08", "again") }).await;
+    assert!(own.is_ok(), "{own:?}");
+    let _ = c;
+    s.stop().await;
+}
+
+/// Issue 16, item 4: 32 devices with grants each opened 2 downloads and
+/// stopped reading; every other deployment, of any customer, got
+/// ResourceExhausted. Now one customer's devices get at most their share,
+/// and another customer's device downloads meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_customers_idle_downloads_leave_other_customers_their_share() {
+    use covenant_server::service::{MAX_DOWNLOADS, MAX_DOWNLOADS_PER_CUSTOMER};
+    let (s, c, release, bytes) = granted("share").await;
+    // min-y, another customer, with a contract and lim-08 granted.
+    let a1 = s.admin(1);
+    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XA".into() }).await;
+    let contract = s.dir.join("contract-min-y.toml");
+    std::fs::write(&contract, std::fs::read_to_string(s.dir.join("contract.toml")).unwrap().replace("min-x", "min-y"))
+        .unwrap();
+    admin(&a1, Admin::Contract { file: contract }).await;
+    let victim = granted_device(&s, "min-y", "lim-08").await;
+    // min-x's 32 devices (lim-07 and 31 more), each with its grant.
+    let mut attackers = vec![c.device.clone()];
+    for i in 1..32 {
+        attackers.push(granted_device(&s, "min-x", &format!("lim-x{i:02}")).await);
+    }
+    // Each opens 2 downloads and stops reading.
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for device in &attackers {
+        for _ in 0..2 {
+            match stalled_download(&s, device, &release).await {
+                Ok(stream) => held.push(stream),
+                Err(status) => refused.push(status),
+            }
+        }
+    }
+    assert_eq!(held.len(), MAX_DOWNLOADS_PER_CUSTOMER, "min-x holds its share of {MAX_DOWNLOADS}");
+    assert_eq!(refused.len(), 64 - MAX_DOWNLOADS_PER_CUSTOMER);
+    for status in &refused {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("share"), "{status:?}");
+    }
+    // Meanwhile min-y's device downloads the whole release.
+    let mut theirs = client(&s, &victim).await;
+    let (got, end) = tokio::time::timeout(std::time::Duration::from_secs(60), download(&mut theirs, &release, 0, None))
+        .await
+        .expect("the download finishes");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(Sha256Digest::of(&got), Sha256Digest::of(&bytes));
+    drop(held);
+    s.stop().await;
+}
+
+/// Issue 16, item 4: a download stream whose client reads nothing is closed
+/// after the idle timeout, and its slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_download_is_closed_and_its_slot_freed() {
+    let idle = std::time::Duration::from_secs(1);
+    let (s, c, release, bytes) = granted_configured("idle", |config| config.download_idle = idle).await;
+    let mut stalled = Vec::new();
+    for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
+        stalled.push(stalled_download(&s, &c.device, &release).await.unwrap());
+    }
+    let e = stalled_download(&s, &c.device, &release).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // The idle streams are still open on the client's side, but the server
+    // has given their slots back: a new download gets every byte.
+    tokio::time::sleep(idle * 3).await;
+    let mut fresh = client(&s, &c.device).await;
+    let (got, end) = tokio::time::timeout(std::time::Duration::from_secs(60), download(&mut fresh, &release, 0, None))
+        .await
+        .expect("the download finishes");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(got.len(), bytes.len());
+    // A stalled stream, read at last, ends with the reason.
+    let (_, end) = drain(&mut stalled[0]).await;
+    assert_eq!(end.expect("the stream ends with an error").code(), Code::DeadlineExceeded);
+    // (The server's graceful stop waits for every open stream.)
+    drop(stalled);
+    s.stop().await;
+}
+
+/// Issue 16, item 10: a revocation ends a stream opened before it; for
+/// Publish, the next chunk after the publisher's revocation is refused and
+/// nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_revoked_mid_upload_publishes_nothing() {
+    use covenant_proto::v1::admin_service_client::AdminServiceClient;
+    let s = Running::start("publish-revoked").await;
+    let _ = cast_with(&s, "").await;
+    // A manifest for 2 MiB, signed offline as `publish` does.
+    let bytes = vec![7u8; 2 << 20];
+    let artifact = s.dir.join("lim-3.0.0.img");
+    std::fs::write(&artifact, &bytes).unwrap();
+    let manifest = s.dir.join("lim-3.0.0.manifest");
+    let new = covenant_cli::release::Release::New {
+        artifact,
+        product: "lim".into(),
+        version: "3.0.0".into(),
+        class: "capability".into(),
+        baseline: "3.0.0".into(),
+        out: manifest.clone(),
+    };
+    covenant_cli::release::run(new, true).unwrap();
+    for k in ["release-1", "release-2"] {
+        let sign = covenant_cli::release::Release::Sign {
+            manifest: manifest.clone(),
+            key: s.dir.join(format!("keys/{k}.key")),
+        };
+        covenant_cli::release::run(sign, true).unwrap();
+    }
+    let manifest = std::fs::read(&manifest).unwrap();
+    // admin2 starts the upload: the manifest and the first half.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let admin2 = s.admin(2);
+    let mut publisher = AdminServiceClient::new(admin2.channel().await.unwrap());
+    let upload = tokio::spawn(async move {
+        publisher.publish(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(|r| r.into_inner())
+    });
+    tx.send(pb::PublishChunk { manifest, data: bytes[..1 << 20].to_vec() }).await.unwrap();
+    let size = s.size().await;
+    // admin1 revokes admin2's certificate; then the second half comes.
+    let der =
+        covenant_server::pki::pem_to_der(&std::fs::read_to_string(s.dir.join("identities/admin2/cert.pem")).unwrap())
+            .unwrap();
+    let fingerprint = Sha256Digest::of(&der).to_string();
+    admin(&s.admin(1), Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
+    // (The server may have refused already, on the chunk it was taking when
+    // the revocation landed; then this one has nowhere to go.)
+    let _ = tx.send(pb::PublishChunk { manifest: Vec::new(), data: bytes[1 << 20..].to_vec() }).await;
+    drop(tx);
+    let refused = upload.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(s.size().await, size + 1, "only the revocation was appended");
     s.stop().await;
 }

@@ -39,6 +39,11 @@ impl Running {
     }
 
     async fn start_with(name: &str, witnessed: bool) -> Running {
+        Self::start_configured(name, witnessed, |_| ()).await
+    }
+
+    /// As [`Running::start`], with the server's limits changed by `configure`.
+    pub async fn start_configured(name: &str, witnessed: bool, configure: impl FnOnce(&mut ServeConfig)) -> Running {
         install_crypto_provider();
         let dir = std::env::temp_dir().join(format!("covenant-story-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -49,7 +54,9 @@ impl Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(ServeConfig::new(dir.clone()), listener, async {
+        let mut config = ServeConfig::new(dir.clone());
+        configure(&mut config);
+        let task = tokio::spawn(run(config, listener, async {
             let _ = stopped.await;
         }));
         Running { url, dir, stop, task }
