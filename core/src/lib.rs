@@ -21,6 +21,7 @@ pub mod state;
 pub mod statements;
 pub mod tiles;
 pub mod update;
+pub mod visibility;
 pub mod witness;
 
 pub use digest::{Sha256Digest, Timestamp};
