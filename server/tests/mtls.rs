@@ -204,9 +204,10 @@ async fn who_may_call_what() {
         .into_inner()
         .entries;
     assert_eq!(scoped.len(), 5);
-    // Entry 0 is the root; entry 2 registered admin2, a person, not a customer.
+    // Entry 0 is the root and entry 4 registered aud-x itself; entry 2
+    // registered admin2, a person, not a customer.
     let with_body: Vec<u64> = scoped.iter().filter(|e| !e.body.is_empty()).map(|e| e.index).collect();
-    assert_eq!(with_body, vec![0]);
+    assert_eq!(with_body, vec![0, 4]);
 
     // An admin signs with their own key, not a colleague's.
     let err = AdminServiceClient::new(admin1.clone())
