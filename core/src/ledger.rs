@@ -401,11 +401,13 @@ mod tests {
         // Upper-case hex, a short tag and a plain subject id are refused at parse.
         let digest = Sha256Digest::of(b"").to_string();
         for tags in [format!("[\"{}\"]", "AB".repeat(TAG_BYTES)), "[\"ab\"]".into(), "[\"ministry-x\"]".into()] {
-            let json = format!(r#"{{"kind":"note","time":"2030-01-01T00:00:00Z","tags":{tags},"body_digest":"{digest}"}}"#);
+            let json =
+                format!(r#"{{"kind":"note","time":"2030-01-01T00:00:00Z","tags":{tags},"body_digest":"{digest}"}}"#);
             assert!(matches!(EntryHeader::parse(json.as_bytes()), Err(EntryError::Malformed(_))), "{json}");
         }
         // The old plaintext field is refused.
-        let json = format!(r#"{{"kind":"note","time":"2030-01-01T00:00:00Z","subjects":["x"],"body_digest":"{digest}"}}"#);
+        let json =
+            format!(r#"{{"kind":"note","time":"2030-01-01T00:00:00Z","subjects":["x"],"body_digest":"{digest}"}}"#);
         assert!(EntryHeader::parse(json.as_bytes()).is_err());
     }
 

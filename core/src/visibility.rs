@@ -69,7 +69,9 @@ pub fn entitled(viewer: &Viewer<'_>, subject: &Subject<'_>) -> bool {
             // Person subjects are the vendor's staff, in no customer's scope.
             Subject::Other(_) => viewer.scope.is_none(),
         },
-        IdentityRole::Customer => matches!(subject, Subject::Deployment { customer, .. } if *customer == viewer.subject),
+        IdentityRole::Customer => {
+            matches!(subject, Subject::Deployment { customer, .. } if *customer == viewer.subject)
+        }
         IdentityRole::Deployment | IdentityRole::Engineer => false,
     }
 }
@@ -116,9 +118,7 @@ pub fn body_visible(
     let all_entitled = !subjects.is_empty() && subjects.iter().all(|s| entitled(viewer, s));
     match kind {
         EntryKind::Signal => signed_by_viewer,
-        EntryKind::Verification => {
-            signed_by_viewer || (viewer.role == IdentityRole::Auditor && all_entitled)
-        }
+        EntryKind::Verification => signed_by_viewer || (viewer.role == IdentityRole::Auditor && all_entitled),
         EntryKind::Revocation | EntryKind::Note | EntryKind::Case | EntryKind::Approval | EntryKind::DeniedParty => {
             false
         }
@@ -138,10 +138,9 @@ pub fn body_visible(
                             | EntryKind::Withhold
                             | EntryKind::Report
                     ),
-                    IdentityRole::Deployment => matches!(
-                        kind,
-                        EntryKind::Identity | EntryKind::Grant | EntryKind::Withhold | EntryKind::Report
-                    ),
+                    IdentityRole::Deployment => {
+                        matches!(kind, EntryKind::Identity | EntryKind::Grant | EntryKind::Withhold | EntryKind::Report)
+                    }
                     IdentityRole::Engineer => kind == EntryKind::Identity,
                 }
         }

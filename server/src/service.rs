@@ -175,7 +175,8 @@ impl pb::ledger_service_server::LedgerService for Node {
         // reads a body is `covenant_core::visibility::body_visible`, from the
         // subjects and signer the server derives from the body it holds.
         let headers = self.ledger.headers(req.start, req.end).map_err(read_status)?;
-        let bodies = if req.with_bodies { self.ledger.bodies(req.start, req.end).map_err(read_status)? } else { vec![] };
+        let bodies =
+            if req.with_bodies { self.ledger.bodies(req.start, req.end).map_err(read_status)? } else { vec![] };
         let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
         let viewer = caller.viewer();
         let mut entries = Vec::with_capacity(headers.len());

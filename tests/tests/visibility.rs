@@ -187,9 +187,17 @@ async fn world(name: &str) -> World {
     // eng-1, who verified lim-07, reports misuse; the case is triaged and withholds.
     let signal_index = s.size().await;
     let eng1 = s.conn(&c.engineer);
-    covenant_cli::attest::signal(&eng1, "min-x".into(), Some("lim-07".into()), "field_engineer", "seen".into(), vec![], true)
-        .await
-        .unwrap();
+    covenant_cli::attest::signal(
+        &eng1,
+        "min-x".into(),
+        Some("lim-07".into()),
+        "field_engineer",
+        "seen".into(),
+        vec![],
+        true,
+    )
+    .await
+    .unwrap();
     let case = format!("case-{signal_index}");
     admin(&a1, Admin::Case { case, to: "triaged".into(), determination: None }).await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "withhold").await).verdict, Verdict::Withhold);

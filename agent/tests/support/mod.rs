@@ -156,8 +156,7 @@ impl Vendor {
         // Tagged as the server tags (the agent never reads the tags).
         let digest = body_digest(&salt, &body);
         let tags = Keyring::Secret(SubjectSecret::from_bytes([7; 32])).tags(&subjects, &digest).unwrap();
-        let header =
-            EntryHeader { kind, time: self.now, actor: None, tags, body_digest: digest }.to_bytes().unwrap();
+        let header = EntryHeader { kind, time: self.now, actor: None, tags, body_digest: digest }.to_bytes().unwrap();
         self.tree.push_leaf(&header);
         self.entries.push((header, body, salt));
         self.now = self.now.plus_seconds(1);

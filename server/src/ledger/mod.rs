@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use covenant_core::digest::Sha256Digest;
 use covenant_core::digest::Timestamp;
 use covenant_core::keys::KeyId;
-use covenant_core::digest::Sha256Digest;
 use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN, SubjectTag};
 use covenant_core::merkle::Hash;
 use covenant_core::note::{Checkpoint, NoteSigner, TlogProof};
