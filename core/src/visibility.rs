@@ -160,3 +160,45 @@ pub fn entitled_subjects<'a>(state: &'a State, viewer: &Viewer<'_>) -> Vec<&'a s
         .collect();
     candidates.into_iter().filter(|id| entitled(viewer, &Subject::resolve(state, id))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_is_in_scope_when_its_customer_is() {
+        let scope = ["min-x".to_owned()];
+        let auditor = Viewer { role: IdentityRole::Auditor, subject: "aud-x", scope: Some(&scope) };
+        let lim07 = Subject::Deployment { id: "lim-07", customer: "min-x" };
+        let lim08 = Subject::Deployment { id: "lim-08", customer: "min-y" };
+        assert!(entitled(&auditor, &Subject::Customer("min-x")));
+        assert!(entitled(&auditor, &lim07));
+        assert!(!entitled(&auditor, &lim08));
+        assert!(!entitled(&auditor, &Subject::Customer("min-y")));
+        assert!(!entitled(&auditor, &Subject::Other("eng-1")));
+        assert!(entitled(&auditor, &Subject::Other("aud-x")), "its own id");
+        let customer = Viewer { role: IdentityRole::Customer, subject: "min-x", scope: None };
+        assert!(entitled(&customer, &lim07) && !entitled(&customer, &lim08));
+        let device = Viewer { role: IdentityRole::Deployment, subject: "lim-07", scope: None };
+        assert!(entitled(&device, &lim07) && !entitled(&device, &Subject::Customer("min-x")));
+    }
+
+    #[test]
+    fn only_the_reporter_and_full_readers_read_a_signal() {
+        let subjects = [Subject::Customer("min-x"), Subject::Deployment { id: "lim-07", customer: "min-x" }];
+        let reporter = Some((IdentityRole::Engineer, "eng-1"));
+        let scope = ["min-x".to_owned()];
+        let readers = [
+            (Viewer { role: IdentityRole::Admin, subject: "admin1", scope: None }, true),
+            (Viewer { role: IdentityRole::Auditor, subject: "auditor", scope: None }, true),
+            (Viewer { role: IdentityRole::Auditor, subject: "aud-x", scope: Some(&scope) }, false),
+            (Viewer { role: IdentityRole::Customer, subject: "min-x", scope: None }, false),
+            (Viewer { role: IdentityRole::Deployment, subject: "lim-07", scope: None }, false),
+            (Viewer { role: IdentityRole::Engineer, subject: "eng-1", scope: None }, true),
+            (Viewer { role: IdentityRole::Engineer, subject: "eng-2", scope: None }, false),
+        ];
+        for (viewer, want) in readers {
+            assert_eq!(body_visible(&viewer, EntryKind::Signal, &subjects, reporter), want, "{viewer:?}");
+        }
+    }
+}
