@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use covenant_core::ledger::EntryHeader;
+use covenant_core::ledger::{EntryHeader, Keyring, SubjectKey};
 use covenant_core::merkle::{self, CompactRange, Hash};
 use covenant_core::note::{self, NoteVerifier, TlogProof, VerifiedCheckpoint};
 use covenant_core::root::{RootPolicy, TrustedRoot, walk_chain};
@@ -319,7 +319,7 @@ async fn verify_online(
     // registry from the start, checking every body and signature).
     let previous_size = range.size();
     let start = if bodies { 0 } else { previous_size };
-    let mut registry = Registry::new();
+    let mut registry = if bodies { Registry::with_keyring(subject_keyring(client).await?) } else { Registry::new() };
     let mut fresh = CompactRange::new();
     let mut bodies_checked = 0;
     let mut index = start;
@@ -381,6 +381,21 @@ async fn verify_online(
     })
 }
 
+/// The subject keys the server gives this caller (every subject's, for an
+/// admin or a full-scope auditor): the fold checks each header's subject
+/// tags with them, so a key the server withholds or falsifies shows up as
+/// an entry the replay refuses.
+async fn subject_keyring(client: &mut LedgerServiceClient<Channel>) -> anyhow::Result<Keyring> {
+    let keys = client.get_subject_keys(pb::GetSubjectKeysRequest {}).await?.into_inner().keys;
+    let mut ring = std::collections::BTreeMap::new();
+    for k in keys {
+        let key: [u8; 32] =
+            k.key.as_slice().try_into().with_context(|| format!("the subject key of {} is not 32 bytes", k.subject))?;
+        ring.insert(k.subject, SubjectKey(key));
+    }
+    Ok(Keyring::Keys(ring))
+}
+
 async fn replay_online(
     client: &mut LedgerServiceClient<Channel>,
     provisioned: TrustedRoot,
@@ -423,8 +438,11 @@ async fn replay_online(
     if range.root() != root {
         bail!("the entries the server served do not reproduce its signed checkpoint of size {size}");
     }
-    let replayed =
-        covenant_core::replay::replay(entries.iter().enumerate().map(|(i, (h, b))| (i as u64, h, b.as_slice())));
+    let keyring = subject_keyring(client).await?;
+    let replayed = covenant_core::replay::replay(
+        keyring,
+        entries.iter().enumerate().map(|(i, (h, b))| (i as u64, h, b.as_slice())),
+    );
     if json {
         let mismatches: Vec<_> = replayed
             .mismatches

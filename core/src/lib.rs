@@ -22,6 +22,7 @@ pub mod statements;
 pub mod text;
 pub mod tiles;
 pub mod update;
+pub mod visibility;
 pub mod witness;
 
 pub use digest::{Sha256Digest, Timestamp};

@@ -6,7 +6,7 @@
 //! too (and is skipped, so the rest of the ledger is still checked).
 
 use crate::envelope::Envelope;
-use crate::ledger::{EntryHeader, EntryKind};
+use crate::ledger::{EntryHeader, EntryKind, Keyring};
 use crate::policy::{Outcome, POLICY_VERSION, evaluate};
 use crate::state::State;
 use crate::statements::{Decision, Payload as _};
@@ -48,8 +48,10 @@ pub struct Replay {
 /// (`EntryHeader::check_body` with each entry's salt) and the headers
 /// against a signed checkpoint: replay judges what the entries say, not
 /// whether they are the ledger's. `covenant audit replay` does both first.
-pub fn replay<'a>(entries: impl IntoIterator<Item = (u64, &'a EntryHeader, &'a [u8])>) -> Replay {
-    let mut state = State::new();
+/// `keyring` checks each header's subject tags against its body (the keys
+/// of every subject the entries name, or the server's secret).
+pub fn replay<'a>(keyring: Keyring, entries: impl IntoIterator<Item = (u64, &'a EntryHeader, &'a [u8])>) -> Replay {
+    let mut state = State::with_keyring(keyring);
     let mut mismatches = Vec::new();
     let mut decisions = 0;
     for (index, header, body) in entries {

@@ -170,15 +170,16 @@ fn a_header_that_does_not_match_its_body_is_refused() {
         kind: EntryKind::Note,
         time: w.now,
         actor: Some(w.keys.admin[0].key_id()),
-        subjects: vec![],
+        tags: vec![],
         body_digest: body_digest(&[0; 32], &body),
     };
     let wrong_kind = EntryHeader { kind: EntryKind::Customer, ..good.clone() };
     assert!(w.state.apply(index, &wrong_kind, &body).unwrap_err().0.contains("header says customer"));
     let wrong_actor = EntryHeader { actor: Some(w.keys.admin[1].key_id()), ..good.clone() };
     assert!(w.state.apply(index, &wrong_actor, &body).unwrap_err().0.contains("actor"));
-    let wrong_subjects = EntryHeader { subjects: vec!["min-x".into()], ..good.clone() };
-    assert!(w.state.apply(index, &wrong_subjects, &body).unwrap_err().0.contains("subjects"));
+    let tag = w.state.keyring().tags(&["min-x".into()], &good.body_digest).unwrap();
+    let wrong_subjects = EntryHeader { tags: tag, ..good.clone() };
+    assert!(w.state.apply(index, &wrong_subjects, &body).unwrap_err().0.contains("subject tags"));
     w.state.apply(index, &good, &body).unwrap();
 }
 

@@ -1470,19 +1470,15 @@ fn root_provision_never_panics() {
 /// every check-in that verifies is evaluated.
 #[test]
 fn state_apply_and_evaluate_never_panic() {
-    use covenant_core::ledger::{EntryHeader, body_digest};
+    use covenant_core::ledger::{EntryHeader, Keyring, SubjectSecret, body_digest};
     use covenant_core::state::{State, classify};
     let now = t("2026-06-01T00:00:00Z");
-    let mut base = State::new();
+    let mut base = State::with_keyring(Keyring::Secret(SubjectSecret::from_bytes([7; 32])));
     let append = |state: &mut State, body: Vec<u8>| {
         let p = classify(&body).unwrap();
-        let header = EntryHeader {
-            kind: p.kind,
-            time: now,
-            actor: p.actor,
-            subjects: p.subjects,
-            body_digest: body_digest(&[0; 32], &body),
-        };
+        let digest = body_digest(&[0; 32], &body);
+        let tags = state.keyring().tags(&p.subjects, &digest).unwrap();
+        let header = EntryHeader { kind: p.kind, time: now, actor: p.actor, tags, body_digest: digest };
         state.apply(state.size(), &header, &body).unwrap();
     };
     let admin = key(9);
@@ -1557,13 +1553,9 @@ fn state_apply_and_evaluate_never_panic() {
         let _w = Witness { parser: "State::apply / evaluate", iteration: &label, input: &input };
         let mut ok = false;
         if let Ok(p) = classify(&input) {
-            let header = EntryHeader {
-                kind: p.kind,
-                time: now,
-                actor: p.actor,
-                subjects: p.subjects,
-                body_digest: body_digest(&[0; 32], &input),
-            };
+            let digest = body_digest(&[0; 32], &input);
+            let Ok(tags) = base.keyring().tags(&p.subjects, &digest) else { continue };
+            let header = EntryHeader { kind: p.kind, time: now, actor: p.actor, tags, body_digest: digest };
             let mut state = base.clone();
             ok = state.apply(state.size(), &header, &input).is_ok();
             applied += usize::from(ok);

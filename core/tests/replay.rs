@@ -593,7 +593,7 @@ fn generate(entries: usize) -> Gen {
 }
 
 fn replay_of(entries: &[(EntryHeader, Vec<u8>)]) -> covenant_core::replay::Replay {
-    replay(entries.iter().enumerate().map(|(i, (h, b))| (i as u64, h, b.as_slice())))
+    replay(support::world::keyring(), entries.iter().enumerate().map(|(i, (h, b))| (i as u64, h, b.as_slice())))
 }
 
 /// Rebuilds headers for bodies (as the server would), keeping their times.
@@ -602,13 +602,9 @@ fn rebuild(bodies: Vec<(Timestamp, Vec<u8>)>) -> Vec<(EntryHeader, Vec<u8>)> {
         .into_iter()
         .map(|(time, body)| {
             let p = classify(&body).unwrap();
-            let header = EntryHeader {
-                kind: p.kind,
-                time,
-                actor: p.actor,
-                subjects: p.subjects,
-                body_digest: body_digest(&[0; 32], &body),
-            };
+            let digest = body_digest(&[0; 32], &body);
+            let tags = support::world::keyring().tags(&p.subjects, &digest).unwrap();
+            let header = EntryHeader { kind: p.kind, time, actor: p.actor, tags, body_digest: digest };
             (header, body)
         })
         .collect()

@@ -9,7 +9,7 @@ mod support;
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope;
 use covenant_core::keys::SigningKey;
-use covenant_core::ledger::{EntryHeader, EntryKind, body_digest};
+use covenant_core::ledger::{EntryHeader, EntryKind, Keyring, SubjectSecret, body_digest};
 use covenant_core::state::Registry;
 use covenant_core::statements::{ActionKind, ActionTag, AdminAction, IdentityRole, SchemaV1};
 use support::{NOW, RootKeys, key, next_year, root_metadata, signed_root};
@@ -19,9 +19,15 @@ fn header(kind: EntryKind, actor: Option<&SigningKey>, subjects: &[&str], body: 
         kind,
         time: NOW.plus_seconds(t),
         actor: actor.map(SigningKey::key_id),
-        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        tags: keyring()
+            .tags(&subjects.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), &body_digest(&[0; 32], body))
+            .unwrap(),
         body_digest: body_digest(&[0; 32], body),
     }
+}
+
+fn keyring() -> Keyring {
+    Keyring::Secret(SubjectSecret::from_bytes([7; 32]))
 }
 
 fn action(what: ActionKind, by: &SigningKey) -> Vec<u8> {
@@ -50,7 +56,7 @@ fn issue(role: IdentityRole, subject: &str, signing: &SigningKey, cert: &[u8]) -
 
 /// A registry with the genesis root folded.
 fn genesis(keys: &RootKeys) -> Registry {
-    let mut r = Registry::new();
+    let mut r = Registry::with_keyring(keyring());
     let root = signed_root(&root_metadata(keys, 1, next_year(), false), &[&keys.root[0], &keys.root[1]]);
     r.apply(0, &header(EntryKind::Root, None, &[], &root, 0), &root).unwrap();
     r

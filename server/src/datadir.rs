@@ -8,6 +8,8 @@
 //! DIR/ledger.vkey               the ledger's C2SP verifier key
 //! DIR/keys/*.key                signing-key seeds, hex (0600); in production
 //!                               only decision.key and ledger.key live here
+//! DIR/keys/subjects.key         the subject secret, hex (0600): derives the
+//!                               subject keys behind the headers' subject tags
 //! DIR/ledger/                   the ledger (see ledger::store)
 //! DIR/identities/<name>/        cert.pem, key.pem, ca.pem, root.json, signing.key
 //! ```
@@ -21,7 +23,7 @@ use anyhow::{Context as _, bail};
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
 use covenant_core::keys::{PublicKey, SigningKey};
-use covenant_core::ledger::EntryKind;
+use covenant_core::ledger::{EntryKind, Keyring, SubjectSecret, SubjectTag};
 use covenant_core::note::{NoteSigner, NoteVerifier};
 use covenant_core::policy;
 use covenant_core::root::{RootPolicy, TrustedRoot};
@@ -100,6 +102,14 @@ impl StateMachine for SharedRegistry {
         r.apply(index, header, body).map_err(|e| e.0)
     }
 
+    fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, ledger::Rejection> {
+        let state = self.0.read().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
+        state
+            .keyring()
+            .tags(subjects, body_digest)
+            .map_err(|subject| ledger::Rejection(format!("this server holds no subject key for {subject}")))
+    }
+
     fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), ledger::Rejection> {
         let own = if self.2.0.is_empty() { None } else { self.2.0.remove(&Sha256Digest::of(body)) };
         let mut r = self.0.write().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
@@ -147,12 +157,24 @@ pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     SigningKey::from_seed_hex(&text).with_context(|| format!("{} is not a 64-hex-digit key", path.display()))
 }
 
-/// Opens the ledger of a data directory with the registry fold.
+/// Reads the subject secret (`keys/subjects.key`, 64 hex digits).
+pub fn read_subject_secret(dir: &Path) -> anyhow::Result<SubjectSecret> {
+    let path = dir.join("keys/subjects.key");
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
+        format!("reading {} (made by `covenant-server init`; without it no header can be checked)", path.display())
+    })?);
+    SubjectSecret::from_hex(&text).with_context(|| format!("{} is not 64 hex digits", path.display()))
+}
+
+/// Opens the ledger of a data directory with the registry fold, which
+/// checks (and makes) subject tags with the directory's subject secret.
 pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
     let ledger_key = read_key(&dir.join("keys/ledger.key"))?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
     let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
-    let registry = SharedRegistry(Arc::default(), decision, OwnDecisions::default());
+    let keyring = Keyring::Secret(read_subject_secret(dir)?);
+    let state = Registry::with_keyring(keyring);
+    let registry = SharedRegistry(Arc::new(RwLock::new(state)), decision, OwnDecisions::default());
     let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
     let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;
@@ -303,6 +325,12 @@ fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_nam
     let ledger_key = new_key()?;
     write_key(&dir.join("keys/decision.key"), &decision)?;
     write_key(&dir.join("keys/ledger.key"), &ledger_key)?;
+    // The subject secret never leaves the server: the subject keys derived
+    // from it are handed to those entitled to each subject.
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(secret.as_mut()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let secret = SubjectSecret::from_bytes(*secret);
+    write_private(&dir.join("keys/subjects.key"), zeroize::Zeroizing::new(secret.to_hex()).as_bytes())?;
     let ledger = NoteSigner::new(ledger_name, ledger_key)
         .with_context(|| {
             format!("{ledger_name:?} is not a valid note name (use a host/path such as example.com/ledger)")

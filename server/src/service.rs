@@ -44,6 +44,13 @@ pub struct Caller {
     pub fingerprint: Sha256Digest,
 }
 
+impl Caller {
+    /// The caller as the visibility rules see it.
+    pub fn viewer(&self) -> covenant_core::visibility::Viewer<'_> {
+        covenant_core::visibility::Viewer { role: self.role, subject: &self.subject, scope: self.scope.as_deref() }
+    }
+}
+
 /// What the services share.
 #[derive(Clone)]
 pub struct Node {
@@ -215,38 +222,27 @@ impl pb::ledger_service_server::LedgerService for Node {
         if req.end < req.start || req.end - req.start > MAX_PAGE {
             return Err(Status::invalid_argument(format!("ask for at most {MAX_PAGE} entries, start <= end")));
         }
-        // Who sees which entry: admins and full-scope auditors, all of it;
-        // customers and engineers, every header (the ledger's structure is
-        // public to them) but no body; a scoped auditor, the bodies of
-        // entries about customers in its scope only; a deployment, only the
-        // entries that name it, bodies included.
+        // Every registered caller reads every header: headers carry subject
+        // tags, never subject ids, and the tiles publish them anyway. Who
+        // reads a body is `covenant_core::visibility::body_visible`, from the
+        // subjects and signer the server derives from the body it holds.
         let headers = self.ledger.headers(req.start, req.end).map_err(read_status)?;
-        let mut entries = Vec::new();
+        let bodies =
+            if req.with_bodies { self.ledger.bodies(req.start, req.end).map_err(read_status)? } else { vec![] };
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        let viewer = caller.viewer();
+        let mut entries = Vec::with_capacity(headers.len());
         for (i, header) in headers.into_iter().enumerate() {
             let index = req.start + i as u64;
-            let subjects = covenant_core::ledger::EntryHeader::parse(&header)
-                .map(|h| h.subjects)
-                .map_err(|e| Status::internal(format!("entry {index}: {e}")))?;
-            let (header_visible, body_visible) = match caller.role {
-                IdentityRole::Admin => (true, true),
-                IdentityRole::Auditor => match &caller.scope {
-                    None => (true, true),
-                    Some(scope) => (true, !subjects.is_empty() && subjects.iter().all(|s| scope.contains(s))),
-                },
-                IdentityRole::Customer | IdentityRole::Engineer => (true, false),
-                IdentityRole::Deployment => {
-                    let own = subjects.contains(&caller.subject);
-                    (own, own)
-                }
-            };
-            if !header_visible {
-                continue;
-            }
             let mut entry = pb::LedgerEntry { index, header, body: Vec::new(), salt: Vec::new() };
-            if req.with_bodies && body_visible {
-                let body = self.ledger.body(index).map_err(read_status)?;
-                entry.body = body.body;
-                entry.salt = body.salt.to_vec();
+            if let Some(stored) = bodies.get(i) {
+                let kind = covenant_core::ledger::EntryHeader::parse(&entry.header)
+                    .map_err(|e| Status::internal(format!("entry {index}: {e}")))?
+                    .kind;
+                if may_read_body(&state, &viewer, kind, &stored.body) {
+                    entry.body = stored.body.clone();
+                    entry.salt = stored.salt.to_vec();
+                }
             }
             entries.push(entry);
         }
@@ -327,6 +323,45 @@ impl pb::ledger_service_server::LedgerService for Node {
         });
         Ok(Response::new(stream))
     }
+
+    async fn get_subject_keys(
+        &self,
+        request: Request<pb::GetSubjectKeysRequest>,
+    ) -> Result<Response<pb::GetSubjectKeysResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        let keys = covenant_core::visibility::entitled_subjects(&state, &caller.viewer())
+            .into_iter()
+            .filter_map(|subject| {
+                let key = state.keyring().key(subject)?;
+                Some(pb::SubjectKey { subject: subject.to_owned(), key: key.0.to_vec() })
+            })
+            .collect();
+        Ok(Response::new(pb::GetSubjectKeysResponse { keys }))
+    }
+}
+
+/// Whether `viewer` may read `body`, an entry of `kind`: its subjects and
+/// signer come from the body itself (the header names neither).
+fn may_read_body(
+    state: &covenant_core::state::State,
+    viewer: &covenant_core::visibility::Viewer<'_>,
+    kind: covenant_core::ledger::EntryKind,
+    body: &[u8],
+) -> bool {
+    use covenant_core::visibility::{Subject, body_visible};
+    let Ok(placed) = covenant_core::state::classify(body) else {
+        // Every stored body classified when it was folded; if one does not
+        // now, only those who read everything read it.
+        return viewer.role == IdentityRole::Admin || (viewer.role == IdentityRole::Auditor && viewer.scope.is_none());
+    };
+    // A signal's header names no actor; its signer is the envelope's.
+    let signer_key = placed.actor.or_else(|| {
+        Envelope::parse(body).ok().and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)))
+    });
+    let signer = signer_key.and_then(|k| state.any_identity_of_key(&k)).map(|i| (i.role, i.subject.as_str()));
+    let subjects: Vec<Subject<'_>> = placed.subjects.iter().map(|s| Subject::resolve(state, s)).collect();
+    body_visible(viewer, kind, &subjects, signer)
 }
 
 /// A stream fed by a task through a bounded channel (slow readers get
@@ -483,7 +518,7 @@ pub async fn run(
     // another history), caught up now, then after every checkpoint.
     let views = sled::open(dir.join("views")).context("opening the sled views")?;
     let subjects = crate::ledger::views::SubjectIndex::open(&views)?;
-    let folded = tokio::task::block_in_place(|| subjects.catch_up(&ledger))?;
+    let folded = tokio::task::block_in_place(|| subjects.catch_up(&ledger, subjects_of))?;
     tracing::info!(folded, "sled views caught up with the ledger");
     let following = {
         let (ledger, subjects) = (ledger.clone(), subjects.clone());
@@ -492,7 +527,7 @@ pub async fn run(
             while watch.changed().await.is_ok() {
                 // In this task (not a detached thread), so that stopping it
                 // releases its handle on the ledger.
-                if let Err(e) = tokio::task::block_in_place(|| subjects.catch_up(&ledger)) {
+                if let Err(e) = tokio::task::block_in_place(|| subjects.catch_up(&ledger, subjects_of)) {
                     tracing::warn!(error = %e, "the sled views could not catch up; they will retry");
                 }
             }
@@ -564,6 +599,12 @@ pub async fn run(
     let _ = views.flush();
     tokio::task::block_in_place(|| ledger.close());
     Ok(())
+}
+
+/// The subject ids an entry's body names (none for a body that does not
+/// classify, which the fold never took).
+fn subjects_of(body: &[u8]) -> Vec<String> {
+    covenant_core::state::classify(body).map(|p| p.subjects).unwrap_or_default()
 }
 
 /// tonic with `tls-ring` needs the process-level rustls provider (STACK.md).

@@ -18,6 +18,7 @@ use covenant_core::note::TlogProof;
 use covenant_core::policy::{self, Logging, Outcome};
 use covenant_core::state::{Rejection, classify};
 use covenant_core::statements::{FreshTag, Freshness, FreshnessStanding, IdentityRole, ReleaseManifest, SchemaV1};
+use covenant_core::visibility::{Subject, entitled};
 use covenant_proto::v1 as pb;
 use sha2::Digest as _;
 use tonic::{Request, Response, Status};
@@ -103,14 +104,13 @@ impl Node {
     fn may_read_deployment(&self, caller: &Caller, deployment: &str) -> Result<(), Status> {
         let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
         let dep = state.deployment(deployment).ok_or_else(|| Status::not_found("no such deployment"))?;
-        let allowed = match caller.role {
-            IdentityRole::Admin => true,
-            IdentityRole::Auditor => caller.scope.as_ref().is_none_or(|s| s.contains(&dep.customer)),
-            IdentityRole::Customer => caller.subject == dep.customer,
-            IdentityRole::Deployment => caller.subject == dep.id,
-            IdentityRole::Engineer => false,
-        };
-        if allowed { Ok(()) } else { Err(Status::permission_denied("this deployment is not in your scope")) }
+        let subject = Subject::Deployment { id: &dep.id, customer: &dep.customer };
+        // An engineer is entitled to its own id only, never a deployment.
+        if entitled(&caller.viewer(), &subject) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied("this deployment is not in your scope"))
+        }
     }
 }
 
@@ -337,7 +337,18 @@ impl pb::attestation_service_server::AttestationService for Node {
     async fn submit_signal(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Engineer, IdentityRole::Auditor])?;
-        Ok(Response::new(self.submit(request.into_inner().envelope, &[EntryKind::Signal]).await?))
+        let body = request.into_inner().envelope;
+        // A scoped auditor opens cases only about customers in its scope (an
+        // engineer's work is not bounded by customer).
+        if caller.role == IdentityRole::Auditor && caller.scope.is_some() {
+            let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            let viewer = caller.viewer();
+            if !placed.subjects.iter().all(|s| entitled(&viewer, &Subject::resolve(&state, s))) {
+                return Err(Status::permission_denied("an auditor signals only about customers in its scope"));
+            }
+        }
+        Ok(Response::new(self.submit(body, &[EntryKind::Signal]).await?))
     }
 
     async fn get_verdict(

@@ -196,7 +196,10 @@ async fn who_may_call_what() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
     // An auditor scoped to one customer sees every header, and the bodies
-    // of entries about that customer only.
+    // of entries about that customer and its deployments only (and the
+    // root, which everyone reads). A scope names customers: admin2 is a
+    // person, in no auditor's scope (tests/tests/visibility.rs has the
+    // whole table).
     let (scoped_key, dir, fingerprint) = request_certificate(&server, &admin1, "auditor", "aud-x").await;
     let auditor_role = covenant_core::statements::IdentityRole::Auditor;
     register(&admin1, &admin1_key, auditor_role, "aud-x", &scoped_key, fingerprint, Some(vec!["admin2".into()])).await;
@@ -207,9 +210,10 @@ async fn who_may_call_what() {
         .into_inner()
         .entries;
     assert_eq!(scoped.len(), 5);
-    // Entry 2 registered admin2 (in scope); the others are not about admin2.
+    // Entry 0 is the root and entry 4 registered aud-x itself; entry 2
+    // registered admin2, a person, not a customer.
     let with_body: Vec<u64> = scoped.iter().filter(|e| !e.body.is_empty()).map(|e| e.index).collect();
-    assert_eq!(with_body, vec![2]);
+    assert_eq!(with_body, vec![0, 4]);
 
     // An admin signs with their own key, not a colleague's.
     let err = AdminServiceClient::new(admin1.clone())

@@ -117,7 +117,14 @@ fn ceremony(base: &Path, data: &Path) -> People {
     let mut keys: Vec<_> =
         std::fs::read_dir(data.join("keys")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     keys.sort();
-    assert_eq!(keys, ["decision.key", "ledger.key"], "the server holds only its online keys");
+    // The subject secret is online too: the subject tags of every header are
+    // made with it (tests/tests/visibility.rs).
+    assert_eq!(keys, ["decision.key", "ledger.key", "subjects.key"], "the server holds only its online keys");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join("keys/subjects.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the subject secret is readable by the server only");
+    }
     assert_eq!(online.ledger.name(), "ledger.example.com/covenant");
     assert!(datadir::init_online_keys(data, "x.example/l", &["localhost"]).is_err(), "never overwrites");
 

@@ -69,8 +69,10 @@ fn rewrite_history(dir: &Path, notes: &[&str]) {
     std::fs::remove_dir_all(dir.join("ledger")).unwrap();
     let (ledger, _) = datadir::open_ledger(dir).unwrap();
     for (header, body) in genesis {
+        // The header's subjects are tags; the body names them.
         let h = covenant_core::ledger::EntryHeader::parse(&header).unwrap();
-        ledger.append_blocking(NewEntry { kind: h.kind, actor: h.actor, subjects: h.subjects, body }).unwrap();
+        let subjects = covenant_core::state::classify(&body).unwrap().subjects;
+        ledger.append_blocking(NewEntry { kind: h.kind, actor: h.actor, subjects, body }).unwrap();
     }
     ledger.close();
     append_notes(dir, notes);

@@ -13,7 +13,7 @@ use covenant_agent::store::{AgentIdentity, Slot, SlotMeta, Store};
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope::{self, Envelope};
 use covenant_core::keys::SigningKey;
-use covenant_core::ledger::{EntryHeader, EntryKind, body_digest, leaf_hash};
+use covenant_core::ledger::{EntryHeader, EntryKind, Keyring, SubjectSecret, body_digest, leaf_hash};
 use covenant_core::merkle::{self, MemoryTree};
 use covenant_core::note::{Checkpoint, NoteSigner, TlogProof};
 use covenant_core::statements::*;
@@ -153,10 +153,10 @@ impl Vendor {
     pub fn append(&mut self, kind: EntryKind, subjects: Vec<String>, body: Vec<u8>) -> u64 {
         let index = self.entries.len() as u64;
         let salt = [index as u8 ^ 0x5a; 32];
-        let header =
-            EntryHeader { kind, time: self.now, actor: None, subjects, body_digest: body_digest(&salt, &body) }
-                .to_bytes()
-                .unwrap();
+        // Tagged as the server tags (the agent never reads the tags).
+        let digest = body_digest(&salt, &body);
+        let tags = Keyring::Secret(SubjectSecret::from_bytes([7; 32])).tags(&subjects, &digest).unwrap();
+        let header = EntryHeader { kind, time: self.now, actor: None, tags, body_digest: digest }.to_bytes().unwrap();
         self.tree.push_leaf(&header);
         self.entries.push((header, body, salt));
         self.now = self.now.plus_seconds(1);

@@ -255,6 +255,16 @@ impl Facts {
         self.deployments.get(id)
     }
 
+    /// Every registered customer, by id.
+    pub fn customers(&self) -> impl Iterator<Item = &Customer> {
+        self.customers.values()
+    }
+
+    /// Every registered deployment, by id.
+    pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
+        self.deployments.values()
+    }
+
     /// The newest version of a customer's contract.
     pub fn contract_of(&self, customer: &str) -> Option<&Contract> {
         self.contracts.get(customer)

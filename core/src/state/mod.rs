@@ -7,8 +7,9 @@
 //!
 //! Every entry's body is a DSSE envelope, and its header is a function of
 //! that body ([`classify`]): the kind, the actor (the key that signed it) and
-//! the subjects it names. [`State::apply`] checks the header against the
-//! body, checks every signature against the key the state says must have
+//! the subjects it names (which the header carries only as subject tags,
+//! derived with the state's [`Keyring`]). [`State::apply`] checks the header
+//! against the body, checks every signature against the key the state says must have
 //! signed (principle 3: people sign what they do), checks the entry's rule,
 //! and only then changes the state. An entry that breaks a rule is refused
 //! with a reason for the person who sent it, and the state is unchanged.
@@ -25,7 +26,7 @@ pub use governance::{
 use crate::digest::{Sha256Digest, Timestamp};
 use crate::envelope::{self, Envelope};
 use crate::keys::{KeyId, KeySet, PublicKey};
-use crate::ledger::{EntryHeader, EntryKind, MAX_SUBJECTS};
+use crate::ledger::{EntryHeader, EntryKind, Keyring, MAX_SUBJECTS};
 use crate::root::{RootPolicy, TrustedRoot};
 use crate::statements::{
     ActionKind, AdminAction, CheckIn, Decision, EndUseAttestation, FieldVerification, IdentityRole, InTotoStatement,
@@ -118,15 +119,39 @@ pub struct State {
     size: u64,
     last_time: Option<Timestamp>,
     gov: governance::Facts,
+    /// What checks each header's subject tags against its body's subjects.
+    keyring: Keyring,
 }
 
 /// The registry of #4 is the state's first part; the name stays for callers.
 pub type Registry = State;
 
 impl State {
-    /// An empty state; the first entry must be a root.
+    /// An empty state with no subject keys; the first entry must be a root.
+    /// It refuses every entry that names a subject: use
+    /// [`State::with_keyring`] to fold a real ledger.
     pub fn new() -> Self {
         State::default()
+    }
+
+    /// An empty state that checks subject tags with `keyring` (the server's
+    /// secret, or the subject keys an auditor was given).
+    pub fn with_keyring(keyring: Keyring) -> Self {
+        State { keyring, ..State::default() }
+    }
+
+    /// The keyring that checks (and, on the server, makes) subject tags.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Whether `header`'s subject tags are exactly those of `subjects`.
+    fn check_tags(&self, header: &EntryHeader, subjects: &[String]) -> Result<(), Rejection> {
+        match self.keyring.tags(subjects, &header.body_digest) {
+            Ok(tags) if tags == header.tags => Ok(()),
+            Ok(_) => reject("the entry's subject tags must be those of the ids its body names"),
+            Err(subject) => reject(format!("no subject key for {subject}: the entry's subject tags cannot be checked")),
+        }
     }
 
     /// The current root, once the first root entry is folded.
@@ -209,9 +234,7 @@ impl State {
         if placement.actor != header.actor {
             return reject("the entry's actor must be the key that signed its body");
         }
-        if placement.subjects != header.subjects {
-            return reject("the entry's subjects must be the ids its body names");
-        }
+        self.check_tags(header, &placement.subjects)?;
         match header.kind {
             EntryKind::Root => self.apply_root(index, header, body)?,
             _ => self.apply_signed(index, header, body)?,
@@ -240,9 +263,10 @@ impl State {
             return reject(format!("entry {index}'s ledger time goes backwards"));
         }
         let kind = if decision.verdict == Verdict::Grant { EntryKind::Grant } else { EntryKind::Withhold };
-        if header.kind != kind || header.actor.is_none() || header.subjects != [decision.deployment.clone()] {
+        if header.kind != kind || header.actor.is_none() {
             return reject("the decision's header does not match it");
         }
+        self.check_tags(header, std::slice::from_ref(&decision.deployment))?;
         if checkin.deployment != decision.deployment || checkin.bytes() != decision.checkin.as_slice() {
             return reject("the decision answers another check-in");
         }

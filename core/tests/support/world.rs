@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
 use covenant_core::keys::SigningKey;
-use covenant_core::ledger::{EntryHeader, body_digest};
+use covenant_core::ledger::{EntryHeader, Keyring, SubjectSecret, body_digest};
 use covenant_core::policy::{Outcome, evaluate};
 use covenant_core::state::{Rejection, State, classify};
 use covenant_core::statements::*;
@@ -28,11 +28,16 @@ pub struct World {
 
 pub const DAY: i64 = 86_400;
 
+/// The test ledgers' subject keyring (the server's secret, fixed here).
+pub fn keyring() -> Keyring {
+    Keyring::Secret(SubjectSecret::from_bytes([7; 32]))
+}
+
 impl World {
     /// A ledger whose first entry is a production root (admin threshold 2).
     pub fn new() -> Self {
         let keys = RootKeys::new(1);
-        let mut w = World { keys, entries: vec![], state: State::new(), now: NOW, next_cert: 0 };
+        let mut w = World { keys, entries: vec![], state: State::with_keyring(keyring()), now: NOW, next_cert: 0 };
         let root = signed_root(
             &root_metadata(&w.keys, 1, next_year().plus_seconds(10 * 365 * DAY), false),
             &[&w.keys.root[0], &w.keys.root[1]],
@@ -44,13 +49,9 @@ impl World {
     /// Appends a body: the header is derived from it, as the server does.
     pub fn append(&mut self, body: Vec<u8>) -> Result<u64, Rejection> {
         let placed = classify(&body)?;
-        let header = EntryHeader {
-            kind: placed.kind,
-            time: self.now,
-            actor: placed.actor,
-            subjects: placed.subjects,
-            body_digest: body_digest(&[0; 32], &body),
-        };
+        let digest = body_digest(&[0; 32], &body);
+        let tags = self.state.keyring().tags(&placed.subjects, &digest).map_err(Rejection)?;
+        let header = EntryHeader { kind: placed.kind, time: self.now, actor: placed.actor, tags, body_digest: digest };
         let index = self.entries.len() as u64;
         self.state.apply(index, &header, &body)?;
         self.entries.push((header, body));

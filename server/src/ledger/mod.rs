@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use covenant_core::digest::Sha256Digest;
 use covenant_core::digest::Timestamp;
 use covenant_core::keys::KeyId;
-use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN};
+use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN, SubjectTag};
 use covenant_core::merkle::Hash;
 use covenant_core::note::{Checkpoint, NoteSigner, NoteVerifier, TlogProof};
 use tokio::sync::{oneshot, watch};
@@ -48,6 +49,14 @@ pub trait StateMachine: Send + 'static {
     fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, Rejection> {
         let _ = (index, time);
         Ok(Prepared::Append(entry))
+    }
+    /// The header's subject tags for an entry concerning `subjects` whose
+    /// body digest is `body_digest` (see `covenant_core::ledger`). By
+    /// default none: a state machine without a subject keyring (the
+    /// annotation counter of the ledger's own tests) tags nothing.
+    fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, Rejection> {
+        let _ = (subjects, body_digest);
+        Ok(Vec::new())
     }
 }
 
@@ -104,7 +113,8 @@ pub struct NewEntry {
     pub kind: EntryKind,
     /// The key that signed the body, if any.
     pub actor: Option<KeyId>,
-    /// Pseudonymous subject ids.
+    /// The subject ids it concerns: never written, only turned into the
+    /// header's subject tags by [`StateMachine::tags`].
     pub subjects: Vec<String>,
     /// The body: exact envelope bytes.
     pub body: Vec<u8>,
@@ -587,13 +597,23 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                 let _ = req.reply.send(Err(AppendError::Halted(format!("no randomness for the salt: {e}"))));
                 continue;
             }
-            let header = EntryHeader {
-                kind: req.entry.kind,
-                time: now,
-                actor: req.entry.actor,
-                subjects: req.entry.subjects,
-                body_digest: entries::body_digest(&salt, &req.entry.body),
+            // The header carries a subject tag per subject, never the ids.
+            let subjects = &req.entry.subjects;
+            if subjects.len() > entries::MAX_SUBJECTS
+                || !subjects.iter().all(|s| covenant_core::statements::is_valid_id(s))
+            {
+                let _ = req.reply.send(Err(AppendError::Malformed(entries::EntryError::BadSubjects.to_string())));
+                continue;
+            }
+            let body_digest = entries::body_digest(&salt, &req.entry.body);
+            let tags = match self.machine.tags(subjects, &body_digest) {
+                Ok(tags) => tags,
+                Err(rejection) => {
+                    let _ = req.reply.send(Err(AppendError::Rejected(rejection)));
+                    continue;
+                }
             };
+            let header = EntryHeader { kind: req.entry.kind, time: now, actor: req.entry.actor, tags, body_digest };
             let header_bytes = match header.to_bytes() {
                 Ok(b) => b,
                 Err(e) => {

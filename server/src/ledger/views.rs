@@ -4,8 +4,10 @@
 //! at that size (a lost, stale or foreign database) it is rebuilt from
 //! scratch. sled's `flush` is not an `fsync` (STACK.md), which is fine here:
 //! a view that loses its tail after a crash simply catches up again.
-
-use covenant_core::ledger::EntryHeader;
+//!
+//! Headers carry only subject tags (see `covenant_core::ledger`), so the
+//! subject index is folded from the bodies the server holds, never from
+//! headers.
 
 use super::storage::Storage;
 use super::store::ReadError;
@@ -51,10 +53,15 @@ impl SubjectIndex {
             .unwrap_or((0, covenant_core::merkle::EMPTY_ROOT)))
     }
 
-    /// Folds every signed entry not yet indexed; rebuilds from scratch if the
-    /// index does not belong to this ledger's history. Returns the size now
-    /// indexed.
-    pub fn catch_up<S: Storage>(&self, ledger: &Ledger<S>) -> Result<u64, ViewError> {
+    /// Folds every signed entry not yet indexed under the subjects
+    /// `subjects_of` finds in its body (the server's: `classify`); rebuilds
+    /// from scratch if the index does not belong to this ledger's history.
+    /// Returns the size now indexed.
+    pub fn catch_up<S: Storage>(
+        &self,
+        ledger: &Ledger<S>,
+        subjects_of: impl Fn(&[u8]) -> Vec<String>,
+    ) -> Result<u64, ViewError> {
         let checkpoint = ledger.checkpoint();
         let (mut applied, root) = self.applied()?;
         let ours = if applied == 0 {
@@ -71,12 +78,10 @@ impl SubjectIndex {
         while applied < checkpoint.size {
             let end = (applied + MAX_PAGE).min(checkpoint.size);
             let mut batch = sled::Batch::default();
-            for (i, bytes) in ledger.reader.headers(applied, end, checkpoint.size)?.iter().enumerate() {
-                let index = applied + i as u64;
-                let header =
-                    EntryHeader::parse(bytes).map_err(|e| ReadError::Corrupt(format!("entry {index}: {e}")))?;
-                for subject in &header.subjects {
-                    batch.insert(key(subject, index), &[]);
+            for index in applied..end {
+                let stored = ledger.reader.body(index, checkpoint.size)?;
+                for subject in subjects_of(&stored.body) {
+                    batch.insert(key(&subject, index), &[]);
                 }
             }
             self.by_subject.apply_batch(batch)?;

@@ -454,7 +454,8 @@ pub fn check_ledger(server: &Path, devices: &[(&Path, &str)]) -> LedgerCheck {
     }
     let grants = entries.iter().filter(|(_, h, _)| h.kind == EntryKind::Grant).count();
     let withholds = entries.iter().filter(|(_, h, _)| h.kind == EntryKind::Withhold).count();
-    let replayed = covenant_core::replay::replay(entries.iter().map(|(i, h, b)| (*i, h, b.as_slice())));
+    let keyring = covenant_core::ledger::Keyring::Secret(datadir::read_subject_secret(server).unwrap());
+    let replayed = covenant_core::replay::replay(keyring, entries.iter().map(|(i, h, b)| (*i, h, b.as_slice())));
     assert!(replayed.mismatches.is_empty(), "{:?}", replayed.mismatches);
     assert_eq!(replayed.decisions as usize, grants + withholds);
     LedgerCheck { size, grants, withholds, installed_grants }
