@@ -79,7 +79,10 @@ impl Running {
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
-        std::fs::remove_dir_all(&self.dir).unwrap();
+        // A stream task the test left open may still hold the ledger, whose
+        // sequencer then publishes once more after `run` returns; the folder
+        // is a scratch folder, so a failed removal is not the test's failure.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
