@@ -332,5 +332,8 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
             println!("    - {r}");
         }
     }
+    if let Some(finding) = &d.finding {
+        println!("  finding: {finding}");
+    }
     Ok(())
 }

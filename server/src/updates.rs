@@ -153,6 +153,21 @@ impl Node {
         }
     }
 
+    /// The index of an install report already recorded, by payload digest.
+    fn recorded_report(&self, digest: &Sha256Digest) -> Result<Option<u64>, Status> {
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        Ok(state.facts().report_index(digest))
+    }
+
+    /// The answer to a report recorded at `index`: its index and an
+    /// inclusion proof against the newest checkpoint.
+    fn report_answer(&self, index: u64) -> Result<Response<pb::ReportResponse>, Status> {
+        let cp = self.ledger.checkpoint();
+        let proof = self.ledger.inclusion_proof(index, cp.size).map_err(read_status)?;
+        let text = TlogProof { extra: None, index, proof, checkpoint: cp.note.clone() }.to_text();
+        Ok(Response::new(pb::ReportResponse { index, inclusion: Some(pb::TlogProof { text: text.into_bytes() }) }))
+    }
+
     fn may_read_deployment(&self, caller: &Caller, deployment: &str) -> Result<(), Status> {
         let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
         let dep = state.deployment(deployment).ok_or_else(|| Status::not_found("no such deployment"))?;
@@ -195,6 +210,10 @@ impl pb::update_service_server::UpdateService for Node {
                     Outcome::Current => Some(None),
                     Outcome::Decided(d) => match policy::logging(&state, &d, now) {
                         Logging::Standing(i) => Some(Some(i)),
+                        Logging::Bounded(i) => {
+                            datadir::bounded(datadir::Bounded::Decision, &checkin.deployment);
+                            Some(Some(i))
+                        }
                         Logging::Log => None,
                     },
                 };
@@ -326,8 +345,36 @@ impl pb::update_service_server::UpdateService for Node {
         if placed.subjects != [caller.subject.clone()] {
             return Err(Status::permission_denied("a deployment reports on itself only"));
         }
-        let done = self.submit(body, &[EntryKind::Report]).await?;
-        Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion }))
+        // A report is recorded once. The same report again (an agent whose
+        // acknowledgement was lost keeps sending it until one arrives) is
+        // answered with the entry that recorded it, so the agent stops.
+        let digest = envelope::Envelope::parse(&body)
+            .map(|e| Sha256Digest::of(e.payload()))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(index) = self.recorded_report(&digest)? {
+            return self.report_answer(index);
+        }
+        {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            let now = self.now().max(state.last_time().unwrap_or(self.now()));
+            if state.facts().reports_in_period(&caller.subject, now) >= covenant_core::state::MAX_REPORTS_PER_PERIOD {
+                drop(state);
+                datadir::bounded(datadir::Bounded::Report, &caller.subject);
+                return Err(Status::resource_exhausted(format!(
+                    "deployment {} has sent {} install reports within the last hour; send this one again later",
+                    caller.subject,
+                    covenant_core::state::MAX_REPORTS_PER_PERIOD
+                )));
+            }
+        }
+        match self.submit(body, &[EntryKind::Report]).await {
+            Ok(done) => Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion })),
+            // The same report, sent twice at once: the sequencer took one.
+            Err(status) => match self.recorded_report(&digest)? {
+                Some(index) => self.report_answer(index),
+                None => Err(status),
+            },
+        }
     }
 }
 

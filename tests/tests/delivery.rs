@@ -91,6 +91,7 @@ async fn no_grant_no_bytes() {
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;
@@ -196,6 +197,7 @@ async fn a_device_enrolls_without_its_keys_leaving_it() {
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;
