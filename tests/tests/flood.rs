@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use covenant_core::digest::Sha256Digest;
-use covenant_core::envelope::{self, Envelope};
+use covenant_core::envelope;
 use covenant_core::state::{MAX_DECISIONS_PER_PERIOD, MAX_REPORTS_PER_PERIOD};
 use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
@@ -84,6 +84,7 @@ async fn resending_one_signed_install_report_records_it_once() {
         sent += 1;
     }
     assert!(sent >= 100, "the flood ran: {sent} requests");
+    println!("one report sent {sent} times in {:?}", start.elapsed());
     assert_eq!(s.size().await, size, "{sent} copies of one report add no entry");
     assert_eq!(journal_bytes(&s), bytes, "and no byte");
 
@@ -128,6 +129,7 @@ async fn check_ins_alternating_the_claimed_version_log_no_new_decisions() {
         sent += 1;
     }
     assert!(sent >= 100, "the flood ran: {sent} requests");
+    println!("{sent} check-ins alternating the claim in {:?}", start.elapsed());
     assert_eq!(s.size().await, size, "{sent} check-ins alternating their claim add no entry");
     assert_eq!(journal_bytes(&s), bytes, "and no byte");
     s.stop().await;
@@ -160,9 +162,11 @@ async fn check_ins_alternating_what_they_report_log_at_most_the_bound_per_hour()
     assert_eq!(added, MAX_DECISIONS_PER_PERIOD as u64, "{sent} flipping check-ins add the bound's decisions only");
     // A decision carries its check-in: a few KiB each.
     let grown = journal_bytes(&s) - bytes;
+    println!("{sent} flipping check-ins in {:?}: {added} entries, {grown} journal bytes", start.elapsed());
     assert!(grown < 12 * 8 * 1024, "{grown} bytes");
     let held = covenant_server::datadir::BOUNDED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
-    assert!(held >= (sent - MAX_DECISIONS_PER_PERIOD) as u64, "held back {held} of {sent}");
-    let _ = Envelope::parse;
+    // Past the bound, every other check-in says the same as the standing
+    // decision anyway; the rest are held back and counted.
+    assert!(held >= ((sent - MAX_DECISIONS_PER_PERIOD) / 2) as u64, "held back {held} of {sent}");
     s.stop().await;
 }
