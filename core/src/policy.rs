@@ -567,7 +567,8 @@ pub enum Logging {
 /// DESIGN.md "Decisions and check-in": a grant is logged when no unexpired
 /// grant of the same release to the same deployment stands; a withhold when
 /// its verdict or its reasons change. The standing decision is the
-/// deployment's newest logged one. A deployment has at most
+/// deployment's newest logged one. Besides grants of a release the
+/// deployment was never granted, a deployment has at most
 /// [`MAX_DECISIONS_PER_PERIOD`](crate::state::MAX_DECISIONS_PER_PERIOD)
 /// decisions logged per period, counted from the ledger alone, so the bound
 /// is the same for whoever replays it.
@@ -579,9 +580,16 @@ pub fn logging(state: &State, fresh: &Decision, now: Timestamp) -> Logging {
         }
         Verdict::Withhold => last.verdict == Verdict::Withhold && last.reasons == crate::state::reasons_digest(fresh),
     };
+    // A grant of a release this deployment was never granted is always
+    // logged: how many there can be is the vendor's doing, not the device's.
+    let first_grant = fresh.release.is_some_and(|r| {
+        !state.facts().decisions_of(&fresh.deployment).iter().any(|d| d.release == Some(r))
+    });
     if stands {
         Logging::Standing(last.index)
-    } else if state.facts().decisions_in_period(&fresh.deployment, now) >= crate::state::MAX_DECISIONS_PER_PERIOD {
+    } else if !first_grant
+        && state.facts().decisions_in_period(&fresh.deployment, now) >= crate::state::MAX_DECISIONS_PER_PERIOD
+    {
         Logging::Bounded(last.index)
     } else {
         Logging::Log

@@ -651,18 +651,19 @@ fn one_install_report_sent_again_is_recorded_once() {
 }
 
 #[test]
-fn install_reports_beyond_the_bound_per_hour_are_refused() {
-    use covenant_core::state::{LOGGING_PERIOD, MAX_REPORTS_PER_PERIOD};
+fn a_grants_outcome_is_reported_once() {
     let (mut w, dk, grant) = granted();
-    for _ in 0..MAX_REPORTS_PER_PERIOD {
-        let body = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
-        w.append(body).unwrap();
-    }
-    let body = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
-    refused(&mut w, body, &format!("has sent {MAX_REPORTS_PER_PERIOD} install reports within the last hour"));
-    w.now = w.now.plus_seconds(LOGGING_PERIOD);
-    let body = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
-    w.append(body).unwrap();
+    let first = w.append(report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0")).unwrap();
+    // Another report (another time) of the same outcome of the same grant.
+    w.now = w.now.plus_seconds(5);
+    let again = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
+    refused(&mut w, again, &format!("the outcome of grant {grant} is already reported as failed (entry {first})"));
+    // Another outcome of it is taken, once.
+    w.append(report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0")).unwrap();
+    w.now = w.now.plus_seconds(5);
+    let again = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    refused(&mut w, again, "already reported as installed");
+    assert_eq!(w.state.facts().reports(), 2);
 }
 
 #[test]

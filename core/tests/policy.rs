@@ -713,6 +713,13 @@ fn decisions_beyond_the_bound_per_hour_get_the_standing_answer() {
     let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified"));
     let d = w.decide(&c);
     assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Bounded(last));
+    // A grant of a release never granted to it before is logged all the
+    // same (the vendor's releases bound those, not the device).
+    w.release("1.2.0", ReleaseClass::Capability, "1.2.0");
+    let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified"));
+    let d = w.decide(&c);
+    assert_eq!(d.verdict, Verdict::Grant);
+    assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Log);
     // Once the hour has room again, it is logged.
     w.now = w.now.plus_seconds(LOGGING_PERIOD);
     let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified"));

@@ -122,14 +122,14 @@ impl StateMachine for SharedRegistry {
 pub enum Bounded {
     /// A check-in answered with the standing decision instead of a new one.
     Decision,
-    /// An install report refused.
+    /// An install report refused (its grant's outcome was already reported).
     Report,
 }
 
 /// Check-ins answered with the standing decision because their
 /// deployment's period was full. Counted here, never in the ledger.
 pub static BOUNDED_DECISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-/// Install reports refused because their deployment's period was full.
+/// Install reports refused because their grant's outcome was already reported.
 pub static BOUNDED_REPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// The Unix second of the last warning about a bound, so a flood writes one
 /// line a minute to the server's log rather than one per request.
@@ -156,8 +156,8 @@ pub fn bounded(what: Bounded, deployment: &str) {
             ?what,
             decisions_held_back = BOUNDED_DECISIONS.load(Relaxed),
             reports_refused = BOUNDED_REPORTS.load(Relaxed),
-            "a deployment reached its bound of logged decisions or reports for the period; the rest are counted, \
-             not logged"
+            "a deployment reached its bound of logged decisions for the period, or reported a grant's outcome again; \
+             the rest are counted, not logged"
         );
     }
 }

@@ -17,7 +17,9 @@ use covenant_core::ledger::{EntryKind, leaf_hash};
 use covenant_core::note::TlogProof;
 use covenant_core::policy::{self, Logging, Outcome};
 use covenant_core::state::{Rejection, classify};
-use covenant_core::statements::{FreshTag, Freshness, FreshnessStanding, IdentityRole, ReleaseManifest, SchemaV1};
+use covenant_core::statements::{
+    FreshTag, Freshness, FreshnessStanding, IdentityRole, InstallReport, Payload as _, ReleaseManifest, SchemaV1,
+};
 use covenant_proto::v1 as pb;
 use sha2::Digest as _;
 use tonic::{Request, Response, Status};
@@ -348,24 +350,26 @@ impl pb::update_service_server::UpdateService for Node {
         // A report is recorded once. The same report again (an agent whose
         // acknowledgement was lost keeps sending it until one arrives) is
         // answered with the entry that recorded it, so the agent stops.
-        let digest = envelope::Envelope::parse(&body)
-            .map(|e| Sha256Digest::of(e.payload()))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let env = envelope::Envelope::parse(&body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let digest = Sha256Digest::of(env.payload());
         if let Some(index) = self.recorded_report(&digest)? {
             return self.report_answer(index);
         }
-        {
+        // Another report of an outcome already reported for the grant is
+        // refused before the sequencer: one report per outcome and grant
+        // bounds a device's reports by its decisions.
+        let report = InstallReport::parse(env.payload()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reported = {
             let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
-            let now = self.now().max(state.last_time().unwrap_or(self.now()));
-            if state.facts().reports_in_period(&caller.subject, now) >= covenant_core::state::MAX_REPORTS_PER_PERIOD {
-                drop(state);
-                datadir::bounded(datadir::Bounded::Report, &caller.subject);
-                return Err(Status::resource_exhausted(format!(
-                    "deployment {} has sent {} install reports within the last hour; send this one again later",
-                    caller.subject,
-                    covenant_core::state::MAX_REPORTS_PER_PERIOD
-                )));
-            }
+            state.facts().report_of(report.grant_index, report.outcome)
+        };
+        if let Some(first) = reported {
+            datadir::bounded(datadir::Bounded::Report, &caller.subject);
+            return Err(Status::already_exists(format!(
+                "the outcome of grant {} is already reported as {} (entry {first})",
+                report.grant_index,
+                covenant_core::state::outcome_name(report.outcome)
+            )));
         }
         match self.submit(body, &[EntryKind::Report]).await {
             Ok(done) => Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion })),

@@ -29,8 +29,8 @@ pub const CHECKIN_WINDOW: i64 = 86_400;
 pub const ACTION_WINDOW: i64 = 86_400;
 /// How long a proposal waits for its approvals, in seconds.
 pub const PROPOSAL_LIFETIME: i64 = 30 * 86_400;
-/// The period over which a deployment's logged decisions and install
-/// reports are bounded, in seconds.
+/// The period over which a deployment's logged decisions are bounded, in
+/// seconds.
 pub const LOGGING_PERIOD: i64 = 3_600;
 /// The most decisions logged for one deployment within [`LOGGING_PERIOD`].
 /// A device's check-ins decide what is logged (its software digests and
@@ -38,12 +38,10 @@ pub const LOGGING_PERIOD: i64 = 3_600;
 /// could grow the ledger without end. A deployment's verdict changes when
 /// its facts change (an attestation, a verification, a suspension, a
 /// release), a handful of times a day; beyond the bound a check-in gets the
-/// standing decision until the period has room again.
+/// standing decision until the period has room again. A grant of a release
+/// never granted to the deployment before is logged all the same: those are
+/// bounded by the releases the vendor publishes, not by the device.
 pub const MAX_DECISIONS_PER_PERIOD: usize = 12;
-/// The most install reports logged for one deployment within
-/// [`LOGGING_PERIOD`]: each report answers a grant, and a device installs at
-/// most a few releases an hour.
-pub const MAX_REPORTS_PER_PERIOD: usize = 6;
 
 /// A registered customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,9 +244,10 @@ pub struct Facts {
     reports: u64,
     /// The payload digest of every install report recorded, to its index.
     report_digests: BTreeMap<Sha256Digest, u64>,
-    /// deployment → the ledger times of its reports within the last
-    /// [`LOGGING_PERIOD`] (older ones are dropped as new ones come).
-    recent_reports: BTreeMap<String, Vec<Timestamp>>,
+    /// grant index → the outcomes reported for it, with the report's index:
+    /// each outcome of a grant is recorded once, so reports are bounded by
+    /// the decisions (themselves bounded per period).
+    report_outcomes: BTreeMap<u64, Vec<(InstallOutcome, u64)>>,
 }
 
 /// Who signed an admin action and what counts as an approval.
@@ -262,6 +261,15 @@ pub(super) struct Approver<'a> {
     pub(super) threshold: u32,
     /// Admin keys of the current root that are not revoked.
     pub(super) valid_admins: &'a BTreeSet<KeyId>,
+}
+
+/// An install outcome as its payload spells it.
+pub fn outcome_name(o: InstallOutcome) -> &'static str {
+    match o {
+        InstallOutcome::Installed => "installed",
+        InstallOutcome::Failed => "failed",
+        InstallOutcome::RolledBack => "rolled-back",
+    }
 }
 
 /// The legal moves of a misuse case (DESIGN.md "Misuse cases").
@@ -381,11 +389,10 @@ impl Facts {
         self.report_digests.get(payload_digest).copied()
     }
 
-    /// How many install reports were recorded for a deployment in the
-    /// [`LOGGING_PERIOD`] up to `now` (by ledger time).
-    pub fn reports_in_period(&self, deployment: &str, now: Timestamp) -> usize {
-        let since = now.plus_seconds(-LOGGING_PERIOD);
-        self.recent_reports.get(deployment).map_or(0, |ts| ts.iter().filter(|t| **t > since).count())
+    /// The index of the report of `outcome` for the grant at `grant`, if
+    /// one was recorded.
+    pub fn report_of(&self, grant: u64, outcome: InstallOutcome) -> Option<u64> {
+        self.report_outcomes.get(&grant).and_then(|v| v.iter().find(|(o, _)| *o == outcome)).map(|(_, i)| *i)
     }
 
     /// How many decisions were logged for a deployment in the
@@ -582,15 +589,13 @@ impl Facts {
         Ok(())
     }
 
-    /// Records an install report: once (its payload digest), at most
-    /// [`MAX_REPORTS_PER_PERIOD`] per deployment per [`LOGGING_PERIOD`] of
-    /// ledger time, naming a grant to the deployment and that grant's
-    /// version. An `installed` outcome sets the deployment's installed
-    /// version.
+    /// Records an install report: once (its payload digest), one per
+    /// outcome of each grant, naming a grant to the deployment and that
+    /// grant's version. An `installed` outcome sets the deployment's
+    /// installed version.
     pub(super) fn apply_report(
         &mut self,
         index: u64,
-        time: Timestamp,
         report: &Verified<InstallReport>,
     ) -> Result<(), Rejection> {
         let digest = report.payload_digest();
@@ -615,17 +620,14 @@ impl Facts {
                 r.to_version, r.grant_index
             ));
         }
-        let since = time.plus_seconds(-LOGGING_PERIOD);
-        if self.reports_in_period(&r.deployment, time) >= MAX_REPORTS_PER_PERIOD {
+        if let Some(first) = self.report_of(r.grant_index, r.outcome) {
             return reject(format!(
-                "deployment {} has sent {MAX_REPORTS_PER_PERIOD} install reports within the last hour; no more are \
-                 recorded until the hour has room (send it again later)",
-                r.deployment
+                "the outcome of grant {} is already reported as {} (entry {first})",
+                r.grant_index,
+                outcome_name(r.outcome)
             ));
         }
-        let times = self.recent_reports.entry(r.deployment.clone()).or_default();
-        times.retain(|t| *t > since);
-        times.push(time);
+        self.report_outcomes.entry(r.grant_index).or_default().push((r.outcome, index));
         self.report_digests.insert(digest, index);
         if r.outcome == InstallOutcome::Installed
             && let Some(dep) = self.deployments.get_mut(&r.deployment)

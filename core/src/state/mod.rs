@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use governance::{
     ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact, Deployment, Facts,
-    LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, MAX_REPORTS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal, ProposalKind, Release,
-    VerificationFact, legal_move, reasons_digest,
+    LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal, ProposalKind, Release, VerificationFact,
+    legal_move, outcome_name, reasons_digest,
 };
 
 use crate::digest::{Sha256Digest, Timestamp};
@@ -372,7 +372,7 @@ impl State {
                 if report.deployment != device {
                     return reject("an install report is signed by the deployment it reports on");
                 }
-                self.gov.apply_report(index, t, &report)
+                self.gov.apply_report(index, &report)
             }
             _ => self.apply_action(index, header, body),
         }
