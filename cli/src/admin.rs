@@ -373,7 +373,8 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             let provisioned_version: semver::Version = provisioned_version
                 .parse()
                 .context("--provisioned-version must be a semantic version such as 1.0.0")?;
-            let action = ActionKind::RegisterDeployment { deployment: id, customer, product, site, provisioned_version };
+            let action =
+                ActionKind::RegisterDeployment { deployment: id, customer, product, site, provisioned_version };
             act(conn, action, why, json).await
         }
         Admin::Contract { file } => {

@@ -386,7 +386,20 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
         d.admin(1, &["customer", c, "--name", name, "--country", "XA"])?;
         d.admin(
             1,
-            &["deployment", dep, "--customer", c, "--product", "lim", "--country", "XA", "--site", "s1", "--provisioned-version", "1.0.0"],
+            &[
+                "deployment",
+                dep,
+                "--customer",
+                c,
+                "--product",
+                "lim",
+                "--country",
+                "XA",
+                "--site",
+                "s1",
+                "--provisioned-version",
+                "1.0.0",
+            ],
         )?;
         let file = d.tmp.join(format!("contract-{c}.toml"));
         std::fs::write(&file, CONTRACT.replace("CUSTOMER", c))?;

@@ -582,9 +582,9 @@ pub fn logging(state: &State, fresh: &Decision, now: Timestamp) -> Logging {
     };
     // A grant of a release this deployment was never granted is always
     // logged: how many there can be is the vendor's doing, not the device's.
-    let first_grant = fresh.release.is_some_and(|r| {
-        !state.facts().decisions_of(&fresh.deployment).iter().any(|d| d.release == Some(r))
-    });
+    let first_grant = fresh
+        .release
+        .is_some_and(|r| !state.facts().decisions_of(&fresh.deployment).iter().any(|d| d.release == Some(r)));
     if stands {
         Logging::Standing(last.index)
     } else if !first_grant

@@ -643,7 +643,10 @@ fn one_install_report_sent_again_is_recorded_once() {
     let (mut w, dk, grant) = granted();
     let body = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
     let first = w.append(body.clone()).unwrap();
-    assert_eq!(w.state.facts().report_index(&Sha256Digest::of(envelope::Envelope::parse(&body).unwrap().payload())), Some(first));
+    assert_eq!(
+        w.state.facts().report_index(&Sha256Digest::of(envelope::Envelope::parse(&body).unwrap().payload())),
+        Some(first)
+    );
     for _ in 0..3 {
         refused(&mut w, body.clone(), &format!("this install report is already recorded (entry {first})"));
     }

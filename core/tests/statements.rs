@@ -421,9 +421,8 @@ fn another_licence_or_denied_party_list_relaxes() {
 
 #[test]
 fn a_later_from_state_relaxes() {
-    let r = changed(|c| {
-        *condition_mut(c, "no_open_case") = Condition::NoOpenCase { from_state: CaseState::Determined }
-    });
+    let r =
+        changed(|c| *condition_mut(c, "no_open_case") = Condition::NoOpenCase { from_state: CaseState::Determined });
     assert_eq!(r, vec!["no_open_case: blocks only from Determined instead of Triaged".to_owned()]);
 }
 

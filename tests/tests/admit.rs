@@ -23,7 +23,14 @@ fn now() -> covenant_core::digest::Timestamp {
 
 fn signed(dir: &std::path::Path, who: &str, action: ActionKind) -> Vec<u8> {
     let key = datadir::read_key(&dir.join(format!("identities/{who}/signing.key"))).unwrap();
-    let a = AdminAction { type_tag: ActionTag, schema: SchemaV1, action, why: "test".into(), evidence: vec![], issued_at: now() };
+    let a = AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action,
+        why: "test".into(),
+        evidence: vec![],
+        issued_at: now(),
+    };
     envelope::sign(&a, &[&key])
 }
 

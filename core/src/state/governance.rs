@@ -593,11 +593,7 @@ impl Facts {
     /// outcome of each grant, naming a grant to the deployment and that
     /// grant's version. An `installed` outcome sets the deployment's
     /// installed version.
-    pub(super) fn apply_report(
-        &mut self,
-        index: u64,
-        report: &Verified<InstallReport>,
-    ) -> Result<(), Rejection> {
+    pub(super) fn apply_report(&mut self, index: u64, report: &Verified<InstallReport>) -> Result<(), Rejection> {
         let digest = report.payload_digest();
         let r: &InstallReport = report;
         if let Some(first) = self.report_digests.get(&digest) {
