@@ -74,9 +74,17 @@ pub enum Admin {
         /// The site id.
         #[arg(long)]
         site: String,
+        /// The version of the product the device is provisioned with (its
+        /// factory image, e.g. 1.0.0). The ledger records it; what the device
+        /// later claims to run is never used instead.
+        #[arg(long, value_name = "VERSION")]
+        provisioned_version: String,
     },
     /// Sets a customer's contract from a TOML or JSON file (a new contract
-    /// at version 1, or its next version). See README for the format.
+    /// at version 1, or its next version). A version that only tightens the
+    /// conditions takes effect at once; one that relaxes any of them (drops
+    /// one, loosens a parameter, a longer grant validity) waits for a second
+    /// admin's approval. See README for the format.
     Contract {
         /// The contract file.
         file: PathBuf,
@@ -241,6 +249,7 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         action,
         ActionKind::ProposeSuspension { .. } | ActionKind::ProposeWaiver { .. } | ActionKind::ProposeSecurityFix { .. }
     );
+    let contract = matches!(action, ActionKind::SetContract { .. });
     let payload =
         AdminAction { type_tag: ActionTag, schema: SchemaV1, action, why, evidence: vec![], issued_at: now() };
     let digest = Sha256Digest::of(&payload.to_payload_bytes());
@@ -259,6 +268,12 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         println!("Recorded as ledger entry {} (inclusion proof of {} hashes).", done.index, size.unwrap_or(0));
         if proposal {
             println!("The proposal's digest, for the approving admin: {digest}");
+        }
+        if contract {
+            println!(
+                "If this version relaxes a condition it waits for a second admin's approval; its digest, for them: \
+                 {digest}"
+            );
         }
     }
     Ok(())
@@ -352,10 +367,15 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             let why = format!("customer {id} registered");
             act(conn, ActionKind::RegisterCustomer { customer: id, legal_name: name, country }, why, json).await
         }
-        Admin::Deployment { id, customer, product, country, site } => {
+        Admin::Deployment { id, customer, product, country, site, provisioned_version } => {
             let why = format!("deployment {id} of {customer} registered");
             let site = Site { country, site_id: site };
-            act(conn, ActionKind::RegisterDeployment { deployment: id, customer, product, site }, why, json).await
+            let provisioned_version: semver::Version = provisioned_version
+                .parse()
+                .context("--provisioned-version must be a semantic version such as 1.0.0")?;
+            let action =
+                ActionKind::RegisterDeployment { deployment: id, customer, product, site, provisioned_version };
+            act(conn, action, why, json).await
         }
         Admin::Contract { file } => {
             let contract: Contract = read_structured(&file)?;

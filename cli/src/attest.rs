@@ -346,5 +346,8 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
             println!("    - {}", Untrusted(r));
         }
     }
+    if let Some(finding) = &d.finding {
+        println!("  finding: {finding}");
+    }
     Ok(())
 }

@@ -384,7 +384,23 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     d.say("Compliance registers two customers, a deployment each, their contracts, and releases 1.0.0 and 1.1.0.");
     for (c, name, dep) in [("agency-a", "Agency A", "a-01"), ("agency-b", "Agency B", "b-01")] {
         d.admin(1, &["customer", c, "--name", name, "--country", "XA"])?;
-        d.admin(1, &["deployment", dep, "--customer", c, "--product", "lim", "--country", "XA", "--site", "s1"])?;
+        d.admin(
+            1,
+            &[
+                "deployment",
+                dep,
+                "--customer",
+                c,
+                "--product",
+                "lim",
+                "--country",
+                "XA",
+                "--site",
+                "s1",
+                "--provisioned-version",
+                "1.0.0",
+            ],
+        )?;
         let file = d.tmp.join(format!("contract-{c}.toml"));
         std::fs::write(&file, CONTRACT.replace("CUSTOMER", c))?;
         d.admin(1, &["contract", &file.display().to_string()])?;

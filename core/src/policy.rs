@@ -114,14 +114,23 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
         });
     }
     let facts = state.facts();
-    let newer = facts.releases_newer(&dep.product, &checkin.installed_version);
+    // The installed version is the ledger's (provisioned at registration,
+    // then established by logged install reports), never the device's
+    // claim: a claim would let a device pick its own baseline.
+    let installed = &dep.installed_version;
+    let newer = facts.releases_newer(&dep.product, installed);
     if newer.is_empty() {
         return Ok(Outcome::Current);
     }
     let level = facts.effective_suspension(dep);
-    // The installed capability baseline is the ledger's, not the device's claim.
-    let installed_baseline =
-        facts.release_of(&dep.product, &checkin.installed_version).map(|r| &r.manifest.capability_baseline);
+    let installed_baseline = facts.release_of(&dep.product, installed).map(|r| &r.manifest.capability_baseline);
+    let finding = (checkin.installed_version != *installed).then(|| {
+        format!(
+            "Deployment {} claims to run {} {}, but the ledger records {installed} (provisioned, or installed under a \
+             reported grant); the claim was not used.",
+            dep.id, dep.product, checkin.installed_version
+        )
+    });
     let contract = facts.contract_of(&dep.customer).filter(|c| c.covers(&dep.id));
     let ctx = Context { state, dep, checkin, now, contract };
 
@@ -192,6 +201,7 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
         state_size: state.size(),
         issued_at: now,
         expires_at: offered.and(contract).map(|c| now.plus_seconds(i64::from(c.grant_validity_seconds))),
+        finding,
     };
     Ok(Outcome::Decided(Box::new(decision)))
 }
@@ -349,6 +359,20 @@ impl Context<'_> {
                     ));
                 };
                 let p = &v.predicate;
+                // A verification counts only where the attestation says the
+                // system is: a pass at any other site verifies nothing.
+                if let Some(att) = self.attestation()
+                    && !att.predicate.sites.contains(&p.observed_site)
+                {
+                    return unmet(format!(
+                        "The field verification of deployment {d} on {} observed it at site {} in {}, which its \
+                         end-use attestation does not name; it does not count. Return the system to an attested site \
+                         or submit an attestation naming this site, then ask your vendor for a new verification.",
+                        p.date.date(),
+                        p.observed_site.site_id,
+                        p.observed_site.country
+                    ));
+                }
                 if p.result == crate::statements::VerificationResult::Fail {
                     return unmet(format!(
                         "The field verification of deployment {d} on {} failed; resolve the engineer's findings and \
@@ -473,7 +497,8 @@ impl Context<'_> {
 
     fn integrity(&self) -> (ConditionStatus, String) {
         let d = &self.dep.id;
-        let v = &self.checkin.installed_version;
+        // The release to compare with is the one the ledger says is installed.
+        let v = &self.dep.installed_version;
         let mut checked = false;
         if let Some(installed) = self.state.facts().release_of(&self.dep.product, v) {
             let expected = &installed.manifest.expected_installed_digests;
@@ -495,7 +520,8 @@ impl Context<'_> {
             }
         } else {
             return unmet(format!(
-                "Deployment {d} reports version {v}, which the vendor never published; reinstall a published release."
+                "Deployment {d} runs version {v} by the ledger's record, which the vendor never published; reinstall a \
+                 published release."
             ));
         }
         if let Some(verified) = self.verification() {
@@ -529,12 +555,23 @@ pub enum Logging {
     Log,
     /// Do not: the decision at this ledger index stands and says the same.
     Standing(u64),
+    /// Do not: the deployment has had [`MAX_DECISIONS_PER_PERIOD`] decisions
+    /// logged within the last [`LOGGING_PERIOD`] seconds; the decision at
+    /// this index stands until the period has room (the caller counts it).
+    ///
+    /// [`MAX_DECISIONS_PER_PERIOD`]: crate::state::MAX_DECISIONS_PER_PERIOD
+    /// [`LOGGING_PERIOD`]: crate::state::LOGGING_PERIOD
+    Bounded(u64),
 }
 
 /// DESIGN.md "Decisions and check-in": a grant is logged when no unexpired
 /// grant of the same release to the same deployment stands; a withhold when
 /// its verdict or its reasons change. The standing decision is the
-/// deployment's newest logged one.
+/// deployment's newest logged one. Besides grants of a release the
+/// deployment was never granted, a deployment has at most
+/// [`MAX_DECISIONS_PER_PERIOD`](crate::state::MAX_DECISIONS_PER_PERIOD)
+/// decisions logged per period, counted from the ledger alone, so the bound
+/// is the same for whoever replays it.
 pub fn logging(state: &State, fresh: &Decision, now: Timestamp) -> Logging {
     let Some(last) = state.facts().decisions_of(&fresh.deployment).last() else { return Logging::Log };
     let stands = match fresh.verdict {
@@ -543,7 +580,20 @@ pub fn logging(state: &State, fresh: &Decision, now: Timestamp) -> Logging {
         }
         Verdict::Withhold => last.verdict == Verdict::Withhold && last.reasons == crate::state::reasons_digest(fresh),
     };
-    if stands { Logging::Standing(last.index) } else { Logging::Log }
+    // A grant of a release this deployment was never granted is always
+    // logged: how many there can be is the vendor's doing, not the device's.
+    let first_grant = fresh
+        .release
+        .is_some_and(|r| !state.facts().decisions_of(&fresh.deployment).iter().any(|d| d.release == Some(r)));
+    if stands {
+        Logging::Standing(last.index)
+    } else if !first_grant
+        && state.facts().decisions_in_period(&fresh.deployment, now) >= crate::state::MAX_DECISIONS_PER_PERIOD
+    {
+        Logging::Bounded(last.index)
+    } else {
+        Logging::Log
+    }
 }
 
 /// Whether a logged grant still stands at `now`: unexpired, and the state

@@ -9,7 +9,7 @@ use crate::envelope::Envelope;
 use crate::ledger::{EntryHeader, EntryKind, Keyring};
 use crate::policy::{Outcome, POLICY_VERSION, evaluate};
 use crate::state::State;
-use crate::statements::{Decision, Payload as _};
+use crate::statements::{AdminAction, Decision, Payload};
 
 /// One difference between the ledger and its replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,9 @@ pub struct Mismatch {
     pub index: u64,
     /// What differs: `verdict`, `release`, `withheld_above`, `conditions`,
     /// `suspension`, `contract`, `policy_version`, `state_size`,
-    /// `expires_at`, `time`, or `refused` for an entry the fold refuses.
+    /// `expires_at`, `time`, `re-recorded` for an admin action whose exact
+    /// payload an earlier entry already recorded, or `refused` for any other
+    /// entry the fold refuses.
     pub field: &'static str,
     /// In words.
     pub detail: String,
@@ -59,6 +61,15 @@ pub fn replay<'a>(keyring: Keyring, entries: impl IntoIterator<Item = (u64, &'a 
             decisions += 1;
             check_decision(&state, index, header, body, &mut mismatches);
         }
+        if let Some(first) = re_recorded(&state, body) {
+            mismatches.push(Mismatch {
+                index,
+                field: "re-recorded",
+                detail: format!("re-records the admin action of entry {first}"),
+            });
+            state.skip();
+            continue;
+        }
         if let Err(e) = state.apply(index, header, body) {
             mismatches.push(Mismatch { index, field: "refused", detail: e.0 });
             // Counted, not taken: later indexes and state sizes stay the ledger's.
@@ -66,6 +77,16 @@ pub fn replay<'a>(keyring: Keyring, entries: impl IntoIterator<Item = (u64, &'a 
         }
     }
     Replay { mismatches, decisions, state }
+}
+
+/// The entry that first recorded this body's admin action, if the body is
+/// an admin action already recorded.
+fn re_recorded(state: &State, body: &[u8]) -> Option<u64> {
+    let env = Envelope::parse(body).ok()?;
+    if env.payload_type() != AdminAction::PAYLOAD_TYPE {
+        return None;
+    }
+    state.recorded_action(&crate::digest::Sha256Digest::of(env.payload()))
 }
 
 fn check_decision(state: &State, index: u64, header: &EntryHeader, body: &[u8], out: &mut Vec<Mismatch>) {

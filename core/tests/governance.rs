@@ -9,6 +9,7 @@ mod support;
 
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope;
+use covenant_core::keys::SigningKey;
 use covenant_core::ledger::{EntryHeader, EntryKind, body_digest};
 use covenant_core::statements::*;
 use support::key;
@@ -193,6 +194,7 @@ fn registration_rules() {
         customer: "nobody".into(),
         product: "lim".into(),
         site: site("s1"),
+        provisioned_version: "1.0.0".parse().unwrap(),
     };
     assert!(w.act(orphan, 0).unwrap_err().0.contains("customer nobody is not registered"));
     // A key for a customer that does not exist.
@@ -276,7 +278,8 @@ fn a_decision_must_be_signed_by_the_decision_key_and_answer_a_device_signed_chec
 #[test]
 fn reasons_say_what_is_missing_and_what_to_do_and_never_betray_a_source() {
     let mut w = World::new();
-    let (ck, dk, ek) = setup(&mut w, "min-x", "lim-07", 100);
+    // Provisioned with a version the vendor never published.
+    let (ck, dk, ek) = support::world::setup_at(&mut w, "min-x", "lim-07", 100, "0.9.0");
     w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
     w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
     let conditions = vec![
@@ -471,7 +474,9 @@ fn re_recording_an_old_attestation_does_not_make_it_young() {
 
 #[test]
 fn the_devices_claimed_baseline_is_ignored() {
-    let (mut w, (_, dk, _), _) = two_customers();
+    let mut w = World::new();
+    // The ledger records it at 1.0.5 (provisioned so).
+    let (_, dk, _) = support::world::setup_at(&mut w, "min-x", "lim-07", 100, "1.0.5");
     w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
     w.release("1.0.3", ReleaseClass::Capability, "1.0.3");
     w.release("1.0.5", ReleaseClass::SecurityFix, "1.0.0");
@@ -492,4 +497,182 @@ fn a_signal_header_does_not_name_who_reported() {
     let (header, _) = &w.entries[index];
     assert_eq!(header.kind, EntryKind::Signal);
     assert_eq!(header.actor, None);
+}
+
+// ---- Issue 16: what an outside attack found ---------------------------------
+
+fn licence_action(versions: &str, expires_days: i64, w: &World) -> ActionKind {
+    ActionKind::RecordLicence {
+        licence: Licence {
+            id: "bafa-1".into(),
+            customer: "min-x".into(),
+            authority: "BAFA".into(),
+            expires: w.now.plus_seconds(expires_days * DAY),
+            versions: versions.parse().unwrap(),
+        },
+    }
+}
+
+#[test]
+fn an_old_admin_action_recorded_again_is_refused() {
+    let (mut w, _, _) = two_customers();
+    // admin1 records a wide licence; the admins later narrow it.
+    let wide = w.action_body(licence_action(">=1.0", 365, &w), 0);
+    let first = w.append(wide.clone()).unwrap();
+    w.act(licence_action(">=1.0, <1.2", 365, &w), 0).unwrap();
+    // The operator (or anyone holding the old envelope) records it again.
+    refused(&mut w, wide, &format!("re-records the action of entry {first}"));
+    assert_eq!(w.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.2");
+}
+
+#[test]
+fn an_admin_action_issued_more_than_a_day_from_its_ledger_time_is_refused() {
+    let (mut w, _, _) = two_customers();
+    let kept_back = w.action_body(licence_action(">=1.0", 365, &w), 0);
+    w.advance_days(1);
+    w.now = w.now.plus_seconds(1);
+    refused(&mut w, kept_back, "more than a day from its ledger time");
+    // Dated in the future by more than a day: refused too.
+    let ahead = envelope::sign(
+        &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(DAY + 1)),
+        &[w.admin_key(0)],
+    );
+    refused(&mut w, ahead, "more than a day from its ledger time");
+    // Within the day: taken.
+    let fresh = envelope::sign(
+        &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(-DAY + 10)),
+        &[w.admin_key(0)],
+    );
+    w.append(fresh).unwrap();
+}
+
+fn case_contract(extra: Vec<Condition>) -> Vec<Condition> {
+    let mut c = vec![Condition::NoOpenCase { from_state: CaseState::Determined }];
+    c.extend(extra);
+    c
+}
+
+#[test]
+fn one_officer_cannot_drop_a_condition_by_publishing_a_contract_version() {
+    let (mut w, (_, dk, ek), _) = two_customers();
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, case_contract(vec![])).unwrap();
+    let case = w.signal(&ek, "min-x", Some("lim-07"));
+    w.move_case(&case, CaseState::Triaged, None).unwrap();
+    w.move_case(&case, CaseState::Investigating, None).unwrap();
+    w.move_case(&case, CaseState::Determined, Some(Determination::Substantiated)).unwrap();
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(d.verdict, Verdict::Withhold);
+    // One officer publishes version 2 without no_open_case: a proposal only.
+    let p = w.propose(ActionKind::SetContract { contract: support::world::contract("min-x", 2, vec![]) }, 0).unwrap();
+    assert_eq!(w.state.facts().contract_of("min-x").unwrap().version, 1);
+    let proposal = w.state.facts().proposal(&p).unwrap();
+    assert!(!proposal.in_force);
+    match &proposal.kind {
+        covenant_core::state::ProposalKind::Contract { relaxes, .. } => {
+            assert_eq!(relaxes, &vec!["drops the condition no_open_case".to_owned()]);
+        }
+        other => panic!("expected a contract proposal, got {other:?}"),
+    }
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(d.verdict, Verdict::Withhold, "the case still withholds");
+    // The same officer approving counts once.
+    let e = w.approve(p, 0).unwrap_err();
+    assert!(e.0.contains("one admin counts once"), "{e}");
+    // A second officer's approval puts it in force.
+    w.approve(p, 1).unwrap();
+    assert_eq!(w.state.facts().contract_of("min-x").unwrap().version, 2);
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(d.verdict, Verdict::Grant);
+}
+
+#[test]
+fn a_contract_version_that_only_tightens_takes_effect_at_once() {
+    let (mut w, _, _) = two_customers();
+    w.contract("min-x", 1, case_contract(vec![])).unwrap();
+    let mut tighter = support::world::contract(
+        "min-x",
+        2,
+        case_contract(vec![Condition::FieldVerified { max_age_days: 30, methods: vec![] }]),
+    );
+    tighter.grant_validity_seconds -= 60;
+    tighter.deployments = vec!["lim-07".into()];
+    w.act(ActionKind::SetContract { contract: tighter }, 0).unwrap();
+    assert_eq!(w.state.facts().contract_of("min-x").unwrap().version, 2);
+}
+
+#[test]
+fn a_relaxing_proposal_is_refused_once_the_contract_moved_on() {
+    let (mut w, _, _) = two_customers();
+    w.contract("min-x", 1, case_contract(vec![])).unwrap();
+    let p = w.propose(ActionKind::SetContract { contract: support::world::contract("min-x", 2, vec![]) }, 0).unwrap();
+    // A tightening version 2 goes in first.
+    w.contract("min-x", 2, case_contract(vec![Condition::IntegrityMatch])).unwrap();
+    let e = w.approve(p, 1).unwrap_err();
+    assert!(e.0.contains("is at version 2 now"), "{e}");
+    assert_eq!(w.state.facts().contract_of("min-x").unwrap().conditions.len(), 2);
+}
+
+/// A deployment granted `1.1.0` (entry returned), with its device key.
+fn granted() -> (World, SigningKey, u64) {
+    let (mut w, (_, dk, _), _) = two_customers();
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(d.verdict, Verdict::Grant);
+    let index = w.log(&d).unwrap();
+    (w, dk, index)
+}
+
+fn report(w: &World, dk: &SigningKey, grant: u64, outcome: InstallOutcome, to: &str) -> Vec<u8> {
+    let r = InstallReport {
+        type_tag: ReportTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        grant_index: grant,
+        outcome,
+        from_version: "1.0.0".parse().unwrap(),
+        to_version: to.parse().unwrap(),
+        last_checkpoint: CheckpointRef { size: grant + 1, root_hash: Sha256Digest::of(b"root") },
+        time: w.now,
+    };
+    envelope::sign(&r, &[dk])
+}
+
+#[test]
+fn one_install_report_sent_again_is_recorded_once() {
+    let (mut w, dk, grant) = granted();
+    let body = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    let first = w.append(body.clone()).unwrap();
+    assert_eq!(
+        w.state.facts().report_index(&Sha256Digest::of(envelope::Envelope::parse(&body).unwrap().payload())),
+        Some(first)
+    );
+    for _ in 0..3 {
+        refused(&mut w, body.clone(), &format!("this install report is already recorded (entry {first})"));
+    }
+    assert_eq!(w.state.facts().reports(), 1);
+}
+
+#[test]
+fn a_grants_outcome_is_reported_once() {
+    let (mut w, dk, grant) = granted();
+    let first = w.append(report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0")).unwrap();
+    // Another report (another time) of the same outcome of the same grant.
+    w.now = w.now.plus_seconds(5);
+    let again = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
+    refused(&mut w, again, &format!("the outcome of grant {grant} is already reported as failed (entry {first})"));
+    // Another outcome of it is taken, once.
+    w.append(report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0")).unwrap();
+    w.now = w.now.plus_seconds(5);
+    let again = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    refused(&mut w, again, "already reported as installed");
+    assert_eq!(w.state.facts().reports(), 2);
+}
+
+#[test]
+fn a_report_naming_another_version_than_its_grant_is_refused() {
+    let (mut w, dk, grant) = granted();
+    let body = report(&w, &dk, grant, InstallOutcome::Installed, "1.3.0");
+    refused(&mut w, body, "the report names version 1.3.0, but entry");
 }

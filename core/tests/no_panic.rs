@@ -775,6 +775,7 @@ fn actions() -> Vec<AdminAction> {
             customer: "acme".into(),
             product: "lim".into(),
             site: Site { country: "XA".into(), site_id: "s1".into() },
+            provisioned_version: "1.0.0".parse().unwrap(),
         },
         ActionKind::SetContract {
             contract: Contract {
@@ -936,6 +937,7 @@ fn decisions() -> Vec<Decision> {
             state_size: 100,
             issued_at: t("2026-06-01T00:00:01Z"),
             expires_at: Some(t("2026-07-01T00:00:00Z")),
+            finding: None,
         },
         Decision {
             type_tag: Default::default(),
@@ -952,6 +954,7 @@ fn decisions() -> Vec<Decision> {
             state_size: 101,
             issued_at: t("2026-06-01T00:00:01Z"),
             expires_at: None,
+            finding: None,
         },
     ]
 }
@@ -1498,6 +1501,7 @@ fn state_apply_and_evaluate_never_panic() {
             customer: "acme".into(),
             product: "lim".into(),
             site: Site { country: "XA".into(), site_id: "s1".into() },
+            provisioned_version: "1.0.0".parse().unwrap(),
         },
     ];
     for what in setup {

@@ -7,7 +7,8 @@
 mod support;
 
 use covenant_core::digest::{Sha256Digest, Timestamp};
-use covenant_core::policy::{Outcome, suspension_allows};
+use covenant_core::envelope;
+use covenant_core::policy::{Logging, Outcome, suspension_allows};
 use covenant_core::state::legal_move;
 use covenant_core::statements::*;
 use support::key;
@@ -180,7 +181,12 @@ fn integrity_match_met_unmet_and_not_applicable() {
         w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified config"));
     assert_eq!(status(&w.decide(&good), "integrity_match").0, ConditionStatus::Met);
 
-    // An installed version the vendor never published: unmet.
+    // An installed version the vendor never published (as the ledger
+    // records it: provisioned so): unmet.
+    let mut w = World::new();
+    let (_, dk, _) = support::world::setup_at(&mut w, "min-x", "lim-07", 100, "1.0.5");
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![Condition::IntegrityMatch]).unwrap();
     let unknown = w.checkin(&dk, "lim-07", "1.0.5", "1.0.0");
     let (s, why) = status(&w.decide(&unknown), "integrity_match");
     assert_eq!((s, why.contains("never published")), (ConditionStatus::Unmet, true));
@@ -298,8 +304,14 @@ fn no_contract_no_update() {
 
 #[test]
 fn current_only_when_no_newer_release_exists_at_all() {
+    // A deployment the ledger records at 1.1.0 (provisioned so).
+    let mut current = World::new();
+    let (_, dk, _) = support::world::setup_at(&mut current, "min-x", "lim-07", 100, "1.1.0");
+    current.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    current.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    current.contract("min-x", 1, vec![]).unwrap();
+    assert_eq!(current.evaluate(&current.checkin(&dk, "lim-07", "1.1.0", "1.1.0")), Outcome::Current);
     let (mut w, _, (_, dk, _)) = world(vec![]);
-    assert_eq!(w.evaluate(&w.checkin(&dk, "lim-07", "1.1.0", "1.1.0")), Outcome::Current);
     // Under legal hold a newer release is withheld, not "current".
     w.suspend(SuspensionTarget::Customer("min-x".into()), SuspensionLevel::LegalHold);
     let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
@@ -390,7 +402,7 @@ fn the_suspension_table_through_evaluate() {
             (ReleaseClass::Capability, "1.2.0", level == L::None),
         ] {
             let mut w = World::new();
-            let (_, dk, _) = setup(&mut w, "min-x", "lim-07", 100);
+            let (_, dk, _) = support::world::setup_at(&mut w, "min-x", "lim-07", 100, "1.1.0");
             w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
             // The only release newer than the installed 1.1.0.
             let version = "1.2.5";
@@ -610,4 +622,122 @@ fn unchanged_decisions_are_not_logged_again_and_a_suspension_voids_a_standing_gr
     // A changed reason is logged.
     w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L3);
     assert_eq!(logging(&w.state, &w.decide(&checkin), w.now), Logging::Log);
+}
+
+// ---- Issue 16: what an outside attack found ---------------------------------
+
+/// Under an L1 suspension, a deployment provisioned at 1.0.0 and never
+/// granted anything, with 1.3.0 (capability) and security fix 1.3.1 (built
+/// on 1.3.0) published.
+fn l1_world() -> (World, support::world::Keys3) {
+    let mut w = World::new();
+    let keys = setup(&mut w, "min-x", "lim-07", 100);
+    w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    w.release("1.3.0", ReleaseClass::Capability, "1.3.0");
+    w.release("1.3.1", ReleaseClass::SecurityFix, "1.3.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    (w, keys)
+}
+
+#[test]
+fn a_devices_claimed_version_does_not_set_its_own_baseline() {
+    let (w, (_, dk, _)) = l1_world();
+    let claiming = w.decide(&w.checkin(&dk, "lim-07", "1.3.0", "1.3.0"));
+    assert_eq!(claiming.verdict, Verdict::Withhold, "1.3.1 is built on 1.3.0, newer than the recorded 1.0.0");
+    let honest = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    assert_eq!(honest.verdict, Verdict::Withhold);
+    // The claim is a finding for the officer, never an input: both say the same.
+    assert_eq!(honest.finding, None);
+    let finding = claiming.finding.clone().unwrap();
+    assert!(finding.contains("claims to run lim 1.3.0, but the ledger records 1.0.0"), "{finding}");
+    assert_eq!(claiming.withheld_above, honest.withheld_above);
+    assert_eq!(claiming.conditions, honest.conditions);
+    assert_eq!(covenant_core::state::reasons_digest(&claiming), covenant_core::state::reasons_digest(&honest));
+}
+
+#[test]
+fn alternating_claimed_versions_log_no_new_decisions() {
+    let (mut w, (_, dk, _)) = l1_world();
+    let first = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let index = w.log(&first).unwrap();
+    for claim in ["1.3.0", "0.9.0", "1.0.0", "1.3.1"] {
+        let d = w.decide(&w.checkin(&dk, "lim-07", claim, "0.9.0"));
+        assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Standing(index), "claim {claim}");
+    }
+}
+
+#[test]
+fn the_installed_version_comes_from_logged_install_reports() {
+    let mut w = World::new();
+    let (_, dk, _) = setup(&mut w, "min-x", "lim-07", 100);
+    w.release("1.0.0", ReleaseClass::Capability, "1.0.0");
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let grant = w.log(&d).unwrap();
+    assert_eq!(w.state.deployment("lim-07").unwrap().installed_version.to_string(), "1.0.0");
+    let r = InstallReport {
+        type_tag: ReportTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        grant_index: grant,
+        outcome: InstallOutcome::Installed,
+        from_version: "1.0.0".parse().unwrap(),
+        to_version: "1.1.0".parse().unwrap(),
+        last_checkpoint: CheckpointRef { size: grant + 1, root_hash: Sha256Digest::of(b"root") },
+        time: w.now,
+    };
+    w.append(envelope::sign(&r, &[&dk])).unwrap();
+    assert_eq!(w.state.deployment("lim-07").unwrap().installed_version.to_string(), "1.1.0");
+    // Now current, whatever the device claims.
+    assert_eq!(w.evaluate(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")), Outcome::Current);
+}
+
+#[test]
+fn decisions_beyond_the_bound_per_hour_get_the_standing_answer() {
+    use covenant_core::state::{LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD};
+    // The verdict follows the configuration the check-in reports against
+    // the verified one: a device alternating it flips grant and withhold.
+    let (mut w, _, (ck, dk, ek)) = world(vec![attested(), Condition::IntegrityMatch]);
+    let att = w.attest(&ck, "min-x", &["lim-07"], 200);
+    w.verify(&ek, att, "lim-07", Sha256Digest::of(b"verified"));
+    let mut last = 0;
+    for i in 0..MAX_DECISIONS_PER_PERIOD {
+        let config = if i % 2 == 0 { b"verified".as_slice() } else { b"other".as_slice() };
+        let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(config));
+        let d = w.decide(&c);
+        assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Log, "decision {i}");
+        last = w.log(&d).unwrap();
+    }
+    let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified"));
+    let d = w.decide(&c);
+    assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Bounded(last));
+    // A grant of a release never granted to it before is logged all the
+    // same (the vendor's releases bound those, not the device).
+    w.release("1.2.0", ReleaseClass::Capability, "1.2.0");
+    let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified"));
+    let d = w.decide(&c);
+    assert_eq!(d.verdict, Verdict::Grant);
+    assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Log);
+    // Once the hour has room again, it is logged.
+    w.now = w.now.plus_seconds(LOGGING_PERIOD);
+    let c = w.checkin_with(&dk, "lim-07", "1.0.0", "1.0.0", Default::default(), Sha256Digest::of(b"verified"));
+    let d = w.decide(&c);
+    assert_eq!(covenant_core::policy::logging(&w.state, &d, w.now), Logging::Log);
+}
+
+#[test]
+fn a_passing_verification_at_a_site_not_attested_does_not_count() {
+    let fv = Condition::FieldVerified { max_age_days: 90, methods: vec![] };
+    let (mut w, checkin, (ck, _, ek)) = world(vec![attested(), fv]);
+    let att = w.attest(&ck, "min-x", &["lim-07"], 200);
+    // The attestation names XA/s1; the engineer observed it at XB/s9.
+    let elsewhere = Site { country: "XB".into(), site_id: "s9".into() };
+    let body =
+        w.verification_body(&ek, att, "lim-07", elsewhere, Sha256Digest::of(b"config"), VerificationResult::Pass);
+    w.append(body).unwrap();
+    let (s, why) = status(&w.decide(&checkin), "field_verified");
+    assert_eq!(s, ConditionStatus::Unmet);
+    assert!(why.contains("observed it at site s9 in XB, which its end-use attestation does not name"), "{why}");
 }

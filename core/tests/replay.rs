@@ -240,7 +240,11 @@ impl Gen {
         m.contract_version += 1;
         let mut contract = support::world::contract(&m.id, m.contract_version, Self::conditions(m));
         contract.grant_validity_seconds = VALIDITY;
-        self.w.act(ActionKind::SetContract { contract }, 0).unwrap();
+        let p = self.w.propose(ActionKind::SetContract { contract }, 0).unwrap();
+        // A version that relaxes a condition waits for the second admin.
+        if self.w.state.facts().proposal(&p).is_some_and(|p| !p.in_force) {
+            self.w.approve(p, 1).unwrap();
+        }
     }
 
     fn publish(&mut self, class: ReleaseClass, fixed: Option<&str>) {
@@ -535,6 +539,7 @@ impl Gen {
             state_size: self.w.entries.len() as u64,
             issued_at: self.w.now,
             expires_at: offered.as_ref().map(|_| self.w.now.plus_seconds(i64::from(VALIDITY))),
+            finding: None,
         };
         let index = self.w.log(&decision).unwrap();
         self.decisions += 1;
@@ -681,14 +686,18 @@ fn a_generated_history_replays_with_zero_mismatches_and_forgeries_are_named() {
         })
         .unwrap();
     let mut stale = bodies[..i].to_vec();
-    let suspension = g.w.action_body(
-        ActionKind::ProposeSuspension {
-            target: SuspensionTarget::Deployment(grant.deployment.clone()),
-            level: SuspensionLevel::L1,
-        },
-        0,
-    );
     let t = bodies[i].0;
+    // Issued when it is recorded, as an admin action must be.
+    let suspension = envelope::sign(
+        &support::world::action(
+            ActionKind::ProposeSuspension {
+                target: SuspensionTarget::Deployment(grant.deployment.clone()),
+                level: SuspensionLevel::L1,
+            },
+            t,
+        ),
+        &[g.w.admin_key(0)],
+    );
     stale.push((t, suspension));
     stale.push((t, bodies[i].1.clone()));
     let r = replay_of(&rebuild(stale));
@@ -724,4 +733,35 @@ fn the_generator_model_agrees_with_itself_on_a_small_history() {
         assert_eq!(r.mismatches, vec![], "seed {seed}");
     }
     let _: BTreeMap<(), ()> = BTreeMap::new();
+}
+
+/// Issue 16: an operator appended an admin action a second time (admin1's
+/// old licence, widening one the admins had since narrowed); replay showed
+/// 0 mismatches. The fold refuses it now, so the ledger here is built the
+/// way a forger would: the entry forced in past the fold.
+#[test]
+fn replay_names_a_re_recorded_admin_action() {
+    let mut w = World::new();
+    support::world::setup(&mut w, "min-x", "lim-07", 100);
+    let licence = |versions: &str, w: &World| ActionKind::RecordLicence {
+        licence: Licence {
+            id: "bafa-1".into(),
+            customer: "min-x".into(),
+            authority: "BAFA".into(),
+            expires: w.now.plus_seconds(365 * DAY),
+            versions: versions.parse().unwrap(),
+        },
+    };
+    let wide = w.action_body(licence(">=1.0", &w), 0);
+    let first = w.append(wide.clone()).unwrap();
+    w.act(licence(">=1.0, <1.2", &w), 0).unwrap();
+    let mut bodies: Vec<(Timestamp, Vec<u8>)> = w.entries.iter().map(|(h, b)| (h.time, b.clone())).collect();
+    bodies.push((w.now, wide));
+    let forced = bodies.len() - 1;
+    let r = replay_of(&rebuild(bodies));
+    let m = r.mismatches.iter().find(|m| m.index == forced as u64).expect("the forced entry is named");
+    assert_eq!(m.field, "re-recorded", "{m}");
+    assert_eq!(m.detail, format!("re-records the admin action of entry {first}"));
+    assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
+    assert_eq!(r.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.2");
 }

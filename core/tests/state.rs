@@ -89,9 +89,15 @@ fn admin_issues_and_revokes_an_identity() {
     r.apply(2, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 2), &revoke).unwrap();
     assert!(r.identity(&Sha256Digest::of(b"cert")).unwrap().revoked.is_some());
     assert!(r.identity_of_key(&customer.key_id()).is_none());
-    // Twice is refused.
-    let err = r.apply(3, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 3), &revoke).unwrap_err();
+    // Twice is refused (a new action: the same one again is a re-recording).
+    let again = action(
+        ActionKind::RevokeIdentity { certificate_sha256: Sha256Digest::of(b"cert"), compromised_since: None },
+        &keys.admin[1],
+    );
+    let err = r.apply(3, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &again, 3), &again).unwrap_err();
     assert!(err.0.contains("already revoked"), "{err}");
+    let err = r.apply(3, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 3), &revoke).unwrap_err();
+    assert!(err.0.contains("re-records the action of entry 2"), "{err}");
 }
 
 #[test]

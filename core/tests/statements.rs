@@ -115,6 +115,7 @@ fn grant() -> Decision {
         state_size: 40,
         issued_at: NOW,
         expires_at: Some(NOW.plus_seconds(86_400)),
+        finding: None,
     }
 }
 
@@ -320,4 +321,141 @@ fn statement_in_an_envelope_is_checked_after_the_signature() {
         envelope::verify::<InTotoStatement<EndUseAttestation>>(&signed, &KeySet::single(k.public())),
         Err(EnvelopeError::Payload(StatementError::Invalid { field: "predicate.valid_until", .. }))
     ));
+}
+
+// ---- Issue 16: which contract changes relax a condition ---------------------
+
+fn base_contract() -> Contract {
+    Contract {
+        id: "contract-min-x".into(),
+        version: 1,
+        customer: "min-x".into(),
+        deployments: vec!["lim-07".into(), "lim-08".into()],
+        conditions: vec![
+            Condition::EndUseAttested { max_age_days: 365, allowed_end_uses: vec!["lawful-interception".into()] },
+            Condition::FieldVerified { max_age_days: 90, methods: vec![VerificationMethod::OnSite] },
+            Condition::SiteBound { allowed_countries: vec!["XA".into()], allowed_site_ids: vec!["s1".into()] },
+            Condition::IntegrityMatch,
+            Condition::LicenceValid { licence: "bafa-1".into() },
+            Condition::DeniedPartyClear { list: "eu-sanctions".into() },
+            Condition::NoOpenCase { from_state: CaseState::Triaged },
+        ],
+        grant_validity_seconds: 86_400,
+        compliance_contact: "compliance@vendor.example".into(),
+    }
+}
+
+/// `base_contract` with its version bumped and one change made.
+fn changed(change: impl FnOnce(&mut Contract)) -> Vec<String> {
+    let old = base_contract();
+    let mut new = old.clone();
+    new.version = 2;
+    change(&mut new);
+    contract_relaxations(&old, &new)
+}
+
+fn condition_mut<'a>(c: &'a mut Contract, name: &str) -> &'a mut Condition {
+    c.conditions.iter_mut().find(|c| c.name() == name).unwrap()
+}
+
+#[test]
+fn dropping_any_condition_relaxes() {
+    for name in CONDITION_NAMES {
+        let r = changed(|c| c.conditions.retain(|x| x.name() != name));
+        assert_eq!(r, vec![format!("drops the condition {name}")]);
+    }
+}
+
+#[test]
+fn a_larger_max_age_relaxes() {
+    let r = changed(|c| {
+        if let Condition::EndUseAttested { max_age_days, .. } = condition_mut(c, "end_use_attested") {
+            *max_age_days = 366;
+        }
+    });
+    assert_eq!(r, vec!["end_use_attested: max_age_days goes from 365 to 366".to_owned()]);
+    let r = changed(|c| {
+        if let Condition::FieldVerified { max_age_days, .. } = condition_mut(c, "field_verified") {
+            *max_age_days = 91;
+        }
+    });
+    assert_eq!(r, vec!["field_verified: max_age_days goes from 90 to 91".to_owned()]);
+}
+
+#[test]
+fn a_wider_allowed_list_relaxes() {
+    // A value added, or the list emptied (which admits anything).
+    let r = changed(|c| {
+        if let Condition::EndUseAttested { allowed_end_uses, .. } = condition_mut(c, "end_use_attested") {
+            allowed_end_uses.push("border-control".into());
+        }
+    });
+    assert_eq!(r, vec!["end_use_attested: allows end uses the old version did not".to_owned()]);
+    let r = changed(|c| {
+        if let Condition::FieldVerified { methods, .. } = condition_mut(c, "field_verified") {
+            methods.clear();
+        }
+    });
+    assert_eq!(r, vec!["field_verified: accepts methods the old version did not".to_owned()]);
+    let r = changed(|c| {
+        if let Condition::SiteBound { allowed_countries, .. } = condition_mut(c, "site_bound") {
+            allowed_countries.push("XB".into());
+        }
+    });
+    assert_eq!(r, vec!["site_bound: allows countries the old version did not".to_owned()]);
+    let r = changed(|c| {
+        if let Condition::SiteBound { allowed_site_ids, .. } = condition_mut(c, "site_bound") {
+            *allowed_site_ids = vec![];
+        }
+    });
+    assert_eq!(r, vec!["site_bound: allows sites the old version did not".to_owned()]);
+}
+
+#[test]
+fn another_licence_or_denied_party_list_relaxes() {
+    let r = changed(|c| *condition_mut(c, "licence_valid") = Condition::LicenceValid { licence: "bafa-2".into() });
+    assert_eq!(r, vec!["licence_valid: names licence bafa-2 instead of bafa-1".to_owned()]);
+    let r = changed(|c| *condition_mut(c, "denied_party_clear") = Condition::DeniedPartyClear { list: "short".into() });
+    assert_eq!(r, vec!["denied_party_clear: checks list short instead of eu-sanctions".to_owned()]);
+}
+
+#[test]
+fn a_later_from_state_relaxes() {
+    let r =
+        changed(|c| *condition_mut(c, "no_open_case") = Condition::NoOpenCase { from_state: CaseState::Determined });
+    assert_eq!(r, vec!["no_open_case: blocks only from Determined instead of Triaged".to_owned()]);
+}
+
+#[test]
+fn a_longer_grant_validity_relaxes() {
+    let r = changed(|c| c.grant_validity_seconds = 86_401);
+    assert_eq!(r, vec!["grant_validity_seconds goes from 86400 to 86401".to_owned()]);
+}
+
+#[test]
+fn tightening_or_other_changes_do_not_relax() {
+    // Nothing changed but the version.
+    assert_eq!(changed(|_| {}), Vec::<String>::new());
+    // Narrower: smaller ages, shorter lists, an earlier from_state, a
+    // shorter validity, fewer deployments covered, another contact.
+    let r = changed(|c| {
+        for cond in &mut c.conditions {
+            match cond {
+                Condition::EndUseAttested { max_age_days, .. } | Condition::FieldVerified { max_age_days, .. } => {
+                    *max_age_days = 30
+                }
+                Condition::SiteBound { allowed_site_ids, .. } => allowed_site_ids.push("s1".into()),
+                Condition::NoOpenCase { from_state } => *from_state = CaseState::Received,
+                _ => {}
+            }
+        }
+        c.grant_validity_seconds = 3_600;
+        c.deployments = vec!["lim-07".into()];
+        c.compliance_contact = "officer@vendor.example".into();
+    });
+    assert_eq!(r, Vec::<String>::new());
+    // A condition added to a contract that had fewer.
+    let mut old = base_contract();
+    old.conditions.retain(|c| c.name() != "integrity_match");
+    assert_eq!(contract_relaxations(&old, &base_contract()), Vec::<String>::new());
 }

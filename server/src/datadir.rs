@@ -87,8 +87,13 @@ impl StateMachine for SharedRegistry {
             policy::Outcome::Current => return Ok(Prepared::Nothing(None)),
             policy::Outcome::Decided(d) => d,
         };
-        if let policy::Logging::Standing(i) = policy::logging(&state, &decision, time) {
-            return Ok(Prepared::Nothing(Some(i)));
+        match policy::logging(&state, &decision, time) {
+            policy::Logging::Log => {}
+            policy::Logging::Standing(i) => return Ok(Prepared::Nothing(Some(i))),
+            policy::Logging::Bounded(i) => {
+                bounded(Bounded::Decision, &checkin.deployment);
+                return Ok(Prepared::Nothing(Some(i)));
+            }
         }
         let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
         let placed = covenant_core::state::classify(&body).map_err(|Rejection(why)| refuse(why))?;
@@ -118,6 +123,52 @@ impl StateMachine for SharedRegistry {
             None => r.apply(index, header, body),
         }
         .map_err(|Rejection(why)| ledger::Rejection(why))
+    }
+}
+
+/// What the per-deployment bound of the ledger held back (issue 16: one
+/// device must not be able to grow the ledger without end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounded {
+    /// A check-in answered with the standing decision instead of a new one.
+    Decision,
+    /// An install report refused (its grant's outcome was already reported).
+    Report,
+}
+
+/// Check-ins answered with the standing decision because their
+/// deployment's period was full. Counted here, never in the ledger.
+pub static BOUNDED_DECISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Install reports refused because their grant's outcome was already reported.
+pub static BOUNDED_REPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The Unix second of the last warning about a bound, so a flood writes one
+/// line a minute to the server's log rather than one per request.
+static LAST_BOUND_WARNING: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+const BOUND_WARNING_EVERY: i64 = 60;
+
+/// Counts what a deployment's bound held back, and warns at most once a
+/// minute (naming the deployment and the totals so far).
+pub fn bounded(what: Bounded, deployment: &str) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match what {
+        Bounded::Decision => BOUNDED_DECISIONS.fetch_add(1, Relaxed),
+        Bounded::Report => BOUNDED_REPORTS.fetch_add(1, Relaxed),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let last = LAST_BOUND_WARNING.load(Relaxed);
+    if now.saturating_sub(last) >= BOUND_WARNING_EVERY
+        && LAST_BOUND_WARNING.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    {
+        tracing::warn!(
+            deployment,
+            ?what,
+            decisions_held_back = BOUNDED_DECISIONS.load(Relaxed),
+            reports_refused = BOUNDED_REPORTS.load(Relaxed),
+            "a deployment reached its bound of logged decisions for the period, or reported a grant's outcome again; \
+             the rest are counted, not logged"
+        );
     }
 }
 
@@ -431,10 +482,13 @@ pub fn certify(
     Ok((issued.fingerprint, signing_key))
 }
 
-/// `covenant-server admit`: appends a signed admin action to a stopped
-/// server's ledger (the first admin's self-signed registration). The same
-/// rules as over the wire apply: the registry refuses anything a root admin
-/// key did not sign. Returns the entry's index.
+/// `covenant-server admit`: appends the first admin's self-signed
+/// registration to a stopped server's ledger. It takes nothing else: an
+/// admin identity registration, signed by the key it registers, while no
+/// admin is registered yet. Every later action goes over the wire, signed
+/// by a registered admin, so the operator of a stopped server cannot
+/// record (or record again) anything else. The registry's rules apply as
+/// over the wire. Returns the entry's index.
 pub fn admit(dir: &Path, envelope_bytes: Vec<u8>) -> anyhow::Result<u64> {
     let envelope = envelope::Envelope::parse(&envelope_bytes)?;
     let action = AdminAction::parse(envelope.payload())?;
@@ -443,8 +497,25 @@ pub fn admit(dir: &Path, envelope_bytes: Vec<u8>) -> anyhow::Result<u64> {
         .first()
         .and_then(|s| covenant_core::keys::KeyId::from_hex(&s.keyid))
         .context("the action carries no signature")?;
+    match &action.action {
+        ActionKind::IssueIdentity { role: IdentityRole::Admin, signing_key, .. } if signing_key.key_id() == signer => {}
+        _ => bail!(
+            "admit records only the first admin's own registration (an admin identity signed by the key it \
+             registers); send every other action to the running server"
+        ),
+    }
     let (kind, subjects) = covenant_core::state::placement(&action.action);
-    let (ledger, _) = open_ledger(dir)?;
+    let (ledger, registry) = open_ledger(dir)?;
+    let registered = registry
+        .0
+        .read()
+        .map_err(|_| anyhow::anyhow!("registry lock poisoned"))?
+        .identities()
+        .any(|(_, i)| i.role == IdentityRole::Admin);
+    if registered {
+        ledger.close();
+        bail!("an admin is already registered: admit is for the first admin only; send actions to the running server");
+    }
     let appended = ledger.append_blocking(NewEntry { kind, actor: Some(signer), subjects, body: envelope_bytes });
     ledger.close();
     Ok(appended?.index)

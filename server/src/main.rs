@@ -85,9 +85,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
     },
-    /// Appends a signed admin action (the first admin's self-signed
-    /// registration, from `covenant admin identity enroll`) to the ledger of
-    /// a stopped server. The ledger's rules apply as over the wire.
+    /// Appends the first admin's self-signed registration (from `covenant
+    /// admin identity enroll`) to the ledger of a stopped server. It takes
+    /// nothing else, and nothing once an admin is registered: every other
+    /// action goes to the running server. The ledger's rules apply as over
+    /// the wire.
     Admit {
         /// The data directory.
         #[arg(long, value_name = "DIR")]

@@ -17,7 +17,9 @@ use covenant_core::ledger::{EntryKind, leaf_hash};
 use covenant_core::note::TlogProof;
 use covenant_core::policy::{self, Logging, Outcome};
 use covenant_core::state::{Rejection, classify};
-use covenant_core::statements::{FreshTag, Freshness, FreshnessStanding, IdentityRole, ReleaseManifest, SchemaV1};
+use covenant_core::statements::{
+    FreshTag, Freshness, FreshnessStanding, IdentityRole, InstallReport, Payload as _, ReleaseManifest, SchemaV1,
+};
 use covenant_core::visibility::{Subject, entitled};
 use covenant_proto::v1 as pb;
 use sha2::Digest as _;
@@ -101,6 +103,21 @@ impl Node {
         }
     }
 
+    /// The index of an install report already recorded, by payload digest.
+    fn recorded_report(&self, digest: &Sha256Digest) -> Result<Option<u64>, Status> {
+        let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+        Ok(state.facts().report_index(digest))
+    }
+
+    /// The answer to a report recorded at `index`: its index and an
+    /// inclusion proof against the newest checkpoint.
+    fn report_answer(&self, index: u64) -> Result<Response<pb::ReportResponse>, Status> {
+        let cp = self.ledger.checkpoint();
+        let proof = self.ledger.inclusion_proof(index, cp.size).map_err(read_status)?;
+        let text = TlogProof { extra: None, index, proof, checkpoint: cp.note.clone() }.to_text();
+        Ok(Response::new(pb::ReportResponse { index, inclusion: Some(pb::TlogProof { text: text.into_bytes() }) }))
+    }
+
     fn may_read_deployment(&self, caller: &Caller, deployment: &str) -> Result<(), Status> {
         let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
         let dep = state.deployment(deployment).ok_or_else(|| Status::not_found("no such deployment"))?;
@@ -152,6 +169,10 @@ impl pb::update_service_server::UpdateService for Node {
                     Outcome::Current => Some(None),
                     Outcome::Decided(d) => match policy::logging(&state, &d, now) {
                         Logging::Standing(i) => Some(Some(i)),
+                        Logging::Bounded(i) => {
+                            datadir::bounded(datadir::Bounded::Decision, &checkin.deployment);
+                            Some(Some(i))
+                        }
                         Logging::Log => None,
                     },
                 };
@@ -304,8 +325,38 @@ impl pb::update_service_server::UpdateService for Node {
         if placed.subjects != [caller.subject.clone()] {
             return Err(Status::permission_denied("a deployment reports on itself only"));
         }
-        let done = self.submit(body, &[EntryKind::Report]).await?;
-        Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion }))
+        // A report is recorded once. The same report again (an agent whose
+        // acknowledgement was lost keeps sending it until one arrives) is
+        // answered with the entry that recorded it, so the agent stops.
+        let env = envelope::Envelope::parse(&body).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let digest = Sha256Digest::of(env.payload());
+        if let Some(index) = self.recorded_report(&digest)? {
+            return self.report_answer(index);
+        }
+        // Another report of an outcome already reported for the grant is
+        // refused before the sequencer: one report per outcome and grant
+        // bounds a device's reports by its decisions.
+        let report = InstallReport::parse(env.payload()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reported = {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            state.facts().report_of(report.grant_index, report.outcome)
+        };
+        if let Some(first) = reported {
+            datadir::bounded(datadir::Bounded::Report, &caller.subject);
+            return Err(Status::already_exists(format!(
+                "the outcome of grant {} is already reported as {} (entry {first})",
+                report.grant_index,
+                covenant_core::state::outcome_name(report.outcome)
+            )));
+        }
+        match self.submit(body, &[EntryKind::Report]).await {
+            Ok(done) => Ok(Response::new(pb::ReportResponse { index: done.index, inclusion: done.inclusion })),
+            // The same report, sent twice at once: the sequencer took one.
+            Err(status) => match self.recorded_report(&digest)? {
+                Some(index) => self.report_answer(index),
+                None => Err(status),
+            },
+        }
     }
 }
 

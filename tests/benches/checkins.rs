@@ -110,6 +110,7 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
             customer: format!("cust-{}", d % CUSTOMERS),
             product: "lim".into(),
             site: Site { country: "XA".into(), site_id: "s1".into() },
+            provisioned_version: "1.0.0".parse().unwrap(),
         }));
         let fingerprint = if d < CLIENTS {
             let issued = ca.issue_client(IdentityRole::Deployment, &dep(d)).unwrap();

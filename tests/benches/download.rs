@@ -180,6 +180,7 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
                 customer: "c".into(),
                 product: "lim".into(),
                 site: Site { country: "XA".into(), site_id: "s".into() },
+                provisioned_version: "1.0.0".parse().unwrap(),
             }),
         );
         let issued = ca.issue_client(IdentityRole::Deployment, &id).unwrap();

@@ -45,7 +45,10 @@ fn signed_notes(dir: &Path, n: usize) -> Vec<Vec<u8>> {
                 action: ActionKind::Note { text: format!("benchmark note {i}") },
                 why: "benchmark".into(),
                 evidence: vec![],
-                issued_at: covenant_core::digest::Timestamp::from_unix(1_800_000_000),
+                // The ledger takes an action issued within a day of its time.
+                issued_at: covenant_core::digest::Timestamp::from_unix(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+                ),
             };
             envelope::sign(&action, &[&key])
         })

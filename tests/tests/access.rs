@@ -84,6 +84,7 @@ async fn world() -> World {
             product: "lim".into(),
             country: "XB".into(),
             site: "s2".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;

@@ -99,6 +99,7 @@ async fn no_grant_no_bytes() {
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;
@@ -204,6 +205,7 @@ async fn a_device_enrolls_without_its_keys_leaving_it() {
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;
@@ -341,6 +343,7 @@ async fn granted_device(s: &Running, customer: &str, deployment: &str) -> std::p
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;
@@ -379,6 +382,7 @@ async fn a_download_of_another_deployments_release_at_a_huge_offset_reveals_noth
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;

@@ -49,7 +49,10 @@ fn append_notes(dir: &Path, texts: &[&str]) {
             action: ActionKind::Note { text: (*t).into() },
             why: "test".into(),
             evidence: vec![],
-            issued_at: covenant_core::digest::Timestamp::from_unix(1_800_000_000),
+            // Issued when recorded: the ledger refuses an action a day off.
+            issued_at: covenant_core::digest::Timestamp::from_unix(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+            ),
         };
         let body = envelope::sign(&action, &[&key]);
         ledger

@@ -282,6 +282,7 @@ async fn nothing_invalid_is_appended() {
             product: "lim".into(),
             country: "XB".into(),
             site: "s2".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;

@@ -140,6 +140,7 @@ async fn others(s: &Running) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
         product: "lim".into(),
         country: "XB".into(),
         site: "s2".into(),
+        provisioned_version: "1.0.0".into(),
     };
     admin(&a1, lim08).await;
     let customer_y = person(s, "customer", "min-y").await;

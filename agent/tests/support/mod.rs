@@ -226,6 +226,7 @@ impl Vendor {
             state_size: self.entries.len() as u64,
             issued_at: self.now,
             expires_at: expires,
+            finding: None,
         }
     }
 

@@ -12,8 +12,8 @@ use crate::envelope::Verified;
 use crate::keys::KeyId;
 use crate::statements::{
     ActionKind, CaseState, Contract, Decision, DeniedParty, Determination, EndUseAttestation, FieldVerification,
-    InTotoStatement, InstallReport, Licence, MisuseSignal, ReleaseClass, ReleaseManifest, Site, SuspensionLevel,
-    SuspensionTarget, Verdict,
+    InTotoStatement, InstallOutcome, InstallReport, Licence, MisuseSignal, ReleaseClass, ReleaseManifest, Site,
+    SuspensionLevel, SuspensionTarget, Verdict, contract_relaxations,
 };
 
 /// How long before its ledger time a decision may have been made, in seconds.
@@ -21,8 +21,27 @@ pub const DECISION_SKEW: i64 = 60;
 /// How far from the decision's time the check-in it answers may be dated, in
 /// seconds (the agent sets its clock from the server's answers).
 pub const CHECKIN_WINDOW: i64 = 86_400;
+/// How far from its entry's ledger time an admin action may be issued, in
+/// seconds, either way. An officer signs an action and sends it at once (the
+/// first admin's registration waits at most for `certify`, the signature
+/// and `admit`), so a day is room for slow hands and skewed clocks, while
+/// an action kept back to be recorded later is refused.
+pub const ACTION_WINDOW: i64 = 86_400;
 /// How long a proposal waits for its approvals, in seconds.
 pub const PROPOSAL_LIFETIME: i64 = 30 * 86_400;
+/// The period over which a deployment's logged decisions are bounded, in
+/// seconds.
+pub const LOGGING_PERIOD: i64 = 3_600;
+/// The most decisions logged for one deployment within [`LOGGING_PERIOD`].
+/// A device's check-ins decide what is logged (its software digests and
+/// configuration change a withhold's reasons), so without a bound one device
+/// could grow the ledger without end. A deployment's verdict changes when
+/// its facts change (an attestation, a verification, a suspension, a
+/// release), a handful of times a day; beyond the bound a check-in gets the
+/// standing decision until the period has room again. A grant of a release
+/// never granted to the deployment before is logged all the same: those are
+/// bounded by the releases the vendor publishes, not by the device.
+pub const MAX_DECISIONS_PER_PERIOD: usize = 12;
 
 /// A registered customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +69,10 @@ pub struct Deployment {
     pub site: Site,
     /// The suspension in force for it alone.
     pub suspension: SuspensionLevel,
+    /// The version the ledger says it runs: the one it was provisioned with
+    /// (signed by an admin at registration), then the version of each
+    /// logged install report whose outcome is `installed`. Never a claim.
+    pub installed_version: semver::Version,
 }
 
 /// A published release.
@@ -111,6 +134,13 @@ pub struct Case {
 /// What a proposal would do once approved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProposalKind {
+    /// Set the next version of a contract that relaxes the one in force.
+    Contract {
+        /// The new version.
+        contract: Contract,
+        /// What it relaxes, in words.
+        relaxes: Vec<String>,
+    },
     /// Set a suspension level.
     Suspension {
         /// Whom.
@@ -212,6 +242,12 @@ pub struct Facts {
     /// (deployment, nonce) of every check-in a logged decision answered.
     answered: BTreeSet<(String, Sha256Digest)>,
     reports: u64,
+    /// The payload digest of every install report recorded, to its index.
+    report_digests: BTreeMap<Sha256Digest, u64>,
+    /// grant index → the outcomes reported for it, with the report's index:
+    /// each outcome of a grant is recorded once, so reports are bounded by
+    /// the decisions (themselves bounded per period).
+    report_outcomes: BTreeMap<u64, Vec<(InstallOutcome, u64)>>,
 }
 
 /// Who signed an admin action and what counts as an approval.
@@ -225,6 +261,15 @@ pub(super) struct Approver<'a> {
     pub(super) threshold: u32,
     /// Admin keys of the current root that are not revoked.
     pub(super) valid_admins: &'a BTreeSet<KeyId>,
+}
+
+/// An install outcome as its payload spells it.
+pub fn outcome_name(o: InstallOutcome) -> &'static str {
+    match o {
+        InstallOutcome::Installed => "installed",
+        InstallOutcome::Failed => "failed",
+        InstallOutcome::RolledBack => "rolled-back",
+    }
 }
 
 /// The legal moves of a misuse case (DESIGN.md "Misuse cases").
@@ -346,6 +391,25 @@ impl Facts {
     /// Install reports folded.
     pub fn reports(&self) -> u64 {
         self.reports
+    }
+
+    /// The ledger index of an install report already recorded, by the
+    /// SHA-256 of its payload bytes.
+    pub fn report_index(&self, payload_digest: &Sha256Digest) -> Option<u64> {
+        self.report_digests.get(payload_digest).copied()
+    }
+
+    /// The index of the report of `outcome` for the grant at `grant`, if
+    /// one was recorded.
+    pub fn report_of(&self, grant: u64, outcome: InstallOutcome) -> Option<u64> {
+        self.report_outcomes.get(&grant).and_then(|v| v.iter().find(|(o, _)| *o == outcome)).map(|(_, i)| *i)
+    }
+
+    /// How many decisions were logged for a deployment in the
+    /// [`LOGGING_PERIOD`] up to `now` (by their issue time).
+    pub fn decisions_in_period(&self, deployment: &str, now: Timestamp) -> usize {
+        let since = now.plus_seconds(-LOGGING_PERIOD);
+        self.decisions_of(deployment).iter().rev().take_while(|d| d.issued_at > since).count()
     }
 
     /// The suspension in force for a deployment: the higher of its
@@ -535,13 +599,46 @@ impl Facts {
         Ok(())
     }
 
-    pub(super) fn apply_report(&mut self, r: &InstallReport) -> Result<(), Rejection> {
-        let granted = self
+    /// Records an install report: once (its payload digest), one per
+    /// outcome of each grant, naming a grant to the deployment and that
+    /// grant's version. An `installed` outcome sets the deployment's
+    /// installed version.
+    pub(super) fn apply_report(&mut self, index: u64, report: &Verified<InstallReport>) -> Result<(), Rejection> {
+        let digest = report.payload_digest();
+        let r: &InstallReport = report;
+        if let Some(first) = self.report_digests.get(&digest) {
+            return reject(format!("this install report is already recorded (entry {first})"));
+        }
+        if !self.deployments.contains_key(&r.deployment) {
+            return reject(format!("deployment {} is not registered", r.deployment));
+        }
+        let grant = self
             .decisions
             .get(&r.deployment)
-            .is_some_and(|ds| ds.iter().any(|d| d.index == r.grant_index && d.verdict == Verdict::Grant));
-        if !granted {
+            .and_then(|ds| ds.iter().find(|d| d.index == r.grant_index && d.verdict == Verdict::Grant));
+        let Some(grant) = grant else {
             return reject(format!("entry {} is not a grant to deployment {}", r.grant_index, r.deployment));
+        };
+        let granted = grant.release.and_then(|d| self.releases.get(&d)).map(|rel| &rel.manifest.version);
+        if granted != Some(&r.to_version) {
+            return reject(format!(
+                "the report names version {}, but entry {} granted another release",
+                r.to_version, r.grant_index
+            ));
+        }
+        if let Some(first) = self.report_of(r.grant_index, r.outcome) {
+            return reject(format!(
+                "the outcome of grant {} is already reported as {} (entry {first})",
+                r.grant_index,
+                outcome_name(r.outcome)
+            ));
+        }
+        self.report_outcomes.entry(r.grant_index).or_default().push((r.outcome, index));
+        self.report_digests.insert(digest, index);
+        if r.outcome == InstallOutcome::Installed
+            && let Some(dep) = self.deployments.get_mut(&r.deployment)
+        {
+            dep.installed_version = r.to_version.clone();
         }
         self.reports += 1;
         Ok(())
@@ -574,7 +671,7 @@ impl Facts {
                 );
                 Ok(())
             }
-            ActionKind::RegisterDeployment { deployment, customer, product, site } => {
+            ActionKind::RegisterDeployment { deployment, customer, product, site, provisioned_version } => {
                 if self.deployments.contains_key(deployment) {
                     return reject(format!("deployment {deployment} is already registered"));
                 }
@@ -589,6 +686,7 @@ impl Facts {
                         product: product.clone(),
                         site: site.clone(),
                         suspension: SuspensionLevel::None,
+                        installed_version: provisioned_version.clone(),
                     },
                 );
                 Ok(())
@@ -618,8 +716,19 @@ impl Facts {
                 if contract.version != expected {
                     return reject(format!("contract {} must be set at version {expected}", contract.id));
                 }
-                self.contracts.insert(contract.customer.clone(), contract.clone());
-                Ok(())
+                // A version that only tightens takes effect at once; one that
+                // relaxes any condition needs the admin threshold, as waiving
+                // that condition would.
+                let relaxes = match self.contracts.get(&contract.customer) {
+                    Some(current) => contract_relaxations(current, contract),
+                    None => vec![],
+                };
+                if relaxes.is_empty() {
+                    self.contracts.insert(contract.customer.clone(), contract.clone());
+                    return Ok(());
+                }
+                let kind = ProposalKind::Contract { contract: contract.clone(), relaxes };
+                self.propose(index, time, actor, digest, kind, threshold)
             }
             ActionKind::CaseTransition { case, to, determination } => {
                 let Some(c) = self.cases.get_mut(case) else { return reject(format!("no case {case}")) };
@@ -695,6 +804,16 @@ impl Facts {
                         ));
                     }
                 }
+                if let ProposalKind::Contract { contract, .. } = &p.kind {
+                    let now = self.contracts.get(&contract.customer).map_or(0, |c| c.version);
+                    if now + 1 != contract.version {
+                        return reject(format!(
+                            "contract {} is at version {now} now, so this proposal of version {} no longer says what \
+                             it changes; propose again",
+                            contract.id, contract.version
+                        ));
+                    }
+                }
                 let Some(p) = self.proposals.get_mut(proposal) else {
                     return reject("no proposal has this digest");
                 };
@@ -753,6 +872,9 @@ impl Facts {
 
     fn take_effect(&mut self, kind: &ProposalKind) -> Result<(), Rejection> {
         match kind {
+            ProposalKind::Contract { contract, .. } => {
+                self.contracts.insert(contract.customer.clone(), contract.clone());
+            }
             ProposalKind::Suspension { target, level, .. } => match target {
                 SuspensionTarget::Customer(id) => {
                     let c = self.customers.get_mut(id).ok_or_else(|| Rejection(format!("no customer {id}")))?;

@@ -19,8 +19,9 @@ mod governance;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use governance::{
-    AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact, Deployment, Facts, PROPOSAL_LIFETIME,
-    Proposal, ProposalKind, Release, VerificationFact, legal_move, reasons_digest,
+    ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact, Deployment, Facts,
+    LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal, ProposalKind, Release, VerificationFact,
+    legal_move, outcome_name, reasons_digest,
 };
 
 use crate::digest::{Sha256Digest, Timestamp};
@@ -118,6 +119,9 @@ pub struct State {
     notes: u64,
     size: u64,
     last_time: Option<Timestamp>,
+    /// The payload digest of every admin action recorded, to its index: an
+    /// action is recorded once.
+    actions: BTreeMap<Sha256Digest, u64>,
     gov: governance::Facts,
     /// What checks each header's subject tags against its body's subjects.
     keyring: Keyring,
@@ -192,6 +196,12 @@ impl State {
             Some(Revocation { compromised_since: Some(since), .. }) => at < *since,
             _ => true,
         }
+    }
+
+    /// The ledger index of the admin action with this payload digest, if
+    /// one was recorded.
+    pub fn recorded_action(&self, payload_digest: &Sha256Digest) -> Option<u64> {
+        self.actions.get(payload_digest).copied()
     }
 
     /// Annotations folded.
@@ -386,7 +396,7 @@ impl State {
                 if report.deployment != device {
                     return reject("an install report is signed by the deployment it reports on");
                 }
-                self.gov.apply_report(&report)
+                self.gov.apply_report(index, &report)
             }
             _ => self.apply_action(index, header, body),
         }
@@ -404,7 +414,35 @@ impl State {
             return reject("the admin action is signed by a revoked admin key");
         }
         let proposal_digest = verified.payload_digest();
-        match &verified.action {
+        // An action is recorded once, within a day of when it was signed: so
+        // no one holding an old signed action (the operator of a stopped
+        // server, say) can record it again to undo what came after it.
+        if let Some(first) = self.actions.get(&proposal_digest) {
+            return reject(format!("this admin action re-records the action of entry {first}; sign a new one"));
+        }
+        if verified.issued_at < header.time.plus_seconds(-ACTION_WINDOW)
+            || verified.issued_at > header.time.plus_seconds(ACTION_WINDOW)
+        {
+            return reject(format!(
+                "the admin action was issued at {}, more than a day from its ledger time {}; sign it again",
+                verified.issued_at, header.time
+            ));
+        }
+        self.apply_action_kind(index, header, actor, proposal_digest, &verified.action, &signers)?;
+        self.actions.insert(proposal_digest, index);
+        Ok(())
+    }
+
+    fn apply_action_kind(
+        &mut self,
+        index: u64,
+        header: &EntryHeader,
+        actor: KeyId,
+        proposal_digest: Sha256Digest,
+        action: &ActionKind,
+        signers: &KeySet,
+    ) -> Result<(), Rejection> {
+        match action {
             ActionKind::Note { .. } => {
                 self.notes += 1;
                 Ok(())

@@ -202,6 +202,11 @@ pub enum ActionKind {
         product: String,
         /// Where it is installed.
         site: Site,
+        /// The version of the product the device is provisioned with (its
+        /// factory image). The policy's installed version is this, then
+        /// whatever the deployment's logged install reports establish; a
+        /// check-in's claim is never an input.
+        provisioned_version: semver::Version,
     },
     /// Sets a contract (a new contract at version 1, or its next version).
     SetContract {
@@ -303,7 +308,7 @@ impl Payload for AdminAction {
                 check_text("action.legal_name", legal_name)?;
                 check_country("action.country", country)
             }
-            ActionKind::RegisterDeployment { deployment, customer, product, site } => {
+            ActionKind::RegisterDeployment { deployment, customer, product, site, .. } => {
                 check_id("action.deployment", deployment)?;
                 check_id("action.customer", customer)?;
                 check_id("action.product", product)?;

@@ -155,6 +155,86 @@ impl Contract {
     }
 }
 
+/// What `new` relaxes relative to `old`, each in words; empty when `new`
+/// only tightens or keeps every condition (a pure function, so the fold and
+/// the officer's tools agree on what needs the admin threshold).
+///
+/// A relaxation: a condition dropped; a larger `max_age_days`; an allowed
+/// list (end uses, methods, countries, site ids) that admits something the
+/// old one did not (an empty list admits anything); another licence or
+/// denied-party list; a later `from_state` for `no_open_case`; a longer
+/// grant validity. Not a relaxation: a condition added, a parameter
+/// narrowed, another compliance contact, and the deployments covered (a
+/// deployment the contract stops covering gets nothing, and one it starts
+/// covering must meet every condition).
+pub fn contract_relaxations(old: &Contract, new: &Contract) -> Vec<String> {
+    // Whether `new` admits a value `old` did not (empty admits anything).
+    fn wider<T: PartialEq>(old: &[T], new: &[T]) -> bool {
+        !old.is_empty() && (new.is_empty() || new.iter().any(|v| !old.contains(v)))
+    }
+    let mut out = Vec::new();
+    for before in &old.conditions {
+        let name = before.name();
+        let Some(after) = new.conditions.iter().find(|c| c.name() == name) else {
+            out.push(format!("drops the condition {name}"));
+            continue;
+        };
+        let mut longer = |what: &str, a: u32, b: u32| {
+            if b > a {
+                out.push(format!("{name}: {what} goes from {a} to {b}"));
+            }
+        };
+        match (before, after) {
+            (
+                Condition::EndUseAttested { max_age_days: a, allowed_end_uses: ua },
+                Condition::EndUseAttested { max_age_days: b, allowed_end_uses: ub },
+            ) => {
+                longer("max_age_days", *a, *b);
+                if wider(ua, ub) {
+                    out.push(format!("{name}: allows end uses the old version did not"));
+                }
+            }
+            (
+                Condition::FieldVerified { max_age_days: a, methods: ma },
+                Condition::FieldVerified { max_age_days: b, methods: mb },
+            ) => {
+                longer("max_age_days", *a, *b);
+                if wider(ma, mb) {
+                    out.push(format!("{name}: accepts methods the old version did not"));
+                }
+            }
+            (
+                Condition::SiteBound { allowed_countries: ca, allowed_site_ids: sa },
+                Condition::SiteBound { allowed_countries: cb, allowed_site_ids: sb },
+            ) => {
+                if wider(ca, cb) {
+                    out.push(format!("{name}: allows countries the old version did not"));
+                }
+                if wider(sa, sb) {
+                    out.push(format!("{name}: allows sites the old version did not"));
+                }
+            }
+            (Condition::LicenceValid { licence: a }, Condition::LicenceValid { licence: b }) if a != b => {
+                out.push(format!("{name}: names licence {b} instead of {a}"));
+            }
+            (Condition::DeniedPartyClear { list: a }, Condition::DeniedPartyClear { list: b }) if a != b => {
+                out.push(format!("{name}: checks list {b} instead of {a}"));
+            }
+            (Condition::NoOpenCase { from_state: a }, Condition::NoOpenCase { from_state: b }) if b > a => {
+                out.push(format!("{name}: blocks only from {b:?} instead of {a:?}"));
+            }
+            _ => {}
+        }
+    }
+    if new.grant_validity_seconds > old.grant_validity_seconds {
+        out.push(format!(
+            "grant_validity_seconds goes from {} to {}",
+            old.grant_validity_seconds, new.grant_validity_seconds
+        ));
+    }
+    out
+}
+
 /// An export licence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -111,6 +111,12 @@ pub struct Decision {
     /// With a grant: when it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// What the check-in claims that the ledger does not record (the
+    /// installed version), in words for the officer. Never an input to the
+    /// verdict, and not part of what a decision says for logging (a device
+    /// alternating its claim logs nothing new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
 }
 
 impl Payload for Decision {

@@ -89,13 +89,20 @@ impl World {
         .unwrap();
     }
 
+    /// Registers a deployment provisioned with version 1.0.0.
     pub fn deployment(&mut self, id: &str, customer: &str) {
+        self.deployment_at(id, customer, "1.0.0");
+    }
+
+    /// Registers a deployment provisioned with `version`.
+    pub fn deployment_at(&mut self, id: &str, customer: &str, version: &str) {
         self.act(
             ActionKind::RegisterDeployment {
                 deployment: id.into(),
                 customer: customer.into(),
                 product: "lim".into(),
                 site: site("s1"),
+                provisioned_version: version.parse().unwrap(),
             },
             0,
         )
@@ -367,8 +374,13 @@ pub type Keys3 = (SigningKey, SigningKey, SigningKey);
 /// A customer `c` with deployment `d`, a customer key, a device key and an
 /// engineer key registered; returns (customer key, device key, engineer key).
 pub fn setup(w: &mut World, c: &str, d: &str, seed: u8) -> (SigningKey, SigningKey, SigningKey) {
+    setup_at(w, c, d, seed, "1.0.0")
+}
+
+/// As [`setup`], with the deployment provisioned at `version`.
+pub fn setup_at(w: &mut World, c: &str, d: &str, seed: u8, version: &str) -> (SigningKey, SigningKey, SigningKey) {
     w.customer(c);
-    w.deployment(d, c);
+    w.deployment_at(d, c, version);
     let (ck, dk, ek) = (key(seed), key(seed + 1), key(seed + 2));
     w.identity(IdentityRole::Customer, c, &ck);
     w.identity(IdentityRole::Deployment, d, &dk);

@@ -171,6 +171,7 @@ pub async fn cast_with(s: &Running, conditions: &str) -> Cast {
             product: "lim".into(),
             country: "XA".into(),
             site: "s1".into(),
+            provisioned_version: "1.0.0".into(),
         },
     )
     .await;
@@ -387,6 +388,7 @@ pub async fn enrolled_agent(s: &Running, id: &str) -> PathBuf {
         product: "lim".into(),
         country: "XA".into(),
         site: "s1".into(),
+        provisioned_version: "1.0.0".into(),
     };
     admin(&s.admin(1), deployment).await;
     let state = s.dir.join(format!("agent-{id}"));

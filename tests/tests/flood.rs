@@ -1,0 +1,174 @@
+//! Issue 16, item 3: one device must not be able to grow the ledger. Each
+//! flood runs against the real server over mutual TLS on loopback for a
+//! bounded number of requests sent as fast as one client can (at most
+//! `FLOOD_TIME`), and asserts how many entries and journal bytes it added:
+//! the same install report again, check-ins alternating the claimed
+//! version, and check-ins alternating what they report (the configuration)
+//! so that each one changes the verdict.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use covenant_core::digest::Sha256Digest;
+use covenant_core::envelope;
+use covenant_core::state::MAX_DECISIONS_PER_PERIOD;
+use covenant_core::statements::*;
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
+use covenant_proto::v1::update_service_client::UpdateServiceClient;
+
+mod common;
+
+use common::*;
+
+/// The most requests a flood sends, and the longest it runs.
+const FLOOD_REQUESTS: usize = 2_000;
+const FLOOD_TIME: Duration = Duration::from_secs(10);
+
+fn journal_bytes(s: &Running) -> u64 {
+    std::fs::metadata(s.dir.join("ledger/log/journal")).unwrap().len()
+}
+
+/// A device-signed check-in claiming `installed`, reporting `config`.
+fn checkin(device: &std::path::Path, installed: &str, config: Sha256Digest, nonce: &str) -> Vec<u8> {
+    let c = CheckIn {
+        type_tag: CheckInTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        product: "lim".into(),
+        installed_version: installed.parse().unwrap(),
+        installed_baseline: installed.parse().unwrap(),
+        software_digests: Default::default(),
+        configuration_digest: config,
+        last_checkpoint: None,
+        nonce: Sha256Digest::of(nonce.as_bytes()),
+        time: now(),
+    };
+    envelope::sign(&c, &[&key_of(device)])
+}
+
+fn report(device: &std::path::Path, grant: u64, outcome: InstallOutcome, size: u64, offset: i64) -> Vec<u8> {
+    let r = InstallReport {
+        type_tag: ReportTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        grant_index: grant,
+        outcome,
+        from_version: "1.0.0".parse().unwrap(),
+        to_version: "1.1.0".parse().unwrap(),
+        last_checkpoint: CheckpointRef { size, root_hash: Sha256Digest::of(b"held") },
+        time: now().plus_seconds(offset),
+    };
+    envelope::sign(&r, &[&key_of(device)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resending_one_signed_install_report_records_it_once() {
+    let s = Running::start("flood-report").await;
+    let c = cast_with(&s, "").await;
+    let granted = check_in(&s, &c.device, "grant").await;
+    assert_eq!(decision_of(&granted).verdict, Verdict::Grant);
+    let grant = granted.decision.as_ref().unwrap().index;
+    let mut client = UpdateServiceClient::new(s.conn(&c.device).channel().await.unwrap());
+    let body = report(&c.device, grant, InstallOutcome::Failed, grant + 1, 0);
+    let first = client.report(pb::ReportRequest { report: body.clone() }).await.unwrap().into_inner().index;
+    let (size, bytes) = (s.size().await, journal_bytes(&s));
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < FLOOD_REQUESTS && start.elapsed() < FLOOD_TIME {
+        // The same report is answered with the entry that recorded it.
+        let r = client.report(pb::ReportRequest { report: body.clone() }).await.unwrap().into_inner();
+        assert_eq!(r.index, first);
+        assert!(r.inclusion.is_some());
+        sent += 1;
+    }
+    assert!(sent >= 100, "the flood ran: {sent} requests");
+    println!("one report sent {sent} times in {:?}", start.elapsed());
+    assert_eq!(s.size().await, size, "{sent} copies of one report add no entry");
+    assert_eq!(journal_bytes(&s), bytes, "and no byte");
+
+    // Distinct reports of the same outcome of the grant (another time
+    // each): refused before the sequencer, counted, nothing logged.
+    let before = covenant_server::datadir::BOUNDED_REPORTS.load(std::sync::atomic::Ordering::Relaxed);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < FLOOD_REQUESTS && start.elapsed() < FLOOD_TIME {
+        let body = report(&c.device, grant, InstallOutcome::Failed, grant + 1, sent as i64 + 1);
+        let status = client.report(pb::ReportRequest { report: body }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+        assert!(
+            status.message().contains(&format!("the outcome of grant {grant} is already reported as failed")),
+            "{}",
+            status.message()
+        );
+        sent += 1;
+    }
+    println!("{sent} distinct reports of one outcome in {:?}", start.elapsed());
+    assert_eq!(s.size().await, size, "{sent} reports of a reported outcome add no entry");
+    assert_eq!(journal_bytes(&s), bytes, "and no byte");
+    let counted = covenant_server::datadir::BOUNDED_REPORTS.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(counted >= sent as u64, "counted {counted} of {sent}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_alternating_the_claimed_version_log_no_new_decisions() {
+    let s = Running::start("flood-claims").await;
+    let c = cast(&s).await;
+    let config = Sha256Digest::of(b"verified configuration");
+    let mut client = UpdateServiceClient::new(s.conn(&c.device).channel().await.unwrap());
+    let first = client.check_in(pb::CheckInRequest { checkin: checkin(&c.device, "1.0.0", config, "first") }).await;
+    let standing = first.unwrap().into_inner().decision.unwrap().index;
+    let (size, bytes) = (s.size().await, journal_bytes(&s));
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < FLOOD_REQUESTS && start.elapsed() < FLOOD_TIME {
+        let claim = ["0.9.0", "1.0.0", "0.1.0", "1.0.9"][sent % 4];
+        let body = checkin(&c.device, claim, config, &format!("claim {sent}"));
+        let r = client.check_in(pb::CheckInRequest { checkin: body }).await.unwrap().into_inner();
+        assert_eq!(r.decision.unwrap().index, standing, "claim {claim}: the standing withhold answers");
+        sent += 1;
+    }
+    assert!(sent >= 100, "the flood ran: {sent} requests");
+    println!("{sent} check-ins alternating the claim in {:?}", start.elapsed());
+    assert_eq!(s.size().await, size, "{sent} check-ins alternating their claim add no entry");
+    assert_eq!(journal_bytes(&s), bytes, "and no byte");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_alternating_what_they_report_log_at_most_the_bound_per_hour() {
+    let s = Running::start("flood-content").await;
+    // integrity_match compares the configuration a check-in reports with
+    // the one the engineer verified: alternating it flips the verdict.
+    let c = cast_with(&s, "[[conditions]]\ncondition = \"integrity_match\"\n").await;
+    let att = attest_via_cli(&s, &c.customer).await;
+    let verified = Sha256Digest::of(b"verified configuration");
+    let v = verification(&std::fs::read(&att).unwrap(), verified, &c.engineer);
+    let mut engineer = AttestationServiceClient::new(s.conn(&c.engineer).channel().await.unwrap());
+    engineer.submit_verification(pb::SubmitRequest { envelope: v }).await.unwrap();
+    let mut client = UpdateServiceClient::new(s.conn(&c.device).channel().await.unwrap());
+    let (size, bytes) = (s.size().await, journal_bytes(&s));
+    let before = covenant_server::datadir::BOUNDED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < FLOOD_REQUESTS && start.elapsed() < FLOOD_TIME {
+        let config = if sent % 2 == 0 { verified } else { Sha256Digest::of(b"tampered") };
+        let body = checkin(&c.device, "1.0.0", config, &format!("content {sent}"));
+        client.check_in(pb::CheckInRequest { checkin: body }).await.unwrap();
+        sent += 1;
+    }
+    assert!(sent >= 100, "the flood ran: {sent} requests");
+    let added = s.size().await - size;
+    assert_eq!(added, MAX_DECISIONS_PER_PERIOD as u64, "{sent} flipping check-ins add the bound's decisions only");
+    // A decision carries its check-in: a few KiB each.
+    let grown = journal_bytes(&s) - bytes;
+    println!("{sent} flipping check-ins in {:?}: {added} entries, {grown} journal bytes", start.elapsed());
+    assert!(grown < 12 * 8 * 1024, "{grown} bytes");
+    let held = covenant_server::datadir::BOUNDED_DECISIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // Past the bound, every other check-in says the same as the standing
+    // decision anyway; the rest are held back and counted.
+    assert!(held >= ((sent - MAX_DECISIONS_PER_PERIOD) / 2) as u64, "held back {held} of {sent}");
+    s.stop().await;
+}
