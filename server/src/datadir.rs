@@ -222,14 +222,21 @@ pub fn read_subject_secret(dir: &Path) -> anyhow::Result<SubjectSecret> {
 pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
     let ledger_key = read_key(&dir.join("keys/ledger.key"))?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
-    let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
-    let keyring = Keyring::Secret(read_subject_secret(dir)?);
-    let state = Registry::with_keyring(keyring);
-    let registry = SharedRegistry(Arc::new(RwLock::new(state)), decision, OwnDecisions::default());
+    let registry = registry_for(dir)?;
     let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
     let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), LedgerConfig::default())
         .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;
     Ok((ledger, registry))
+}
+
+/// The empty registry a data directory's ledger folds into: with its
+/// subject secret (so header tags are checked) and its decision key. `serve`
+/// (through [`open_ledger`]) and `check` fold with exactly this.
+pub fn registry_for(dir: &Path) -> anyhow::Result<SharedRegistry> {
+    let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
+    let keyring = Keyring::Secret(read_subject_secret(dir)?);
+    let state = Registry::with_keyring(keyring);
+    Ok(SharedRegistry(Arc::new(RwLock::new(state)), decision, OwnDecisions::default()))
 }
 
 /// The ledger's note name, from `ledger.vkey`.

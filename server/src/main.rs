@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use covenant_core::keys::SigningKey;
 use covenant_core::ledger::EntryKind;
 use covenant_core::note::NoteSigner;
-use covenant_server::datadir::SharedRegistry;
 use covenant_server::ledger::storage::FsStorage;
 use covenant_server::ledger::{Ledger, LedgerConfig, NewEntry, NoteCounter, system_clock};
 
@@ -209,7 +208,10 @@ fn check(data: &std::path::Path) -> anyhow::Result<()> {
         anyhow::bail!("{} does not exist: there is no ledger to check", dir.display());
     }
     let storage = FsStorage::new(&dir)?;
-    let checked = Ledger::check(&storage, &verifier, SharedRegistry::default(), &LedgerConfig::default())
+    // The same fold as `serve`: with the subject secret, so every header's
+    // subject tags are checked against its body.
+    let registry = covenant_server::datadir::registry_for(data)?;
+    let checked = Ledger::check(&storage, &verifier, registry, &LedgerConfig::default())
         .with_context(|| format!("checking the ledger in {}", dir.display()))?;
     println!(
         "All {} entries check: every record is well formed, every body matches its digest, every entry folds, \

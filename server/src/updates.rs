@@ -120,14 +120,18 @@ impl Node {
 
     fn may_read_deployment(&self, caller: &Caller, deployment: &str) -> Result<(), Status> {
         let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
-        let dep = state.deployment(deployment).ok_or_else(|| Status::not_found("no such deployment"))?;
+        let out_of_scope = || Status::permission_denied("this deployment is not in your scope");
+        let Some(dep) = state.deployment(deployment) else {
+            // Only those who may read every deployment learn that an id is
+            // unknown; to the others an unknown id and another customer's
+            // answer alike, so that ids cannot be enumerated.
+            let reads_all =
+                caller.role == IdentityRole::Admin || (caller.role == IdentityRole::Auditor && caller.scope.is_none());
+            return Err(if reads_all { Status::not_found("no such deployment") } else { out_of_scope() });
+        };
         let subject = Subject::Deployment { id: &dep.id, customer: &dep.customer };
         // An engineer is entitled to its own id only, never a deployment.
-        if entitled(&caller.viewer(), &subject) {
-            Ok(())
-        } else {
-            Err(Status::permission_denied("this deployment is not in your scope"))
-        }
+        if entitled(&caller.viewer(), &subject) { Ok(()) } else { Err(out_of_scope()) }
     }
 }
 
@@ -370,7 +374,14 @@ impl pb::attestation_service_server::AttestationService for Node {
         self.require(&caller, &[IdentityRole::Customer])?;
         let body = request.into_inner().envelope;
         let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
-        if placed.subjects.first() != Some(&caller.subject) {
+        // Every deployment named must be one of the caller's, checked here
+        // with one answer for all: the fold's words ("not registered",
+        // "belongs to another customer") would tell which ids exist.
+        let own = placed.subjects.first() == Some(&caller.subject) && {
+            let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
+            placed.subjects.iter().skip(1).all(|d| state.deployment(d).is_some_and(|d| d.customer == caller.subject))
+        };
+        if !own {
             return Err(Status::permission_denied("a customer attests for its own deployments only"));
         }
         Ok(Response::new(self.submit(body, &[EntryKind::Attestation]).await?))

@@ -576,6 +576,19 @@ fn dev_data(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The review after the fixes of issue #10 found `check` refusing every
+/// healthy ledger (it folded without the subject secret): a refusal that
+/// comes always says nothing. A healthy data directory checks.
+#[test]
+fn covenant_server_check_passes_a_healthy_data_directory() {
+    let dir = dev_data("bin-healthy");
+    let before = snapshot(&dir.join("ledger"));
+    let (ok, out) = server(&["check", "--data", &dir.display().to_string()]);
+    assert!(ok && out.contains("entries check"), "{out}");
+    assert_eq!(snapshot(&dir.join("ledger")), before, "check writes nothing");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn covenant_server_check_and_serve_refuse_a_deleted_or_halved_checkpoint_log_keeping_every_journal_byte() {
     for (attack, expected) in [

@@ -452,3 +452,38 @@ async fn with_its_keys_a_customer_finds_exactly_its_own_entries() {
     covenant_cli::audit::run(verify, &auditor, None, true).await.unwrap();
     w.s.stop().await;
 }
+
+/// Found by the review after the fixes of issue #10 (items 13 and 15): a
+/// customer told another customer's deployment from an id that does not
+/// exist by the words of GetVerdict and SubmitAttestation, so it could
+/// enumerate the ids the header tags hide. Both now answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_cannot_tell_another_customers_deployment_from_an_unknown_id() {
+    use covenant_cli::attest::Attest;
+    let s = Running::start("vis-enumerate").await;
+    let _c = cast_with(&s, "").await;
+    let (customer_y, _, _, _) = others(&s).await;
+    let mut client = AttestationServiceClient::new(s.conn(&customer_y).channel().await.unwrap());
+    let mut answers = Vec::new();
+    for deployment in ["lim-07", "lim-99"] {
+        let err = client.get_verdict(pb::GetVerdictRequest { deployment: deployment.into() }).await.unwrap_err();
+        answers.push((err.code(), err.message().to_owned()));
+        // An attestation of min-y naming the deployment, signed by min-y.
+        let dir = s.dir.join(format!("enumerate-{deployment}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let from = dir.join("attestation.toml");
+        std::fs::write(&from, covenant_cli::demo::attestation("min-y", deployment, "2099-01-01T00:00:00Z")).unwrap();
+        let file = dir.join("attestation.dsse");
+        let conn = s.conn(&customer_y);
+        covenant_cli::attest::attest(Attest::New { from, out: file.clone() }, &conn, true).await.unwrap();
+        covenant_cli::attest::attest(Attest::Sign { file: file.clone() }, &conn, true).await.unwrap();
+        let body = std::fs::read(&file).unwrap();
+        let err = client.submit_attestation(pb::SubmitRequest { envelope: body }).await.unwrap_err();
+        answers.push((err.code(), err.message().to_owned()));
+    }
+    assert_eq!(answers[0], (Code::PermissionDenied, "this deployment is not in your scope".to_owned()));
+    assert_eq!(answers[0], answers[2], "GetVerdict: another's and an unknown id answer alike");
+    assert_eq!(answers[1], (Code::PermissionDenied, "a customer attests for its own deployments only".to_owned()));
+    assert_eq!(answers[1], answers[3], "SubmitAttestation: another's and an unknown id answer alike");
+    s.stop().await;
+}
