@@ -589,6 +589,29 @@ fn covenant_server_check_passes_a_healthy_data_directory() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Found by the review after the fixes of issue #10: with the journal
+/// emptied and the checkpoint log, the watermark and the published
+/// checkpoint deleted, `check` said "All 0 entries check" and `serve`
+/// deleted the published tiles, the last copy of the headers.
+#[test]
+fn an_emptied_ledger_whose_tiles_remain_is_refused_by_check_and_serve() {
+    let dir = dev_data("bin-emptied");
+    let ledger = dir.join("ledger");
+    std::fs::write(ledger.join("log/journal"), b"").unwrap();
+    for gone in ["log/checkpoints", "log/derived", "public/checkpoint"] {
+        let _ = std::fs::remove_file(ledger.join(gone));
+    }
+    let before = snapshot(&ledger);
+    let data = dir.display().to_string();
+    let expected = "files remain under public/tile";
+    let (ok, out) = server(&["check", "--data", &data]);
+    assert!(!ok && out.contains(expected), "check: {out}");
+    let (ok, out) = server(&["serve", "--data", &data, "--listen", "127.0.0.1:0"]);
+    assert!(!ok && out.contains(expected), "serve: {out}");
+    assert_eq!(snapshot(&ledger), before, "every file is kept");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn covenant_server_check_and_serve_refuse_a_deleted_or_halved_checkpoint_log_keeping_every_journal_byte() {
     for (attack, expected) in [

@@ -187,6 +187,17 @@ pub enum OpenError {
         /// The journal's length.
         journal_bytes: u64,
     },
+    /// The checkpoint log and the journal are gone or empty, but published
+    /// tiles remain: entries existed, and opening would delete the last
+    /// copy of their headers.
+    #[error(
+        "log/checkpoints holds no signed checkpoint and log/journal is empty, but {tiles} files remain under \
+         public/tile: the ledger had entries (deleted or emptied?); refusing to start"
+    )]
+    NoCheckpointButTiles {
+        /// Tile and bundle files found.
+        tiles: usize,
+    },
     /// A durable file shows a larger signed size than the checkpoint log:
     /// the checkpoint log was cut or replaced.
     #[error(
@@ -1129,6 +1140,15 @@ fn analyse<S: Storage>(
     // the journal: a journal without one lost its checkpoint log.
     if checkpoint.is_none() && journal_len > 0 {
         return Err(OpenError::NoCheckpoint { journal_bytes: journal_len });
+    }
+    // Tiles are written only for entries under a signed checkpoint: tiles
+    // without any checkpoint mean the ledger's files were emptied, and
+    // opening would delete the last copy of its headers.
+    if checkpoint.is_none() {
+        let tiles = storage.list(&format!("{PUBLIC}/tile"))?.len();
+        if tiles > 0 {
+            return Err(OpenError::NoCheckpointButTiles { tiles });
+        }
     }
     // The derived files are written from signed checkpoints only: one that
     // shows a larger size than the checkpoint log proves the log was cut.
