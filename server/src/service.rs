@@ -597,7 +597,9 @@ pub async fn run(
     following.abort();
     let _ = following.await;
     let _ = views.flush();
-    tokio::task::block_in_place(|| ledger.close());
+    // A cosignature under way on a blocking thread still holds the ledger
+    // for a moment after its task was aborted: wait for it (bounded).
+    tokio::task::block_in_place(|| ledger.close_within(std::time::Duration::from_secs(10)));
     Ok(())
 }
 

@@ -254,7 +254,9 @@ async fn nothing_invalid_is_appended() {
         (
             "unknown deployment",
             envelope::sign(&statement(now, 4_000_000_000, &["lim-99"]), &[&key_of(&c.customer)]),
-            Code::InvalidArgument,
+            // Answered as another customer's deployment would be, so that a
+            // customer cannot tell which ids exist (the review of #10).
+            Code::PermissionDenied,
         ),
         ("over 64 KiB", envelope::sign(&oversized, &[&key_of(&c.customer)]), Code::InvalidArgument),
         ("malformed JSON", malformed, Code::InvalidArgument),
@@ -288,8 +290,9 @@ async fn nothing_invalid_is_appended() {
     .await;
     let foreign = envelope::sign(&statement(now, 4_000_000_000, &["lim-07", "lim-08"]), &[&key_of(&c.customer)]);
     let e = att_client.submit_attestation(pb::SubmitRequest { envelope: foreign }).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("lim-08 belongs to another customer"), "{}", e.message());
+    // Refused without saying whether lim-08 exists (the review of #10).
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.message(), "a customer attests for its own deployments only");
     // An engineer cannot submit an attestation; a customer cannot submit a verification.
     let good = envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&key_of(&c.customer)]);
     let e = eng_client.submit_attestation(pb::SubmitRequest { envelope: good.clone() }).await.unwrap_err();

@@ -201,6 +201,9 @@ async fn world(name: &str) -> World {
     .unwrap();
     let case = format!("case-{signal_index}");
     admin(&a1, Admin::Case { case, to: "triaged".into(), determination: None }).await;
+    // The ledger records 1.1.0 installed (the report), so a newer release is
+    // what the case withholds.
+    publish(&s, "1.2.0", "capability", "1.2.0").await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "withhold").await).verdict, Verdict::Withhold);
     // Every admin action.
     admin(&a1, Admin::Suspend { customer: None, deployment: Some("lim-07".into()), level: "L1".into() }).await;

@@ -464,8 +464,20 @@ impl<S: Storage> Ledger<S> {
     /// Stops the sequencer after the batches already queued and waits for
     /// it. Other clones of this handle keep it alive until dropped.
     pub fn close(self) {
+        self.close_within(Duration::ZERO);
+    }
+
+    /// As [`Ledger::close`], first waiting up to `wait` for the other
+    /// clones to be dropped (work finishing after it was cancelled, such as
+    /// a witness cosignature on a blocking thread), so that the ledger's
+    /// lock is free for the next owner when this returns.
+    pub fn close_within(self, wait: Duration) {
         let thread = self.thread.clone();
         drop(self);
+        let deadline = Instant::now() + wait;
+        while Arc::strong_count(&thread) > 1 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
         if let Ok(mut guard) = thread.lock()
             && Arc::strong_count(&thread) == 1
             && let Some(handle) = guard.take()
