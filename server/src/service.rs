@@ -54,6 +54,8 @@ impl Caller {
 /// What the services share.
 #[derive(Clone)]
 pub struct Node {
+    /// Turns true when the server stops: stream tasks end on it.
+    pub(crate) closing: tokio::sync::watch::Receiver<bool>,
     pub(crate) ledger: Ledger<FsStorage>,
     pub(crate) registry: SharedRegistry,
     pub(crate) ca: Arc<Authority>,
@@ -305,7 +307,7 @@ impl pb::ledger_service_server::LedgerService for Node {
         let caller = self.caller(&request)?;
         let mut watch = self.ledger.watch();
         let node = self.clone();
-        let stream = async_stream_of(move |tx| async move {
+        let stream = async_stream_of(self.closing.clone(), move |tx| async move {
             loop {
                 // The caller is checked again before every message: a
                 // revocation ends a stream opened before it.
@@ -366,16 +368,22 @@ fn may_read_body(
 
 /// A stream fed by a task through a bounded channel (slow readers get
 /// backpressure, not growing memory).
-pub(crate) fn async_stream_of<T: Send + 'static, F, Fut>(f: F) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
+/// The task ends when the server closes (`closing` turns true), so that no
+/// stream keeps the ledger open after `run` returns.
+pub(crate) fn async_stream_of<T: Send + 'static, F, Fut>(
+    closing: tokio::sync::watch::Receiver<bool>,
+    f: F,
+) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
 where
     F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    async_stream_with(4, f)
+    async_stream_with(closing, 4, f)
 }
 
 /// As [`async_stream_of`], with a queue of `capacity` items.
 pub(crate) fn async_stream_with<T: Send + 'static, F, Fut>(
+    mut closing: tokio::sync::watch::Receiver<bool>,
     capacity: usize,
     f: F,
 ) -> Pin<Box<dyn tokio_stream::Stream<Item = T> + Send>>
@@ -384,7 +392,16 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-    tokio::spawn(f(tx));
+    let work = f(tx);
+    tokio::spawn(async move {
+        // A stream waiting for the next checkpoint would otherwise hold the
+        // ledger after the server stopped, and the sequencer with it: its
+        // last flush could then be cut off by the process's exit.
+        tokio::select! {
+            () = work => {}
+            _ = closing.wait_for(|closed| *closed) => {}
+        }
+    });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
@@ -537,7 +554,9 @@ pub async fn run(
     let witness_count = witnesses.len();
     let (cosigned, gathering) = crate::witnesses::spawn(ledger.clone(), log, witnesses);
     let decision = registry.1.clone();
+    let (closed, closing) = tokio::sync::watch::channel(false);
     let node = Node {
+        closing,
         ledger: ledger.clone(),
         registry,
         ca,
@@ -590,6 +609,8 @@ pub async fn run(
         // wait for delayed ACKs.
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    // Streams still open end now, dropping their hold on the ledger.
+    let _ = closed.send(true);
     // The gathering task holds the ledger too: stop it, so that closing
     // waits for the sequencer and the ledger is free for the next owner.
     gathering.abort();

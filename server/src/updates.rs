@@ -275,7 +275,7 @@ impl pb::update_service_server::UpdateService for Node {
         // One chunk queued at most, and each checked only once there is room
         // for it: memory stays flat, and when a grant is voided at most the
         // queued chunk and the one in the transport still go out.
-        let stream = crate::service::async_stream_with(1, move |tx| async move {
+        let stream = crate::service::async_stream_with(self.closing.clone(), 1, move |tx| async move {
             let _slot = slot;
             let mut offset = req.offset;
             let mut checked_at = u64::MAX;
