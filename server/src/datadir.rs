@@ -224,9 +224,16 @@ pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegis
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
     let registry = registry_for(dir)?;
     let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
-    let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), LedgerConfig::default())
+    let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), ledger_config(dir)?)
         .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;
     Ok((ledger, registry))
+}
+
+/// The ledger configuration of a data directory: the defaults, with what
+/// its witnesses are recorded to have cosigned as evidence for recovery.
+/// `serve` (through [`open_ledger`]) and `check` open with exactly this.
+pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
+    Ok(LedgerConfig { witnessed: crate::witnesses::recorded_cosignatures(dir)?, ..LedgerConfig::default() })
 }
 
 /// The empty registry a data directory's ledger folds into: with its

@@ -211,7 +211,9 @@ fn check(data: &std::path::Path) -> anyhow::Result<()> {
     // The same fold as `serve`: with the subject secret, so every header's
     // subject tags are checked against its body.
     let registry = covenant_server::datadir::registry_for(data)?;
-    let checked = Ledger::check(&storage, &verifier, registry, &LedgerConfig::default())
+    // And the same evidence: what the witnesses are recorded to have cosigned.
+    let config = covenant_server::datadir::ledger_config(data)?;
+    let checked = Ledger::check(&storage, &verifier, registry, &config)
         .with_context(|| format!("checking the ledger in {}", dir.display()))?;
     println!(
         "All {} entries check: every record is well formed, every body matches its digest, every entry folds, \

@@ -92,6 +92,27 @@ pub enum Reach {
 /// keeps what it last cosigned.
 pub const DEV_WITNESS_STATE: &str = "witness-dev-state.json";
 
+/// What the data directory `dir` records its witnesses cosigned, as
+/// evidence for the ledger's recovery (which refuses to open a ledger cut
+/// below it): the development witness's state file, if it ever cosigned.
+/// The file lies outside the ledger's folder, and a witness never forgets
+/// a size it cosigned, so a checkpoint log cut below it is seen. A corrupt
+/// state file is an error, as it is for the witness itself.
+pub fn recorded_cosignatures(dir: &Path) -> anyhow::Result<Vec<crate::ledger::store::Witnessed>> {
+    let path = dir.join(DEV_WITNESS_STATE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let record: WitnessRecord =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(&record.root, &mut root)
+        .with_context(|| format!("{} is corrupt: its root is not 64 hex digits", path.display()))?;
+    Ok(vec![crate::ledger::store::Witnessed { source: DEV_WITNESS_STATE.to_owned(), size: record.size, root }])
+}
+
 /// The witnesses of the data directory `dir`: those `DIR/witnesses.toml`
 /// lists; or, if it lists none and `dir` is a development directory (its
 /// `root.json` says `development` and `keys/witness-dev.key` exists), its

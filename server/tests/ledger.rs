@@ -644,9 +644,9 @@ fn a_flipped_byte_in_a_journal_header_is_a_corrupt_record_not_an_actor_mismatch(
     // Entry 1 (admin1's registration): change one hex digit of its actor.
     let path = dir.join("ledger/log/journal");
     let mut journal = std::fs::read(&path).unwrap();
-    let first = u32::from_be_bytes(journal[..4].try_into().unwrap()) as usize;
-    let body = u32::from_be_bytes(journal[4 + first..8 + first].try_into().unwrap()) as usize;
-    let start = 4 + first + 4 + 32 + body;
+    // Where entry 0's record ends (with the batch end after it): `log/index`.
+    let index = std::fs::read(dir.join("ledger/log/index")).unwrap();
+    let start = u64::from_be_bytes(index[..8].try_into().unwrap()) as usize;
     let len = u32::from_be_bytes(journal[start..start + 4].try_into().unwrap()) as usize;
     let header = &journal[start + 4..start + 4 + len];
     let at = start + 4 + header.windows(9).position(|w| w == b"\"actor\":\"").unwrap() + 9 + 3;
@@ -656,5 +656,110 @@ fn a_flipped_byte_in_a_journal_header_is_a_corrupt_record_not_an_actor_mismatch(
     assert!(err.contains("corrupt record at entry 1 in log/journal"), "{err}");
     let (ok, out) = server(&["check", "--data", &dir.display().to_string()]);
     assert!(!ok && out.contains("corrupt record at entry 1 in log/journal"), "{out}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The records of `log/checkpoints` (`u32` length, note): where each ends
+/// and the size its note signs.
+fn checkpoint_records(bytes: &[u8]) -> Vec<(usize, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 4 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let note = bytes[pos + 4..pos + 4 + len].to_vec();
+        let size = String::from_utf8_lossy(&note).lines().nth(1).unwrap().parse().unwrap();
+        pos += 4 + len;
+        out.push((pos, size, note));
+    }
+    out
+}
+
+/// Cuts the checkpoint log of the ledger in `dir` back to its record of
+/// `size`, and makes the watermark and the published checkpoint say the
+/// same, as someone hiding the batches after it would.
+fn cut_checkpoint_log_to(dir: &Path, size: u64) {
+    let path = dir.join("log/checkpoints");
+    let bytes = std::fs::read(&path).unwrap();
+    let (end, _, note) = checkpoint_records(&bytes).into_iter().find(|(_, s, _)| *s == size).unwrap();
+    std::fs::write(&path, &bytes[..end]).unwrap();
+    std::fs::write(dir.join("log/derived"), size.to_be_bytes()).unwrap();
+    std::fs::write(dir.join("public/checkpoint"), note).unwrap();
+}
+
+/// Found by the review after the fixes of issue #10: recovery's "one
+/// unsigned batch" rule compared whole-second ledger times, so batches
+/// acknowledged within one second could be cut from the checkpoint log
+/// (with the watermark and the published checkpoint edited to match), and
+/// `serve` moved them aside and reused their indexes: a fork.
+#[test]
+fn cutting_several_same_second_batches_from_the_checkpoint_log_is_refused() {
+    let dir = tempdir("same-second");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    // Every batch in the same second.
+    let same_second: Clock = Arc::new(|| Timestamp::from_unix(1_800_000_000));
+    let ledger =
+        Ledger::open(storage.clone(), signer(), NoteCounter::default(), same_second, LedgerConfig::default()).unwrap();
+    // Ten batches of one entry each, every one acknowledged.
+    for i in 0..10 {
+        ledger.append_blocking(note(&format!("acknowledged {i}"), &[])).unwrap();
+    }
+    ledger.close();
+    cut_checkpoint_log_to(&dir, 6);
+    let before = snapshot(&dir);
+    let expected = "4 entries past the signed size 6";
+    let msg = check(&storage).unwrap_err().to_string();
+    assert!(msg.contains(expected) && msg.contains("batches end at sizes 7, 8, 9, 10"), "{msg}");
+    let msg = open(storage.clone()).unwrap_err().to_string();
+    assert!(msg.contains(expected) && msg.contains("batches end at sizes 7, 8, 9, 10"), "{msg}");
+    assert!(msg.contains("log/checkpoints was cut or replaced"), "{msg}");
+    // Nothing was moved aside or rewritten.
+    assert_eq!(snapshot(&dir), before);
+
+    // Cutting the last batch alone looks exactly like a crash between the
+    // journal's fsync and the checkpoint's: that one batch is set aside.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let same_second: Clock = Arc::new(|| Timestamp::from_unix(1_800_000_000));
+    let ledger =
+        Ledger::open(storage.clone(), signer(), NoteCounter::default(), same_second, LedgerConfig::default()).unwrap();
+    for i in 0..10 {
+        ledger.append_blocking(note(&format!("acknowledged {i}"), &[])).unwrap();
+    }
+    ledger.close();
+    cut_checkpoint_log_to(&dir, 9);
+    assert_eq!(check(&storage).unwrap().unsigned_entries, 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The other half of the same finding: recovery ignored what the
+/// development witness recorded it cosigned (`witness-dev-state.json`). A
+/// checkpoint log cut below a size a witness cosigned is refused, even by
+/// one batch, by `check` and `serve` alike, and every file is kept.
+#[test]
+fn a_checkpoint_log_behind_the_witness_cosigned_size_is_refused() {
+    let dir = dev_data("bin-witnessed");
+    let ledger = dir.join("ledger");
+    let records = checkpoint_records(&std::fs::read(ledger.join("log/checkpoints")).unwrap());
+    let (_, size, note) = records.last().unwrap().clone();
+    let (_, previous, _) = records[records.len() - 2].clone();
+    // The development witness cosigned the newest checkpoint: its state
+    // file holds that size and root, as `serve`'s witness writes it.
+    let verified = note::open_checkpoint(
+        &note,
+        &note::NoteVerifier::parse(std::fs::read_to_string(dir.join("ledger.vkey")).unwrap().trim()).unwrap(),
+    )
+    .unwrap();
+    let record = format!("{{\"size\":{size},\"root\":\"{}\"}}", hex::encode(verified.checkpoint().root_hash));
+    std::fs::write(dir.join("witness-dev-state.json"), record).unwrap();
+    // Then the last batch is cut from the checkpoint log.
+    cut_checkpoint_log_to(&ledger, previous);
+    let before = snapshot(&ledger);
+    let data = dir.display().to_string();
+    let expected = format!("witness-dev-state.json shows a witness cosigned size {size}");
+    let (ok, out) = server(&["check", "--data", &data]);
+    assert!(!ok && out.contains(&expected), "check: {out}");
+    let (ok, out) = server(&["serve", "--data", &data, "--listen", "127.0.0.1:0"]);
+    assert!(!ok && out.contains(&expected), "serve: {out}");
+    assert_eq!(snapshot(&ledger), before, "every file is kept");
     std::fs::remove_dir_all(dir).unwrap();
 }

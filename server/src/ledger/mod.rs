@@ -29,7 +29,9 @@ use covenant_core::note::{Checkpoint, NoteSigner, NoteVerifier, TlogProof};
 use tokio::sync::{oneshot, watch};
 
 use storage::Storage;
-use store::{CosignedSlot, LedgerReader, LedgerWriter, NewRecord, OpenError, ReadError, RecoveryLimits, StoredBody};
+use store::{
+    CosignedSlot, LedgerReader, LedgerWriter, NewRecord, OpenError, ReadError, RecoveryLimits, StoredBody, Witnessed,
+};
 
 /// The most entries a page of [`Ledger::headers`] returns.
 pub const MAX_PAGE: u64 = 1024;
@@ -195,6 +197,10 @@ pub struct LedgerConfig {
     /// How often derived files (partial tiles for static serving, the
     /// `checkpoint` copy) are written and full tiles made durable.
     pub flush_interval: Duration,
+    /// Trees the witnesses are recorded to have cosigned (outside the
+    /// ledger's folder): opening refuses a ledger smaller than one, or
+    /// holding another tree at its size.
+    pub witnessed: Vec<Witnessed>,
 }
 
 /// The default [`LedgerConfig::max_batch`].
@@ -207,6 +213,11 @@ impl LedgerConfig {
     fn max_tail(&self) -> u64 {
         self.max_batch.max(DEFAULT_MAX_BATCH) as u64
     }
+
+    /// What recovery is given.
+    fn recovery(&self) -> RecoveryLimits {
+        RecoveryLimits { max_tail: self.max_tail(), cache_limit: self.cache_tiles, witnessed: self.witnessed.clone() }
+    }
 }
 
 impl Default for LedgerConfig {
@@ -216,6 +227,7 @@ impl Default for LedgerConfig {
             max_wait: Duration::ZERO,
             cache_tiles: 4096,
             flush_interval: Duration::from_secs(1),
+            witnessed: Vec::new(),
         }
     }
 }
@@ -294,8 +306,7 @@ impl<S: Storage> Ledger<S> {
     ) -> Result<Self, OpenError> {
         // Recovery reads the journal once, folding every entry into the state.
         let mut last_time = Timestamp::from_unix(i64::MIN);
-        let limits = RecoveryLimits { max_tail: config.max_tail(), cache_limit: config.cache_tiles };
-        let recovered = store::recover(storage, &signer.verifier(), limits, |index, header, body| {
+        let recovered = store::recover(storage, &signer.verifier(), config.recovery(), |index, header, body| {
             last_time = header.time;
             machine.replay(index, header, &body.body)
         })?;
@@ -345,7 +356,7 @@ impl<S: Storage> Ledger<S> {
         mut machine: M,
         config: &LedgerConfig,
     ) -> Result<store::Checked, OpenError> {
-        store::check(storage, log, config.max_tail(), |index, header, body| machine.replay(index, header, &body.body))
+        store::check(storage, log, &config.recovery(), |index, header, body| machine.replay(index, header, &body.body))
     }
 
     /// Hands the ledger a checkpoint note with witness cosignatures. The

@@ -60,10 +60,14 @@ struct RecordRef<'a> {
     len: usize,
 }
 
-/// Parses one journal record at the start of `bytes`, or `None` if `bytes`
-/// does not hold a whole record.
+/// Parses one journal entry record at the start of `bytes`, or `None` if
+/// `bytes` does not hold a whole one. A header is never empty, so a record
+/// starting with a zero length is not an entry (it is a batch end).
 fn parse_record(bytes: &[u8]) -> Option<RecordRef<'_>> {
     let hlen = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    if hlen == 0 {
+        return None;
+    }
     let header = bytes.get(4..4 + hlen)?;
     let at = 4 + hlen;
     let blen = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
@@ -73,6 +77,33 @@ fn parse_record(bytes: &[u8]) -> Option<RecordRef<'_>> {
     Some(RecordRef { header, salt, body, len: end })
 }
 
+/// The length of a batch end: `u32` zero (where an entry's header length
+/// would be), then the `u64` tree size the batch ends at.
+const BATCH_END_LEN: usize = 12;
+
+/// Appends a batch end saying the batch ends at tree size `size`.
+fn push_batch_end(out: &mut Vec<u8>, size: u64) {
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&size.to_be_bytes());
+}
+
+/// What follows an entry record in `rest`: a batch end (its size, if
+/// whole), nothing, or `Err(())` if `rest` is too short to tell and more of
+/// the journal follows (`at_end`: `rest` runs to the journal's end, so
+/// whatever is cut short there is the torn remains of a write).
+fn parse_batch_end(rest: &[u8], at_end: bool) -> Result<Option<u64>, ()> {
+    match rest.get(..4) {
+        None if at_end => Ok(None),
+        None => Err(()),
+        Some(len) if len != [0u8; 4] => Ok(None),
+        Some(_) => match rest.get(4..BATCH_END_LEN) {
+            Some(size) => Ok(Some(read_u64(size))),
+            None if at_end => Ok(None),
+            None => Err(()),
+        },
+    }
+}
+
 /// Appends one journal record.
 fn push_record(out: &mut Vec<u8>, r: &NewRecord) {
     out.extend_from_slice(&(r.header.len() as u32).to_be_bytes());
@@ -80,6 +111,16 @@ fn push_record(out: &mut Vec<u8>, r: &NewRecord) {
     out.extend_from_slice(&(r.body.len() as u32).to_be_bytes());
     out.extend_from_slice(&r.salt);
     out.extend_from_slice(&r.body);
+}
+
+/// One entry read from the journal.
+struct Scanned {
+    header: Vec<u8>,
+    body: StoredBody,
+    /// Where its record ends, with the batch end that follows it, if any.
+    end: u64,
+    /// The tree size the batch end after it names, if a batch ends here.
+    batch_end: Option<u64>,
 }
 
 /// Reads the journal front to back in large chunks.
@@ -99,14 +140,24 @@ impl<'a, S: Storage> JournalScanner<'a, S> {
         Ok(JournalScanner { storage, len, chunk: Vec::new(), chunk_start: 0, pos: 0 })
     }
 
-    /// The next whole record and its end offset, or `None` at the end (a
-    /// torn last record counts as the end).
-    fn next(&mut self) -> io::Result<Option<(Vec<u8>, StoredBody, u64)>> {
+    /// The next whole entry record, or `None` at the end (a torn last
+    /// record counts as the end).
+    fn next(&mut self) -> io::Result<Option<Scanned>> {
         loop {
             let from = usize::try_from(self.pos - self.chunk_start).unwrap_or(usize::MAX);
-            if let Some(r) = self.chunk.get(from..).and_then(parse_record) {
-                self.pos += r.len as u64;
-                return Ok(Some((r.header.to_vec(), StoredBody { salt: r.salt, body: r.body.to_vec() }, self.pos)));
+            let at_end = self.chunk_start + self.chunk.len() as u64 == self.len;
+            if let Some(bytes) = self.chunk.get(from..)
+                && let Some(r) = parse_record(bytes)
+                && let Ok(batch_end) = parse_batch_end(bytes.get(r.len..).unwrap_or_default(), at_end)
+            {
+                let len = r.len + if batch_end.is_some() { BATCH_END_LEN } else { 0 };
+                self.pos += len as u64;
+                return Ok(Some(Scanned {
+                    header: r.header.to_vec(),
+                    body: StoredBody { salt: r.salt, body: r.body.to_vec() },
+                    end: self.pos,
+                    batch_end,
+                }));
             }
             // Refill from `pos`: at least one chunk, more if one record is larger.
             let have = self.chunk_start + self.chunk.len() as u64 - self.pos;
@@ -218,6 +269,43 @@ pub enum OpenError {
     OtherRoot {
         /// The file.
         file: &'static str,
+        /// The size.
+        size: u64,
+    },
+    /// The last signed checkpoint's size is not where a batch ends in the
+    /// journal: a checkpoint is only ever signed at the end of a batch.
+    #[error(
+        "no batch of log/journal ends at the signed size {size} of log/checkpoints (a checkpoint is signed only \
+         where a batch ends): the journal or the checkpoint log was altered; refusing to start"
+    )]
+    NoBatchEnd {
+        /// The signed size.
+        size: u64,
+    },
+    /// A witness is recorded to have cosigned a larger tree than the
+    /// checkpoint log's last: the checkpoint log was cut or replaced.
+    #[error(
+        "{evidence} shows a witness cosigned size {size}, larger than the last checkpoint in log/checkpoints \
+         ({signed}): the checkpoint log was cut or replaced, and opening would fork what the witness saw; \
+         refusing to start"
+    )]
+    BehindWitness {
+        /// Where the witness's cosignature is recorded.
+        evidence: String,
+        /// The size it cosigned.
+        size: u64,
+        /// The checkpoint log's last signed size.
+        signed: u64,
+    },
+    /// The stored tree at a size a witness cosigned has another root than
+    /// the one it cosigned: the ledger was rewritten.
+    #[error(
+        "{evidence} shows a witness cosigned size {size} with another root than log/journal holds at that size: \
+         the ledger was rewritten (a fork); refusing to start"
+    )]
+    WitnessedOtherRoot {
+        /// Where the witness's cosignature is recorded.
+        evidence: String,
         /// The size.
         size: u64,
     },
@@ -528,7 +616,7 @@ impl<S: Storage> LedgerReader<S> {
     ) -> Result<(), ReadError> {
         let mut journal = JournalScanner::new(&*self.storage)?;
         for index in 0..size {
-            let (header_bytes, body, _) =
+            let Scanned { header: header_bytes, body, .. } =
                 journal.next()?.ok_or_else(|| ReadError::Corrupt(format!("the journal ends before entry {index}")))?;
             let header =
                 EntryHeader::parse(&header_bytes).map_err(|e| ReadError::Corrupt(format!("entry {index}: {e}")))?;
@@ -751,8 +839,15 @@ impl<S: Storage> LedgerWriter<S> {
         let mut journal = Vec::new();
         let mut index = Vec::with_capacity(records.len() * 8);
         let mut full: Vec<(String, Vec<u8>)> = Vec::new();
-        for r in records {
+        let end = self.edge.size + records.len() as u64;
+        for (i, r) in records.iter().enumerate() {
             push_record(&mut journal, r);
+            // The batch end is written with the batch, in the same append
+            // and fsync, so that recovery knows exactly where every batch
+            // ends; the last entry's record in `log/index` includes it.
+            if i + 1 == records.len() {
+                push_batch_end(&mut journal, end);
+            }
             index.extend_from_slice(&(self.edge.journal_end + journal.len() as u64).to_be_bytes());
             self.edge.push(&r.header, &mut |path, bytes| full.push((path, bytes)))?;
         }
@@ -986,15 +1081,30 @@ pub struct Checked {
     pub unsigned_bytes: u64,
 }
 
-/// The most entries an unsigned tail may hold, and how recovery treats the
-/// files.
-#[derive(Debug, Clone, Copy)]
+/// The most entries an unsigned tail may hold, what the witnesses are known
+/// to have cosigned, and how recovery treats the files.
+#[derive(Debug, Clone)]
 pub struct RecoveryLimits {
     /// Entries one batch may hold: a crash between the journal's fsync and
     /// the checkpoint's leaves at most one unsigned batch.
     pub max_tail: u64,
     /// Expanded tiles cached by the reader.
     pub cache_limit: usize,
+    /// Trees the witnesses are recorded to have cosigned: recovery never
+    /// opens a ledger smaller than one, or holding another tree at its size.
+    pub witnessed: Vec<Witnessed>,
+}
+
+/// A tree a witness is recorded to have cosigned, as evidence for recovery
+/// (the development witness's state file, for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    /// Where it is recorded, named in a refusal.
+    pub source: String,
+    /// The tree size cosigned.
+    pub size: u64,
+    /// Its root.
+    pub root: Hash,
 }
 
 /// What recovery found, before it changes anything.
@@ -1045,7 +1155,10 @@ pub fn recover<S: Storage>(
     replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
 ) -> Result<Recovered<S>, OpenError> {
     storage.lock_exclusive()?;
-    let plan = analyse(&*storage, log, limits.max_tail, replay)?;
+    let plan = analyse(&*storage, log, &limits, replay).inspect_err(|e| {
+        // Every refusal is the operator's to look into: never routine.
+        tracing::error!(cause = %e, "the ledger refuses to open; every file is kept as it was");
+    })?;
     storage.remove(CHECKPOINT_TMP)?;
     // A torn last checkpoint record: a crash while appending it. Kept.
     if plan.checkpoints_len > plan.checkpoints_end {
@@ -1061,12 +1174,21 @@ pub fn recover<S: Storage>(
     // The unsigned tail: moved aside, never deleted.
     let set_aside_to = if plan.journal_len > plan.edge.journal_end {
         let to = set_aside(&*storage, JOURNAL, plan.edge.journal_end, &format!("{JOURNAL}.unsigned-{}", plan.size))?;
+        // What a crash between the journal's fsync and the checkpoint's
+        // leaves: expected, but named, with where its bytes went.
         tracing::warn!(
             file = %to,
             entries = plan.tail_entries,
             bytes = plan.journal_len - plan.edge.journal_end,
             signed = plan.size,
-            "the unsigned tail of {JOURNAL} (past the last signed checkpoint, never acknowledged) was moved aside"
+            "{} past the last signed checkpoint of size {} in {JOURNAL} (never acknowledged, from a crash before \
+             their checkpoint was durable) were moved aside to {to}",
+            match plan.tail_entries {
+                0 => "torn bytes".to_owned(),
+                1 => format!("entry {}", plan.size),
+                n => format!("{n} entries {}..{}", plan.size, plan.size + n - 1),
+            },
+            plan.size,
         );
         Some(to)
     } else {
@@ -1112,10 +1234,10 @@ pub fn recover<S: Storage>(
 pub fn check<S: Storage>(
     storage: &S,
     log: &NoteVerifier,
-    max_tail: u64,
+    limits: &RecoveryLimits,
     replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
 ) -> Result<Checked, OpenError> {
-    let plan = analyse(storage, log, max_tail, replay)?;
+    let plan = analyse(storage, log, limits, replay)?;
     Ok(Checked {
         size: plan.size,
         unsigned_entries: plan.tail_entries,
@@ -1127,7 +1249,7 @@ pub fn check<S: Storage>(
 fn analyse<S: Storage>(
     storage: &S,
     log: &NoteVerifier,
-    max_tail: u64,
+    limits: &RecoveryLimits,
     mut replay: impl FnMut(u64, &EntryHeader, &StoredBody) -> Result<(), String>,
 ) -> Result<Plan, OpenError> {
     let checkpoints = storage.read(CHECKPOINTS)?.unwrap_or_default();
@@ -1168,6 +1290,12 @@ fn analyse<S: Storage>(
             return Err(OpenError::OtherRoot { file: CHECKPOINT, size });
         }
     }
+    // A witness that cosigned a larger tree proves the same, and is outside
+    // this folder.
+    let (max_tail, witnessed) = (limits.max_tail, limits.witnessed.as_slice());
+    if let Some(w) = witnessed.iter().filter(|w| w.size > size).max_by_key(|w| w.size) {
+        return Err(OpenError::BehindWitness { evidence: w.source.clone(), size: w.size, signed: size });
+    }
     let durable = watermark;
 
     // One pass over the journal: each record checked before it is folded,
@@ -1183,10 +1311,24 @@ fn analyse<S: Storage>(
     let mut rewrite: Vec<(String, Vec<u8>)> = Vec::new();
     let mut pending = Vec::new();
     let mut journal = JournalScanner::new(storage)?;
+    // The tree's root at each size a witness is recorded to have cosigned.
+    let mut witnessed_roots: Vec<(&Witnessed, Hash)> = Vec::new();
     for index in 0..size {
-        let Some((header_bytes, body, end)) = journal.next()? else {
+        let Some(Scanned { header: header_bytes, body, end, batch_end }) = journal.next()? else {
             return Err(OpenError::MissingEntries { held: index, size });
         };
+        // Every batch ends with the size it ends at, and a checkpoint is
+        // signed only at the end of a batch.
+        match batch_end {
+            Some(said) if said != index + 1 => {
+                return Err(OpenError::CorruptRecord {
+                    index,
+                    reason: format!("the batch end after it names size {said}, not {}", index + 1),
+                });
+            }
+            None if index + 1 == size => return Err(OpenError::NoBatchEnd { size }),
+            _ => {}
+        }
         let header = EntryHeader::parse(&header_bytes)
             .map_err(|e| OpenError::CorruptRecord { index, reason: format!("its header does not parse: {e}") })?;
         // The durable bundle holding this entry, read when its tile starts.
@@ -1234,6 +1376,17 @@ fn analyse<S: Storage>(
         }
         ends.extend_from_slice(&end.to_be_bytes());
         edge.journal_end = end;
+        for w in witnessed.iter().filter(|w| w.size == index + 1) {
+            let last_leaves = if w.size.is_multiple_of(TILE_WIDTH) {
+                Vec::new()
+            } else {
+                edge.tiles.first().cloned().unwrap_or_default()
+            };
+            let level8 = edge.level8.as_deref().unwrap_or_default();
+            if let Some(root) = tiles::root_from_parts(w.size, level8, &last_leaves) {
+                witnessed_roots.push((w, root));
+            }
+        }
     }
     // The journal must reproduce the signed root. If it does, a durable file
     // that differs from what the journal implies is corrupt; if it does not,
@@ -1273,32 +1426,60 @@ fn analyse<S: Storage>(
     if let Some(difference) = first_difference {
         return Err(OpenError::Tiles(difference));
     }
+    // The journal reproduces the signed tree: it must also hold the tree a
+    // witness cosigned at a smaller or equal size, else it is a fork of it.
+    for (w, root) in witnessed_roots {
+        if root != w.root {
+            return Err(OpenError::WitnessedOtherRoot { evidence: w.source.clone(), size: w.size });
+        }
+    }
 
     // Past the signed size: at most the one batch a crash between the
-    // journal's fsync and the checkpoint's leaves (its entries share one
-    // ledger time), then perhaps a torn record.
+    // journal's fsync and the checkpoint's leaves (whole, with its batch
+    // end, or a torn prefix of it; its entries share one ledger time), then
+    // perhaps a torn record. The batch ends say exactly where each batch
+    // ended, so batches cut from the checkpoint log are counted, not
+    // guessed from their times.
     let mut tail_entries = 0u64;
     let mut tail_time = None;
     let mut times_differ = false;
-    while let Some((header_bytes, _, _)) = journal.next()? {
+    let mut batch_ends: Vec<u64> = Vec::new();
+    let mut after_batch_end = 0u64;
+    while let Some(Scanned { header: header_bytes, batch_end, .. }) = journal.next()? {
         // A record whose header does not parse is the torn remains of a write.
         let Ok(header) = EntryHeader::parse(&header_bytes) else { break };
         tail_entries += 1;
+        if !batch_ends.is_empty() {
+            after_batch_end += 1;
+        }
         match &tail_time {
             None => tail_time = Some(header.time),
             Some(t) => times_differ |= *t != header.time,
         }
+        match batch_end {
+            Some(said) if said == size + tail_entries => batch_ends.push(said),
+            // A batch end naming another size is torn remains (zeros where
+            // an append was cut short): nothing past it is whole.
+            Some(_) => break,
+            None => {}
+        }
     }
-    if tail_entries > max_tail || times_differ {
-        return Err(OpenError::UnsignedTail {
-            signed: size,
-            entries: tail_entries,
-            reason: if times_differ {
-                "their ledger times differ, so they come from more than one batch".to_owned()
-            } else {
-                format!("more than one batch of at most {max_tail}")
-            },
-        });
+    let reason = if batch_ends.len() > 1 {
+        Some(format!("more than one batch: {} batches end at sizes {}", batch_ends.len(), list_sizes(&batch_ends)))
+    } else if after_batch_end > 0 {
+        Some(format!(
+            "more than one batch: one ends at size {}, and {after_batch_end} more entries follow it",
+            list_sizes(&batch_ends)
+        ))
+    } else if times_differ {
+        Some("their ledger times differ, so they come from more than one batch".to_owned())
+    } else if tail_entries > max_tail {
+        Some(format!("more than one batch of at most {max_tail}"))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(OpenError::UnsignedTail { signed: size, entries: tail_entries, reason });
     }
     Ok(Plan {
         checkpoint,
@@ -1322,6 +1503,15 @@ fn analyse<S: Storage>(
 /// empty or torn: such a file is no evidence and is rewritten.
 fn published_checkpoint<S: Storage>(storage: &S, log: &NoteVerifier) -> io::Result<Option<VerifiedCheckpoint>> {
     Ok(storage.read(CHECKPOINT)?.and_then(|bytes| note::open_checkpoint(&bytes, log).ok()))
+}
+
+/// "7, 8, 9" (the first 16 sizes, then how many more).
+fn list_sizes(sizes: &[u64]) -> String {
+    let mut text = sizes.iter().take(16).map(u64::to_string).collect::<Vec<_>>().join(", ");
+    if sizes.len() > 16 {
+        text.push_str(&format!(" and {} more", sizes.len() - 16));
+    }
+    text
 }
 
 /// Copies `file` from `from` to its end into a new file named `base` (or
