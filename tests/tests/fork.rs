@@ -70,6 +70,10 @@ fn rewrite_history(dir: &Path, notes: &[&str]) {
         (0..4).map(|i| (ledger.headers(i, i + 1).unwrap().remove(0), ledger.body(i).unwrap().body)).collect();
     ledger.close();
     std::fs::remove_dir_all(dir.join("ledger")).unwrap();
+    // The development witness's record of what it cosigned too, which would
+    // otherwise stop the server from opening a ledger behind it: the
+    // vendor holds that file as well. (An outside witness's it does not.)
+    let _ = std::fs::remove_file(dir.join(covenant_server::witnesses::DEV_WITNESS_STATE));
     let (ledger, _) = datadir::open_ledger(dir).unwrap();
     for (header, body) in genesis {
         // The header's subjects are tags; the body names them.
