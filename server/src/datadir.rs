@@ -233,7 +233,22 @@ pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegis
 /// its witnesses are recorded to have cosigned as evidence for recovery.
 /// `serve` (through [`open_ledger`]) and `check` open with exactly this.
 pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
-    Ok(LedgerConfig { witnessed: crate::witnesses::recorded_cosignatures(dir)?, ..LedgerConfig::default() })
+    let mut witnessed = crate::witnesses::recorded_cosignatures(dir)?;
+    // The outside witnesses are asked which size they hold, with a question
+    // signed by the ledger key (the empty tree) that they cannot cosign.
+    let witnesses = crate::witnesses::load(dir)?;
+    if witnesses.iter().any(|w| matches!(w.reach, crate::witnesses::Reach::Remote { .. })) {
+        let signer = NoteSigner::new(&ledger_name(dir)?, read_key(&dir.join("keys/ledger.key"))?)?;
+        let empty = covenant_core::note::Checkpoint {
+            origin: signer.name().to_owned(),
+            size: 0,
+            root_hash: covenant_core::merkle::EMPTY_ROOT,
+            extensions: Vec::new(),
+        };
+        let question = empty.sign(&signer)?.to_text();
+        witnessed.extend(crate::witnesses::ask_held_sizes(&witnesses, &question));
+    }
+    Ok(LedgerConfig { witnessed, ..LedgerConfig::default() })
 }
 
 /// The empty registry a data directory's ledger folds into: with its

@@ -110,7 +110,90 @@ pub fn recorded_cosignatures(dir: &Path) -> anyhow::Result<Vec<crate::ledger::st
     let mut root = [0u8; 32];
     hex::decode_to_slice(&record.root, &mut root)
         .with_context(|| format!("{} is corrupt: its root is not 64 hex digits", path.display()))?;
-    Ok(vec![crate::ledger::store::Witnessed { source: DEV_WITNESS_STATE.to_owned(), size: record.size, root }])
+    Ok(vec![crate::ledger::store::Witnessed {
+        source: DEV_WITNESS_STATE.to_owned(),
+        size: record.size,
+        root: Some(root),
+    }])
+}
+
+/// Asks every outside witness in `witnesses` which size of this log it last
+/// cosigned, as evidence for the ledger's recovery, which refuses to open a
+/// ledger smaller than a size a witness holds. `question` is a checkpoint
+/// note the ledger key signed (the empty tree will do); it claims an old size
+/// no witness holds (`u64::MAX`), so a tlog-witness answers with a conflict
+/// naming the size it holds, and cosigns nothing. The witnesses are asked
+/// at once, each within [`WITNESS_TIMEOUT`], on a thread of their own (so
+/// this works with or without a runtime around it). A witness that cannot
+/// be asked is logged and left out: its own refusal of a smaller or
+/// inconsistent checkpoint still shows a fork later.
+pub fn ask_held_sizes(witnesses: &[WitnessConfig], question: &str) -> Vec<crate::ledger::store::Witnessed> {
+    let remote: Vec<(String, String, String)> = witnesses
+        .iter()
+        .filter_map(|w| match &w.reach {
+            Reach::Remote { address, cert_pem } => Some((w.name.clone(), address.clone(), cert_pem.clone())),
+            Reach::InProcess { .. } => None,
+        })
+        .collect();
+    if remote.is_empty() {
+        return Vec::new();
+    }
+    let question = question.to_owned();
+    let asking = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let mut round = tokio::task::JoinSet::new();
+            for (name, address, cert_pem) in remote {
+                let question = question.clone();
+                round.spawn(async move { (name, ask_held_size(&address, &cert_pem, question).await) });
+            }
+            Ok::<_, std::io::Error>(round.join_all().await)
+        })
+    });
+    let answers = match asking.join() {
+        Ok(Ok(answers)) => answers,
+        Ok(Err(e)) => {
+            tracing::warn!("the witnesses could not be asked which size they hold: {e}");
+            return Vec::new();
+        }
+        Err(_) => return Vec::new(),
+    };
+    let mut held = Vec::new();
+    for (name, answer) in answers {
+        match answer {
+            Ok(size) => held.push(crate::ledger::store::Witnessed {
+                source: format!("the answer of witness {name} at start"),
+                size,
+                root: None,
+            }),
+            Err(e) => tracing::warn!(witness = %name, "could not ask which size it holds: {e:#}"),
+        }
+    }
+    held
+}
+
+/// Asks one witness service which size of this log it holds (see
+/// [`ask_held_sizes`]).
+async fn ask_held_size(address: &str, cert_pem: &str, question: String) -> anyhow::Result<u64> {
+    // Outside `serve` (in `check`), nothing has installed the provider yet.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cert_pem)).domain_name("localhost");
+    let channel = Channel::from_shared(address.to_owned())?
+        .tls_config(tls)?
+        .connect_timeout(WITNESS_TIMEOUT)
+        .timeout(WITNESS_TIMEOUT)
+        .connect_lazy();
+    let request =
+        pb::AddCheckpointRequest { old_size: u64::MAX, consistency: Vec::new(), checkpoint: question.into_bytes() };
+    match tokio::time::timeout(WITNESS_TIMEOUT, WitnessServiceClient::new(channel).add_checkpoint(request)).await {
+        Err(_) => anyhow::bail!("no answer within {WITNESS_TIMEOUT:?}"),
+        Ok(Ok(_)) => anyhow::bail!("it cosigned the question instead of naming the size it holds"),
+        Ok(Err(status)) => status
+            .metadata()
+            .get("x-witness-size")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .with_context(|| format!("refused without naming its size: {}", status.message())),
+    }
 }
 
 /// The witnesses of the data directory `dir`: those `DIR/witnesses.toml`

@@ -245,3 +245,91 @@ async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
     w.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The records of `log/checkpoints` (`u32` length, note): where each ends,
+/// the size its note signs, and the note.
+fn checkpoint_records(bytes: &[u8]) -> Vec<(usize, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 4 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let note = bytes[pos + 4..pos + 4 + len].to_vec();
+        let size = String::from_utf8_lossy(&note).lines().nth(1).unwrap().parse().unwrap();
+        pos += 4 + len;
+        out.push((pos, size, note));
+    }
+    out
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Found by the review after the fixes of issue #10: recovery ignored what
+/// the witnesses had cosigned. With the last batch cut from the checkpoint
+/// log (the watermark and the published checkpoint edited to match), the
+/// journal looks exactly as a crash would leave it, and the server would
+/// set the batch aside and reuse its indexes; the outside witness, asked at
+/// start which size it holds, shows the cut, and opening and the check
+/// both refuse, keeping every file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_log_behind_what_an_outside_witness_cosigned_is_refused() {
+    install_crypto_provider();
+    let dir: PathBuf = std::env::temp_dir().join(format!("covenant-witness-behind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::block_in_place(|| datadir::init_dev(&dir)).unwrap();
+    let state = dir.join("witness-state");
+    std::fs::create_dir_all(&state).unwrap();
+    witness::tls_identity(&state).unwrap();
+    let vkey = std::fs::read_to_string(dir.join("witness-dev.vkey")).unwrap().trim().to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("https://{}", listener.local_addr().unwrap());
+    write_witnesses(&dir, &[("witness.localhost/dev", address, vkey, &state.join("tls-cert.pem"))]);
+    let w = start_witness(&dir, &state, listener).await;
+    let (server, url) = start_server(&dir).await;
+    note(&url, &dir, "first").await;
+    wait_for(&url, &dir, 5, 1).await;
+    note(&url, &dir, "second").await;
+    wait_for(&url, &dir, 6, 1).await;
+    server.stop().await;
+
+    // The batch of size 6 is cut from the checkpoint log.
+    let ledger = dir.join("ledger");
+    let path = ledger.join("log/checkpoints");
+    let bytes = std::fs::read(&path).unwrap();
+    let (end, _, cut_note) = checkpoint_records(&bytes).into_iter().find(|(_, size, _)| *size == 5).unwrap();
+    std::fs::write(&path, &bytes[..end]).unwrap();
+    std::fs::write(ledger.join("log/derived"), 5u64.to_be_bytes()).unwrap();
+    std::fs::write(ledger.join("public/checkpoint"), cut_note).unwrap();
+    let before = snapshot(&ledger);
+
+    let expected = "witness witness.localhost/dev";
+    let err = tokio::task::block_in_place(|| datadir::open_ledger(&dir)).map(|_| ()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains(expected) && msg.contains("cosigned size 6") && msg.contains("(5)"), "{msg}");
+    // `covenant-server check` reads it with the same evidence.
+    let checked = tokio::task::block_in_place(|| {
+        let storage = covenant_server::ledger::storage::FsStorage::new(&ledger).unwrap();
+        let log = NoteVerifier::parse(std::fs::read_to_string(dir.join("ledger.vkey")).unwrap().trim()).unwrap();
+        let config = datadir::ledger_config(&dir).unwrap();
+        covenant_server::ledger::Ledger::check(&storage, &log, datadir::registry_for(&dir).unwrap(), &config)
+    });
+    let msg = checked.unwrap_err().to_string();
+    assert!(msg.contains(expected) && msg.contains("cosigned size 6"), "{msg}");
+    assert_eq!(snapshot(&ledger), before, "every file is kept");
+    w.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

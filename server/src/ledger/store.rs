@@ -1103,8 +1103,8 @@ pub struct Witnessed {
     pub source: String,
     /// The tree size cosigned.
     pub size: u64,
-    /// Its root.
-    pub root: Hash,
+    /// Its root, when recorded (a witness asked at start names only its size).
+    pub root: Option<Hash>,
 }
 
 /// What recovery found, before it changes anything.
@@ -1376,7 +1376,7 @@ fn analyse<S: Storage>(
         }
         ends.extend_from_slice(&end.to_be_bytes());
         edge.journal_end = end;
-        for w in witnessed.iter().filter(|w| w.size == index + 1) {
+        for w in witnessed.iter().filter(|w| w.size == index + 1 && w.root.is_some()) {
             let last_leaves = if w.size.is_multiple_of(TILE_WIDTH) {
                 Vec::new()
             } else {
@@ -1429,7 +1429,7 @@ fn analyse<S: Storage>(
     // The journal reproduces the signed tree: it must also hold the tree a
     // witness cosigned at a smaller or equal size, else it is a fork of it.
     for (w, root) in witnessed_roots {
-        if root != w.root {
+        if w.root.is_some_and(|cosigned| cosigned != root) {
             return Err(OpenError::WitnessedOtherRoot { evidence: w.source.clone(), size: w.size });
         }
     }
