@@ -763,3 +763,58 @@ fn a_checkpoint_log_behind_the_witness_cosigned_size_is_refused() {
     assert_eq!(snapshot(&ledger), before, "every file is kept");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A refusal is the operator's to look into: logged at ERROR with its
+/// cause. Setting aside the one batch a crash leaves is expected: a WARN
+/// naming the file it went to and the entries it holds.
+#[test]
+fn a_refusal_is_logged_as_an_error_and_a_batch_set_aside_as_a_warning_naming_file_and_entries() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let dir = tempdir("logged");
+    tracing::subscriber::with_default(subscriber, || {
+        let storage = Arc::new(FsStorage::new(&dir).unwrap());
+        let ledger = open(storage.clone()).unwrap();
+        for i in 0..3 {
+            ledger.append_blocking(note(&format!("batch {i}"), &[])).unwrap();
+        }
+        ledger.close();
+        // Then one batch of three entries (the sequencer waits for them).
+        let config = LedgerConfig { max_wait: std::time::Duration::from_millis(300), ..LedgerConfig::default() };
+        let ledger = Ledger::open(storage.clone(), signer(), NoteCounter::default(), clock(), config).unwrap();
+        let done: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3)
+                .map(|i| {
+                    let ledger = &ledger;
+                    s.spawn(move || ledger.append_blocking(note(&format!("last {i}"), &[])).unwrap().checkpoint.size)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(done, vec![6, 6, 6], "one batch");
+        ledger.close();
+        let kept: Vec<_> = ["log/checkpoints", "log/derived", "public/checkpoint"]
+            .iter()
+            .map(|f| (*f, std::fs::read(dir.join(f)).unwrap()))
+            .collect();
+        // Two batches cut: refused.
+        cut_checkpoint_log_to(&dir, 2);
+        open(storage.clone()).unwrap_err();
+        // Only the last batch cut (as a crash leaves it): set aside.
+        for (file, bytes) in &kept {
+            std::fs::write(dir.join(file), bytes).unwrap();
+        }
+        cut_checkpoint_log_to(&dir, 3);
+        open(storage.clone()).unwrap().close();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains("refuses to open") && errors[0].contains("4 entries past the signed size 2"), "{text}");
+    assert!(errors[0].contains("batches end at sizes 3, 6"), "{text}");
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(warnings[0].contains("3 entries 3..5") && warnings[0].contains("log/journal.unsigned-3"), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
