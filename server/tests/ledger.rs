@@ -818,3 +818,61 @@ fn a_refusal_is_logged_as_an_error_and_a_batch_set_aside_as_a_warning_naming_fil
     assert!(warnings[0].contains("3 entries 3..5") && warnings[0].contains("log/journal.unsigned-3"), "{text}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A measurement, not a check (run it with `--ignored --nocapture`): on the
+/// real file system, batches of one entry, each followed by a flush of the
+/// derived files (the sequencer flushes about once a second; here every
+/// batch, to make its cost visible), timing the flush and the next batch's
+/// journal fsync and checkpoint fsync, which file creations and renames in
+/// the flush can slow down on ext4.
+#[test]
+#[ignore]
+fn measure_flush_cost() {
+    use covenant_server::ledger::store::{NewRecord, RecoveryLimits, recover};
+    let dir = tempdir("measure-flush");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let limits = RecoveryLimits { max_tail: 1024, cache_limit: 64, witnessed: Vec::new() };
+    let mut writer = recover(storage, &signer().verifier(), limits, |_, _, _| Ok(())).unwrap().writer;
+    let (mut flush, mut batch, mut checkpoint) = (Vec::new(), Vec::new(), Vec::new());
+    let signer = signer();
+    for i in 0..3000u64 {
+        let body = format!("entry {i}").into_bytes();
+        let salt = [7u8; 32];
+        let header = EntryHeader {
+            kind: EntryKind::Note,
+            time: Timestamp::from_unix(1_800_000_000),
+            actor: None,
+            tags: Vec::new(),
+            body_digest: covenant_core::ledger::body_digest(&salt, &body),
+        }
+        .to_bytes()
+        .unwrap();
+        let t = std::time::Instant::now();
+        let size = writer.write_batch(&[NewRecord { header, salt, body }]).unwrap();
+        batch.push(t.elapsed());
+        let cp = covenant_core::note::Checkpoint {
+            origin: signer.name().to_owned(),
+            size,
+            root_hash: [0; 32],
+            extensions: Vec::new(),
+        };
+        let note = cp.sign(&signer).unwrap().to_text();
+        let t = std::time::Instant::now();
+        writer.write_checkpoint(&note).unwrap();
+        checkpoint.push(t.elapsed());
+        let t = std::time::Instant::now();
+        writer.flush().unwrap();
+        flush.push(t.elapsed());
+    }
+    for (name, mut times) in [("flush", flush), ("batch (journal fsync)", batch), ("checkpoint fsync", checkpoint)] {
+        times.sort();
+        let mean = times.iter().sum::<std::time::Duration>() / times.len() as u32;
+        println!(
+            "{name}: mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
+            mean.as_secs_f64() * 1e3,
+            times[times.len() / 2].as_secs_f64() * 1e3,
+            times[times.len() * 99 / 100].as_secs_f64() * 1e3
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
