@@ -7,6 +7,8 @@
 //! only as of its last `sync`; a name created, renamed or removed in a
 //! directory survives only as of that directory's last `sync_dir`. A cut can
 //! also leave a torn tail: part of what was appended after the last `sync`.
+//! [`SimStorage::after_power_cut_keeping_names`] models the other extreme:
+//! every name survives, synced or not, with only torn contents behind it.
 //! Each mutating operation counts; a cut can be armed to happen at any
 //! operation, after which every operation fails, as the process would be
 //! gone.
@@ -366,15 +368,31 @@ impl SimStorage {
     /// The file system as the machine finds it after the power comes back:
     /// only durable names and contents, plus, for files that grew since
     /// their last sync, a torn tail of `torn(extra_len)` bytes.
-    pub fn after_power_cut(&self, mut torn: impl FnMut(usize) -> usize) -> SimStorage {
+    pub fn after_power_cut(&self, torn: impl FnMut(usize) -> usize) -> SimStorage {
+        self.after_cut(torn, false)
+    }
+
+    /// The other extreme POSIX allows after a power cut: every name created,
+    /// renamed or removed survives, synced or not (the file system's own
+    /// journal committed them), while contents survive only as of the last
+    /// `sync`: a file that grew keeps a torn tail of `torn(extra_len)` bytes,
+    /// one cut shorter keeps its cut, and a file written anew since keeps
+    /// only the first
+    /// `torn(new_len)` bytes of its new contents (ext4 after a rename or a
+    /// rewrite without fsync: often an empty file).
+    pub fn after_power_cut_keeping_names(&self, torn: impl FnMut(usize) -> usize) -> SimStorage {
+        self.after_cut(torn, true)
+    }
+
+    fn after_cut(&self, mut torn: impl FnMut(usize) -> usize, keep_names: bool) -> SimStorage {
         let Ok(old) = self.state.lock() else { return SimStorage::new() };
         let mut new = SimState::new();
         new.next_inode = old.next_inode;
-        // Walk the durable tree from the root.
+        // Walk the durable tree (or the current one) from the root.
         let mut stack = vec![String::new()];
         while let Some(dir) = stack.pop() {
             let Some(entries) = old.dirs.get(&dir) else { continue };
-            let durable = entries.durable.clone();
+            let durable = if keep_names { entries.current.clone() } else { entries.durable.clone() };
             for (name, node) in &durable {
                 let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
                 match node {
@@ -389,6 +407,13 @@ impl SimStorage {
                             let extra = inode.current.len() - contents.len();
                             let keep = torn(extra).min(extra);
                             contents.extend_from_slice(&inode.current[inode.durable.len()..inode.durable.len() + keep]);
+                        } else if keep_names && inode.durable.starts_with(&inode.current) {
+                            // A cut made since (a truncate): the name's
+                            // metadata survived with it.
+                            contents = inode.current.clone();
+                        } else if keep_names && inode.current != inode.durable {
+                            let keep = torn(inode.current.len()).min(inode.current.len());
+                            contents = inode.current[..keep].to_vec();
                         }
                         new.inodes.insert(*ino, Inode { current: contents.clone(), durable: contents });
                     }
@@ -563,6 +588,22 @@ mod tests {
         assert_eq!(s.after_power_cut(|_| 0).read("cp").unwrap(), Some(b"old".to_vec()));
         s.sync_dir("").unwrap();
         assert_eq!(s.after_power_cut(|_| 0).read("cp").unwrap(), Some(b"new".to_vec()));
+    }
+
+    #[test]
+    fn keeping_names_keeps_unsynced_names_with_torn_contents() {
+        let s = SimStorage::new();
+        s.write("d/kept", b"synced").unwrap();
+        s.sync("d/kept").unwrap();
+        s.append("d/kept", b" and more").unwrap();
+        s.write("d/tmp", b"new contents").unwrap();
+        s.rename("d/tmp", "d/new").unwrap();
+        // The conservative cut keeps no unsynced name.
+        assert_eq!(s.after_power_cut(|_| 0).read("d/new").unwrap(), None);
+        let after = s.after_power_cut_keeping_names(|n| n / 2);
+        assert_eq!(after.read("d/new").unwrap(), Some(b"new co".to_vec()));
+        assert_eq!(after.read("d/tmp").unwrap(), None);
+        assert_eq!(after.read("d/kept").unwrap(), Some(b"synced and".to_vec()));
     }
 
     #[test]

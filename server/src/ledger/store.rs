@@ -13,7 +13,9 @@
 //! public/tile/<L>/<N>[.p/<W>]       hash tiles
 //! public/tile/entries/<N>[.p/<W>]   entry bundles (headers, 16-bit length-prefixed)
 //! log/journal                per entry: u32 header length, header,
-//!                            u32 body length, salt (32 bytes), body
+//!                            u32 body length, salt (32 bytes), body;
+//!                            after a batch's last entry, its batch end:
+//!                            u32 0, u64 the tree size the batch ends at
 //! log/checkpoints            every signed checkpoint: u32 length, note
 //! log/derived                durability watermark: u64 sizes whose full tiles are fsynced
 //! log/index                  per entry, the u64 end offset of its journal record
@@ -32,12 +34,20 @@
 //!
 //! Recovery never destroys what it cannot prove lies past a signed size. A
 //! crash between the journal's fsync and the checkpoint's leaves at most one
-//! unsigned batch (entries of one ledger time) past the last signed size;
-//! that tail is moved aside to `log/journal.unsigned-<S>`, never deleted.
-//! Anything else (a journal without a checkpoint log, more than one batch
-//! past it, a watermark or published checkpoint larger than it) refuses to
-//! open, naming the file. Nothing at or below the signed size is ever
-//! rewritten. [`check`] runs the same reading and writes nothing.
+//! unsigned batch past the last signed size (whole, with its batch end, or
+//! a torn prefix of it); that tail is moved aside to
+//! `log/journal.unsigned-<S>`, never deleted. The batch ends say exactly
+//! where every batch ended, so anything more (a journal without a
+//! checkpoint log, two batch ends past it, a signed size where no batch
+//! ends, a watermark, published checkpoint or witness-cosigned size larger
+//! than it) refuses to open, naming the file, sizes or witness. Nothing at
+//! or below the signed size is ever rewritten. [`check`] runs the same
+//! reading and writes nothing.
+//!
+//! Files of `public/` are replaced by a rename ([`write_public`]), so a
+//! static file server never serves half of one; partial files are not
+//! fsynced (a rename per file once a second is cheap, an fsync is not), and
+//! recovery checks each against the journal and rewrites a torn one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -913,7 +923,7 @@ impl<S: Storage> LedgerWriter<S> {
         self.last_flush = Instant::now();
         self.flushed_size = self.edge.size;
         for (path, bytes) in self.edge.partials() {
-            self.storage.write(&path, &bytes)?;
+            write_public(&*self.storage, &path, &bytes)?;
         }
         if let Some((size, note)) = self.to_publish() {
             // The tiles of an older tree: its partial files may never have
@@ -925,7 +935,7 @@ impl<S: Storage> LedgerWriter<S> {
             match older {
                 Ok(older) => {
                     for (path, bytes) in older {
-                        self.storage.write(&path, &bytes)?;
+                        write_public(&*self.storage, &path, &bytes)?;
                     }
                     self.storage.write(CHECKPOINT_TMP, note.as_bytes())?;
                     self.storage.rename(CHECKPOINT_TMP, CHECKPOINT)?;
@@ -1198,7 +1208,14 @@ pub fn recover<S: Storage>(
         storage.write(JOURNAL_INDEX, &plan.ends)?;
     }
     for (path, bytes) in &plan.rewrite {
-        storage.write(path, bytes)?;
+        write_public(&*storage, path, bytes)?;
+    }
+    // Partial files are written without an fsync: a crash can leave one
+    // torn under its name (ext4 keeps a rename whose data it lost). Each
+    // is checked against the journal and rewritten before anyone reads it.
+    let repaired = repair_partials(&*storage, &plan.edge)?;
+    if repaired > 0 {
+        tracing::info!(repaired, "partial tiles or bundles left torn by a crash were rewritten from log/journal");
     }
     let reader = Arc::new(LedgerReader::new(storage.clone(), limits.cache_limit));
     reader.set_edge(plan.edge.view());
@@ -1503,6 +1520,122 @@ fn analyse<S: Storage>(
 /// empty or torn: such a file is no evidence and is rewritten.
 fn published_checkpoint<S: Storage>(storage: &S, log: &NoteVerifier) -> io::Result<Option<VerifiedCheckpoint>> {
     Ok(storage.read(CHECKPOINT)?.and_then(|bytes| note::open_checkpoint(&bytes, log).ok()))
+}
+
+/// Writes a file of the published folder so that a reader (a static file
+/// server) sees the old file or the new one, never a part of it: written
+/// under a temporary name beside it, then renamed over it. Nothing is
+/// fsynced here: full tiles are fsynced by the flush that advances the
+/// watermark, and partial files are checked and rewritten by recovery
+/// ([`repair_partials`]), so a crash never leaves a torn one served.
+fn write_public<S: Storage>(storage: &S, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = format!("{path}.tmp");
+    storage.write(&tmp, bytes)?;
+    storage.rename(&tmp, path)
+}
+
+/// Checks every partial tile and bundle file under `public/tile` against
+/// what the journal implies (the edge for the last tile of each level, the
+/// full tile for earlier ones), rewrites each that differs (torn by a
+/// crash) and removes what no size at or below the edge's can read (and
+/// temporary files a crash left). Returns how many were rewritten.
+fn repair_partials<S: Storage>(storage: &S, edge: &Edge) -> io::Result<usize> {
+    let mut repaired = 0;
+    let mut levels: Vec<(Option<u8>, String)> = vec![(None, format!("{PUBLIC}/tile/entries"))];
+    levels.extend((0..MAX_TILE_LEVELS).map(|l| (Some(l), format!("{PUBLIC}/tile/{l}"))));
+    for (level, root) in levels {
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for name in storage.list(&dir)? {
+                let path = format!("{dir}/{name}");
+                if name.starts_with('x') {
+                    dirs.push(path);
+                    continue;
+                }
+                let Some(stem) = path.strip_suffix(".p") else { continue };
+                // `x001/234` is tile 1234.
+                let digits: String = stem
+                    .strip_prefix(&format!("{root}/"))
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
+                let Ok(index) = digits.parse::<u64>() else { continue };
+                for width in storage.list(&path)? {
+                    let file = format!("{path}/{width}");
+                    let expected = match width.parse::<u64>() {
+                        Ok(width) => expected_partial(storage, edge, level, index, width)?,
+                        Err(_) => None,
+                    };
+                    match expected {
+                        Some(bytes) if storage.read(&file)?.as_deref() != Some(bytes.as_slice()) => {
+                            write_public(storage, &file, &bytes)?;
+                            repaired += 1;
+                        }
+                        Some(_) => {}
+                        None => storage.remove(&file)?,
+                    }
+                }
+            }
+        }
+    }
+    Ok(repaired)
+}
+
+/// The bytes of partial tile (or bundle, `level` `None`) `index` of `width`
+/// entries as the journal implies them, or `None` if no tree at or below
+/// the edge's size has it.
+fn expected_partial<S: Storage>(
+    storage: &S,
+    edge: &Edge,
+    level: Option<u8>,
+    index: u64,
+    width: u64,
+) -> io::Result<Option<Vec<u8>>> {
+    if width == 0 || width >= TILE_WIDTH {
+        return Ok(None);
+    }
+    let take = usize::try_from(width).unwrap_or(usize::MAX);
+    match level {
+        None => {
+            let edge_index = edge.size / TILE_WIDTH;
+            let (bytes, count) = if index == edge_index {
+                (edge.bundle.clone(), edge.size % TILE_WIDTH)
+            } else if index < edge_index {
+                match storage.read(&bundle_base(index))? {
+                    Some(bytes) => (bytes, TILE_WIDTH),
+                    None => return Ok(None),
+                }
+            } else {
+                return Ok(None);
+            };
+            let Ok(entries) = tiles::decode_bundle("", &bytes, count) else { return Ok(None) };
+            let Some(first) = entries.get(..take) else { return Ok(None) };
+            let mut out = Vec::new();
+            for entry in first {
+                if tiles::push_bundle_entry(&mut out, entry).is_none() {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(out))
+        }
+        Some(level) => {
+            let count = tiles::nodes_at_level(edge.size, level * TILE_HEIGHT);
+            let edge_index = count / TILE_WIDTH;
+            let hashes = if index == edge_index {
+                edge.tiles.get(usize::from(level)).cloned().unwrap_or_default()
+            } else if index < edge_index {
+                let path = tile_base(level, index);
+                match storage.read(&path)?.map(|b| tiles::decode_tile(&path, &b, TILE_WIDTH)) {
+                    Some(Ok(hashes)) => hashes,
+                    _ => return Ok(None),
+                }
+            } else {
+                return Ok(None);
+            };
+            Ok(hashes.get(..take).map(tiles::encode_tile))
+        }
+    }
 }
 
 /// "7, 8, 9" (the first 16 sizes, then how many more).
