@@ -876,3 +876,32 @@ fn measure_flush_cost() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A tree a witness cosigned must be the ledger's own at that size: a
+/// ledger that holds another tree there (rewritten, then grown past it) is
+/// refused, naming where the cosignature is recorded; the true root opens.
+#[test]
+fn a_ledger_holding_another_tree_than_the_witness_cosigned_is_refused() {
+    use covenant_server::ledger::store::Witnessed;
+    let (dir, storage) = stored_ledger("witnessed-root");
+    let ledger = open(storage.clone()).unwrap();
+    let mut tree = merkle::MemoryTree::new();
+    for header in ledger.headers(0, 300).unwrap() {
+        tree.push_leaf(&header);
+    }
+    let root = tree.root();
+    ledger.close();
+    let with = |root: [u8; 32]| LedgerConfig {
+        witnessed: vec![Witnessed { source: "witness-state.json".into(), size: 300, root: Some(root) }],
+        ..LedgerConfig::default()
+    };
+    let mut other = root;
+    other[0] ^= 1;
+    let err = Ledger::open(storage.clone(), signer(), NoteCounter::default(), clock(), with(other)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("witness-state.json shows a witness cosigned size 300 with another root"), "{msg}");
+    let err = Ledger::check(&*storage, &signer().verifier(), NoteCounter::default(), &with(other)).unwrap_err();
+    assert!(err.to_string().contains("with another root"), "{err}");
+    Ledger::open(storage, signer(), NoteCounter::default(), clock(), with(root)).unwrap().close();
+    std::fs::remove_dir_all(dir).unwrap();
+}

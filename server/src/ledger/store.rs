@@ -1462,6 +1462,7 @@ fn analyse<S: Storage>(
     let mut times_differ = false;
     let mut batch_ends: Vec<u64> = Vec::new();
     let mut after_batch_end = 0u64;
+    let mut wrong_end = None;
     while let Some(Scanned { header: header_bytes, batch_end, .. }) = journal.next()? {
         // A record whose header does not parse is the torn remains of a write.
         let Ok(header) = EntryHeader::parse(&header_bytes) else { break };
@@ -1475,13 +1476,20 @@ fn analyse<S: Storage>(
         }
         match batch_end {
             Some(said) if said == size + tail_entries => batch_ends.push(said),
-            // A batch end naming another size is torn remains (zeros where
-            // an append was cut short): nothing past it is whole.
-            Some(_) => break,
+            // Zeros where an append was cut short (a file system may keep
+            // the length and lose the data): torn remains, nothing past
+            // them is whole.
+            Some(0) => break,
+            Some(said) => {
+                wrong_end = Some((said, size + tail_entries));
+                break;
+            }
             None => {}
         }
     }
-    let reason = if batch_ends.len() > 1 {
+    let reason = if let Some((said, expected)) = wrong_end {
+        Some(format!("a batch end names size {said} where {expected} was due, so the journal was altered"))
+    } else if batch_ends.len() > 1 {
         Some(format!("more than one batch: {} batches end at sizes {}", batch_ends.len(), list_sizes(&batch_ends)))
     } else if after_batch_end > 0 {
         Some(format!(
