@@ -1545,8 +1545,8 @@ fn write_public<S: Storage>(storage: &S, path: &str, bytes: &[u8]) -> io::Result
 /// Checks every partial tile and bundle file under `public/tile` against
 /// what the journal implies (the edge for the last tile of each level, the
 /// full tile for earlier ones), rewrites each that differs (torn by a
-/// crash) and removes what no size at or below the edge's can read (and
-/// temporary files a crash left). Returns how many were rewritten.
+/// crash) and removes what no size at or below the edge's can read, and
+/// the temporary files a crash left. Returns how many were rewritten.
 fn repair_partials<S: Storage>(storage: &S, edge: &Edge) -> io::Result<usize> {
     let mut repaired = 0;
     let mut levels: Vec<(Option<u8>, String)> = vec![(None, format!("{PUBLIC}/tile/entries"))];
@@ -1558,6 +1558,12 @@ fn repair_partials<S: Storage>(storage: &S, edge: &Edge) -> io::Result<usize> {
                 let path = format!("{dir}/{name}");
                 if name.starts_with('x') {
                     dirs.push(path);
+                    continue;
+                }
+                // A full tile's temporary file, left by a crash while
+                // recovery rewrote it.
+                if name.ends_with(".tmp") {
+                    storage.remove(&path)?;
                     continue;
                 }
                 let Some(stem) = path.strip_suffix(".p") else { continue };
