@@ -44,7 +44,7 @@
 //! or below the signed size is ever rewritten. [`check`] runs the same
 //! reading and writes nothing.
 //!
-//! Files of `public/` are replaced by a rename ([`write_public`]), so a
+//! Files of `public/` are replaced by a rename (`write_public`), so a
 //! static file server never serves half of one; partial files are not
 //! fsynced (a rename per file once a second is cheap, an fsync is not), and
 //! recovery checks each against the journal and rewrites a torn one.
