@@ -96,10 +96,8 @@ impl Transport for Grpc {
     }
 
     async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError> {
-        UpdateServiceClient::new(self.channel.clone())
-            .report(deadline(pb::ReportRequest { report }))
-            .await
-            .map_err(|s| {
+        UpdateServiceClient::new(self.channel.clone()).report(deadline(pb::ReportRequest { report })).await.map_err(
+            |s| {
                 // The codes with which the server refuses the report
                 // itself (the ledger's rules, an outcome already reported,
                 // a report on another deployment); any other code says it
@@ -112,7 +110,8 @@ impl Transport for Grpc {
                         | tonic::Code::FailedPrecondition
                 );
                 if refused { ReportError::Refused(status(s)) } else { ReportError::Unsent(status(s)) }
-            })?;
+            },
+        )?;
         Ok(())
     }
 }

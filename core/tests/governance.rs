@@ -537,18 +537,37 @@ fn an_admin_action_issued_more_than_a_day_from_its_ledger_time_is_refused() {
     w.advance_days(1);
     w.now = w.now.plus_seconds(1);
     refused(&mut w, kept_back, "more than a day from its ledger time");
-    // Dated in the future by more than a day: refused too.
+    // Dated in the future beyond clock skew: refused too.
     let ahead = envelope::sign(
         &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(DAY + 1)),
         &[w.admin_key(0)],
     );
-    refused(&mut w, ahead, "more than a day from its ledger time");
+    refused(&mut w, ahead, "by more than the 300 s of clock skew allowed");
     // Within the day: taken.
     let fresh = envelope::sign(
         &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(-DAY + 10)),
         &[w.admin_key(0)],
     );
     w.append(fresh).unwrap();
+}
+
+#[test]
+fn an_admin_action_pre_signed_for_later_is_refused() {
+    let (mut w, _, _) = two_customers();
+    let skew = covenant_core::state::ACTION_CLOCK_SKEW;
+    // Signed to be sent an hour from now: usable neither now nor then for
+    // long (it would have stood a day back and a day ahead, two days).
+    let ahead = envelope::sign(
+        &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(3_600)),
+        &[w.admin_key(0)],
+    );
+    refused(&mut w, ahead, &format!("by more than the {skew} s of clock skew allowed"));
+    // A clock a few minutes ahead is fine.
+    let skewed = envelope::sign(
+        &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(skew)),
+        &[w.admin_key(0)],
+    );
+    w.append(skewed).unwrap();
 }
 
 fn case_contract(extra: Vec<Condition>) -> Vec<Condition> {

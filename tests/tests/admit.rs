@@ -42,9 +42,7 @@ fn append(dir: &std::path::Path, body: Vec<u8>) {
     let (kind, subjects) = covenant_core::state::placement(&action.action);
     let signer = covenant_core::keys::KeyId::from_hex(&envelope::Envelope::parse(&body).unwrap().signatures()[0].keyid);
     let (ledger, _) = datadir::open_ledger(dir).unwrap();
-    ledger
-        .append_blocking(covenant_server::ledger::NewEntry { kind, actor: signer, subjects, body })
-        .unwrap();
+    ledger.append_blocking(covenant_server::ledger::NewEntry { kind, actor: signer, subjects, body }).unwrap();
     ledger.close();
 }
 

@@ -21,12 +21,18 @@ pub const DECISION_SKEW: i64 = 60;
 /// How far from the decision's time the check-in it answers may be dated, in
 /// seconds (the agent sets its clock from the server's answers).
 pub const CHECKIN_WINDOW: i64 = 86_400;
-/// How far from its entry's ledger time an admin action may be issued, in
-/// seconds, either way. An officer signs an action and sends it at once (the
-/// first admin's registration waits at most for `certify`, the signature
-/// and `admit`), so a day is room for slow hands and skewed clocks, while
-/// an action kept back to be recorded later is refused.
+/// How long before its entry's ledger time an admin action may be issued,
+/// in seconds. An officer signs an action and sends it at once (the first
+/// admin's registration waits at most for `certify`, the signature and
+/// `admit`), so a day is room for slow hands, while an action kept back to
+/// be recorded later is refused.
 pub const ACTION_WINDOW: i64 = 86_400;
+/// How far after its entry's ledger time an admin action may be dated, in
+/// seconds. Nothing but a clock running ahead of the server's dates an
+/// action in the future, and five minutes covers an unsynchronised office
+/// clock; a day (as before) let an action pre-signed a day ahead stay
+/// usable for two days.
+pub const ACTION_CLOCK_SKEW: i64 = 300;
 /// How long a proposal waits for its approvals, in seconds.
 pub const PROPOSAL_LIFETIME: i64 = 30 * 86_400;
 /// The period over which a deployment's logged decisions are bounded, in
