@@ -105,7 +105,19 @@ pub trait Transport {
     /// Starts a download of `release` from `offset`.
     async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<Self::Chunks, String>;
     /// Sends a signed install report.
-    async fn report(&mut self, report: Vec<u8>) -> Result<(), String>;
+    async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError>;
+}
+
+/// Why the server did not acknowledge an install report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportError {
+    /// The server's ledger refused it (a rule of the fold, or an outcome
+    /// already reported): the same bytes will be refused again, so the
+    /// report is dropped, not retried.
+    Refused(String),
+    /// It did not get through (no connection, a deadline, a rate limit):
+    /// it is kept and sent again at the next cycle.
+    Unsent(String),
 }
 
 /// The chunks of a download.
@@ -355,21 +367,28 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         Ok(())
     }
 
-    /// Sends the pending install reports, oldest first; keeps each the
-    /// server does not acknowledge. Returns whether none is left.
+    /// Sends the pending install reports, oldest first; keeps each that
+    /// did not get through, and drops (with a line in the log) each the
+    /// server refused: sending the same signed bytes again cannot change
+    /// the ledger's answer, and the device's software is what it is either
+    /// way (the ledger records what it can prove, and a check-in whose
+    /// claim differs shows the officer the difference). Returns whether
+    /// none is left.
     pub async fn send_reports(&mut self) -> bool {
         let Ok(pending) = self.store.pending_reports() else { return false };
         for (path, report) in pending {
             match self.transport.report(report).await {
-                Ok(()) => {
-                    if self.store.remove(&path).is_err() {
-                        return false;
-                    }
+                Ok(()) => {}
+                Err(ReportError::Refused(why)) => {
+                    eprintln!("covenant-agent: the server refused the install report {path} ({why}); it is dropped");
                 }
-                Err(e) => {
+                Err(ReportError::Unsent(e)) => {
                     eprintln!("covenant-agent: the install report is kept for later: {e}");
                     return false;
                 }
+            }
+            if self.store.remove(&path).is_err() {
+                return false;
             }
         }
         true

@@ -13,7 +13,7 @@ use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::config::Config;
-use crate::engine::{Chunks, Transport};
+use crate::engine::{Chunks, ReportError, Transport};
 
 /// A unary call's deadline.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -95,11 +95,23 @@ impl Transport for Grpc {
         Ok(GrpcChunks(r.into_inner()))
     }
 
-    async fn report(&mut self, report: Vec<u8>) -> Result<(), String> {
-        UpdateServiceClient::new(self.channel.clone())
-            .report(deadline(pb::ReportRequest { report }))
-            .await
-            .map_err(status)?;
+    async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError> {
+        UpdateServiceClient::new(self.channel.clone()).report(deadline(pb::ReportRequest { report })).await.map_err(
+            |s| {
+                // The codes with which the server refuses the report
+                // itself (the ledger's rules, an outcome already reported,
+                // a report on another deployment); any other code says it
+                // did not get through.
+                let refused = matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::AlreadyExists
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::FailedPrecondition
+                );
+                if refused { ReportError::Refused(status(s)) } else { ReportError::Unsent(status(s)) }
+            },
+        )?;
         Ok(())
     }
 }

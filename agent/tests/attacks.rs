@@ -40,6 +40,38 @@ fn granted_server(size: usize) -> FakeServer {
 }
 
 #[test]
+fn an_install_report_the_server_refuses_is_dropped_and_the_agent_moves_on() {
+    use covenant_agent::engine::ReportError;
+    let mut server = granted_server(10_000);
+    let why = "grant 7 no longer stood when the install was reported";
+    server.report_error = Some(ReportError::Refused(why.into()));
+    let mut agent = agent(server);
+    // The install itself stands: the software is what it is.
+    assert_eq!(check(&mut agent).unwrap(), Checked::Installed("1.1.0".parse().unwrap()));
+    assert_eq!(agent.transport().reports.len(), 1);
+    assert!(agent.store().pending_reports().unwrap().is_empty(), "a refused report is dropped, not kept");
+    // The next cycle sends it no more and checks in as usual.
+    agent.transport_mut().standing = None;
+    assert_eq!(check(&mut agent).unwrap(), Checked::Current);
+    assert_eq!(agent.transport().reports.len(), 1, "not retried");
+}
+
+#[test]
+fn an_install_report_that_did_not_get_through_is_kept_and_sent_again() {
+    use covenant_agent::engine::ReportError;
+    let mut server = granted_server(10_000);
+    server.report_error = Some(ReportError::Unsent("deadline exceeded".into()));
+    let mut agent = agent(server);
+    assert_eq!(check(&mut agent).unwrap(), Checked::Installed("1.1.0".parse().unwrap()));
+    assert_eq!(agent.store().pending_reports().unwrap().len(), 1, "kept for later");
+    agent.transport_mut().report_error = None;
+    agent.transport_mut().standing = None;
+    assert_eq!(check(&mut agent).unwrap(), Checked::Current);
+    assert_eq!(agent.transport().reports.len(), 2, "sent again");
+    assert!(agent.store().pending_reports().unwrap().is_empty(), "acknowledged at last");
+}
+
+#[test]
 fn a_genuine_grant_installs_and_reports() {
     let mut agent = agent(granted_server(10_000));
     assert_eq!(check(&mut agent).unwrap(), Checked::Installed("1.1.0".parse().unwrap()));

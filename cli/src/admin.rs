@@ -58,7 +58,10 @@ pub enum Admin {
         #[arg(long)]
         country: String,
     },
-    /// Registers a deployment of a customer: a product at a site.
+    /// Registers a deployment of a customer: a product at a site. While one
+    /// of the customer's deployments is under a deployment suspension or an
+    /// open case, it waits for a second admin's approval (it could be the
+    /// same system under a new id).
     Deployment {
         /// The deployment id.
         id: String,
@@ -98,7 +101,9 @@ pub enum Admin {
         artifact: PathBuf,
     },
     /// Moves a misuse case along its lifecycle (received, triaged,
-    /// investigating, determined, remediation, verified, closed).
+    /// investigating, determined, remediation, verified, closed). Closing a
+    /// case, or taking it back to investigating, waits for a second admin's
+    /// approval, as waiving `no_open_case` would.
     Case {
         /// The case id (case-N, printed when the signal was recorded).
         case: String,
@@ -164,7 +169,9 @@ pub enum Admin {
         #[arg(long)]
         country: String,
     },
-    /// Records an export licence.
+    /// Records an export licence. Recording it again with narrower terms
+    /// takes effect at once; wider terms (a later expiry, other versions,
+    /// another authority) wait for a second admin's approval.
     Licence {
         /// The licence id.
         id: String,
@@ -249,7 +256,17 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         action,
         ActionKind::ProposeSuspension { .. } | ActionKind::ProposeWaiver { .. } | ActionKind::ProposeSecurityFix { .. }
     );
-    let contract = matches!(action, ActionKind::SetContract { .. });
+    // Actions that take effect at once or wait for a second admin,
+    // depending on the ledger: what decides it, in words.
+    let maybe = match &action {
+        ActionKind::SetContract { .. } => Some("If this version relaxes a condition"),
+        ActionKind::RecordLicence { .. } => Some("If this widens a recorded licence"),
+        ActionKind::CaseTransition { .. } => Some("If this closes the case or takes it back"),
+        ActionKind::RegisterDeployment { .. } => {
+            Some("If a suspension or open case holds another deployment of this customer")
+        }
+        _ => None,
+    };
     let payload =
         AdminAction { type_tag: ActionTag, schema: SchemaV1, action, why, evidence: vec![], issued_at: now() };
     let digest = Sha256Digest::of(&payload.to_payload_bytes());
@@ -269,11 +286,8 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         if proposal {
             println!("The proposal's digest, for the approving admin: {digest}");
         }
-        if contract {
-            println!(
-                "If this version relaxes a condition it waits for a second admin's approval; its digest, for them: \
-                 {digest}"
-            );
+        if let Some(maybe) = maybe {
+            println!("{maybe} it waits for a second admin's approval; its digest, for them: {digest}");
         }
     }
     Ok(())

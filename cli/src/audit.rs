@@ -342,8 +342,7 @@ async fn verify_online(
                 header
                     .check_body(&salt, &e.body)
                     .with_context(|| format!("entry {}'s body does not match its header", e.index))?;
-                registry
-                    .apply(e.index, &header, &e.body)
+                covenant_core::policy::fold(&mut registry, e.index, &header, &e.body)
                     .map_err(|r| anyhow::anyhow!("entry {} breaks a rule: {r}", e.index))?;
                 bodies_checked += 1;
                 fresh.push(merkle::leaf_hash(&e.header));

@@ -11,10 +11,13 @@
 //! case says only that a compliance review is open and whom to contact.
 
 use crate::digest::Timestamp;
-use crate::state::{AttestationFact, Deployment, Release, SignedCheckIn, State, VerificationFact};
+use crate::envelope::Envelope;
+use crate::ledger::{EntryHeader, EntryKind};
+use crate::state::{AttestationFact, Deployment, Rejection, Release, SignedCheckIn, State, VerificationFact};
 use crate::statements::{
     CONDITION_NAMES, CaseState, Condition, ConditionResult, ConditionStatus, Contract, ContractRef, Decision,
-    DecisionTag, ReleaseClass, SchemaV1, SuspensionLevel, Verdict, WithheldRelease,
+    DecisionTag, InstallOutcome, InstallReport, Payload as _, ReleaseClass, SchemaV1, SuspensionLevel, Verdict,
+    WithheldRelease,
 };
 
 /// The version of these rules; every decision records it.
@@ -163,19 +166,7 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
                 }
             })
             .collect();
-        let approved = facts.security_fix_approved(&dep.id, &release.digest);
-        if let Err(why) = suspension_allows(
-            level,
-            release.manifest.class,
-            &release.manifest.capability_baseline,
-            installed_baseline,
-            approved,
-        ) {
-            reasons.push(format!(
-                "Release {} of {} is withheld from deployment {}: {why}.",
-                release.manifest.version, dep.product, dep.id
-            ));
-        }
+        reasons.extend(suspension_reason(state, dep, release, level, installed_baseline));
         if reasons.is_empty() {
             offered = Some(release);
             break;
@@ -204,6 +195,31 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
         finding,
     };
     Ok(Outcome::Decided(Box::new(decision)))
+}
+
+/// Why the suspension table withholds `release` from `dep`, if it does.
+fn suspension_reason(
+    state: &State,
+    dep: &Deployment,
+    release: &Release,
+    level: SuspensionLevel,
+    installed_baseline: Option<&semver::Version>,
+) -> Option<String> {
+    let approved = state.facts().security_fix_approved(&dep.id, &release.digest);
+    suspension_allows(
+        level,
+        release.manifest.class,
+        &release.manifest.capability_baseline,
+        installed_baseline,
+        approved,
+    )
+    .err()
+    .map(|why| {
+        format!(
+            "Release {} of {} is withheld from deployment {}: {why}.",
+            release.manifest.version, dep.product, dep.id
+        )
+    })
 }
 
 struct Context<'a> {
@@ -596,13 +612,70 @@ pub fn logging(state: &State, fresh: &Decision, now: Timestamp) -> Logging {
     }
 }
 
-/// Whether a logged grant still stands at `now`: unexpired, and the state
-/// now would still grant the same release to the check-in it answered. A
-/// suspension, revocation or case that turns the verdict voids it at once.
+/// Whether a logged grant still stands at `now`: unexpired, its release
+/// still newer than the version the ledger records as installed, and the
+/// state now would still let that release through to the check-in the
+/// grant answered (every condition met, not applicable or waived, and the
+/// suspension table allowing it). A suspension, revocation or case that
+/// would withhold it voids it at once. A newer release published since
+/// does not: the grant's own release is judged, not whether it is still
+/// the newest on offer.
 pub fn grant_stands(state: &State, grant: &crate::state::DecisionFact, now: Timestamp) -> bool {
     if grant.verdict != Verdict::Grant || grant.expires_at.is_none_or(|e| now >= e) {
         return false;
     }
+    let Some(release) = grant.release.as_ref().and_then(|r| state.facts().release(r)) else { return false };
     let Ok(checkin) = state.verify_checkin(&grant.checkin) else { return false };
-    matches!(evaluate(state, &checkin, now), Ok(Outcome::Decided(d)) if d.verdict == Verdict::Grant && d.release == grant.release)
+    let Some(dep) = state.deployment(&checkin.deployment) else { return false };
+    if dep.product != release.manifest.product || release.manifest.version <= dep.installed_version {
+        return false;
+    }
+    let facts = state.facts();
+    let contract = facts.contract_of(&dep.customer).filter(|c| c.covers(&dep.id));
+    let ctx = Context { state, dep, checkin: &checkin, now, contract };
+    let level = facts.effective_suspension(dep);
+    let installed_baseline =
+        facts.release_of(&dep.product, &dep.installed_version).map(|r| &r.manifest.capability_baseline);
+    ctx.conditions(release).iter().all(|c| c.status != ConditionStatus::Unmet)
+        && suspension_reason(state, dep, release, level, installed_baseline).is_none()
+}
+
+/// Folds one entry into the state: every rule of [`State::apply`], and
+/// before it the rules that need the policy, which the state cannot apply
+/// itself (`policy` reads `state`, so `state` cannot call back here). The
+/// server's sequencer, its start-up fold and `audit replay` all fold
+/// through this function, so a rule here holds for whoever folds.
+///
+/// The rule: an install report of outcome `installed` is taken only if
+/// the grant it names still stood at the report's ledger time
+/// ([`grant_stands`], judged on the state before the report). A device
+/// cannot have downloaded a grant that no longer stood (the download is
+/// refused), so a report that it installed one would only let it pick its
+/// own baseline.
+pub fn fold(state: &mut State, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
+    if header.kind == EntryKind::Report {
+        check_install_report(state, header.time, body)?;
+    }
+    state.apply(index, header, body)
+}
+
+fn check_install_report(state: &State, time: Timestamp, body: &[u8]) -> Result<(), Rejection> {
+    // What does not parse, or was already recorded, the state refuses with
+    // its own words.
+    let Ok(env) = Envelope::parse(body) else { return Ok(()) };
+    let Ok(report) = InstallReport::parse(env.payload()) else { return Ok(()) };
+    if report.outcome != InstallOutcome::Installed
+        || state.facts().report_index(&crate::digest::Sha256Digest::of(env.payload())).is_some()
+    {
+        return Ok(());
+    }
+    let grant = state.facts().decisions_of(&report.deployment).iter().find(|d| d.index == report.grant_index);
+    match grant {
+        Some(grant) if grant.verdict == Verdict::Grant && !grant_stands(state, grant, time) => Err(Rejection(format!(
+            "grant {} no longer stood when the install was reported (it expired, or a suspension, case or other \
+             change withholds its release): the installed version is not raised",
+            report.grant_index
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -70,7 +70,7 @@ pub fn replay<'a>(keyring: Keyring, entries: impl IntoIterator<Item = (u64, &'a 
             state.skip();
             continue;
         }
-        if let Err(e) = state.apply(index, header, body) {
+        if let Err(e) = crate::policy::fold(&mut state, index, header, body) {
             mismatches.push(Mismatch { index, field: "refused", detail: e.0 });
             // Counted, not taken: later indexes and state sizes stay the ledger's.
             state.skip();

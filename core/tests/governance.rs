@@ -502,12 +502,16 @@ fn a_signal_header_does_not_name_who_reported() {
 // ---- Issue 16: what an outside attack found ---------------------------------
 
 fn licence_action(versions: &str, expires_days: i64, w: &World) -> ActionKind {
+    licence_until(versions, w.now.plus_seconds(expires_days * DAY))
+}
+
+fn licence_until(versions: &str, expires: covenant_core::digest::Timestamp) -> ActionKind {
     ActionKind::RecordLicence {
         licence: Licence {
             id: "bafa-1".into(),
             customer: "min-x".into(),
             authority: "BAFA".into(),
-            expires: w.now.plus_seconds(expires_days * DAY),
+            expires,
             versions: versions.parse().unwrap(),
         },
     }
@@ -517,9 +521,10 @@ fn licence_action(versions: &str, expires_days: i64, w: &World) -> ActionKind {
 fn an_old_admin_action_recorded_again_is_refused() {
     let (mut w, _, _) = two_customers();
     // admin1 records a wide licence; the admins later narrow it.
-    let wide = w.action_body(licence_action(">=1.0", 365, &w), 0);
+    let expires = w.now.plus_seconds(365 * DAY);
+    let wide = w.action_body(licence_until(">=1.0", expires), 0);
     let first = w.append(wide.clone()).unwrap();
-    w.act(licence_action(">=1.0, <1.2", 365, &w), 0).unwrap();
+    w.act(licence_until(">=1.0, <1.2", expires), 0).unwrap();
     // The operator (or anyone holding the old envelope) records it again.
     refused(&mut w, wide, &format!("re-records the action of entry {first}"));
     assert_eq!(w.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.2");
@@ -532,18 +537,37 @@ fn an_admin_action_issued_more_than_a_day_from_its_ledger_time_is_refused() {
     w.advance_days(1);
     w.now = w.now.plus_seconds(1);
     refused(&mut w, kept_back, "more than a day from its ledger time");
-    // Dated in the future by more than a day: refused too.
+    // Dated in the future beyond clock skew: refused too.
     let ahead = envelope::sign(
         &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(DAY + 1)),
         &[w.admin_key(0)],
     );
-    refused(&mut w, ahead, "more than a day from its ledger time");
+    refused(&mut w, ahead, "by more than the 300 s of clock skew allowed");
     // Within the day: taken.
     let fresh = envelope::sign(
         &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(-DAY + 10)),
         &[w.admin_key(0)],
     );
     w.append(fresh).unwrap();
+}
+
+#[test]
+fn an_admin_action_pre_signed_for_later_is_refused() {
+    let (mut w, _, _) = two_customers();
+    let skew = covenant_core::state::ACTION_CLOCK_SKEW;
+    // Signed to be sent an hour from now: usable neither now nor then for
+    // long (it would have stood a day back and a day ahead, two days).
+    let ahead = envelope::sign(
+        &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(3_600)),
+        &[w.admin_key(0)],
+    );
+    refused(&mut w, ahead, &format!("by more than the {skew} s of clock skew allowed"));
+    // A clock a few minutes ahead is fine.
+    let skewed = envelope::sign(
+        &support::world::action(licence_action(">=1.0", 365, &w), w.now.plus_seconds(skew)),
+        &[w.admin_key(0)],
+    );
+    w.append(skewed).unwrap();
 }
 
 fn case_contract(extra: Vec<Condition>) -> Vec<Condition> {
@@ -625,13 +649,17 @@ fn granted() -> (World, SigningKey, u64) {
 }
 
 fn report(w: &World, dk: &SigningKey, grant: u64, outcome: InstallOutcome, to: &str) -> Vec<u8> {
+    report_from(w, dk, grant, outcome, "1.0.0", to)
+}
+
+fn report_from(w: &World, dk: &SigningKey, grant: u64, outcome: InstallOutcome, from: &str, to: &str) -> Vec<u8> {
     let r = InstallReport {
         type_tag: ReportTag,
         schema: SchemaV1,
         deployment: "lim-07".into(),
         grant_index: grant,
         outcome,
-        from_version: "1.0.0".parse().unwrap(),
+        from_version: from.parse().unwrap(),
         to_version: to.parse().unwrap(),
         last_checkpoint: CheckpointRef { size: grant + 1, root_hash: Sha256Digest::of(b"root") },
         time: w.now,
@@ -662,12 +690,242 @@ fn a_grants_outcome_is_reported_once() {
     w.now = w.now.plus_seconds(5);
     let again = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
     refused(&mut w, again, &format!("the outcome of grant {grant} is already reported as failed (entry {first})"));
-    // Another outcome of it is taken, once.
+    // A grant has one outcome: after failed, installed is refused too.
+    let other = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    refused(&mut w, other, "a grant has one outcome, or installed then rolled-back");
+    assert_eq!(w.state.facts().reports(), 1);
+    assert_eq!(w.state.deployment("lim-07").unwrap().installed_version.to_string(), "1.0.0");
+}
+
+fn installed_version(w: &World) -> String {
+    w.state.deployment("lim-07").unwrap().installed_version.to_string()
+}
+
+#[test]
+fn an_install_report_for_a_grant_voided_by_a_suspension_does_not_raise_the_baseline() {
+    let (mut w, dk, grant) = granted();
+    // A security fix built on 1.1.0: under L1 it goes only to a deployment
+    // whose ledger baseline is 1.1.0 or newer.
+    w.release("1.1.1", ReleaseClass::SecurityFix, "1.1.0");
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    // The device never could download 1.1.0 now, yet reports installing it.
+    let body = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    refused(&mut w, body, &format!("grant {grant} no longer stood when the install was reported"));
+    assert_eq!(installed_version(&w), "1.0.0");
+    assert_eq!(w.state.facts().reports(), 0);
+    // So the fix built on 1.1.0 stays withheld.
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.1.0", "1.1.0"));
+    assert_eq!(d.verdict, Verdict::Withhold);
+    assert!(d.finding.is_some(), "the claim differs from the ledger: a finding for the officer");
+}
+
+#[test]
+fn an_install_report_after_its_grant_expired_does_not_raise_the_baseline() {
+    let (mut w, dk, grant) = granted();
+    w.advance_days(30);
+    let body = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    refused(&mut w, body, &format!("grant {grant} no longer stood when the install was reported"));
+    assert_eq!(installed_version(&w), "1.0.0");
+}
+
+#[test]
+fn an_install_report_still_counts_when_a_newer_release_was_published_meanwhile() {
+    let (mut w, dk, grant) = granted();
+    w.release("1.2.0", ReleaseClass::Capability, "1.2.0");
     w.append(report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0")).unwrap();
-    w.now = w.now.plus_seconds(5);
-    let again = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
-    refused(&mut w, again, "already reported as installed");
+    assert_eq!(installed_version(&w), "1.1.0");
+}
+
+#[test]
+fn a_rolled_back_report_returns_the_baseline() {
+    let (mut w, dk, grant) = granted();
+    w.append(report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0")).unwrap();
+    assert_eq!(installed_version(&w), "1.1.0");
+    w.append(report(&w, &dk, grant, InstallOutcome::RolledBack, "1.1.0")).unwrap();
+    assert_eq!(installed_version(&w), "1.0.0", "the version before that grant");
+    // Nothing more for that grant: not failed, not installed again.
+    let failed = report(&w, &dk, grant, InstallOutcome::Failed, "1.1.0");
+    refused(&mut w, failed, "a grant has one outcome, or installed then rolled-back");
+    assert_eq!(installed_version(&w), "1.0.0");
     assert_eq!(w.state.facts().reports(), 2);
+}
+
+#[test]
+fn a_rolled_back_report_alone_leaves_the_baseline() {
+    let (mut w, dk, grant) = granted();
+    // What the agent sends when the health check fails: rolled-back, never
+    // installed before it.
+    w.append(report(&w, &dk, grant, InstallOutcome::RolledBack, "1.1.0")).unwrap();
+    assert_eq!(installed_version(&w), "1.0.0");
+    let installed = report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0");
+    refused(&mut w, installed, "already reported as rolled-back");
+}
+
+#[test]
+fn a_report_whose_from_version_is_not_the_ledgers_is_refused() {
+    let (mut w, dk, grant) = granted();
+    let body = report_from(&w, &dk, grant, InstallOutcome::Installed, "0.9.0", "1.1.0");
+    refused(
+        &mut w,
+        body,
+        &format!("the report says the deployment ran 0.9.0 before grant {grant}, but the ledger records 1.0.0"),
+    );
+    assert_eq!(installed_version(&w), "1.0.0");
+    // Installed from the ledger's version, then a roll-back claiming to
+    // return anywhere but there is refused too.
+    w.append(report(&w, &dk, grant, InstallOutcome::Installed, "1.1.0")).unwrap();
+    let body = report_from(&w, &dk, grant, InstallOutcome::RolledBack, "1.0.5", "1.1.0");
+    refused(&mut w, body, "ran 1.0.5 before grant");
+    assert_eq!(installed_version(&w), "1.1.0");
+}
+
+#[test]
+fn one_admin_cannot_widen_a_licence_by_recording_it_again() {
+    let (mut w, (_, dk, _), _) = two_customers();
+    w.release("1.2.0", ReleaseClass::Capability, "1.2.0");
+    w.contract("min-x", 1, vec![Condition::LicenceValid { licence: "bafa-1".into() }]).unwrap();
+    let expires = w.now.plus_seconds(30 * DAY);
+    w.act(licence_until(">=1.0, <1.2", expires), 0).unwrap();
+    assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Withhold);
+    // One admin records it again covering 1.2: a proposal only.
+    let p = w.propose(licence_until(">=1.0", expires), 0).unwrap();
+    assert_eq!(w.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.2");
+    match &w.state.facts().proposal(&p).unwrap().kind {
+        covenant_core::state::ProposalKind::Licence { relaxes, .. } => {
+            assert_eq!(relaxes, &vec!["licence bafa-1: covers versions >=1.0 instead of >=1.0, <1.2".to_owned()]);
+        }
+        other => panic!("expected a licence proposal, got {other:?}"),
+    }
+    assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Withhold);
+    // A later expiry alone is a widening too.
+    let later = w.propose(licence_until(">=1.0, <1.2", expires.plus_seconds(DAY)), 0).unwrap();
+    assert!(!w.state.facts().proposal(&later).unwrap().in_force);
+    assert_eq!(w.state.facts().licence("bafa-1").unwrap().expires, expires);
+    // A second admin's approval puts the wider one in force.
+    w.approve(p, 1).unwrap();
+    assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Grant);
+    // The other proposal no longer says what it widens.
+    let e = w.approve(later, 1).unwrap_err();
+    assert!(e.0.contains("licence bafa-1 changed since this proposal"), "{e}");
+    // Narrowing takes effect at once.
+    w.act(licence_until(">=1.0, <1.1", expires.plus_seconds(-DAY)), 0).unwrap();
+    assert_eq!(w.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.1");
+}
+
+fn substantiated(w: &mut World, ek: &SigningKey) -> String {
+    let case = w.signal(ek, "min-x", Some("lim-07"));
+    w.move_case(&case, CaseState::Triaged, None).unwrap();
+    w.move_case(&case, CaseState::Investigating, None).unwrap();
+    w.move_case(&case, CaseState::Determined, Some(Determination::Substantiated)).unwrap();
+    case
+}
+
+#[test]
+fn one_admin_cannot_close_a_substantiated_case_alone() {
+    let (mut w, (_, dk, ek), _) = two_customers();
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, case_contract(vec![])).unwrap();
+    let case = substantiated(&mut w, &ek);
+    // Forward moves take effect at once.
+    w.move_case(&case, CaseState::Remediation, None).unwrap();
+    w.move_case(&case, CaseState::Verified, None).unwrap();
+    assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Verified);
+    // Closing is a proposal: the case still withholds.
+    let close = ActionKind::CaseTransition { case: case.clone(), to: CaseState::Closed, determination: None };
+    let p = w.propose(close, 0).unwrap();
+    assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Verified);
+    assert!(!w.state.facts().proposal(&p).unwrap().in_force);
+    assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Withhold);
+    let e = w.approve(p, 0).unwrap_err();
+    assert!(e.0.contains("one admin counts once"), "{e}");
+    w.approve(p, 1).unwrap();
+    assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Closed);
+    assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Grant);
+}
+
+#[test]
+fn one_admin_cannot_dismiss_a_triaged_case_or_take_a_determination_back_alone() {
+    let (mut w, (_, _, ek), _) = two_customers();
+    w.contract("min-x", 1, case_contract(vec![])).unwrap();
+    let case = w.signal(&ek, "min-x", Some("lim-07"));
+    w.move_case(&case, CaseState::Triaged, None).unwrap();
+    let p = w
+        .propose(ActionKind::CaseTransition { case: case.clone(), to: CaseState::Closed, determination: None }, 0)
+        .unwrap();
+    assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Triaged);
+    // The case moves on meanwhile: the old proposal is refused on approval.
+    w.move_case(&case, CaseState::Investigating, None).unwrap();
+    w.move_case(&case, CaseState::Determined, Some(Determination::Inconclusive)).unwrap();
+    let e = w.approve(p, 1).unwrap_err();
+    assert!(e.0.contains(&format!("case {case} moved since this proposal")), "{e}");
+    // Determined (inconclusive) back to investigating lifts a contract
+    // blocking from determined: a proposal too.
+    let back = ActionKind::CaseTransition { case: case.clone(), to: CaseState::Investigating, determination: None };
+    let p = w.propose(back, 0).unwrap();
+    assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Determined);
+    w.approve(p, 1).unwrap();
+    assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Investigating);
+}
+
+fn register(id: &str) -> ActionKind {
+    ActionKind::RegisterDeployment {
+        deployment: id.into(),
+        customer: "min-x".into(),
+        product: "lim".into(),
+        site: site("s1"),
+        provisioned_version: "1.0.0".parse().unwrap(),
+    }
+}
+
+#[test]
+fn re_registering_suspended_hardware_under_a_new_deployment_id_needs_two_admins() {
+    let (mut w, _, _) = two_customers();
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    // One admin registers the same system as lim-09: a proposal only.
+    let p = w.propose(register("lim-09"), 0).unwrap();
+    assert!(w.state.deployment("lim-09").is_none());
+    match &w.state.facts().proposal(&p).unwrap().kind {
+        covenant_core::state::ProposalKind::Deployment { held, .. } => {
+            assert_eq!(held, "deployment lim-07 is under suspension L1");
+        }
+        other => panic!("expected a deployment proposal, got {other:?}"),
+    }
+    // Its key cannot be registered either, so it cannot check in.
+    let e = w.act(
+        ActionKind::IssueIdentity {
+            role: IdentityRole::Deployment,
+            subject: "lim-09".into(),
+            signing_key: key(140).public(),
+            certificate_sha256: Sha256Digest::of(b"cert lim-09"),
+            scope: None,
+        },
+        0,
+    );
+    assert!(e.unwrap_err().0.contains("register deployment lim-09 before its key"));
+    w.approve(p, 1).unwrap();
+    assert!(w.state.deployment("lim-09").is_some());
+    // Another customer is not held by min-x's suspension.
+    w.act(
+        ActionKind::RegisterDeployment {
+            deployment: "lim-10".into(),
+            customer: "min-y".into(),
+            product: "lim".into(),
+            site: site("s1"),
+            provisioned_version: "1.0.0".parse().unwrap(),
+        },
+        0,
+    )
+    .unwrap();
+    assert!(w.state.deployment("lim-10").is_some());
+}
+
+#[test]
+fn re_registering_hardware_with_an_open_case_under_a_new_deployment_id_needs_two_admins() {
+    let (mut w, (_, _, ek), _) = two_customers();
+    let _case = w.signal(&ek, "min-x", Some("lim-07"));
+    let p = w.propose(register("lim-09"), 0).unwrap();
+    assert!(w.state.deployment("lim-09").is_none());
+    assert!(!w.state.facts().proposal(&p).unwrap().in_force);
 }
 
 #[test]

@@ -743,12 +743,13 @@ fn the_generator_model_agrees_with_itself_on_a_small_history() {
 fn replay_names_a_re_recorded_admin_action() {
     let mut w = World::new();
     support::world::setup(&mut w, "min-x", "lim-07", 100);
-    let licence = |versions: &str, w: &World| ActionKind::RecordLicence {
+    let expires = w.now.plus_seconds(365 * DAY);
+    let licence = |versions: &str, _: &World| ActionKind::RecordLicence {
         licence: Licence {
             id: "bafa-1".into(),
             customer: "min-x".into(),
             authority: "BAFA".into(),
-            expires: w.now.plus_seconds(365 * DAY),
+            expires,
             versions: versions.parse().unwrap(),
         },
     };
@@ -764,4 +765,39 @@ fn replay_names_a_re_recorded_admin_action() {
     assert_eq!(m.detail, format!("re-records the admin action of entry {first}"));
     assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
     assert_eq!(r.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.2");
+}
+
+/// An install report for a grant a suspension voided, forced into a ledger
+/// past the server: replay refuses it, so the baseline it would raise is
+/// not raised in the replayed state either.
+#[test]
+fn replay_refuses_an_install_report_for_a_voided_grant() {
+    let mut w = World::new();
+    let (_, dk, _) = support::world::setup(&mut w, "min-x", "lim-07", 100);
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    let d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let grant = w.log(&d).unwrap();
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    let report = InstallReport {
+        type_tag: ReportTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        grant_index: grant,
+        outcome: InstallOutcome::Installed,
+        from_version: "1.0.0".parse().unwrap(),
+        to_version: "1.1.0".parse().unwrap(),
+        last_checkpoint: CheckpointRef { size: grant + 1, root_hash: Sha256Digest::of(b"root") },
+        time: w.now,
+    };
+    let body = envelope::sign(&report, &[&dk]);
+    assert!(w.append(body.clone()).unwrap_err().0.contains("no longer stood"));
+    let mut bodies: Vec<(Timestamp, Vec<u8>)> = w.entries.iter().map(|(h, b)| (h.time, b.clone())).collect();
+    bodies.push((w.now, body));
+    let forced = bodies.len() - 1;
+    let r = replay_of(&rebuild(bodies));
+    assert_eq!(r.mismatches.len(), 1, "{:?}", r.mismatches);
+    assert!(named(&r.mismatches, forced, "refused"), "{:?}", r.mismatches);
+    assert!(r.mismatches[0].detail.contains(&format!("grant {grant} no longer stood")));
+    assert_eq!(r.state.deployment("lim-07").unwrap().installed_version.to_string(), "1.0.0");
 }

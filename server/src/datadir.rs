@@ -104,7 +104,7 @@ impl StateMachine for SharedRegistry {
 
     fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String> {
         let mut r = self.0.write().map_err(|_| "registry lock poisoned".to_owned())?;
-        r.apply(index, header, body).map_err(|e| e.0)
+        policy::fold(&mut r, index, header, body).map_err(|e| e.0)
     }
 
     fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, ledger::Rejection> {
@@ -120,7 +120,7 @@ impl StateMachine for SharedRegistry {
         let mut r = self.0.write().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
         match own {
             Some((decision, checkin)) => r.apply_own_decision(index, header, &decision, &checkin),
-            None => r.apply(index, header, body),
+            None => policy::fold(&mut r, index, header, body),
         }
         .map_err(|Rejection(why)| ledger::Rejection(why))
     }

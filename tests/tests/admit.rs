@@ -34,14 +34,47 @@ fn signed(dir: &std::path::Path, who: &str, action: ActionKind) -> Vec<u8> {
     envelope::sign(&a, &[&key])
 }
 
+/// Appends an action straight to the stopped server's ledger, under the
+/// fold's rules (as the running server would): the set-up the operator's
+/// attack starts from.
+fn append(dir: &std::path::Path, body: Vec<u8>) {
+    let action = AdminAction::parse(envelope::Envelope::parse(&body).unwrap().payload()).unwrap();
+    let (kind, subjects) = covenant_core::state::placement(&action.action);
+    let signer = covenant_core::keys::KeyId::from_hex(&envelope::Envelope::parse(&body).unwrap().signatures()[0].keyid);
+    let (ledger, _) = datadir::open_ledger(dir).unwrap();
+    ledger.append_blocking(covenant_server::ledger::NewEntry { kind, actor: signer, subjects, body }).unwrap();
+    ledger.close();
+}
+
+/// The ledger's size and whether licence `bafa-1` is recorded.
+fn ledger_facts(dir: &std::path::Path) -> (u64, bool) {
+    let (ledger, registry) = datadir::open_ledger(dir).unwrap();
+    let facts = {
+        let state = registry.0.read().unwrap();
+        (state.size(), state.facts().licence("bafa-1").is_some())
+    };
+    ledger.close();
+    facts
+}
+
 #[test]
 fn the_operator_cannot_admit_an_admin_action() {
     let dir = dev_dir("licence");
+    // A registered customer, so that the fold itself would take the
+    // licence: only admit's own rule stands in the way.
+    let customer = ActionKind::RegisterCustomer {
+        customer: "min-x".into(),
+        legal_name: "Ministry X".into(),
+        country: "XA".into(),
+    };
+    append(&dir, signed(&dir, "admin1", customer));
+    let before = ledger_facts(&dir);
+    assert!(!before.1);
     // A licence action admin1 signed (the operator kept a copy).
     let licence = ActionKind::RecordLicence {
         licence: Licence {
             id: "bafa-1".into(),
-            customer: "nobody".into(),
+            customer: "min-x".into(),
             authority: "BAFA".into(),
             expires: now().plus_seconds(86_400),
             versions: ">=1.0".parse().unwrap(),
@@ -52,6 +85,7 @@ fn the_operator_cannot_admit_an_admin_action() {
     let note = ActionKind::Note { text: "appended by the operator".into() };
     let e = datadir::admit(&dir, signed(&dir, "admin1", note)).unwrap_err();
     assert!(format!("{e:#}").contains("admit records only the first admin's own registration"), "{e:#}");
+    assert_eq!(ledger_facts(&dir), before, "nothing was appended");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -129,7 +129,13 @@ async fn a_deployment_gets_its_update_only_while_the_conditions_hold() {
     assert_eq!(d.verdict, Verdict::Withhold);
     let reason = &d.conditions.iter().find(|c| c.condition == "no_open_case").unwrap().reason;
     assert!(reason.contains("compliance review") && !reason.contains("journalist") && !reason.contains("ngo"));
+    // Closing it lifts no_open_case, as a waiver would: one admin proposes,
+    // and the case withholds until a second approves.
+    let size = s.size().await;
     admin(&a1, Admin::Case { case, to: "closed".into(), determination: None }).await;
+    assert_eq!(decision_of(&check_in(&s, &c.device, "n4a").await).verdict, Verdict::Withhold);
+    let proposal = proposal_digest(&s, size).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "n4").await).verdict, Verdict::Grant);
 
     // An L2 suspension proposed by one admin has no effect...

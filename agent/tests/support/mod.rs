@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use covenant_agent::engine::{Agent, Chunks, Settings, Transport};
+use covenant_agent::engine::{Agent, Chunks, ReportError, Settings, Transport};
 use covenant_agent::store::{AgentIdentity, Slot, SlotMeta, Store};
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope::{self, Envelope};
@@ -353,6 +353,8 @@ pub struct FakeServer {
     pub download_offsets: Vec<u64>,
     /// Install reports received.
     pub reports: Vec<Vec<u8>>,
+    /// Answers every report with this error instead of acknowledging it.
+    pub report_error: Option<ReportError>,
     /// The check-ins received.
     pub checkins: Vec<Vec<u8>>,
     /// As the real server: a deployment already at the granted version (or
@@ -373,6 +375,7 @@ impl FakeServer {
             stall_at: None,
             download_offsets: vec![],
             reports: vec![],
+            report_error: None,
             checkins: vec![],
             current_when_installed: true,
         }
@@ -448,9 +451,12 @@ impl Transport for FakeServer {
         Ok(FakeChunks { data, at: 0, offset, chunk: self.chunk, stall_at: self.stall_at })
     }
 
-    async fn report(&mut self, report: Vec<u8>) -> Result<(), String> {
+    async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError> {
         self.reports.push(report);
-        Ok(())
+        match &self.report_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 }
 

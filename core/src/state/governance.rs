@@ -13,7 +13,7 @@ use crate::keys::KeyId;
 use crate::statements::{
     ActionKind, CaseState, Contract, Decision, DeniedParty, Determination, EndUseAttestation, FieldVerification,
     InTotoStatement, InstallOutcome, InstallReport, Licence, MisuseSignal, ReleaseClass, ReleaseManifest, Site,
-    SuspensionLevel, SuspensionTarget, Verdict, contract_relaxations,
+    SuspensionLevel, SuspensionTarget, Verdict, contract_relaxations, licence_relaxations,
 };
 
 /// How long before its ledger time a decision may have been made, in seconds.
@@ -21,12 +21,18 @@ pub const DECISION_SKEW: i64 = 60;
 /// How far from the decision's time the check-in it answers may be dated, in
 /// seconds (the agent sets its clock from the server's answers).
 pub const CHECKIN_WINDOW: i64 = 86_400;
-/// How far from its entry's ledger time an admin action may be issued, in
-/// seconds, either way. An officer signs an action and sends it at once (the
-/// first admin's registration waits at most for `certify`, the signature
-/// and `admit`), so a day is room for slow hands and skewed clocks, while
-/// an action kept back to be recorded later is refused.
+/// How long before its entry's ledger time an admin action may be issued,
+/// in seconds. An officer signs an action and sends it at once (the first
+/// admin's registration waits at most for `certify`, the signature and
+/// `admit`), so a day is room for slow hands, while an action kept back to
+/// be recorded later is refused.
 pub const ACTION_WINDOW: i64 = 86_400;
+/// How far after its entry's ledger time an admin action may be dated, in
+/// seconds. Nothing but a clock running ahead of the server's dates an
+/// action in the future, and five minutes covers an unsynchronised office
+/// clock; a day (as before) let an action pre-signed a day ahead stay
+/// usable for two days.
+pub const ACTION_CLOCK_SKEW: i64 = 300;
 /// How long a proposal waits for its approvals, in seconds.
 pub const PROPOSAL_LIFETIME: i64 = 30 * 86_400;
 /// The period over which a deployment's logged decisions are bounded, in
@@ -168,6 +174,36 @@ pub enum ProposalKind {
         /// The release's digest.
         release: Sha256Digest,
     },
+    /// Record a licence again with wider terms.
+    Licence {
+        /// The licence as it would be recorded.
+        licence: Licence,
+        /// The licence in force when it was proposed: approving it once the
+        /// licence has changed is refused.
+        from: Licence,
+        /// What it relaxes, in words.
+        relaxes: Vec<String>,
+    },
+    /// Move a case to a state that ends it (closed) or takes it back
+    /// (determined → investigating): either lifts `no_open_case`.
+    CaseMove {
+        /// The case.
+        case: String,
+        /// The state it moves to.
+        to: CaseState,
+        /// The state it was in when proposed: approving it once the case
+        /// has moved is refused.
+        from: CaseState,
+    },
+    /// Register a deployment of a customer one of whose deployments a
+    /// suspension or an open case holds: it could be the same hardware
+    /// under a new id, escaping what holds the old one.
+    Deployment {
+        /// The deployment as it would be registered.
+        deployment: Deployment,
+        /// What holds the customer's other deployment, in words.
+        held: String,
+    },
 }
 
 /// A proposal awaiting or having reached its approvals.
@@ -248,6 +284,9 @@ pub struct Facts {
     /// each outcome of a grant is recorded once, so reports are bounded by
     /// the decisions (themselves bounded per period).
     report_outcomes: BTreeMap<u64, Vec<(InstallOutcome, u64)>>,
+    /// grant index → the version the ledger recorded before its
+    /// `installed` report (what a `rolled-back` report returns to).
+    installed_from: BTreeMap<u64, semver::Version>,
 }
 
 /// Who signed an admin action and what counts as an approval.
@@ -417,6 +456,23 @@ impl Facts {
     pub fn effective_suspension(&self, deployment: &Deployment) -> SuspensionLevel {
         let customer = self.customers.get(&deployment.customer).map(|c| c.suspension).unwrap_or_default();
         customer.max(deployment.suspension)
+    }
+
+    /// What holds one of a customer's deployments, in words, if anything
+    /// does: a deployment-scoped suspension or a case naming it that is
+    /// not closed.
+    fn held_deployment_of(&self, customer: &str) -> Option<String> {
+        let suspended = self
+            .deployments
+            .values()
+            .find(|d| d.customer == customer && d.suspension != SuspensionLevel::None)
+            .map(|d| format!("deployment {} is under suspension {}", d.id, d.suspension));
+        suspended.or_else(|| {
+            self.cases
+                .values()
+                .find(|c| c.customer == customer && c.deployment.is_some() && c.state != CaseState::Closed)
+                .map(|c| format!("case {} concerning one of its deployments is open", c.id))
+        })
     }
 
     fn suspension_of(&self, target: &SuspensionTarget) -> Result<SuspensionLevel, Rejection> {
@@ -599,19 +655,24 @@ impl Facts {
         Ok(())
     }
 
-    /// Records an install report: once (its payload digest), one per
-    /// outcome of each grant, naming a grant to the deployment and that
-    /// grant's version. An `installed` outcome sets the deployment's
-    /// installed version.
+    /// Records an install report: once (its payload digest), naming a
+    /// grant to the deployment and that grant's version, starting from the
+    /// version the ledger records. A grant has one outcome (`installed`,
+    /// `failed` or `rolled-back`), or `installed` then `rolled-back`. An
+    /// `installed` outcome sets the deployment's installed version (that
+    /// its grant still stood is [`crate::policy::fold`]'s rule, which needs
+    /// the policy); a `rolled-back` after it returns the version to the one
+    /// before that grant, so a device cannot keep a baseline it says it
+    /// left.
     pub(super) fn apply_report(&mut self, index: u64, report: &Verified<InstallReport>) -> Result<(), Rejection> {
         let digest = report.payload_digest();
         let r: &InstallReport = report;
         if let Some(first) = self.report_digests.get(&digest) {
             return reject(format!("this install report is already recorded (entry {first})"));
         }
-        if !self.deployments.contains_key(&r.deployment) {
+        let Some(dep) = self.deployments.get(&r.deployment) else {
             return reject(format!("deployment {} is not registered", r.deployment));
-        }
+        };
         let grant = self
             .decisions
             .get(&r.deployment)
@@ -633,12 +694,50 @@ impl Facts {
                 outcome_name(r.outcome)
             ));
         }
+        let earlier = self.report_outcomes.get(&r.grant_index).map(Vec::as_slice).unwrap_or_default();
+        let rolls_back_an_install =
+            r.outcome == InstallOutcome::RolledBack && matches!(earlier, [(InstallOutcome::Installed, _)]);
+        if let Some((outcome, first)) = earlier.first()
+            && !rolls_back_an_install
+        {
+            return reject(format!(
+                "the outcome of grant {} is already reported as {} (entry {first}); a grant has one outcome, or \
+                 installed then rolled-back",
+                r.grant_index,
+                outcome_name(*outcome)
+            ));
+        }
+        // The version the device started from is the one the ledger
+        // recorded before this grant: a report cannot move the baseline
+        // from anywhere else.
+        let before = if rolls_back_an_install {
+            if dep.installed_version != r.to_version {
+                return reject(format!(
+                    "grant {} installed {}, but the ledger records {} installed since; its roll-back is refused",
+                    r.grant_index, r.to_version, dep.installed_version
+                ));
+            }
+            self.installed_from.get(&r.grant_index).cloned().unwrap_or_else(|| dep.installed_version.clone())
+        } else {
+            dep.installed_version.clone()
+        };
+        if r.from_version != before {
+            return reject(format!(
+                "the report says the deployment ran {} before grant {}, but the ledger records {before}",
+                r.from_version, r.grant_index
+            ));
+        }
         self.report_outcomes.entry(r.grant_index).or_default().push((r.outcome, index));
         self.report_digests.insert(digest, index);
-        if r.outcome == InstallOutcome::Installed
-            && let Some(dep) = self.deployments.get_mut(&r.deployment)
-        {
-            dep.installed_version = r.to_version.clone();
+        if let Some(dep) = self.deployments.get_mut(&r.deployment) {
+            match r.outcome {
+                InstallOutcome::Installed => {
+                    self.installed_from.insert(r.grant_index, dep.installed_version.clone());
+                    dep.installed_version = r.to_version.clone();
+                }
+                InstallOutcome::RolledBack if rolls_back_an_install => dep.installed_version = before,
+                InstallOutcome::RolledBack | InstallOutcome::Failed => {}
+            }
         }
         self.reports += 1;
         Ok(())
@@ -678,18 +777,34 @@ impl Facts {
                 if !self.customers.contains_key(customer) {
                     return reject(format!("customer {customer} is not registered"));
                 }
-                self.deployments.insert(
-                    deployment.clone(),
-                    Deployment {
-                        id: deployment.clone(),
-                        customer: customer.clone(),
-                        product: product.clone(),
-                        site: site.clone(),
-                        suspension: SuspensionLevel::None,
-                        installed_version: provisioned_version.clone(),
-                    },
-                );
-                Ok(())
+                let dep = Deployment {
+                    id: deployment.clone(),
+                    customer: customer.clone(),
+                    product: product.clone(),
+                    site: site.clone(),
+                    suspension: SuspensionLevel::None,
+                    installed_version: provisioned_version.clone(),
+                };
+                // The ledger knows no hardware apart from its deployment
+                // id, and a device's key is new with each registration, so
+                // one admin could register a suspended or investigated
+                // system again under a new id. While a deployment-scoped
+                // suspension or open case holds one of the customer's
+                // deployments, another needs the admin threshold.
+                match self.held_deployment_of(customer) {
+                    None => {
+                        self.deployments.insert(deployment.clone(), dep);
+                        Ok(())
+                    }
+                    Some(held) => self.propose(
+                        index,
+                        time,
+                        actor,
+                        digest,
+                        ProposalKind::Deployment { deployment: dep, held },
+                        threshold,
+                    ),
+                }
             }
             ActionKind::SetContract { contract } => {
                 if !self.customers.contains_key(&contract.customer) {
@@ -734,6 +849,14 @@ impl Facts {
                 let Some(c) = self.cases.get_mut(case) else { return reject(format!("no case {case}")) };
                 if !legal_move(c.state, c.determination, *to) {
                     return reject(format!("case {case} cannot move from {:?} to {to:?}", c.state));
+                }
+                // A move that ends a case, or takes it back to an earlier
+                // state, lifts `no_open_case` for some contract, as a waiver
+                // of it would: it needs the admin threshold. A move forward
+                // only makes the case block more, and takes effect at once.
+                if *to == CaseState::Closed || *to < c.state {
+                    let kind = ProposalKind::CaseMove { case: case.clone(), to: *to, from: c.state };
+                    return self.propose(index, time, actor, digest, kind, threshold);
                 }
                 c.state = *to;
                 if *to == CaseState::Determined {
@@ -814,6 +937,23 @@ impl Facts {
                         ));
                     }
                 }
+                match &p.kind {
+                    ProposalKind::Licence { licence, from, .. } if self.licences.get(&licence.id) != Some(from) => {
+                        return reject(format!(
+                            "licence {} changed since this proposal, so it no longer says what it widens; propose again",
+                            licence.id
+                        ));
+                    }
+                    ProposalKind::CaseMove { case, from, .. }
+                        if self.cases.get(case).is_none_or(|c| c.state != *from) =>
+                    {
+                        return reject(format!("case {case} moved since this proposal; propose again"));
+                    }
+                    ProposalKind::Deployment { deployment, .. } if self.deployments.contains_key(&deployment.id) => {
+                        return reject(format!("deployment {} is already registered", deployment.id));
+                    }
+                    _ => {}
+                }
                 let Some(p) = self.proposals.get_mut(proposal) else {
                     return reject("no proposal has this digest");
                 };
@@ -839,11 +979,23 @@ impl Facts {
                 if !self.customers.contains_key(&licence.customer) {
                     return reject(format!("customer {} is not registered", licence.customer));
                 }
-                if self.licences.get(&licence.id).is_some_and(|l| l.customer != licence.customer) {
+                let Some(current) = self.licences.get(&licence.id) else {
+                    self.licences.insert(licence.id.clone(), licence.clone());
+                    return Ok(());
+                };
+                if current.customer != licence.customer {
                     return reject(format!("licence {} belongs to another customer", licence.id));
                 }
-                self.licences.insert(licence.id.clone(), licence.clone());
-                Ok(())
+                // Narrowing a licence takes effect at once; widening it can
+                // turn a withhold into a grant, so it needs the admin
+                // threshold, as a relaxing contract version does.
+                let relaxes = licence_relaxations(current, licence);
+                if relaxes.is_empty() {
+                    self.licences.insert(licence.id.clone(), licence.clone());
+                    return Ok(());
+                }
+                let kind = ProposalKind::Licence { licence: licence.clone(), from: current.clone(), relaxes };
+                self.propose(index, time, actor, digest, kind, threshold)
             }
             _ => reject("this admin action is not folded here"),
         }
@@ -890,6 +1042,16 @@ impl Facts {
             }
             ProposalKind::SecurityFix { deployment, release } => {
                 self.security_fixes.insert((deployment.clone(), *release));
+            }
+            ProposalKind::Licence { licence, .. } => {
+                self.licences.insert(licence.id.clone(), licence.clone());
+            }
+            ProposalKind::CaseMove { case, to, .. } => {
+                let c = self.cases.get_mut(case).ok_or_else(|| Rejection(format!("no case {case}")))?;
+                c.state = *to;
+            }
+            ProposalKind::Deployment { deployment, .. } => {
+                self.deployments.insert(deployment.id.clone(), deployment.clone());
             }
         }
         Ok(())

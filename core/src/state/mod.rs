@@ -19,9 +19,9 @@ mod governance;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use governance::{
-    ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact, Deployment, Facts,
-    LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal, ProposalKind, Release, VerificationFact,
-    legal_move, outcome_name, reasons_digest,
+    ACTION_CLOCK_SKEW, ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact,
+    Deployment, Facts, LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal, ProposalKind, Release,
+    VerificationFact, legal_move, outcome_name, reasons_digest,
 };
 
 use crate::digest::{Sha256Digest, Timestamp};
@@ -420,11 +420,16 @@ impl State {
         if let Some(first) = self.actions.get(&proposal_digest) {
             return reject(format!("this admin action re-records the action of entry {first}; sign a new one"));
         }
-        if verified.issued_at < header.time.plus_seconds(-ACTION_WINDOW)
-            || verified.issued_at > header.time.plus_seconds(ACTION_WINDOW)
-        {
+        if verified.issued_at < header.time.plus_seconds(-ACTION_WINDOW) {
             return reject(format!(
                 "the admin action was issued at {}, more than a day from its ledger time {}; sign it again",
+                verified.issued_at, header.time
+            ));
+        }
+        if verified.issued_at > header.time.plus_seconds(ACTION_CLOCK_SKEW) {
+            return reject(format!(
+                "the admin action is dated {}, after its ledger time {} by more than the {ACTION_CLOCK_SKEW} s of \
+                 clock skew allowed; sign it again with a correct clock",
                 verified.issued_at, header.time
             ));
         }

@@ -287,3 +287,23 @@ impl DeniedParty {
         self.country == country && norm(&self.legal_name) == norm(legal_name)
     }
 }
+
+/// What recording `new` in place of the licence `old` (same id) relaxes, in
+/// words; empty when it only narrows or repeats it. A later expiry, a
+/// version requirement that is not `old`'s with comparators added (a
+/// requirement's comparators must all hold, so adding some can only
+/// narrow; any other change may admit a version `old` did not, and which
+/// one is not decided here), and another authority are relaxations.
+pub fn licence_relaxations(old: &Licence, new: &Licence) -> Vec<String> {
+    let mut out = Vec::new();
+    if new.expires > old.expires {
+        out.push(format!("licence {}: expires on {} instead of {}", old.id, new.expires.date(), old.expires.date()));
+    }
+    if !old.versions.comparators.iter().all(|c| new.versions.comparators.contains(c)) {
+        out.push(format!("licence {}: covers versions {} instead of {}", old.id, new.versions, old.versions));
+    }
+    if new.authority != old.authority {
+        out.push(format!("licence {}: names authority {} instead of {}", old.id, new.authority, old.authority));
+    }
+    out
+}

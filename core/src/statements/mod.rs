@@ -17,7 +17,7 @@ pub use action::{
     ActionKind, ActionTag, AdminAction, CONDITION_NAMES, CaseState, Determination, IdentityRole, MisuseSignal,
     SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
 };
-pub use contract::{Condition, Contract, DeniedParty, Licence, contract_relaxations};
+pub use contract::{Condition, Contract, DeniedParty, Licence, contract_relaxations, licence_relaxations};
 pub use decision::{
     ConditionResult, ConditionStatus, ContractRef, Decision, DecisionTag, FreshTag, Freshness, FreshnessStanding,
     Verdict, WithheldRelease,
