@@ -141,6 +141,9 @@ impl pb::update_service_server::UpdateService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
         let bytes = request.into_inner().checkin;
+        // Before any parsing or signature work: a logged decision carries
+        // the check-in's exact bytes for good.
+        within(&bytes, "check-in", covenant_core::statements::MAX_CHECKIN_ENVELOPE_BYTES)?;
         let now = self.now();
         // First against the state as it is: most check-ins change nothing.
         let (deployment, nonce, last_checkpoint, fast) = {
@@ -325,6 +328,10 @@ impl pb::update_service_server::UpdateService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
         let body = request.into_inner().report;
+        within(&body, "install report", covenant_core::statements::MAX_REPORT_ENVELOPE_BYTES)?;
+        // Within the report's own limits (one signature), before any work.
+        let env = envelope::Envelope::parse_for::<InstallReport>(&body)
+            .map_err(|e| Status::invalid_argument(format!("the install report is refused: {e}")))?;
         let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
         if placed.subjects != [caller.subject.clone()] {
             return Err(Status::permission_denied("a deployment reports on itself only"));
@@ -332,7 +339,6 @@ impl pb::update_service_server::UpdateService for Node {
         // A report is recorded once. The same report again (an agent whose
         // acknowledgement was lost keeps sending it until one arrives) is
         // answered with the entry that recorded it, so the agent stops.
-        let env = envelope::Envelope::parse(&body).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let digest = Sha256Digest::of(env.payload());
         if let Some(index) = self.recorded_report(&digest)? {
             return self.report_answer(index);
@@ -428,6 +434,19 @@ impl pb::attestation_service_server::AttestationService for Node {
         let body = self.ledger.body(index).map_err(read_status)?.body;
         Ok(Response::new(pb::GetVerdictResponse { decision: body, index }))
     }
+}
+
+/// Refuses a device's envelope larger than `limit` (the statement's own:
+/// its payload limit in base64 and one signature) before anything reads it.
+fn within(bytes: &[u8], what: &str, limit: usize) -> Result<(), Status> {
+    if bytes.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "the {what} envelope is {} bytes, over the limit of {limit} (one device signature over a bounded \
+             payload)",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The check-in `bytes` parses and names a deployment other than `caller`.
