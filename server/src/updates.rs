@@ -265,7 +265,8 @@ impl pb::update_service_server::UpdateService for Node {
         if req.offset > size {
             return Err(Status::out_of_range(format!("the artifact has {size} bytes")));
         }
-        let slot = self.downloads.take(fingerprint, &customer)?;
+        let stream_slot = self.streams.take(fingerprint)?;
+        let slot = (self.downloads.take(fingerprint, &customer)?, stream_slot);
         let path = artifact_path(&self.data, &artifact);
         let mut file = std::fs::File::open(&path).map_err(|e| Status::internal(format!("the artifact: {e}")))?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(req.offset))
