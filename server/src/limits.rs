@@ -119,7 +119,8 @@ pub struct DownloadLimits {
     pub total: usize,
     /// Streams one certificate may hold.
     pub per_certificate: usize,
-    /// Streams the deployments of one customer may hold together.
+    /// Streams the deployments of one customer may hold together, at most:
+    /// its share is `total / (customers downloading + 1)`, never above this.
     pub per_customer: usize,
 }
 
@@ -165,10 +166,17 @@ impl DownloadTable {
             )));
         }
         let by_customer = open.by_customer.get(customer).copied().unwrap_or(0);
-        if by_customer >= self.limits.per_customer {
+        // A customer's share shrinks with the customers downloading (this
+        // one counted), and one share is always left for a customer yet to
+        // come: alone a customer may hold half the slots, two a third each,
+        // so a third customer still finds a quarter free (review finding F6:
+        // two customers took all 64 slots with a fixed half each).
+        let active = open.by_customer.len() + usize::from(by_customer == 0);
+        let share = (self.limits.total / (active + 1)).clamp(1, self.limits.per_customer.max(1));
+        if by_customer >= share {
             return Err(Status::resource_exhausted(format!(
-                "this customer's deployments hold {by_customer} downloads, their share of the server's {}; retry \
-                 shortly",
+                "this customer's deployments hold {by_customer} downloads, their share of the server's {} with \
+                 {active} customer(s) downloading; retry shortly",
                 self.limits.total
             )));
         }
@@ -429,13 +437,34 @@ mod tests {
         let a1 = table.take(a, "x").unwrap();
         let _a2 = table.take(a, "x").unwrap();
         assert!(table.take(a, "x").unwrap_err().message().contains("per certificate"));
-        let _b1 = table.take(b, "x").unwrap();
+        // Alone, x holds its share: half.
         assert!(table.take(b, "x").unwrap_err().message().contains("share"));
         let _c1 = table.take(c, "y").unwrap();
-        assert!(table.take(c, "y").unwrap_err().message().contains("as many downloads"));
+        // With y downloading, x's share is a third (1): it holds more.
         drop(a1);
-        let _c2 = table.take(c, "y").unwrap();
+        assert!(table.take(b, "x").unwrap_err().message().contains("with 2 customer(s) downloading"));
         let open = table.open.lock().unwrap();
-        assert_eq!((open.total, open.by_customer.get("x"), open.by_customer.get("y")), (4, Some(&2), Some(&2)));
+        assert_eq!((open.total, open.by_customer.get("x"), open.by_customer.get("y")), (2, Some(&1), Some(&1)));
+    }
+
+    #[test]
+    fn two_customers_holding_their_shares_leave_a_third_a_slot() {
+        let table = DownloadTable::new(DownloadLimits { total: 64, per_certificate: 64, per_customer: 32 });
+        let mut held = Vec::new();
+        for customer in ["x", "y"] {
+            let me = Sha256Digest::of(customer.as_bytes());
+            while let Ok(slot) = table.take(me, customer) {
+                held.push(slot);
+            }
+        }
+        // x alone took half (32), y then a third (21).
+        assert_eq!(held.len(), 32 + 21);
+        let z = Sha256Digest::of(b"z");
+        let mut third = Vec::new();
+        while let Ok(slot) = table.take(z, "z") {
+            third.push(slot);
+        }
+        // z finds what is left (its share would be a quarter, 16).
+        assert_eq!(third.len(), 64 - 53);
     }
 }

@@ -72,6 +72,8 @@ pub struct Node {
     pub(crate) download_chunk: usize,
     /// How long a download stream may make no progress before it is closed.
     pub(crate) download_idle: Duration,
+    /// The least a download stream must send per window, or be closed.
+    pub(crate) download_progress: DownloadProgress,
     /// Each certificate's request rate (`None`: unlimited).
     pub(crate) rate: Option<Arc<RateLimiter>>,
     /// Streams open, per certificate.
@@ -82,13 +84,27 @@ pub struct Node {
 pub const MAX_DOWNLOADS: usize = 64;
 /// Download streams one certificate may hold open at once.
 pub const MAX_DOWNLOADS_PER_IDENTITY: usize = 2;
-/// Download streams the deployments of one customer may hold together: half
-/// of [`MAX_DOWNLOADS`]. A fixed half rather than a share that shrinks with
-/// the number of customers downloading: it needs no global view, one
-/// customer's devices (the attack of issue 16: 32 devices × 2 idle streams)
-/// always leave at least half the slots to everyone else, and one customer
-/// alone still gets 32 parallel downloads.
+/// Download streams the deployments of one customer may hold together, at
+/// most: half of [`MAX_DOWNLOADS`]. Its share is smaller when others
+/// download: `MAX_DOWNLOADS / (customers downloading + 1)`, so one share is
+/// always left for a customer yet to come (two customers holding idle
+/// streams leave a third a quarter of the slots; review finding F6).
 pub const MAX_DOWNLOADS_PER_CUSTOMER: usize = MAX_DOWNLOADS / 2;
+/// The least a download stream must send per window: 1 MiB a minute
+/// (about 140 kbit/s), or what is left of the artifact. A reader that takes
+/// one chunk just before the idle timeout each time (review finding F6: one
+/// chunk every 25 s) otherwise keeps its slot for ever. A slower link is
+/// cut too, and the agent resumes from the bytes it has.
+pub const DOWNLOAD_PROGRESS: DownloadProgress = DownloadProgress { bytes: 1 << 20, window: Duration::from_secs(60) };
+
+/// A minimum progress rate: `bytes` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadProgress {
+    /// Bytes that must be sent in each window.
+    pub bytes: u64,
+    /// The window.
+    pub window: Duration,
+}
 /// How long a download stream may make no progress (the client reads
 /// nothing, so no chunk leaves) before it is closed and its slot freed. A
 /// chunk is 256 KiB, so a link slower than about 70 kbit/s is cut too; the
@@ -521,6 +537,9 @@ pub struct ServeConfig {
     /// A download stream that makes no progress this long is closed
     /// (default [`DOWNLOAD_IDLE`]).
     pub download_idle: Duration,
+    /// A download stream that sends less than this is closed (default
+    /// [`DOWNLOAD_PROGRESS`]).
+    pub download_progress: DownloadProgress,
     /// Each certificate's request rate (default [`RATE_LIMIT`]; `None`:
     /// unlimited, for benchmarks of the server's ceiling).
     pub rate_limit: Option<RateLimit>,
@@ -552,6 +571,7 @@ impl ServeConfig {
                 per_customer: MAX_DOWNLOADS_PER_CUSTOMER,
             },
             download_idle: DOWNLOAD_IDLE,
+            download_progress: DOWNLOAD_PROGRESS,
             rate_limit: Some(RATE_LIMIT),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             connections_per_peer: CONNECTIONS_PER_PEER,
@@ -612,6 +632,7 @@ pub async fn run(
         downloads: Arc::new(DownloadTable::new(config.downloads)),
         download_chunk: config.download_chunk.clamp(4096, crate::updates::MAX_CHUNK),
         download_idle: config.download_idle,
+        download_progress: config.download_progress,
         rate: config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit))),
         streams: Arc::new(StreamTable::new(config.streams_per_identity)),
     };

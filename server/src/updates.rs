@@ -274,6 +274,7 @@ impl pb::update_service_server::UpdateService for Node {
         let node = self.clone();
         let chunk = self.download_chunk;
         let idle = self.download_idle;
+        let progress = self.download_progress;
         let deployment = caller.subject;
         let (stalled, last_word) = tokio::sync::oneshot::channel();
         // One chunk queued at most, and each checked only once there is room
@@ -283,7 +284,25 @@ impl pb::update_service_server::UpdateService for Node {
             let _slot = slot;
             let mut offset = req.offset;
             let mut checked_at = u64::MAX;
+            // The window of the progress rule: when it began, and where.
+            let mut window = (tokio::time::Instant::now(), offset);
             while offset < size {
+                // A stream that sent less than the rule's bytes (or what was
+                // left) in a window is closed: a trickle keeps no slot.
+                if window.0.elapsed() >= progress.window {
+                    let due = progress.bytes.min(size - window.1);
+                    if offset - window.1 < due {
+                        let _ = stalled.send(Status::deadline_exceeded(format!(
+                            "the download took {} bytes in {} s, under the least of {} bytes a window; it is closed \
+                             (resume from the bytes you have)",
+                            offset - window.1,
+                            progress.window.as_secs_f64(),
+                            progress.bytes
+                        )));
+                        return;
+                    }
+                    window = (tokio::time::Instant::now(), offset);
+                }
                 // Room for the next chunk comes only as the client reads; a
                 // client that reads nothing for `idle` loses the stream and
                 // its slot (else a few idle devices hold every slot).
