@@ -24,7 +24,26 @@ pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
 
 /// The most signatures an envelope may carry; more is refused unread, so an
 /// attacker cannot make a verifier check thousands of signatures.
+/// Statements signed by one key set a tighter limit of their own
+/// ([`Payload::MAX_SIGNATURES`]).
 pub const MAX_SIGNATURES: usize = 32;
+
+/// What an envelope adds to its base64 payload besides signatures, at most:
+/// the JSON keys and punctuation and a payload type of up to 128 bytes.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 256;
+
+/// What one signature adds to an envelope, at most: a 64-digit key id, an
+/// Ed25519 signature in base64 (88 characters) and the JSON around them.
+pub const SIGNATURE_BYTES: usize = 256;
+
+/// The largest envelope that carries a payload of `payload_bytes` with
+/// `signatures` signatures: what a statement whose payload and signature
+/// count are bounded may take on the wire, so that its envelope cannot be
+/// padded (whitespace, long key ids, extra signatures) past what its content
+/// needs.
+pub const fn max_envelope_bytes(payload_bytes: usize, signatures: usize) -> usize {
+    payload_bytes.div_ceil(3) * 4 + ENVELOPE_OVERHEAD_BYTES + signatures * SIGNATURE_BYTES
+}
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +63,15 @@ pub enum EnvelopeError {
     /// A base64 field does not decode.
     #[error("the {0} field is not valid base64")]
     BadBase64(&'static str),
-    /// More signatures than [`MAX_SIGNATURES`].
-    #[error("envelope carries {0} signatures, over the limit of {MAX_SIGNATURES}")]
-    TooManySignatures(usize),
+    /// More signatures than [`MAX_SIGNATURES`], or than the statement
+    /// allows ([`Payload::MAX_SIGNATURES`]).
+    #[error("envelope carries {count} signatures, over the limit of {limit}")]
+    TooManySignatures {
+        /// How many it carries.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The payload type is not the one expected here.
     #[error("payload type is {found:?}, expected {expected:?}")]
     WrongPayloadType {
@@ -93,12 +118,25 @@ pub struct EnvelopeSignature {
 }
 
 /// A parsed DSSE envelope whose signatures have not been checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Envelope {
     payload_type: String,
     payload: Vec<u8>,
     signatures: Vec<EnvelopeSignature>,
+    /// The size of the bytes it was parsed from (0 for one built here): a
+    /// statement's envelope limit is checked against what was received.
+    received_len: usize,
 }
+
+/// Two envelopes are equal when they say the same, however they were
+/// formatted on the wire.
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload_type == other.payload_type && self.payload == other.payload && self.signatures == other.signatures
+    }
+}
+
+impl Eq for Envelope {}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,17 +163,28 @@ fn decode_base64(s: &str, field: &'static str) -> Result<Vec<u8>, EnvelopeError>
 impl Envelope {
     /// An envelope with no signatures yet.
     pub fn new(payload_type: &str, payload: Vec<u8>) -> Self {
-        Envelope { payload_type: payload_type.to_owned(), payload, signatures: Vec::new() }
+        Envelope { payload_type: payload_type.to_owned(), payload, signatures: Vec::new(), received_len: 0 }
     }
 
     /// Parses the JSON form, within the size and signature-count limits.
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(EnvelopeError::TooLarge { size: bytes.len(), limit: MAX_ENVELOPE_BYTES });
+        Self::parse_within(bytes, MAX_ENVELOPE_BYTES, MAX_SIGNATURES)
+    }
+
+    /// Parses the JSON form of an envelope of `T`, within `T`'s envelope
+    /// size and signature count (checked before any JSON is read and before
+    /// any base64 is decoded).
+    pub fn parse_for<T: Payload>(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Self::parse_within(bytes, T::MAX_ENVELOPE_BYTES.min(MAX_ENVELOPE_BYTES), T::MAX_SIGNATURES.min(MAX_SIGNATURES))
+    }
+
+    fn parse_within(bytes: &[u8], max_bytes: usize, max_signatures: usize) -> Result<Self, EnvelopeError> {
+        if bytes.len() > max_bytes {
+            return Err(EnvelopeError::TooLarge { size: bytes.len(), limit: max_bytes });
         }
         let wire: WireEnvelope = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if wire.signatures.len() > MAX_SIGNATURES {
-            return Err(EnvelopeError::TooManySignatures(wire.signatures.len()));
+        if wire.signatures.len() > max_signatures {
+            return Err(EnvelopeError::TooManySignatures { count: wire.signatures.len(), limit: max_signatures });
         }
         let payload = decode_base64(&wire.payload, "payload")?;
         let signatures = wire
@@ -143,7 +192,7 @@ impl Envelope {
             .into_iter()
             .map(|s| Ok(EnvelopeSignature { keyid: s.keyid, sig: decode_base64(&s.sig, "sig")? }))
             .collect::<Result<Vec<_>, EnvelopeError>>()?;
-        Ok(Envelope { payload_type: wire.payload_type, payload, signatures })
+        Ok(Envelope { payload_type: wire.payload_type, payload, signatures, received_len: bytes.len() })
     }
 
     /// The JSON form (`payloadType`, `payload`, `signatures`), to be stored
@@ -268,17 +317,25 @@ impl<T> std::ops::Deref for Verified<T> {
 /// Verifies `bytes` as a DSSE envelope of `T`'s payload type signed by a
 /// threshold of `keys`, then parses and validates the payload.
 pub fn verify<T: Payload>(bytes: &[u8], keys: &KeySet) -> Result<Verified<T>, EnvelopeError> {
-    let envelope = Envelope::parse(bytes)?;
+    let envelope = Envelope::parse_for::<T>(bytes)?;
     verify_parsed(envelope, keys)
 }
 
-/// As [`verify`], for an envelope already parsed.
+/// As [`verify`], for an envelope already parsed: `T`'s envelope size (of
+/// the bytes it was parsed from) and signature count are checked here too,
+/// before any signature is.
 pub fn verify_parsed<T: Payload>(envelope: Envelope, keys: &KeySet) -> Result<Verified<T>, EnvelopeError> {
     if envelope.payload_type != T::PAYLOAD_TYPE {
         return Err(EnvelopeError::WrongPayloadType {
             expected: T::PAYLOAD_TYPE,
             found: envelope.payload_type.chars().take(128).collect(),
         });
+    }
+    if envelope.received_len > T::MAX_ENVELOPE_BYTES {
+        return Err(EnvelopeError::TooLarge { size: envelope.received_len, limit: T::MAX_ENVELOPE_BYTES });
+    }
+    if envelope.signatures.len() > T::MAX_SIGNATURES {
+        return Err(EnvelopeError::TooManySignatures { count: envelope.signatures.len(), limit: T::MAX_SIGNATURES });
     }
     let signers = envelope.require(keys)?;
     let value = T::parse(&envelope.payload)?;

@@ -166,7 +166,10 @@ fn too_many_signatures_are_refused_unread() {
     let one = json["signatures"][0].clone();
     json["signatures"] = serde_json::Value::Array(vec![one; envelope::MAX_SIGNATURES + 1]);
     let err = Envelope::parse(&serde_json::to_vec(&json).unwrap()).unwrap_err();
-    assert_eq!(err, EnvelopeError::TooManySignatures(envelope::MAX_SIGNATURES + 1));
+    assert_eq!(
+        err,
+        EnvelopeError::TooManySignatures { count: envelope::MAX_SIGNATURES + 1, limit: envelope::MAX_SIGNATURES }
+    );
 }
 
 // --- verify_strict ------------------------------------------------------

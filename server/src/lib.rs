@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod datadir;
 pub mod ledger;
 pub mod limits;

@@ -1,12 +1,13 @@
 //! What one caller may take of the server: a request rate per certificate,
-//! download slots per certificate and per customer, and TCP connections per
-//! peer address.
+//! streams per certificate, download slots per certificate and per customer,
+//! and TCP connections per peer address.
 //!
 //! Each limit answers a way one party could starve the others (issue 16):
 //! a device flooding requests, one customer's devices holding every download
 //! slot, and connections that never finish their TLS handshake holding file
-//! descriptors. The handshake itself is bounded by tonic's own TLS timeout
-//! (set in `service::run`); what is here is the bookkeeping.
+//! descriptors. The handshake itself, and connections without a client
+//! certificate, are bounded in time by `accept`; what is here is the
+//! bookkeeping.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -118,7 +119,8 @@ pub struct DownloadLimits {
     pub total: usize,
     /// Streams one certificate may hold.
     pub per_certificate: usize,
-    /// Streams the deployments of one customer may hold together.
+    /// Streams the deployments of one customer may hold together, at most:
+    /// its share is `total / (customers downloading + 1)`, never above this.
     pub per_customer: usize,
 }
 
@@ -164,10 +166,17 @@ impl DownloadTable {
             )));
         }
         let by_customer = open.by_customer.get(customer).copied().unwrap_or(0);
-        if by_customer >= self.limits.per_customer {
+        // A customer's share shrinks with the customers downloading (this
+        // one counted), and one share is always left for a customer yet to
+        // come: alone a customer may hold half the slots, two a third each,
+        // so a third customer still finds a quarter free (review finding F6:
+        // two customers took all 64 slots with a fixed half each).
+        let active = open.by_customer.len() + usize::from(by_customer == 0);
+        let share = (self.limits.total / (active + 1)).clamp(1, self.limits.per_customer.max(1));
+        if by_customer >= share {
             return Err(Status::resource_exhausted(format!(
-                "this customer's deployments hold {by_customer} downloads, their share of the server's {}; retry \
-                 shortly",
+                "this customer's deployments hold {by_customer} downloads, their share of the server's {} with \
+                 {active} customer(s) downloading; retry shortly",
                 self.limits.total
             )));
         }
@@ -202,50 +211,120 @@ fn decrement<K: std::hash::Hash + Eq + ?Sized, Q: std::borrow::Borrow<K> + std::
     }
 }
 
-/// TCP connections open per peer address.
+/// The streams (WatchCheckpoints, Download, Publish) each certificate holds
+/// open, counted under one lock: a stream is opened once, not per message,
+/// so this is never on the check-in path.
+#[derive(Debug)]
+pub struct StreamTable {
+    per_identity: usize,
+    open: Arc<Mutex<HashMap<Sha256Digest, usize>>>,
+}
+
+/// One open stream of a certificate; given back when dropped (the stream's
+/// task ends when its client goes away).
+#[derive(Debug)]
+pub struct StreamSlot {
+    open: Arc<Mutex<HashMap<Sha256Digest, usize>>>,
+    certificate: Sha256Digest,
+}
+
+impl StreamTable {
+    /// An empty table allowing `per_identity` open streams per certificate.
+    pub fn new(per_identity: usize) -> StreamTable {
+        StreamTable { per_identity, open: Arc::default() }
+    }
+
+    /// Takes a stream slot for `certificate`, or ResourceExhausted once it
+    /// holds its share.
+    pub fn take(&self, certificate: Sha256Digest) -> Result<StreamSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(certificate).or_insert(0);
+        if *n >= self.per_identity {
+            return Err(Status::resource_exhausted(format!(
+                "this certificate holds {n} open streams, the most one identity may; close one first",
+            )));
+        }
+        *n += 1;
+        Ok(StreamSlot { open: self.open.clone(), certificate })
+    }
+
+    /// The streams `certificate` holds now.
+    pub fn held(&self, certificate: &Sha256Digest) -> usize {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(certificate).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        decrement(&mut open, &self.certificate);
+    }
+}
+
+/// TCP connections open per peer address, and in all.
 #[derive(Debug)]
 pub struct PeerTable {
     per_peer: usize,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    total: usize,
+    open: Arc<Mutex<Peers>>,
+}
+
+#[derive(Debug, Default)]
+struct Peers {
+    by_address: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 impl PeerTable {
-    /// An empty table allowing `per_peer` connections from one address.
-    pub fn new(per_peer: usize) -> PeerTable {
-        PeerTable { per_peer, open: Arc::default() }
+    /// An empty table allowing `per_peer` connections from one address and
+    /// `total` in all.
+    pub fn new(per_peer: usize, total: usize) -> PeerTable {
+        PeerTable { per_peer, total, open: Arc::default() }
     }
 
-    /// Admits `stream` if its peer holds fewer than the cap, else `None`
-    /// (the caller drops the stream, which closes it).
+    /// Admits `stream` if its peer holds fewer than its cap and the server
+    /// fewer than the global cap, else `None` (the caller drops the stream,
+    /// which closes it; connections already open are not affected).
     pub fn admit(&self, stream: TcpStream) -> Option<PeerStream> {
         let peer = stream.peer_addr().ok()?.ip();
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = open.entry(peer).or_insert(0);
+        if open.total >= self.total {
+            return None;
+        }
+        let n = open.by_address.entry(peer).or_insert(0);
         if *n >= self.per_peer {
             return None;
         }
         *n += 1;
+        open.total += 1;
         drop(open);
         Some(PeerStream { inner: stream, peer, open: self.open.clone() })
     }
+
+    /// Connections open now, in all.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
+    }
 }
 
-/// A TCP connection counted against its peer's cap until it is dropped.
+/// A TCP connection counted against its peer's cap and the global cap
+/// until it is dropped.
 ///
-/// It reports the same connection info as a bare `TcpStream`, so tonic's
-/// TLS layer over it still fills `Request::peer_certs` (which looks for
+/// It reports the same connection info as a bare `TcpStream`, so the TLS
+/// layer over it still fills `Request::peer_certs` (which looks for
 /// `TlsConnectInfo<TcpConnectInfo>`; STACK.md pitfall 5).
 #[derive(Debug)]
 pub struct PeerStream {
     inner: TcpStream,
     peer: IpAddr,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<Peers>>,
 }
 
 impl Drop for PeerStream {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        decrement(&mut open, &self.peer);
+        open.total = open.total.saturating_sub(1);
+        decrement(&mut open.by_address, &self.peer);
     }
 }
 
@@ -337,19 +416,55 @@ mod tests {
     }
 
     #[test]
+    fn stream_slots_count_per_certificate_and_come_back_when_dropped() {
+        let table = StreamTable::new(2);
+        let (a, b) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"));
+        let a1 = table.take(a).unwrap();
+        let _a2 = table.take(a).unwrap();
+        let refused = table.take(a).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("holds 2 open streams"), "{}", refused.message());
+        let _b1 = table.take(b).unwrap();
+        drop(a1);
+        assert_eq!(table.held(&a), 1);
+        let _a3 = table.take(a).unwrap();
+    }
+
+    #[test]
     fn download_slots_count_per_certificate_customer_and_total() {
         let table = DownloadTable::new(DownloadLimits { total: 4, per_certificate: 2, per_customer: 3 });
         let (a, b, c) = (Sha256Digest::of(b"a"), Sha256Digest::of(b"b"), Sha256Digest::of(b"c"));
         let a1 = table.take(a, "x").unwrap();
         let _a2 = table.take(a, "x").unwrap();
         assert!(table.take(a, "x").unwrap_err().message().contains("per certificate"));
-        let _b1 = table.take(b, "x").unwrap();
+        // Alone, x holds its share: half.
         assert!(table.take(b, "x").unwrap_err().message().contains("share"));
         let _c1 = table.take(c, "y").unwrap();
-        assert!(table.take(c, "y").unwrap_err().message().contains("as many downloads"));
+        // With y downloading, x's share is a third (1): it holds more.
         drop(a1);
-        let _c2 = table.take(c, "y").unwrap();
+        assert!(table.take(b, "x").unwrap_err().message().contains("with 2 customer(s) downloading"));
         let open = table.open.lock().unwrap();
-        assert_eq!((open.total, open.by_customer.get("x"), open.by_customer.get("y")), (4, Some(&2), Some(&2)));
+        assert_eq!((open.total, open.by_customer.get("x"), open.by_customer.get("y")), (2, Some(&1), Some(&1)));
+    }
+
+    #[test]
+    fn two_customers_holding_their_shares_leave_a_third_a_slot() {
+        let table = DownloadTable::new(DownloadLimits { total: 64, per_certificate: 64, per_customer: 32 });
+        let mut held = Vec::new();
+        for customer in ["x", "y"] {
+            let me = Sha256Digest::of(customer.as_bytes());
+            while let Ok(slot) = table.take(me, customer) {
+                held.push(slot);
+            }
+        }
+        // x alone took half (32), y then a third (21).
+        assert_eq!(held.len(), 32 + 21);
+        let z = Sha256Digest::of(b"z");
+        let mut third = Vec::new();
+        while let Ok(slot) = table.take(z, "z") {
+            third.push(slot);
+        }
+        // z finds what is left (its share would be a quarter, 16).
+        assert_eq!(third.len(), 64 - 53);
     }
 }

@@ -20,14 +20,14 @@ use covenant_core::keys::KeyId;
 use covenant_core::statements::{AdminAction, IdentityRole, Payload as _};
 use covenant_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use crate::datadir::{self, SharedRegistry};
 use crate::ledger::storage::FsStorage;
 use crate::ledger::store::ReadError;
 use crate::ledger::{AppendError, Appended, Ledger, MAX_PAGE, NewEntry};
-use crate::limits::{DownloadLimits, DownloadTable, PeerTable, RateLimit, RateLimiter};
+use crate::limits::{DownloadLimits, DownloadTable, PeerTable, RateLimit, RateLimiter, StreamTable};
 use crate::pki::{self, Authority};
 
 /// Who is calling, as the ledger registered them.
@@ -72,21 +72,39 @@ pub struct Node {
     pub(crate) download_chunk: usize,
     /// How long a download stream may make no progress before it is closed.
     pub(crate) download_idle: Duration,
+    /// The least a download stream must send per window, or be closed.
+    pub(crate) download_progress: DownloadProgress,
     /// Each certificate's request rate (`None`: unlimited).
     pub(crate) rate: Option<Arc<RateLimiter>>,
+    /// Streams open, per certificate.
+    pub(crate) streams: Arc<StreamTable>,
 }
 
 /// Download streams served at once, in total.
 pub const MAX_DOWNLOADS: usize = 64;
 /// Download streams one certificate may hold open at once.
 pub const MAX_DOWNLOADS_PER_IDENTITY: usize = 2;
-/// Download streams the deployments of one customer may hold together: half
-/// of [`MAX_DOWNLOADS`]. A fixed half rather than a share that shrinks with
-/// the number of customers downloading: it needs no global view, one
-/// customer's devices (the attack of issue 16: 32 devices × 2 idle streams)
-/// always leave at least half the slots to everyone else, and one customer
-/// alone still gets 32 parallel downloads.
+/// Download streams the deployments of one customer may hold together, at
+/// most: half of [`MAX_DOWNLOADS`]. Its share is smaller when others
+/// download: `MAX_DOWNLOADS / (customers downloading + 1)`, so one share is
+/// always left for a customer yet to come (two customers holding idle
+/// streams leave a third a quarter of the slots; review finding F6).
 pub const MAX_DOWNLOADS_PER_CUSTOMER: usize = MAX_DOWNLOADS / 2;
+/// The least a download stream must send per window: 1 MiB a minute
+/// (about 140 kbit/s), or what is left of the artifact. A reader that takes
+/// one chunk just before the idle timeout each time (review finding F6: one
+/// chunk every 25 s) otherwise keeps its slot for ever. A slower link is
+/// cut too, and the agent resumes from the bytes it has.
+pub const DOWNLOAD_PROGRESS: DownloadProgress = DownloadProgress { bytes: 1 << 20, window: Duration::from_secs(60) };
+
+/// A minimum progress rate: `bytes` per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadProgress {
+    /// Bytes that must be sent in each window.
+    pub bytes: u64,
+    /// The window.
+    pub window: Duration,
+}
 /// How long a download stream may make no progress (the client reads
 /// nothing, so no chunk leaves) before it is closed and its slot freed. A
 /// chunk is 256 KiB, so a link slower than about 70 kbit/s is cut too; the
@@ -99,8 +117,41 @@ pub const DOWNLOAD_IDLE: Duration = Duration::from_secs(30);
 /// each on this 2-core machine (`cargo bench --bench checkins`, part (a)).
 /// One certificate flooding the server gets `ResourceExhausted` past it.
 pub const RATE_LIMIT: RateLimit = RateLimit { per_second: 200.0, burst: 2_000.0 };
+/// Streams (WatchCheckpoints, Download, Publish) one certificate may hold
+/// open at once, over all its connections. An auditor watching checkpoints
+/// needs one, a device two downloads, an admin a publish or two; one auditor
+/// of the outside attack held 4,230 watches, each a task and a queue.
+/// ResourceExhausted past it; a slot comes back when its stream ends.
+pub const MAX_STREAMS_PER_IDENTITY: usize = 16;
+/// Calls without a client certificate one peer address may make (each is
+/// refused, Unauthenticated, before its message is decoded): 5 a second,
+/// bursts of 20. Past it, ResourceExhausted.
+pub const CERTLESS_RATE_LIMIT: RateLimit = RateLimit { per_second: 5.0, burst: 20.0 };
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection whose client presented no certificate stays open,
+/// busy or idle: long enough to be told Unauthenticated (every call needs a
+/// certificate), too short for idle connections to pile up (review finding
+/// F5: they were never closed).
+pub const CERTLESS_GRACE: Duration = Duration::from_secs(10);
+/// TCP connections open at once, in all (besides [`CONNECTIONS_PER_PEER`]).
+/// Each takes a file descriptor: `run` lowers it to the process's
+/// descriptor limit less [`RESERVED_DESCRIPTORS`], so that connections can
+/// never take the descriptors the ledger, the views and the artifacts need.
+/// Past it a new connection is closed at once; those open are served.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Descriptors kept for the server's own files (journal, checkpoint log,
+/// tiles, sled, artifacts being served or received) and its witness
+/// connections.
+pub const RESERVED_DESCRIPTORS: usize = 1024;
+/// HTTP/2 keepalive: a ping after this long without a frame from the client,
+/// and the connection closed if the answer does not come within
+/// [`HTTP2_KEEPALIVE_TIMEOUT`]. This closes an authenticated connection
+/// whose peer went away without a word (a device losing power), which TCP
+/// alone would keep open for ever.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// See [`HTTP2_KEEPALIVE_INTERVAL`].
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// TCP connections one peer address may hold open at once. Devices behind
 /// one NAT share an address, so this is generous (the check-in benchmark
 /// opens 257 from loopback): it bounds the file descriptors one address can
@@ -305,9 +356,11 @@ impl pb::ledger_service_server::LedgerService for Node {
         request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
         let caller = self.caller(&request)?;
+        let slot = self.streams.take(caller.fingerprint)?;
         let mut watch = self.ledger.watch();
         let node = self.clone();
         let stream = async_stream_of(self.closing.clone(), move |tx| async move {
+            let _slot = slot;
             loop {
                 // The caller is checked again before every message: a
                 // revocation ends a stream opened before it.
@@ -318,8 +371,11 @@ impl pb::ledger_service_server::LedgerService for Node {
                 }
                 let note = watch.borrow_and_update().note.clone();
                 permit.send(Ok(pb::SignedCheckpoint { note: note.into_bytes() }));
-                if watch.changed().await.is_err() {
-                    return;
+                // A client that went away ends the task (and frees its slot)
+                // at once, not at the next checkpoint.
+                tokio::select! {
+                    changed = watch.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
                 }
             }
         });
@@ -441,6 +497,7 @@ impl pb::admin_service_server::AdminService for Node {
     ) -> Result<Response<pb::ActResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Admin])?;
+        let _slot = self.streams.take(caller.fingerprint)?;
         Ok(Response::new(self.publish_release(&caller.fingerprint, request.into_inner()).await?))
     }
 
@@ -480,6 +537,9 @@ pub struct ServeConfig {
     /// A download stream that makes no progress this long is closed
     /// (default [`DOWNLOAD_IDLE`]).
     pub download_idle: Duration,
+    /// A download stream that sends less than this is closed (default
+    /// [`DOWNLOAD_PROGRESS`]).
+    pub download_progress: DownloadProgress,
     /// Each certificate's request rate (default [`RATE_LIMIT`]; `None`:
     /// unlimited, for benchmarks of the server's ceiling).
     pub rate_limit: Option<RateLimit>,
@@ -488,6 +548,15 @@ pub struct ServeConfig {
     /// TCP connections one peer address may hold (default
     /// [`CONNECTIONS_PER_PEER`]).
     pub connections_per_peer: usize,
+    /// Streams one certificate may hold open (default
+    /// [`MAX_STREAMS_PER_IDENTITY`]).
+    pub streams_per_identity: usize,
+    /// How long a connection without a client certificate stays open
+    /// (default [`CERTLESS_GRACE`]).
+    pub certless_grace: Duration,
+    /// TCP connections open at once, in all (default [`MAX_CONNECTIONS`],
+    /// lowered to what the descriptor limit allows).
+    pub max_connections: usize,
 }
 
 impl ServeConfig {
@@ -502,9 +571,13 @@ impl ServeConfig {
                 per_customer: MAX_DOWNLOADS_PER_CUSTOMER,
             },
             download_idle: DOWNLOAD_IDLE,
+            download_progress: DOWNLOAD_PROGRESS,
             rate_limit: Some(RATE_LIMIT),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             connections_per_peer: CONNECTIONS_PER_PEER,
+            streams_per_identity: MAX_STREAMS_PER_IDENTITY,
+            certless_grace: CERTLESS_GRACE,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 }
@@ -521,15 +594,7 @@ pub async fn run(
     let (ledger, registry) = tokio::task::block_in_place(|| datadir::open_ledger(dir))?;
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {name}"));
     let ca = Arc::new(Authority { cert_pem: read("ca.pem")?, key_pem: read("ca.key")? });
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read("server.pem")?, read("server.key")?))
-        .client_ca_root(Certificate::from_pem(&ca.cert_pem))
-        // A missing certificate is refused by `Node::caller` with a proper
-        // Unauthenticated status rather than a failed handshake.
-        .client_auth_optional(true)
-        // A connection that does not finish its handshake in time is
-        // dropped (tonic runs each handshake in its own task).
-        .timeout(config.handshake_timeout);
+    let tls = crate::accept::tls_acceptor(&read("server.pem")?, &read("server.key")?, &ca.cert_pem)?;
     let log = covenant_core::note::NoteVerifier::parse(read("ledger.vkey")?.trim())?;
     // The sled views: checked against the ledger (rebuilt if they belong to
     // another history), caught up now, then after every checkpoint.
@@ -567,47 +632,60 @@ pub async fn run(
         downloads: Arc::new(DownloadTable::new(config.downloads)),
         download_chunk: config.download_chunk.clamp(4096, crate::updates::MAX_CHUNK),
         download_idle: config.download_idle,
+        download_progress: config.download_progress,
         rate: config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit))),
+        streams: Arc::new(StreamTable::new(config.streams_per_identity)),
     };
-    // Every connection counts against its peer address's cap from accept
-    // until it closes; one over the cap is closed at once.
-    let peers = PeerTable::new(config.connections_per_peer);
-    let incoming = tokio_stream::StreamExt::filter_map(
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        move |accepted| match accepted {
-            Ok(stream) => {
-                let admitted = peers.admit(stream);
-                if admitted.is_none() {
-                    tracing::debug!("a connection over its peer's cap was closed");
-                }
-                admitted.map(Ok)
-            }
-            Err(e) => Some(Err(e)),
-        },
-    );
+    // Every connection counts against its peer address's cap and the global
+    // cap from accept until it closes; one over a cap is closed at once.
+    let max_connections = match crate::accept::descriptor_limit() {
+        Some(fds) => config.max_connections.min(fds.saturating_sub(RESERVED_DESCRIPTORS).max(1)),
+        None => config.max_connections,
+    };
+    tracing::info!(max_connections, "serving");
+    let peers = PeerTable::new(config.connections_per_peer, max_connections);
+    let limits = crate::accept::AcceptLimits {
+        handshake_timeout: config.handshake_timeout,
+        certless_grace: config.certless_grace,
+    };
+    let incoming = crate::accept::incoming(listener, peers, tls, limits);
+    let gate = crate::accept::CertificateGate::new(CERTLESS_RATE_LIMIT);
     Server::builder()
-        .tls_config(tls)?
         .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .add_service(
+        .add_service(gated(
             pb::ledger_service_server::LedgerServiceServer::new(node.clone())
                 .max_decoding_message_size(MAX_LEDGER_REQUEST),
-        )
-        .add_service(
+            &gate,
+        ))
+        .add_service(gated(
             pb::admin_service_server::AdminServiceServer::new(node.clone())
                 .max_decoding_message_size(MAX_ADMIN_REQUEST),
-        )
-        .add_service(
+            &gate,
+        ))
+        .add_service(gated(
             pb::update_service_server::UpdateServiceServer::new(node.clone())
                 .max_decoding_message_size(MAX_UPDATE_REQUEST),
-        )
-        .add_service(
+            &gate,
+        ))
+        .add_service(gated(
             pb::attestation_service_server::AttestationServiceServer::new(node)
                 .max_decoding_message_size(MAX_ATTESTATION_REQUEST),
-        )
-        // No Nagle (`with_nodelay` above): small gRPC frames would otherwise
-        // wait for delayed ACKs.
-        .serve_with_incoming_shutdown(incoming, shutdown)
+            &gate,
+        ))
+        .serve_with_incoming_shutdown(incoming, {
+            let closed = closed.clone();
+            async move {
+                shutdown.await;
+                // Streams end as the server begins to stop: a graceful stop
+                // waits for every call under way, and a watch waits for the
+                // next checkpoint, so a client holding one open would
+                // otherwise hold the stop for ever.
+                let _ = closed.send(true);
+            }
+        })
         .await?;
     // Streams still open end now, dropping their hold on the ledger.
     let _ = closed.send(true);
@@ -622,6 +700,15 @@ pub async fn run(
     // for a moment after its task was aborted: wait for it (bounded).
     tokio::task::block_in_place(|| ledger.close_within(std::time::Duration::from_secs(10)));
     Ok(())
+}
+
+/// `service` behind the certificate gate (no certificate, no decoding), with
+/// malformed frames answered InvalidArgument.
+fn gated<S>(
+    service: S,
+    gate: &crate::accept::CertificateGate,
+) -> crate::accept::FramingErrors<tonic::service::interceptor::InterceptedService<S, crate::accept::CertificateGate>> {
+    crate::accept::FramingErrors(tonic::service::interceptor::InterceptedService::new(service, gate.clone()))
 }
 
 /// The subject ids an entry's body names (none for a body that does not

@@ -141,6 +141,9 @@ impl pb::update_service_server::UpdateService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
         let bytes = request.into_inner().checkin;
+        // Before any parsing or signature work: a logged decision carries
+        // the check-in's exact bytes for good.
+        within(&bytes, "check-in", covenant_core::statements::MAX_CHECKIN_ENVELOPE_BYTES)?;
         let now = self.now();
         // First against the state as it is: most check-ins change nothing.
         let (deployment, nonce, last_checkpoint, fast) = {
@@ -262,7 +265,8 @@ impl pb::update_service_server::UpdateService for Node {
         if req.offset > size {
             return Err(Status::out_of_range(format!("the artifact has {size} bytes")));
         }
-        let slot = self.downloads.take(fingerprint, &customer)?;
+        let stream_slot = self.streams.take(fingerprint)?;
+        let slot = (self.downloads.take(fingerprint, &customer)?, stream_slot);
         let path = artifact_path(&self.data, &artifact);
         let mut file = std::fs::File::open(&path).map_err(|e| Status::internal(format!("the artifact: {e}")))?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(req.offset))
@@ -270,6 +274,7 @@ impl pb::update_service_server::UpdateService for Node {
         let node = self.clone();
         let chunk = self.download_chunk;
         let idle = self.download_idle;
+        let progress = self.download_progress;
         let deployment = caller.subject;
         let (stalled, last_word) = tokio::sync::oneshot::channel();
         // One chunk queued at most, and each checked only once there is room
@@ -279,7 +284,25 @@ impl pb::update_service_server::UpdateService for Node {
             let _slot = slot;
             let mut offset = req.offset;
             let mut checked_at = u64::MAX;
+            // The window of the progress rule: when it began, and where.
+            let mut window = (tokio::time::Instant::now(), offset);
             while offset < size {
+                // A stream that sent less than the rule's bytes (or what was
+                // left) in a window is closed: a trickle keeps no slot.
+                if window.0.elapsed() >= progress.window {
+                    let due = progress.bytes.min(size - window.1);
+                    if offset - window.1 < due {
+                        let _ = stalled.send(Status::deadline_exceeded(format!(
+                            "the download took {} bytes in {} s, under the least of {} bytes a window; it is closed \
+                             (resume from the bytes you have)",
+                            offset - window.1,
+                            progress.window.as_secs_f64(),
+                            progress.bytes
+                        )));
+                        return;
+                    }
+                    window = (tokio::time::Instant::now(), offset);
+                }
                 // Room for the next chunk comes only as the client reads; a
                 // client that reads nothing for `idle` loses the stream and
                 // its slot (else a few idle devices hold every slot).
@@ -325,6 +348,10 @@ impl pb::update_service_server::UpdateService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Deployment])?;
         let body = request.into_inner().report;
+        within(&body, "install report", covenant_core::statements::MAX_REPORT_ENVELOPE_BYTES)?;
+        // Within the report's own limits (one signature), before any work.
+        let env = envelope::Envelope::parse_for::<InstallReport>(&body)
+            .map_err(|e| Status::invalid_argument(format!("the install report is refused: {e}")))?;
         let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
         if placed.subjects != [caller.subject.clone()] {
             return Err(Status::permission_denied("a deployment reports on itself only"));
@@ -332,7 +359,6 @@ impl pb::update_service_server::UpdateService for Node {
         // A report is recorded once. The same report again (an agent whose
         // acknowledgement was lost keeps sending it until one arrives) is
         // answered with the entry that recorded it, so the agent stops.
-        let env = envelope::Envelope::parse(&body).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let digest = Sha256Digest::of(env.payload());
         if let Some(index) = self.recorded_report(&digest)? {
             return self.report_answer(index);
@@ -428,6 +454,19 @@ impl pb::attestation_service_server::AttestationService for Node {
         let body = self.ledger.body(index).map_err(read_status)?.body;
         Ok(Response::new(pb::GetVerdictResponse { decision: body, index }))
     }
+}
+
+/// Refuses a device's envelope larger than `limit` (the statement's own:
+/// its payload limit in base64 and one signature) before anything reads it.
+fn within(bytes: &[u8], what: &str, limit: usize) -> Result<(), Status> {
+    if bytes.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "the {what} envelope is {} bytes, over the limit of {limit} (one device signature over a bounded \
+             payload)",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The check-in `bytes` parses and names a deployment other than `caller`.

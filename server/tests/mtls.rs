@@ -531,7 +531,10 @@ async fn raw_connection(server: &Running, source: [u8; 4]) -> tokio::net::TcpStr
 
 /// How long until the server closes `stream` (reads EOF or a reset), up to
 /// `limit`; `None` if it is still open then.
-async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<std::time::Duration> {
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
     use tokio::io::AsyncReadExt as _;
     let start = std::time::Instant::now();
     let mut buf = [0u8; 4096];
@@ -591,5 +594,228 @@ async fn connections_that_never_finish_the_handshake_are_closed_and_capped_per_p
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let mut again = raw_connection(&server, attacker).await;
     assert!(closed_within(&mut again, timeout / 2).await.is_none(), "refused after the others closed");
+    server.stop().await;
+}
+
+/// Review finding F10: one auditor opened 4,230 WatchCheckpoints streams,
+/// each a task and a queue on the server. An identity holds at most
+/// `MAX_STREAMS_PER_IDENTITY` open at once, over all its connections;
+/// another identity is not affected, and a slot comes back when its stream
+/// is dropped by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_cannot_hold_more_than_its_share_of_streams() {
+    use covenant_server::service::MAX_STREAMS_PER_IDENTITY;
+    let server = start("streams").await;
+    let auditor = server.channel(Some(&server.identity("auditor"))).await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_IDENTITY {
+        let mut watch = LedgerServiceClient::new(auditor.clone())
+            .watch_checkpoints(pb::GetCheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(watch.message().await.unwrap().is_some());
+        held.push(watch);
+    }
+    // One more, even over another connection, is refused.
+    let again = server.channel(Some(&server.identity("auditor"))).await;
+    let refused = LedgerServiceClient::new(again.clone()).watch_checkpoints(pb::GetCheckpointRequest {}).await;
+    let Err(status) = refused else { panic!("a stream past the cap was opened") };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains(&format!("holds {MAX_STREAMS_PER_IDENTITY} open streams")),
+        "{}",
+        status.message()
+    );
+    // Another identity still watches.
+    let admin = server.channel(Some(&server.identity("admin1"))).await;
+    let mut other =
+        LedgerServiceClient::new(admin).watch_checkpoints(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    assert!(other.message().await.unwrap().is_some());
+    // A stream the client drops gives its slot back (the server notices the
+    // reset; bounded wait).
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match LedgerServiceClient::new(again.clone()).watch_checkpoints(pb::GetCheckpointRequest {}).await {
+            Ok(w) => {
+                held.push(w.into_inner());
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("the dropped stream's slot did not come back: {s:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+/// A TLS connection to the server with no client certificate (client
+/// authentication is optional), negotiating HTTP/2 as a gRPC client would.
+async fn tls_without_certificate(server: &Running) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = std::fs::read_to_string(server.dir.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+/// Review finding F5: a client with no certificate that completed the TLS
+/// handshake and then stayed idle was never closed, and with no cap on the
+/// connections of all addresses together, many addresses could take every
+/// file descriptor. Now such a connection is closed after its grace (an
+/// authenticated one idle as long is not), and past the global cap a new
+/// connection is closed at once while an open authenticated one still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_without_a_certificate_is_closed_and_the_global_cap_holds() {
+    let grace = std::time::Duration::from_secs(1);
+    let server = start_with("certless", |config| {
+        config.certless_grace = grace;
+        config.max_connections = 3;
+    })
+    .await;
+    let admin = server.channel(Some(&server.identity("admin1"))).await;
+    LedgerServiceClient::new(admin.clone()).get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap();
+    let mut idle = tls_without_certificate(&server).await;
+    let closed =
+        closed_within(&mut idle, grace * 5).await.expect("an idle connection without a certificate stays open");
+    assert!(closed >= grace.mul_f32(0.8), "closed after {closed:?}, before its grace");
+    // The authenticated connection, idle as long, still works.
+    LedgerServiceClient::new(admin.clone()).get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap();
+    // With the admin's, two more connections (from two addresses) reach the
+    // global cap; a fourth, from yet another address, is closed at once.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _held = [raw_connection(&server, [127, 0, 0, 3]).await, raw_connection(&server, [127, 0, 0, 4]).await];
+    let mut over = raw_connection(&server, [127, 0, 0, 5]).await;
+    let refused = closed_within(&mut over, std::time::Duration::from_millis(500)).await;
+    assert!(refused.is_some(), "a connection past the global cap stayed open");
+    LedgerServiceClient::new(admin).get_checkpoint(pb::GetCheckpointRequest {}).await.expect("the open one is served");
+    server.stop().await;
+}
+
+/// Sends `body` as the raw HTTP/2 body of a call to `path` (the test writes
+/// the gRPC framing itself), with `grpc-encoding` if given, and returns the
+/// status the server answered.
+async fn raw_call(channel: &Channel, path: &str, body: Vec<u8>, encoding: Option<&str>) -> tonic::Status {
+    use http_body_util::BodyExt as _;
+    use tonic::codegen::Service as _;
+    let mut request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(encoding) = encoding {
+        request = request.header("grpc-encoding", encoding);
+    }
+    let request = request.body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)))).unwrap();
+    let mut channel = channel.clone();
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await.unwrap();
+    let response = channel.call(request).await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let trailers = response.into_body().collect().await.unwrap().trailers().cloned().unwrap();
+    tonic::Status::from_header_map(&trailers).unwrap()
+}
+
+/// A gRPC frame: the compressed flag, a declared length, then `bytes`.
+fn frame(flag: u8, declared: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut f = vec![flag];
+    f.extend_from_slice(&declared.to_be_bytes());
+    f.extend_from_slice(bytes);
+    f
+}
+
+const CHECKPOINT: &str = "/covenant.v1.LedgerService/GetCheckpoint";
+
+/// Review finding F9: a message flagged compressed when the call names no
+/// `grpc-encoding` got Internal (tonic's frame decoder, before the codec).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_flag_without_grpc_encoding_is_invalid_argument() {
+    let server = start("frame-compressed").await;
+    let channel = server.channel(Some(&server.identity("admin1"))).await;
+    let status = raw_call(&channel, CHECKPOINT, frame(1, 0, &[]), None).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("compressed-flag but no grpc-encoding"), "{}", status.message());
+    // A flag that is neither 0 nor 1, likewise.
+    let status = raw_call(&channel, CHECKPOINT, frame(7, 0, &[]), None).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(LedgerServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
+    server.stop().await;
+}
+
+/// Review finding F9: a body that ends before the length its frame declares
+/// got Internal ("Unexpected EOF").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_shorter_than_its_length_prefix_is_invalid_argument() {
+    let server = start("frame-short").await;
+    let channel = server.channel(Some(&server.identity("admin1"))).await;
+    let status = raw_call(&channel, CHECKPOINT, frame(0, 100, &[0; 10]), None).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("Unexpected EOF"), "{}", status.message());
+    // A body that ends inside the five-byte frame header, likewise.
+    let status = raw_call(&channel, CHECKPOINT, vec![0, 0, 0], None).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(LedgerServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
+    server.stop().await;
+}
+
+/// Review finding F9: a frame declaring 2 GiB got OutOfRange (tonic's check
+/// against the service's limit, before a byte of it is read). It is the
+/// sender's fault: InvalidArgument, naming the limit; nothing is buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_gib_declared_length_is_invalid_argument_naming_the_limit() {
+    let server = start("frame-huge").await;
+    let channel = server.channel(Some(&server.identity("admin1"))).await;
+    let status = raw_call(&channel, CHECKPOINT, frame(0, 1 << 31, &[0; 16]), None).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let limit = covenant_server::service::MAX_LEDGER_REQUEST;
+    assert!(status.message().contains(&format!("the limit is: {limit} bytes")), "{}", status.message());
+    assert!(LedgerServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
+    server.stop().await;
+}
+
+/// Review finding F9: calls without a certificate were decoded before
+/// authentication and not rate limited. Now they are refused before their
+/// message is read (so a malformed one is Unauthenticated, not a decode
+/// error), and past the per-address rate they get ResourceExhausted; a
+/// client with a certificate from the same address is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_a_certificate_are_refused_before_decoding_and_rate_limited_per_address() {
+    use covenant_server::service::CERTLESS_RATE_LIMIT;
+    let server = start("certless-rate").await;
+    let anonymous = server.channel(None).await;
+    let status = raw_call(&anonymous, CHECKPOINT, frame(0, 1 << 31, &[0; 16]), None).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = raw_call(&anonymous, CHECKPOINT, frame(1, 0, &[]), None).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let admin = server.channel(Some(&server.identity("admin1"))).await;
+    let mut codes = Vec::new();
+    for _ in 0..(CERTLESS_RATE_LIMIT.burst as usize * 2) {
+        let call = LedgerServiceClient::new(anonymous.clone()).get_checkpoint(pb::GetCheckpointRequest {}).await;
+        let status = call.expect_err("no certificate, no answer");
+        if status.code() == Code::ResourceExhausted {
+            assert!(status.message().contains("without a client certificate from this address"), "{status:?}");
+        } else {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        }
+        codes.push(status.code());
+        LedgerServiceClient::new(admin.clone()).get_checkpoint(pb::GetCheckpointRequest {}).await.expect("served");
+    }
+    let refused = codes.iter().filter(|c| **c == Code::ResourceExhausted).count();
+    // The burst (less the two above) and what refilled while this ran.
+    assert!(refused >= CERTLESS_RATE_LIMIT.burst as usize / 2, "{refused} of {} rate limited: {codes:?}", codes.len());
     server.stop().await;
 }

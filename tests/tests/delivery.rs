@@ -255,7 +255,11 @@ async fn limits_get_the_right_status_and_the_server_keeps_serving() {
     // A request over the service's size limit.
     let mut own = client(&s, &c.device).await;
     let e = own.check_in(pb::CheckInRequest { checkin: vec![b'x'; 512 * 1024] }).await.unwrap_err();
-    assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted), "{e:?}");
+    // The sender's fault, named with the limit (review finding F9; tonic
+    // itself answers OutOfRange).
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let limit = covenant_server::service::MAX_UPDATE_REQUEST;
+    assert!(e.message().contains(&format!("the limit is: {limit} bytes")), "{e:?}");
     // Two download streams per certificate at once; a third is refused.
     let mut streams = Vec::new();
     for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
@@ -539,6 +543,15 @@ async fn a_publisher_revoked_mid_upload_publishes_nothing() {
         publisher.publish(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(|r| r.into_inner())
     });
     tx.send(pb::PublishChunk { manifest, data: bytes[..1 << 20].to_vec() }).await.unwrap();
+    // The server has taken the call and begun the upload once its file is
+    // under artifacts/tmp (else the revocation could land before the call,
+    // which is then Unauthenticated at its start; bounded wait).
+    let tmp = s.dir.join("artifacts/tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).map_or(0, |d| d.count()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let size = s.size().await;
     // admin1 revokes admin2's certificate; then the second half comes.
     let der =
@@ -553,5 +566,100 @@ async fn a_publisher_revoked_mid_upload_publishes_nothing() {
     let refused = upload.await.unwrap().unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert_eq!(s.size().await, size + 1, "only the revocation was appended");
+    s.stop().await;
+}
+
+/// Registers customer `id` with the story's (empty) contract.
+async fn customer(s: &Running, id: &str) {
+    let a1 = s.admin(1);
+    admin(&a1, Admin::Customer { id: id.into(), name: format!("Ministry {id}"), country: "XA".into() }).await;
+    let contract = s.dir.join(format!("contract-{id}.toml"));
+    std::fs::write(&contract, std::fs::read_to_string(s.dir.join("contract.toml")).unwrap().replace("min-x", id))
+        .unwrap();
+    admin(&a1, Admin::Contract { file: contract }).await;
+}
+
+/// Review finding F6: two customers could take every download slot (a
+/// fixed half each), leaving none to a third. A customer's share is now
+/// the slots over (customers downloading + 1): with 8 slots, min-x alone
+/// holds 4, min-y then 2 (a third), and min-z still downloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_customers_idle_downloads_leave_a_third_its_share() {
+    use covenant_server::limits::DownloadLimits;
+    let (s, c, release, bytes) = granted_configured("third", |config| {
+        config.downloads = DownloadLimits { total: 8, per_certificate: 2, per_customer: 4 }
+    })
+    .await;
+    customer(&s, "min-y").await;
+    customer(&s, "min-z").await;
+    let x = [c.device.clone(), granted_device(&s, "min-x", "lim-x01").await];
+    let y = [granted_device(&s, "min-y", "lim-y01").await, granted_device(&s, "min-y", "lim-y02").await];
+    let z = granted_device(&s, "min-z", "lim-z01").await;
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for device in x.iter().chain(&y) {
+        for _ in 0..2 {
+            match stalled_download(&s, device, &release).await {
+                Ok(stream) => held.push(stream),
+                Err(status) => refused.push(status),
+            }
+        }
+    }
+    assert_eq!((held.len(), refused.len()), (4 + 2, 2), "min-x holds a half, min-y a third");
+    for status in &refused {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("with 2 customer(s) downloading"), "{status:?}");
+    }
+    // min-z downloads the whole release meanwhile.
+    let mut theirs = client(&s, &z).await;
+    let (got, end) = tokio::time::timeout(std::time::Duration::from_secs(60), download(&mut theirs, &release, 0, None))
+        .await
+        .expect("the download finishes");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(Sha256Digest::of(&got), Sha256Digest::of(&bytes));
+    drop(held);
+    s.stop().await;
+}
+
+/// Review finding F6: a reader taking one chunk just before each idle
+/// timeout kept its slot for ever. A stream must send a least number of
+/// bytes per window (here 1 MiB a second; a chunk taken every 700 ms is
+/// about 360 KiB a second): the trickle is closed, with the reason, and its
+/// slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_download_is_closed_and_its_slot_freed() {
+    use covenant_server::service::DownloadProgress;
+    let window = std::time::Duration::from_secs(1);
+    let (s, c, release, bytes) =
+        granted_configured("trickle", |config| config.download_progress = DownloadProgress { bytes: 1 << 20, window })
+            .await;
+    let mut trickles = Vec::new();
+    for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
+        let mut stream = stalled_download(&s, &c.device, &release).await.unwrap();
+        trickles.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        }));
+    }
+    let e = stalled_download(&s, &c.device, &release).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    for t in trickles {
+        let end = tokio::time::timeout(window * 10, t).await.expect("the trickle is closed").unwrap();
+        let status = end.expect("closed with a reason");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(status.message().contains("under the least of 1048576 bytes a window"), "{status:?}");
+    }
+    let mut fresh = client(&s, &c.device).await;
+    let (got, end) = tokio::time::timeout(std::time::Duration::from_secs(60), download(&mut fresh, &release, 0, None))
+        .await
+        .expect("the download finishes");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(got.len(), bytes.len());
     s.stop().await;
 }

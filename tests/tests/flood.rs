@@ -178,3 +178,159 @@ async fn check_ins_alternating_what_they_report_log_at_most_the_bound_per_hour()
     assert!(held >= ((sent - MAX_DECISIONS_PER_PERIOD) / 2) as u64, "held back {held} of {sent}");
     s.stop().await;
 }
+
+/// What an hour of the worst a device can send may add to the journal, at
+/// most: [`MAX_DECISIONS_PER_PERIOD`] decisions, each carrying a check-in
+/// of at most `MAX_CHECKIN_ENVELOPE_BYTES` (about 6 KiB) twice base64'd into
+/// the decision's envelope with seven conditions' reasons (under 16 KiB),
+/// and for each of them three reports (one per outcome, each under 2 KiB
+/// with its header and salt). Before the limits a decision was ~350 KB and
+/// the reports of one grant 617 KB, 4-8 MB a device an hour.
+const HOURLY_JOURNAL_BOUND: u64 = MAX_DECISIONS_PER_PERIOD as u64 * (16 * 1024 + 3 * 2 * 1024);
+
+/// A check-in with every field at its longest that the limits allow: 16
+/// software digests of 96-byte paths.
+fn largest_checkin(device: &std::path::Path, config: Sha256Digest, nonce: &str) -> Vec<u8> {
+    let c = CheckIn {
+        type_tag: CheckInTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        product: "lim".into(),
+        installed_version: format!("1.0.1-{}", "a".repeat(MAX_VERSION_LABEL_BYTES)).parse().unwrap(),
+        installed_baseline: "1.0.0".parse().unwrap(),
+        software_digests: (0..MAX_SOFTWARE_DIGESTS)
+            .map(|i| (format!("/{i:0>95}"), Sha256Digest::of(&[i as u8])))
+            .collect(),
+        configuration_digest: config,
+        last_checkpoint: Some(CheckpointRef { size: u64::MAX, root_hash: Sha256Digest::of(b"held") }),
+        nonce: Sha256Digest::of(nonce.as_bytes()),
+        time: now(),
+    };
+    envelope::sign(&c, &[&key_of(device)])
+}
+
+/// An envelope's JSON with `n` spaces after its opening brace: the same
+/// envelope, the same signature, more bytes.
+fn padded(mut envelope: Vec<u8>, n: usize) -> Vec<u8> {
+    envelope.splice(1..1, std::iter::repeat_n(b' ', n));
+    envelope
+}
+
+/// `envelope` with `n` more signatures by keys nobody registered (ignored
+/// by the threshold, as DSSE says, but carried into the ledger).
+fn with_extra_signatures(envelope: &[u8], n: usize) -> Vec<u8> {
+    let mut e = covenant_core::envelope::Envelope::parse(envelope).unwrap();
+    for i in 0..n {
+        e.sign(&covenant_core::keys::SigningKey::from_seed(&[i as u8 + 1; 32]));
+    }
+    e.to_bytes()
+}
+
+fn assert_refused(status: tonic::Status, words: &str) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains(words), "{:?} lacks {words:?}", status.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padded_check_ins_and_reports_are_refused_and_an_hour_of_flood_stays_small() {
+    let s = unlimited("flood-padded").await;
+    let c = cast_with(&s, "[[conditions]]\ncondition = \"integrity_match\"\n").await;
+    let att = attest_via_cli(&s, &c.customer).await;
+    let verified = Sha256Digest::of(b"verified configuration");
+    let v = verification(&std::fs::read(&att).unwrap(), verified, &c.engineer);
+    let mut engineer = AttestationServiceClient::new(s.conn(&c.engineer).channel().await.unwrap());
+    engineer.submit_verification(pb::SubmitRequest { envelope: v }).await.unwrap();
+    let mut client = UpdateServiceClient::new(s.conn(&c.device).channel().await.unwrap());
+    let (size, bytes) = (s.size().await, journal_bytes(&s));
+
+    // The attack as measured: a check-in padded to just under the old 64 KiB
+    // payload limit with software digests...
+    let mut fat = CheckIn::parse(
+        covenant_core::envelope::Envelope::parse(&checkin(&c.device, "1.0.0", verified, "fat")).unwrap().payload(),
+    )
+    .unwrap();
+    fat.software_digests = (0..600).map(|i| (format!("/opt/lim/{i:0>20}"), Sha256Digest::of(b"x"))).collect();
+    let body = envelope::sign(&fat, &[&key_of(&c.device)]);
+    assert!(body.len() > 60_000, "{} bytes", body.len());
+    let status = client.check_in(pb::CheckInRequest { checkin: body }).await.unwrap_err();
+    assert_refused(status, &format!("over the limit of {MAX_CHECKIN_ENVELOPE_BYTES}"));
+    // ... or with one more digest than a check-in may carry ...
+    fat.software_digests = (0..=MAX_SOFTWARE_DIGESTS).map(|i| (format!("/{i}"), Sha256Digest::of(b"x"))).collect();
+    let status =
+        client.check_in(pb::CheckInRequest { checkin: envelope::sign(&fat, &[&key_of(&c.device)]) }).await.unwrap_err();
+    assert_refused(status, "software_digests: at most 16 entries");
+    // ... with ignored signatures (one is one too many) ...
+    let status = client
+        .check_in(pb::CheckInRequest {
+            checkin: with_extra_signatures(&checkin(&c.device, "1.0.0", verified, "sigs"), 1),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(status, "signatures, over the limit of 1");
+    let status = client
+        .check_in(pb::CheckInRequest {
+            checkin: with_extra_signatures(&checkin(&c.device, "1.0.0", verified, "sigs"), 31),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(status, &format!("over the limit of {MAX_CHECKIN_ENVELOPE_BYTES}"));
+    // ... or with white space in its envelope.
+    let largest = largest_checkin(&c.device, verified, "ws");
+    let status = client
+        .check_in(pb::CheckInRequest {
+            checkin: padded(largest.clone(), MAX_CHECKIN_ENVELOPE_BYTES + 1 - largest.len()),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(status, &format!("over the limit of {MAX_CHECKIN_ENVELOPE_BYTES}"));
+    assert_eq!((s.size().await, journal_bytes(&s)), (size, bytes), "nothing refused was logged");
+
+    // An hour's worth of the largest check-ins a device may send, flipping
+    // the verdict each time, and the largest reports for every grant.
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut grants = std::collections::BTreeSet::new();
+    while sent < FLOOD_REQUESTS && start.elapsed() < FLOOD_TIME {
+        let config = if sent % 2 == 0 { verified } else { Sha256Digest::of(b"tampered") };
+        let body = largest_checkin(&c.device, config, &format!("largest {sent}"));
+        assert!(body.len() <= MAX_CHECKIN_ENVELOPE_BYTES);
+        let r = client.check_in(pb::CheckInRequest { checkin: body }).await.unwrap().into_inner();
+        if decision_of(&r).verdict == Verdict::Grant {
+            grants.insert(r.decision.unwrap().index);
+        }
+        sent += 1;
+    }
+    assert!(sent >= 100, "the flood ran: {sent} requests");
+    assert!(!grants.is_empty());
+    let cp = s.size().await;
+    for &grant in &grants {
+        let largest = report(&c.device, grant, InstallOutcome::Failed, cp, 0);
+        // Padded past the report's limit, or with a second signature: refused.
+        let status = client
+            .report(pb::ReportRequest {
+                report: padded(largest.clone(), MAX_REPORT_ENVELOPE_BYTES + 1 - largest.len()),
+            })
+            .await
+            .unwrap_err();
+        assert_refused(status, &format!("over the limit of {MAX_REPORT_ENVELOPE_BYTES}"));
+        let status = client.report(pb::ReportRequest { report: with_extra_signatures(&largest, 1) }).await.unwrap_err();
+        assert_refused(status, "signatures, over the limit of 1");
+        let status =
+            client.report(pb::ReportRequest { report: with_extra_signatures(&largest, 31) }).await.unwrap_err();
+        assert_refused(status, &format!("over the limit of {MAX_REPORT_ENVELOPE_BYTES}"));
+        // Padded up to the limit: accepted, and bounded by it.
+        let fitting = padded(largest.clone(), MAX_REPORT_ENVELOPE_BYTES - largest.len());
+        client.report(pb::ReportRequest { report: fitting }).await.unwrap();
+    }
+    let added = s.size().await - size;
+    let grown = journal_bytes(&s) - bytes;
+    println!(
+        "{sent} of the largest check-ins and {} reports in {:?}: {added} entries, {grown} journal bytes (bound \
+         {HOURLY_JOURNAL_BOUND})",
+        grants.len(),
+        start.elapsed()
+    );
+    assert_eq!(added, MAX_DECISIONS_PER_PERIOD as u64 + grants.len() as u64);
+    assert!(grown <= HOURLY_JOURNAL_BOUND, "{grown} bytes in an hour's flood, over {HOURLY_JOURNAL_BOUND}");
+    s.stop().await;
+}

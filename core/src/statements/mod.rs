@@ -22,7 +22,11 @@ pub use decision::{
     ConditionResult, ConditionStatus, ContractRef, Decision, DecisionTag, FreshTag, Freshness, FreshnessStanding,
     Verdict, WithheldRelease,
 };
-pub use device::{CheckIn, CheckInTag, CheckpointRef, InstallOutcome, InstallReport, ReportTag};
+pub use device::{
+    CheckIn, CheckInTag, CheckpointRef, InstallOutcome, InstallReport, MAX_CHECKIN_BYTES, MAX_CHECKIN_ENVELOPE_BYTES,
+    MAX_REPORT_BYTES, MAX_REPORT_ENVELOPE_BYTES, MAX_SOFTWARE_DIGESTS, MAX_SOFTWARE_PATH_BYTES,
+    MAX_VERSION_LABEL_BYTES, ReportTag,
+};
 pub use intoto::{
     ATTESTATION_SUBJECT_PREFIX, DEPLOYMENT_SUBJECT_PREFIX, EndUse, EndUseAttestation, EndUser, FieldVerification,
     InTotoStatement, InTotoTag, Predicate, Signatory, Site, Subject, SubjectDigest, Undertakings, VerificationMethod,
@@ -71,6 +75,11 @@ pub trait Payload: Sized + Serialize + DeserializeOwned {
     const PAYLOAD_TYPE: &'static str;
     /// The largest payload accepted, in bytes.
     const MAX_BYTES: usize = 64 * 1024;
+    /// The most signatures its envelope may carry.
+    const MAX_SIGNATURES: usize = crate::envelope::MAX_SIGNATURES;
+    /// The largest envelope of it accepted, in bytes (checked before the
+    /// envelope is parsed).
+    const MAX_ENVELOPE_BYTES: usize = crate::envelope::MAX_ENVELOPE_BYTES;
 
     /// Checks the statement's own rules (beyond its JSON shape).
     fn validate(&self) -> Result<(), StatementError>;

@@ -94,6 +94,8 @@ impl Payload for ReleaseManifest {
         if self.class == ReleaseClass::Capability && self.capability_baseline != self.version {
             return Err(invalid("capability_baseline", "a capability release is its own baseline"));
         }
-        Ok(())
+        // What a check-in may report (a device's check-ins are bounded), so
+        // that an installation of every release can match it.
+        super::device::check_software_digests("expected_installed_digests", &self.expected_installed_digests)
     }
 }

@@ -1,0 +1,320 @@
+//! The server's accept loop: TCP connections counted against their peer
+//! address's cap and the global cap, the TLS handshake bounded in time, and
+//! a connection that presented no client certificate closed after a short
+//! grace.
+//!
+//! The server runs the TLS handshake itself (tokio-rustls, as tonic does
+//! inside) rather than through tonic's `ServerTlsConfig`, because only here
+//! is it known, once per connection, whether the client presented a
+//! certificate. Client authentication is optional so that a call without
+//! one gets a proper Unauthenticated answer (`service::Node::caller`); but
+//! such a connection can do nothing else, so it is closed after
+//! [`crate::service::CERTLESS_GRACE`] whatever it does, and idle
+//! connections without a certificate cannot hold the server's descriptors
+//! (review finding F5). Authenticated connections are bounded by HTTP/2
+//! keepalive instead (`service::run`), which closes those whose peer went
+//! away.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt as _;
+use tonic::transport::server::{Connected, TcpIncoming};
+
+use crate::limits::{PeerStream, PeerTable};
+
+/// How long the accept loop waits after the operating system refused an
+/// accept (out of descriptors, say) before it tries again, so that it does
+/// not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The TLS side of the server: its certificate, the CA its clients'
+/// certificates must chain to (optional for the client), HTTP/2 only.
+pub(crate) fn tls_acceptor(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+        roots.add(ca.context("reading ca.pem")?).context("ca.pem")?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        // A missing certificate is refused by `Node::caller` with a
+        // proper Unauthenticated status rather than a failed handshake;
+        // such a connection gets only `CERTLESS_GRACE`.
+        .allow_unauthenticated()
+        .build()?;
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading server.pem")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("reading server.key")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How the accept loop treats each connection.
+#[derive(Debug, Clone)]
+pub(crate) struct AcceptLimits {
+    /// The longest a TLS handshake may take.
+    pub(crate) handshake_timeout: Duration,
+    /// How long a connection without a client certificate stays open.
+    pub(crate) certless_grace: Duration,
+}
+
+/// Accepts connections on `listener` until the returned stream is dropped:
+/// each is admitted by `peers` (or closed at once), its handshake runs in a
+/// task of its own within the timeout, and only connections whose handshake
+/// completed are handed to the server.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    peers: PeerTable,
+    tls: tokio_rustls::TlsAcceptor,
+    limits: AcceptLimits,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Connection, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        // No Nagle: small gRPC frames would otherwise wait for delayed ACKs.
+        let mut accepted = TcpIncoming::from(listener).with_nodelay(Some(true));
+        loop {
+            let next = tokio::select! {
+                next = accepted.next() => next,
+                // The server stopped serving: stop accepting.
+                () = tx.closed() => return,
+            };
+            let stream = match next {
+                None => return,
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(stream) = peers.admit(stream) else {
+                tracing::debug!("a connection over its peer's or the server's cap was closed");
+                continue;
+            };
+            let (tls, tx, limits) = (tls.clone(), tx.clone(), limits.clone());
+            tokio::spawn(async move {
+                let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await else {
+                    // A failed or timed-out handshake: dropping the stream
+                    // closes it and gives back its place.
+                    return;
+                };
+                let certified = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                let closes = (!certified).then(|| Box::pin(tokio::time::sleep(limits.certless_grace)));
+                let _ = tx.send(Ok(Connection { inner: stream, closes })).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A connection whose TLS handshake completed: with no client certificate,
+/// it fails its next read or write once its grace has passed (the sleep
+/// wakes the connection's task, so an idle one is closed too).
+#[derive(Debug)]
+pub struct Connection {
+    inner: TlsStream<PeerStream>,
+    closes: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Connection {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.closes.as_mut().is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "a connection without a client certificate is closed after its grace",
+    )
+}
+
+impl Connected for Connection {
+    // What tonic's own TLS reports, so `Request::peer_certs` finds the
+    // client's certificates (STACK.md pitfall 5).
+    type ConnectInfo = <TlsStream<PeerStream> as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(closed()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(closed()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(closed()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The soft limit on open files of this process, read from
+/// `/proc/self/limits` (Linux); `None` where it cannot be read.
+pub(crate) fn descriptor_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// What every call passes before its body is read: a client certificate.
+/// A call without one is refused here, Unauthenticated, before tonic
+/// decodes its message (which `Node::caller`, in the handler, comes after),
+/// and such calls are rate limited per peer address (ResourceExhausted), so
+/// that a client without a certificate costs the server almost nothing.
+/// A call with a certificate goes on at the cost of one extension lookup;
+/// its rate limit and registration are `Node::caller`'s.
+#[derive(Debug, Clone)]
+pub struct CertificateGate {
+    certless: Arc<crate::limits::RateLimiter>,
+}
+
+impl CertificateGate {
+    /// A gate letting `limit` calls without a certificate through per peer
+    /// address (to be refused with their reason).
+    pub fn new(limit: crate::limits::RateLimit) -> CertificateGate {
+        CertificateGate { certless: Arc::new(crate::limits::RateLimiter::new(limit)) }
+    }
+}
+
+impl tonic::service::Interceptor for CertificateGate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+            return Ok(request);
+        }
+        if let Some(address) = request.remote_addr() {
+            let key = match address.ip() {
+                std::net::IpAddr::V4(ip) => covenant_core::digest::Sha256Digest::of(&ip.octets()),
+                std::net::IpAddr::V6(ip) => covenant_core::digest::Sha256Digest::of(&ip.octets()),
+            };
+            if let Err(wait) = self.certless.admit(&key, std::time::Instant::now()) {
+                return Err(tonic::Status::resource_exhausted(format!(
+                    "too many calls without a client certificate from this address; retry in {} ms",
+                    wait.as_millis().max(1)
+                )));
+            }
+        }
+        Err(tonic::Status::unauthenticated("a client certificate is required"))
+    }
+}
+
+/// A service whose answers to requests that are not well-formed gRPC frames
+/// say so: tonic decides these before the codec sees a byte and answers
+/// Internal (a compressed flag without `grpc-encoding`, a body that ends
+/// inside a frame, an unknown flag) or OutOfRange (a declared length past
+/// the service's limit); they are the sender's fault, so InvalidArgument,
+/// with tonic's words (which name the limit). Only answers that carry their
+/// status in the headers (an error before any message, as these always
+/// are) are looked at, and only decoded when they do.
+#[derive(Debug, Clone)]
+pub struct FramingErrors<S>(pub S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for FramingErrors<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for FramingErrors<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>, Response = tonic::codegen::http::Response<R>>,
+    S::Future: Unpin,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = FramingFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        FramingFuture(self.0.call(request))
+    }
+}
+
+/// The future of [`FramingErrors`].
+#[derive(Debug)]
+pub struct FramingFuture<F>(F);
+
+impl<F, E, R> std::future::Future for FramingFuture<F>
+where
+    F: std::future::Future<Output = Result<tonic::codegen::http::Response<R>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = std::task::ready!(Pin::new(&mut self.0).poll(cx))?;
+        if response.headers().contains_key("grpc-status")
+            && let Some(status) = tonic::Status::from_header_map(response.headers())
+            && is_framing_error(&status)
+        {
+            let _ = tonic::Status::invalid_argument(format!(
+                "the request is not a well-formed gRPC message: {}",
+                status.message()
+            ))
+            .add_header(response.headers_mut());
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The statuses tonic's frame decoder gives a malformed request
+/// (`tonic::codec::decode`, tonic 0.14).
+fn is_framing_error(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Internal => {
+            status.message().starts_with("protocol error: received message with")
+                || status.message() == "Unexpected EOF decoding stream."
+        }
+        tonic::Code::OutOfRange => status.message().starts_with("Error, decoded message length too large"),
+        _ => false,
+    }
+}
