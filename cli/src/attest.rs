@@ -23,7 +23,7 @@ use crate::admin::{now, read_structured};
 use crate::connect::Connection;
 
 /// What an attestation file holds (TOML or JSON): the deployments it covers
-/// and the attestation itself (DESIGN.md "Signed objects").
+/// and the attestation itself (`docs/formats.md` §12).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationFile {

@@ -69,7 +69,7 @@ pub enum Audit {
     /// Follows the ledger: verifies each new checkpoint as it arrives
     /// (signature, consistency with the previous one) until interrupted.
     Watch,
-    /// Replays the whole ledger (DESIGN.md principle 2): fetches every entry
+    /// Replays the whole ledger (`docs/design.md`, principle 2): fetches every entry
     /// with its body, checks them against the signed checkpoint, folds the
     /// state and re-evaluates every grant and withhold against the state
     /// before it and the check-in it carries. Exits non-zero on any

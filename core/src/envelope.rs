@@ -3,7 +3,7 @@
 //!
 //! Signatures cover `PAE(payloadType, payload)` of the exact payload bytes
 //! received; the payload is parsed only after the signatures check out
-//! (STYLE.md 5). A threshold counts distinct known key ids with a valid
+//! (`docs/style.md`). A threshold counts distinct known key ids with a valid
 //! signature: duplicates count once, unknown key ids are ignored. A
 //! successful check returns a [`Verified`] value, which nothing outside this
 //! module can construct.
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn pae_matches_the_dsse_spec_example() {
-        // ../shared/vectors/README.md, from the DSSE protocol description.
+        // core/tests/vectors/README.md, from the DSSE protocol description.
         assert_eq!(
             pae("http://example.com/HelloWorld", b"hello world"),
             b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()

@@ -1,7 +1,7 @@
 //! Ed25519 keys, key ids and key sets with thresholds.
 //!
-//! A key id is the lowercase hex SHA-256 of the 32-byte public key (DESIGN.md
-//! "Signed objects"). Signatures are checked with `verify_strict`, which
+//! A key id is the lowercase hex SHA-256 of the 32-byte public key (`docs/formats.md`
+//! §1). Signatures are checked with `verify_strict`, which
 //! refuses small-order keys and non-canonical signatures that the lenient
 //! `verify` accepts. Private keys are created from a 32-byte seed the caller
 //! supplies (the core has no source of randomness) and never print.
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn key_id_is_hex_sha256_of_public_key() {
-        // From ../shared/vectors/c2sp-dsse.json (PeterNeumann test key).
+        // From core/tests/vectors/c2sp-dsse.json (PeterNeumann test key).
         let public = PublicKey::from_hex("1a5cd907143c384c41e830c5bce12aa8817ec5649aaabf2c31388b35b2d744d6").unwrap();
         assert_eq!(public.key_id().to_string(), "c7a9d541f116ae828b693ee8c89482bbe3ec786faa1df159677bd65150394f0f");
     }

@@ -5,7 +5,7 @@
 //! concerns, and `body_digest = SHA-256(salt || body)`. The 32-byte salt is
 //! chosen by the sequencer and stored with the body, never in the header, so
 //! nobody holding only headers can test a guessed body against the digest
-//! (DESIGN.md "Ledger"). Header bytes are stored and hashed exactly as
+//! (`docs/ledger.md`). Header bytes are stored and hashed exactly as
 //! written.
 //!
 //! Headers are public (the tiles publish them), so they never name a

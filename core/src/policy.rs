@@ -1,6 +1,6 @@
 //! Policy: `evaluate(&State, &check-in, now)` decides whether a deployment
-//! gets an update (DESIGN.md "Contracts and policy", "Decisions and
-//! check-in"). A pure function: the same state, check-in and time give the
+//! gets an update (`docs/policy.md`; `docs/design.md`, "One update
+//! decision"). A pure function: the same state, check-in and time give the
 //! same decision, which is how an auditor replays it.
 //!
 //! A release is offered when every condition of the deployment's contract is
@@ -56,7 +56,7 @@ pub enum PolicyError {
     },
 }
 
-/// Whether the suspension table (DESIGN.md) lets a release of `class`, built
+/// Whether the suspension table (`docs/policy.md`) lets a release of `class`, built
 /// on `baseline`, through to a deployment whose installed capability
 /// baseline is `installed` under `level`; `approved` is whether two admins
 /// approved this security fix for this deployment (needed under L2).
@@ -580,7 +580,7 @@ pub enum Logging {
     Bounded(u64),
 }
 
-/// DESIGN.md "Decisions and check-in": a grant is logged when no unexpired
+/// `docs/policy.md`, "Decisions": a grant is logged when no unexpired
 /// grant of the same release to the same deployment stands; a withhold when
 /// its verdict or its reasons change. The standing decision is the
 /// deployment's newest logged one. Besides grants of a release the

@@ -1,4 +1,4 @@
-//! Replay (DESIGN.md principle 2): fold a ledger and re-evaluate every grant
+//! Replay (`docs/design.md`, principle 2): fold a ledger and re-evaluate every grant
 //! and withhold against the state folded from the entries before it and the
 //! signed check-in the decision carries, re-deriving every other fact from
 //! that state, never trusting what the decision says. Every difference is

@@ -1,5 +1,5 @@
-//! What the agent checks before it installs anything (DESIGN.md "Decisions
-//! and check-in", step 3), as one pure function: [`verify_answer`].
+//! What the agent checks before it installs anything (`docs/formats.md`
+//! §18), as one pure function: [`verify_answer`].
 //!
 //! The agent sent a check-in with a fresh nonce; the server answered with a
 //! freshness object and, when a grant or withhold stands, that ledger entry

@@ -1,4 +1,4 @@
-//! One named test per attack on the trust core (STYLE.md 8), each asserting
+//! One named test per attack on the trust core (`docs/style.md`), each asserting
 //! the exact error variant: thresholds and key roles, payload-type
 //! confusion, root rotation, checkpoint and cosignature forgery, split
 //! views, and the signature malleability that `verify_strict` exists for.

@@ -1,4 +1,4 @@
-//! Known answers from outside implementations (STYLE.md 7).
+//! Known answers from outside implementations (`docs/style.md`).
 //!
 //! - The signed-note vectors of C2SP signed-note v1.0.0 / golang.org/x/mod
 //!   sumdb/note (the `example.com/foo` verifier and the PeterNeumann key),

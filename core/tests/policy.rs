@@ -1,5 +1,5 @@
 //! Policy, table-driven: every condition met, unmet and not applicable;
-//! every cell of DESIGN.md's suspension table; dual control; the case
+//! every cell of the suspension table of `docs/policy.md`; dual control; the case
 //! lifecycle; the higher of customer and deployment suspension.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -339,7 +339,7 @@ fn the_newest_allowed_release_is_offered_and_newer_ones_named() {
     assert_eq!(d.checkin, w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"), "carries the signed check-in");
 }
 
-/// DESIGN.md's suspension table, written out cell by cell: for each level
+/// the suspension table of `docs/policy.md`, written out cell by cell: for each level
 /// and class, whether a release ships with its baseline below, at and above
 /// the installed one, without and with a two-admin approval.
 #[test]
@@ -505,7 +505,7 @@ fn one_admin_alone_cannot_pass_a_security_fix_under_l2() {
     assert!(e.0.contains("only a security-fix release"), "{e}");
 }
 
-/// DESIGN.md's legal moves, written out independently of the code.
+/// The legal moves of `docs/policy.md`, written out independently of the code.
 const LEGAL: &[(CaseState, Option<Determination>, CaseState)] = &[
     (CaseState::Received, None, CaseState::Triaged),
     (CaseState::Triaged, None, CaseState::Investigating),

@@ -1,4 +1,4 @@
-//! Each statement of DESIGN.md "Signed objects": a valid example
+//! Each statement of `docs/formats.md`: a valid example
 //! round-trips through its payload bytes, and each of its own rules refuses
 //! a payload that breaks it, with the exact field and rule.
 

@@ -149,7 +149,7 @@ fn closed() -> std::io::Error {
 
 impl Connected for Connection {
     // What tonic's own TLS reports, so `Request::peer_certs` finds the
-    // client's certificates (STACK.md pitfall 5).
+    // client's certificates (`docs/style.md`, stack pitfall 4).
     type ConnectInfo = <TlsStream<PeerStream> as Connected>::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {

@@ -312,7 +312,7 @@ impl PeerTable {
 ///
 /// It reports the same connection info as a bare `TcpStream`, so the TLS
 /// layer over it still fills `Request::peer_certs` (which looks for
-/// `TlsConnectInfo<TcpConnectInfo>`; STACK.md pitfall 5).
+/// `TlsConnectInfo<TcpConnectInfo>`; `docs/style.md`, stack pitfall 4).
 #[derive(Debug)]
 pub struct PeerStream {
     inner: TcpStream,

@@ -717,7 +717,8 @@ fn subjects_of(body: &[u8]) -> Vec<String> {
     covenant_core::state::classify(body).map(|p| p.subjects).unwrap_or_default()
 }
 
-/// tonic with `tls-ring` needs the process-level rustls provider (STACK.md).
+/// tonic with `tls-ring` needs the process-level rustls provider
+/// (`docs/style.md`, stack pitfalls).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

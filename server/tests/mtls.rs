@@ -255,7 +255,7 @@ async fn no_certificate_and_a_foreign_ca_are_refused() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
 
     // A certificate from another CA naming a real holder: the handshake
-    // refuses it, so the first call fails (STACK.md pitfall 7).
+    // refuses it, so the first call fails (`docs/style.md`, stack pitfall 6).
     let other = pki::Authority::create("someone else").unwrap();
     let forged = other.issue_client(covenant_core::statements::IdentityRole::Admin, "admin1").unwrap();
     let dir = server.dir.join("forged");

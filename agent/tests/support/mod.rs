@@ -1,7 +1,7 @@
 //! A vendor in memory (root keys, a ledger as a Merkle tree, checkpoints
 //! signed and cosigned) and a fake server in front of it that can be told
 //! to lie, for the agent's attack and power-cut tests. Keys and roots are
-//! built here from fixed seeds (STYLE.md 9).
+//! built here from fixed seeds (`docs/style.md`: reproducible fixtures).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

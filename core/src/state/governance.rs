@@ -311,7 +311,7 @@ pub fn outcome_name(o: InstallOutcome) -> &'static str {
     }
 }
 
-/// The legal moves of a misuse case (DESIGN.md "Misuse cases").
+/// The legal moves of a misuse case (`docs/policy.md`, "Misuse cases").
 pub fn legal_move(from: CaseState, determination: Option<Determination>, to: CaseState) -> bool {
     use CaseState as S;
     use Determination as D;

@@ -1,4 +1,4 @@
-//! The state folded from the ledger, entry by entry (DESIGN.md principle 1:
+//! The state folded from the ledger, entry by entry (`docs/design.md`, principle 1:
 //! the ledger is the database): root versions, identities and their keys,
 //! customers, deployments, contracts, releases, attestations, field
 //! verifications, misuse cases, suspensions, proposals and their approvals,

@@ -171,7 +171,7 @@ pub enum ActionKind {
         determination: Option<Determination>,
     },
     /// Proposes a suspension level (takes effect at once or after approval,
-    /// per DESIGN.md "Contracts and policy").
+    /// per `docs/policy.md`, "Dual control").
     ProposeSuspension {
         /// Whom.
         target: SuspensionTarget,

@@ -1,5 +1,5 @@
-//! Contracts and the facts admins record beside them (DESIGN.md "Contracts
-//! and policy"): a contract binds a customer's deployments to typed
+//! Contracts and the facts admins record beside them (`docs/policy.md`,
+//! "Contracts"): a contract binds a customer's deployments to typed
 //! conditions; export licences and denied-party listings are facts the
 //! conditions read.
 

@@ -1,6 +1,6 @@
 //! What a deployment's agent signs: its check-ins and its install reports.
 //! Both carry the last checkpoint the agent holds, so auditors can check
-//! that every agent saw one consistent history (DESIGN.md "Split view").
+//! that every agent saw one consistent history (`docs/formats.md` §8 and §11).
 //!
 //! Both are small and signed by the one device key, and a logged decision
 //! carries its check-in's exact bytes for good: so their payloads, their

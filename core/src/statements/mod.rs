@@ -1,4 +1,4 @@
-//! The typed payloads of DESIGN.md "Signed objects", each with its payload
+//! The typed payloads of `docs/formats.md`, each with its payload
 //! type, its `_type` tag, its schema version and its own validation.
 //!
 //! Payloads are JSON. Parsing is strict: unknown fields, a wrong `_type` or

@@ -135,7 +135,7 @@ impl Payload for RootMetadata {
             if role.threshold as usize > distinct.len() {
                 return Err(invalid(role_field(name), "threshold is larger than the number of keys"));
             }
-            // Dual control (DESIGN.md): a heavy action needs a second,
+            // Dual control (`docs/policy.md`): a heavy action needs a second,
             // distinct admin; only a development root may waive that.
             if name == "admin" && role.threshold < 2 && !self.development {
                 return Err(invalid(role_field(name), "threshold must be 2 or more outside a development root"));

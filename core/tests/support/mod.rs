@@ -1,5 +1,5 @@
 //! Fixtures shared by the core's integration tests: deterministic keys and
-//! roots built in the test itself (STYLE.md 9), never loaded from files.
+//! roots built in the test itself (`docs/style.md`), never loaded from files.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

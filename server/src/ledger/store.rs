@@ -30,7 +30,8 @@
 //! since are fsynced and the watermark advanced; the rest is rebuilt after
 //! a crash. (An fsync costs ~0.24 ms here and creating a durable file
 //! ~0.9 ms; two fsyncs per batch instead of ten is what makes the ledger
-//! fast. ARCHITECTURE.md records this refinement of DESIGN.md.)
+//! fast. `docs/ledger.md`, "Durability", records this departure from the
+//! original design.)
 //!
 //! Recovery never destroys what it cannot prove lies past a signed size. A
 //! crash between the journal's fsync and the checkpoint's leaves at most one

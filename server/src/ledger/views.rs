@@ -2,7 +2,7 @@
 //! truth. A view remembers the ledger size and root it has folded up to; if
 //! it is behind it catches up, and if its root does not match the ledger's
 //! at that size (a lost, stale or foreign database) it is rebuilt from
-//! scratch. sled's `flush` is not an `fsync` (STACK.md), which is fine here:
+//! scratch. sled's `flush` is not an `fsync` (`docs/style.md`), which is fine here:
 //! a view that loses its tail after a crash simply catches up again.
 //!
 //! Headers carry only subject tags (see `covenant_core::ledger`), so the
