@@ -70,9 +70,14 @@ impl Running {
         self.conn(&self.dir.join(format!("identities/admin{n}")))
     }
 
+    /// The ledger's size: every entry acknowledged so far. It is the first
+    /// checkpoint a watch sends (signed by the ledger key as it stands), not
+    /// `GetCheckpoint`, whose answer is the newest *cosigned* checkpoint and
+    /// may lag behind the last acknowledged entry while a witness cosigns.
     pub async fn size(&self) -> u64 {
         let mut c = LedgerServiceClient::new(self.admin(1).channel().await.unwrap());
-        let cp = c.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+        let mut watch = c.watch_checkpoints(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+        let cp = watch.message().await.unwrap().expect("a watch starts with the current checkpoint");
         // The note's second line is the tree size.
         std::str::from_utf8(&cp.note).unwrap().lines().nth(1).unwrap().parse().unwrap()
     }
