@@ -13,7 +13,12 @@
 //!     before the answer (target ≥ 20 % of (a));
 //! (d) p50/p99 of a logged grant at an offered 2,000/s (target p99 ≤ 20 ms).
 //!
-//! `cargo bench -p covenant-tests --bench checkins [-- --seconds S --rounds R]`
+//! `cargo bench -p covenant-tests --bench checkins [-- --seconds S --rounds R] [--no-dev-witness]`
+//!
+//! A development server cosigns its checkpoints with its development witness
+//! in process, and a logged grant's answer waits for that cosignature.
+//! `--no-dev-witness` removes the witness key after `init --dev`, to compare
+//! with runs of builds from before the development witness ran in process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -228,6 +233,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     let dir = root.join("server");
     datadir::init_dev(&dir).unwrap();
+    if std::env::args().any(|a| a == "--no-dev-witness") {
+        std::fs::remove_file(dir.join("keys/witness-dev.key")).unwrap();
+        println!("without the development witness");
+    }
     let built = Instant::now();
     let folders = populate(&dir);
     println!(
