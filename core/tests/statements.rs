@@ -459,3 +459,28 @@ fn tightening_or_other_changes_do_not_relax() {
     old.conditions.retain(|c| c.name() != "integrity_match");
     assert_eq!(contract_relaxations(&old, &base_contract()), Vec::<String>::new());
 }
+
+fn licence(versions: &str) -> Licence {
+    Licence {
+        id: "bafa-1".into(),
+        customer: "ministry-x".into(),
+        authority: "BAFA".into(),
+        expires: support::next_year(),
+        versions: versions.parse().unwrap(),
+    }
+}
+#[test]
+fn adding_a_pre_release_comparator_to_a_licence_is_a_widening() {
+    let old = licence(">=1.0.0, <2.0.0");
+    let new = licence(">=1.0.0, <2.0.0, >=2.0.0-rc.0");
+    let rc: semver::Version = "2.0.0-rc.1".parse().unwrap();
+    assert!(!old.versions.matches(&rc));
+    assert!(new.versions.matches(&rc));
+    assert_eq!(
+        licence_relaxations(&old, &new),
+        vec!["licence bafa-1: covers versions >=1.0.0, <2.0.0, >=2.0.0-rc.0 instead of >=1.0.0, <2.0.0".to_owned()]
+    );
+    assert_eq!(licence_relaxations(&old, &licence(">=1.0.0, <2.0.0, <1.5.0")), Vec::<String>::new());
+    let old_rc = licence(">=1.0.0-rc.0, <2.0.0");
+    assert_eq!(licence_relaxations(&old_rc, &licence(">=1.0.0-rc.0, <2.0.0, <1.5.0")), Vec::<String>::new());
+}

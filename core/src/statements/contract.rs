@@ -293,13 +293,22 @@ impl DeniedParty {
 /// version requirement that is not `old`'s with comparators added (a
 /// requirement's comparators must all hold, so adding some can only
 /// narrow; any other change may admit a version `old` did not, and which
-/// one is not decided here), and another authority are relaxations.
+/// one is not decided here), and another authority are relaxations. One
+/// exception to "adding narrows": a pre-release version (`2.0.0-rc.1`)
+/// matches a requirement only if one of its comparators names a
+/// pre-release of the same major, minor and patch (the semver crate's
+/// rule), so an added comparator with a pre-release label
+/// (`>=2.0.0-rc.0`) can admit pre-releases `old` did not: it counts as a
+/// widening too.
 pub fn licence_relaxations(old: &Licence, new: &Licence) -> Vec<String> {
     let mut out = Vec::new();
     if new.expires > old.expires {
         out.push(format!("licence {}: expires on {} instead of {}", old.id, new.expires.date(), old.expires.date()));
     }
-    if !old.versions.comparators.iter().all(|c| new.versions.comparators.contains(c)) {
+    let (was, is) = (&old.versions.comparators, &new.versions.comparators);
+    let dropped = !was.iter().all(|c| is.contains(c));
+    let admits_pre_releases = is.iter().any(|c| !c.pre.is_empty() && !was.contains(c));
+    if dropped || admits_pre_releases {
         out.push(format!("licence {}: covers versions {} instead of {}", old.id, new.versions, old.versions));
     }
     if new.authority != old.authority {
