@@ -934,3 +934,103 @@ fn a_report_naming_another_version_than_its_grant_is_refused() {
     let body = report(&w, &dk, grant, InstallOutcome::Installed, "1.3.0");
     refused(&mut w, body, "the report names version 1.3.0, but entry");
 }
+
+#[test]
+fn registering_a_deployment_under_a_customer_suspension_needs_two_admins() {
+    let (mut w, _, _) = two_customers();
+    w.suspend(SuspensionTarget::Customer("min-x".into()), SuspensionLevel::L1);
+    // A fresh deployment provisioned at 1.3.0 would set its own baseline
+    // under the customer's suspension: a proposal only.
+    let mut fresh = register("lim-07c");
+    if let ActionKind::RegisterDeployment { provisioned_version, .. } = &mut fresh {
+        *provisioned_version = "1.3.0".parse().unwrap();
+    }
+    let p = w.propose(fresh, 0).unwrap();
+    assert!(w.state.deployment("lim-07c").is_none());
+    match &w.state.facts().proposal(&p).unwrap().kind {
+        covenant_core::state::ProposalKind::Deployment { held, .. } => {
+            assert_eq!(held, "customer min-x is under suspension L1");
+        }
+        other => panic!("expected a deployment proposal, got {other:?}"),
+    }
+    w.approve(p, 1).unwrap();
+    assert!(w.state.deployment("lim-07c").is_some());
+}
+
+#[test]
+fn registering_a_deployment_while_a_case_names_the_customer_needs_two_admins() {
+    let (mut w, _, (_, _, ek)) = two_customers();
+    let case = w.signal(&ek, "min-x", None);
+    let p = w.propose(register("lim-09"), 0).unwrap();
+    assert!(w.state.deployment("lim-09").is_none());
+    match &w.state.facts().proposal(&p).unwrap().kind {
+        covenant_core::state::ProposalKind::Deployment { held, .. } => {
+            assert_eq!(held, &format!("case {case} concerning the customer is open"));
+        }
+        other => panic!("expected a deployment proposal, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_admin_cannot_give_a_new_customer_its_first_contract_to_carry_held_hardware_out() {
+    let (mut w, _, _) = two_customers();
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    // One admin registers the held system under a new customer, which
+    // nothing holds, with a deployment and a device key: all at once.
+    w.customer("min-z");
+    w.act(
+        ActionKind::RegisterDeployment {
+            deployment: "lim-07z".into(),
+            customer: "min-z".into(),
+            product: "lim".into(),
+            site: site("s1"),
+            provisioned_version: "1.0.0".parse().unwrap(),
+        },
+        0,
+    )
+    .unwrap();
+    let dk = key(160);
+    w.identity(IdentityRole::Deployment, "lim-07z", &dk);
+    // Its first contract, without conditions, is a proposal only.
+    let lax = ActionKind::SetContract { contract: support::world::contract("min-z", 1, vec![]) };
+    let p = w.propose(lax, 0).unwrap();
+    assert!(w.state.facts().contract_of("min-z").is_none());
+    match &w.state.facts().proposal(&p).unwrap().kind {
+        covenant_core::state::ProposalKind::Contract { relaxes, .. } => {
+            assert_eq!(relaxes, &vec!["contract contract-min-z: the first contract of customer min-z".to_owned()]);
+        }
+        other => panic!("expected a contract proposal, got {other:?}"),
+    }
+    // So the system is still withheld: no contract, no update.
+    let d = w.decide(&w.checkin(&dk, "lim-07z", "1.0.0", "1.0.0"));
+    assert_eq!(d.verdict, Verdict::Withhold);
+    // A first contract that two admins set meanwhile makes it stale.
+    let strict = ActionKind::SetContract { contract: support::world::contract("min-z", 1, case_contract(vec![])) };
+    let q = w.propose(strict, 0).unwrap();
+    w.approve(q, 1).unwrap();
+    assert_eq!(w.state.facts().contract_of("min-z").unwrap().conditions.len(), 1);
+    let e = w.approve(p, 1).unwrap_err();
+    assert!(e.0.contains("is at version 1 now"), "{e}");
+    assert_eq!(w.state.facts().contract_of("min-z").unwrap().conditions.len(), 1);
+}
+
+#[test]
+fn a_refused_approval_leaves_the_proposal_as_it_was() {
+    let (mut w, _, _) = two_customers();
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    let p = w.propose(register("lim-09"), 0).unwrap();
+    // lim-09 is registered by another route meanwhile (a second proposal
+    // approved), so approving the first is refused, and changes nothing.
+    let mut other = register("lim-09");
+    if let ActionKind::RegisterDeployment { provisioned_version, .. } = &mut other {
+        *provisioned_version = "1.1.0".parse().unwrap();
+    }
+    let q = w.propose(other, 0).unwrap();
+    w.approve(q, 1).unwrap();
+    let before = w.state.facts().proposal(&p).unwrap().clone();
+    let e = w.approve(p, 1).unwrap_err();
+    assert!(e.0.contains("deployment lim-09 is already registered"), "{e}");
+    assert_eq!(w.state.facts().proposal(&p).unwrap(), &before);
+    assert_eq!(w.state.deployment("lim-09").unwrap().installed_version, "1.1.0".parse().unwrap());
+}

@@ -140,7 +140,8 @@ pub struct Case {
 /// What a proposal would do once approved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProposalKind {
-    /// Set the next version of a contract that relaxes the one in force.
+    /// Set a customer's first contract, or the next version of a contract
+    /// that relaxes the one in force.
     Contract {
         /// The new version.
         contract: Contract,
@@ -195,13 +196,13 @@ pub enum ProposalKind {
         /// has moved is refused.
         from: CaseState,
     },
-    /// Register a deployment of a customer one of whose deployments a
-    /// suspension or an open case holds: it could be the same hardware
-    /// under a new id, escaping what holds the old one.
+    /// Register a deployment of a held customer ([`Facts::hold_on`]): it
+    /// could be held hardware under a new id, escaping what holds it, with
+    /// a baseline of one admin's choosing.
     Deployment {
         /// The deployment as it would be registered.
         deployment: Deployment,
-        /// What holds the customer's other deployment, in words.
+        /// What holds the customer, in words.
         held: String,
     },
 }
@@ -458,20 +459,31 @@ impl Facts {
         customer.max(deployment.suspension)
     }
 
-    /// What holds one of a customer's deployments, in words, if anything
-    /// does: a deployment-scoped suspension or a case naming it that is
-    /// not closed.
-    fn held_deployment_of(&self, customer: &str) -> Option<String> {
+    /// What holds a customer, in words, if anything does: a suspension at
+    /// any level of the customer or of one of its deployments, or a case
+    /// that is not closed naming the customer (with or without one of its
+    /// deployments). While a customer is held, what could carry its held
+    /// systems out from under the hold (a new deployment, a device key)
+    /// needs the admin threshold.
+    pub fn hold_on(&self, customer: &str) -> Option<String> {
+        if let Some(c) = self.customers.get(customer)
+            && c.suspension != SuspensionLevel::None
+        {
+            return Some(format!("customer {customer} is under suspension {}", c.suspension));
+        }
         let suspended = self
             .deployments
             .values()
             .find(|d| d.customer == customer && d.suspension != SuspensionLevel::None)
             .map(|d| format!("deployment {} is under suspension {}", d.id, d.suspension));
         suspended.or_else(|| {
-            self.cases
-                .values()
-                .find(|c| c.customer == customer && c.deployment.is_some() && c.state != CaseState::Closed)
-                .map(|c| format!("case {} concerning one of its deployments is open", c.id))
+            self.cases.values().find(|c| c.customer == customer && c.state != CaseState::Closed).map(|c| {
+                if c.deployment.is_some() {
+                    format!("case {} concerning one of its deployments is open", c.id)
+                } else {
+                    format!("case {} concerning the customer is open", c.id)
+                }
+            })
         })
     }
 
@@ -788,10 +800,12 @@ impl Facts {
                 // The ledger knows no hardware apart from its deployment
                 // id, and a device's key is new with each registration, so
                 // one admin could register a suspended or investigated
-                // system again under a new id. While a deployment-scoped
-                // suspension or open case holds one of the customer's
-                // deployments, another needs the admin threshold.
-                match self.held_deployment_of(customer) {
+                // system again under a new id, and its `provisioned_version`
+                // would be a baseline of that admin's choosing. While a
+                // suspension or an open case holds the customer or one of
+                // its deployments, another deployment needs the admin
+                // threshold.
+                match self.hold_on(customer) {
                     None => {
                         self.deployments.insert(deployment.clone(), dep);
                         Ok(())
@@ -833,10 +847,16 @@ impl Facts {
                 }
                 // A version that only tightens takes effect at once; one that
                 // relaxes any condition needs the admin threshold, as waiving
-                // that condition would.
+                // that condition would. So does a customer's first contract:
+                // it turns "withheld: no contract" into what its conditions
+                // allow, and one admin could otherwise register a customer,
+                // a lax contract and a deployment for hardware held under
+                // another customer.
                 let relaxes = match self.contracts.get(&contract.customer) {
                     Some(current) => contract_relaxations(current, contract),
-                    None => vec![],
+                    None => {
+                        vec![format!("contract {}: the first contract of customer {}", contract.id, contract.customer)]
+                    }
                 };
                 if relaxes.is_empty() {
                     self.contracts.insert(contract.customer.clone(), contract.clone());
@@ -954,17 +974,19 @@ impl Facts {
                     }
                     _ => {}
                 }
-                let Some(p) = self.proposals.get_mut(proposal) else {
-                    return reject("no proposal has this digest");
-                };
-                p.approvals.insert(actor);
                 // Only approvals by keys that are admin keys of the current
-                // root, and not revoked, count.
-                let counted = p.approvals.iter().filter(|k| valid_admins.contains(k)).count();
-                if counted >= threshold as usize {
-                    p.in_force = true;
-                    let kind = p.kind.clone();
-                    self.take_effect(&kind)?;
+                // root, and not revoked, count (`actor` is not among the
+                // approvals yet: checked above).
+                let counted = p.approvals.iter().chain([&actor]).filter(|k| valid_admins.contains(k)).count();
+                let effect = (counted >= threshold as usize).then(|| p.kind.clone());
+                // Every check is made: from here nothing is refused, so a
+                // refused approval leaves the state as it was.
+                if let Some(p) = self.proposals.get_mut(proposal) {
+                    p.approvals.insert(actor);
+                    p.in_force = effect.is_some();
+                }
+                if let Some(kind) = effect {
+                    self.take_effect(&kind);
                 }
                 Ok(())
             }
@@ -1016,25 +1038,30 @@ impl Facts {
         }
         let in_force = needed <= 1;
         if in_force {
-            self.take_effect(&kind)?;
+            self.take_effect(&kind);
         }
         self.proposals.insert(digest, Proposal { index, at, kind, approvals: BTreeSet::from([actor]), in_force });
         Ok(())
     }
 
-    fn take_effect(&mut self, kind: &ProposalKind) -> Result<(), Rejection> {
+    /// Puts a proposal in force. Infallible: whoever calls it has checked
+    /// that what it changes exists (a suspension's target, a case) and has
+    /// not moved, so that no entry is refused after changing the state.
+    fn take_effect(&mut self, kind: &ProposalKind) {
         match kind {
             ProposalKind::Contract { contract, .. } => {
                 self.contracts.insert(contract.customer.clone(), contract.clone());
             }
             ProposalKind::Suspension { target, level, .. } => match target {
                 SuspensionTarget::Customer(id) => {
-                    let c = self.customers.get_mut(id).ok_or_else(|| Rejection(format!("no customer {id}")))?;
-                    c.suspension = *level;
+                    if let Some(c) = self.customers.get_mut(id) {
+                        c.suspension = *level;
+                    }
                 }
                 SuspensionTarget::Deployment(id) => {
-                    let d = self.deployments.get_mut(id).ok_or_else(|| Rejection(format!("no deployment {id}")))?;
-                    d.suspension = *level;
+                    if let Some(d) = self.deployments.get_mut(id) {
+                        d.suspension = *level;
+                    }
                 }
             },
             ProposalKind::Waiver { deployment, condition, until } => {
@@ -1047,13 +1074,13 @@ impl Facts {
                 self.licences.insert(licence.id.clone(), licence.clone());
             }
             ProposalKind::CaseMove { case, to, .. } => {
-                let c = self.cases.get_mut(case).ok_or_else(|| Rejection(format!("no case {case}")))?;
-                c.state = *to;
+                if let Some(c) = self.cases.get_mut(case) {
+                    c.state = *to;
+                }
             }
             ProposalKind::Deployment { deployment, .. } => {
                 self.deployments.insert(deployment.id.clone(), deployment.clone());
             }
         }
-        Ok(())
     }
 }
