@@ -58,10 +58,11 @@ pub enum Admin {
         #[arg(long)]
         country: String,
     },
-    /// Registers a deployment of a customer: a product at a site. While one
-    /// of the customer's deployments is under a deployment suspension or an
-    /// open case, it waits for a second admin's approval (it could be the
-    /// same system under a new id).
+    /// Registers a deployment of a customer: a product at a site. While a
+    /// suspension (of the customer or of one of its deployments) or an open
+    /// case holds the customer, it waits for a second admin's approval (it
+    /// could be a held system under a new id, with a baseline of one
+    /// admin's choosing); it prints the digest to send them.
     Deployment {
         /// The deployment id.
         id: String,
@@ -84,10 +85,13 @@ pub enum Admin {
         provisioned_version: String,
     },
     /// Sets a customer's contract from a TOML or JSON file (a new contract
-    /// at version 1, or its next version). A version that only tightens the
-    /// conditions takes effect at once; one that relaxes any of them (drops
-    /// one, loosens a parameter, a longer grant validity) waits for a second
-    /// admin's approval. See README for the format.
+    /// at version 1, or its next version). A customer's first contract
+    /// waits for a second admin's approval (it turns "no contract" into
+    /// possible grants). A later version that only tightens the conditions
+    /// takes effect at once; one that relaxes any of them (drops one,
+    /// loosens a parameter, a longer grant validity) waits for a second
+    /// admin's approval. Either way it prints the digest to send them. See
+    /// README for the format.
     Contract {
         /// The contract file.
         file: PathBuf,
@@ -259,12 +263,19 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
     // Actions that take effect at once or wait for a second admin,
     // depending on the ledger: what decides it, in words.
     let maybe = match &action {
-        ActionKind::SetContract { .. } => Some("If this version relaxes a condition"),
-        ActionKind::RecordLicence { .. } => Some("If this widens a recorded licence"),
-        ActionKind::CaseTransition { .. } => Some("If this closes the case or takes it back"),
-        ActionKind::RegisterDeployment { .. } => {
-            Some("If a suspension or open case holds another deployment of this customer")
+        ActionKind::SetContract { .. } => Some(
+            "The first contract of a customer, or a version that relaxes a condition, waits for a second admin's approval",
+        ),
+        ActionKind::RecordLicence { .. } => {
+            Some("If this widens a recorded licence, it waits for a second admin's approval")
         }
+        ActionKind::CaseTransition { .. } => {
+            Some("If this closes the case or takes it back, it waits for a second admin's approval")
+        }
+        ActionKind::RegisterDeployment { .. } => Some(
+            "If a suspension or open case holds this customer or one of its deployments, the registration waits for a \
+             second admin's approval",
+        ),
         _ => None,
     };
     let payload =
@@ -287,7 +298,7 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
             println!("The proposal's digest, for the approving admin: {digest}");
         }
         if let Some(maybe) = maybe {
-            println!("{maybe} it waits for a second admin's approval; its digest, for them: {digest}");
+            println!("{maybe}; its digest, for them: {digest}");
         }
     }
     Ok(())

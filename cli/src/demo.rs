@@ -381,7 +381,10 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     d.url = format!("https://{}", address(&line)?);
     println!("   server {}, witness {wname} at {waddr}", d.url);
 
-    d.say("Compliance registers two customers, a deployment each, their contracts, and releases 1.0.0 and 1.1.0.");
+    d.say(
+        "Compliance registers two customers, a deployment each, their contracts (each approved by a second admin), \
+         and releases 1.0.0 and 1.1.0.",
+    );
     for (c, name, dep) in [("agency-a", "Agency A", "a-01"), ("agency-b", "Agency B", "b-01")] {
         d.admin(1, &["customer", c, "--name", name, "--country", "XA"])?;
         d.admin(
@@ -403,7 +406,9 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
         )?;
         let file = d.tmp.join(format!("contract-{c}.toml"));
         std::fs::write(&file, CONTRACT.replace("CUSTOMER", c))?;
-        d.admin(1, &["contract", &file.display().to_string()])?;
+        // A customer's first contract waits for a second admin.
+        let proposal = d.admin(1, &["contract", &file.display().to_string()])?;
+        d.approve(&proposal)?;
     }
     let customer_a = d.person("customer", "agency-a")?;
     let customer_b = d.person("customer", "agency-b")?;

@@ -80,6 +80,7 @@ fn action(what: ActionKind) -> AdminAction {
 /// an identity folder), and release 1.0.0. Appended straight to the ledger.
 fn populate(dir: &Path) -> Vec<PathBuf> {
     let admin = datadir::read_key(&dir.join("identities/admin1/signing.key")).unwrap();
+    let second = datadir::read_key(&dir.join("identities/admin2/signing.key")).unwrap();
     let ca = Authority {
         cert_pem: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
         key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
@@ -104,7 +105,11 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
             grant_validity_seconds: 86_400,
             compliance_contact: "compliance@vendor.example".into(),
         };
-        unit.push(sign(ActionKind::SetContract { contract }));
+        // A customer's first contract waits for the second admin's approval.
+        let proposal = sign(ActionKind::SetContract { contract });
+        let digest = Sha256Digest::of(Envelope::parse(&proposal).unwrap().payload());
+        unit.push(proposal);
+        unit.push(envelope::sign(&action(ActionKind::Approve { proposal: digest }), &[&second]));
         customers.push(unit);
     }
     let mut folders = Vec::new();

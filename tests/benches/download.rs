@@ -140,7 +140,8 @@ fn publish(
 /// A customer, 16 deployments with their certificates and keys, a contract.
 fn populate(dir: &Path) -> Vec<PathBuf> {
     let admin = datadir::read_key(&dir.join("identities/admin1/signing.key")).unwrap();
-    let act = |what| {
+    let second = datadir::read_key(&dir.join("identities/admin2/signing.key")).unwrap();
+    let by = |what, admin: &SigningKey| {
         let a = AdminAction {
             type_tag: ActionTag,
             schema: SchemaV1,
@@ -149,8 +150,9 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
             evidence: vec![],
             issued_at: now(),
         };
-        envelope::sign(&a, &[&admin])
+        envelope::sign(&a, &[admin])
     };
+    let act = |what| by(what, &admin);
     let ca = Authority {
         cert_pem: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
         key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
@@ -169,7 +171,11 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
         grant_validity_seconds: 86_400,
         compliance_contact: "compliance@vendor.example".into(),
     };
-    append(&ledger, act(ActionKind::SetContract { contract }));
+    // A customer's first contract waits for the second admin's approval.
+    let proposal = act(ActionKind::SetContract { contract });
+    let digest = Sha256Digest::of(Envelope::parse(&proposal).unwrap().payload());
+    append(&ledger, proposal);
+    append(&ledger, by(ActionKind::Approve { proposal: digest }, &second));
     let mut folders = Vec::new();
     for d in 0..DEVICES {
         let id = format!("dep-{d}");

@@ -441,7 +441,7 @@ async fn one_customers_idle_downloads_leave_other_customers_their_share() {
     let contract = s.dir.join("contract-min-y.toml");
     std::fs::write(&contract, std::fs::read_to_string(s.dir.join("contract.toml")).unwrap().replace("min-x", "min-y"))
         .unwrap();
-    admin(&a1, Admin::Contract { file: contract }).await;
+    first_contract(&s, contract).await;
     let victim = granted_device(&s, "min-y", "lim-08").await;
     // min-x's 32 devices (lim-07 and 31 more), each with its grant.
     let mut attackers = vec![c.device.clone()];
@@ -576,7 +576,7 @@ async fn customer(s: &Running, id: &str) {
     let contract = s.dir.join(format!("contract-{id}.toml"));
     std::fs::write(&contract, std::fs::read_to_string(s.dir.join("contract.toml")).unwrap().replace("min-x", id))
         .unwrap();
-    admin(&a1, Admin::Contract { file: contract }).await;
+    first_contract(s, contract).await;
 }
 
 /// Review finding F6: two customers could take every download slot (a

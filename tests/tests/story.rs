@@ -163,19 +163,6 @@ async fn a_deployment_gets_its_update_only_while_the_conditions_hold() {
     s.stop().await;
 }
 
-/// The digest of the admin action at ledger index `index`.
-async fn proposal_digest(s: &Running, index: u64) -> Sha256Digest {
-    let mut c = LedgerServiceClient::new(s.admin(1).channel().await.unwrap());
-    let e = c
-        .get_entries(pb::GetEntriesRequest { start: index, end: index + 1, with_bodies: true })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .remove(0);
-    Sha256Digest::of(Envelope::parse(&e.body).unwrap().payload())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_do_not_grow_the_ledger() {
     let s = Running::start("polls").await;

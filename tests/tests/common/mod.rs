@@ -198,10 +198,33 @@ conditions = []
             + conditions,
     )
     .unwrap();
-    admin(&a1, Admin::Contract { file: contract }).await;
+    first_contract(s, contract).await;
     publish(s, "1.0.0", "capability", "1.0.0").await;
     publish(s, "1.1.0", "capability", "1.1.0").await;
     Cast { customer, engineer, device }
+}
+
+/// Sets a customer's first contract from `file`: admin1 proposes it and
+/// admin2 approves, as a first contract needs the admin threshold.
+pub async fn first_contract(s: &Running, file: PathBuf) {
+    let size = s.size().await;
+    admin(&s.admin(1), Admin::Contract { file }).await;
+    let proposal = proposal_digest(s, size).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
+}
+
+/// The payload digest of the admin action at ledger index `index` (how an
+/// approval names a proposal).
+pub async fn proposal_digest(s: &Running, index: u64) -> Sha256Digest {
+    let mut c = LedgerServiceClient::new(s.admin(1).channel().await.unwrap());
+    let e = c
+        .get_entries(pb::GetEntriesRequest { start: index, end: index + 1, with_bodies: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .remove(0);
+    Sha256Digest::of(Envelope::parse(&e.body).unwrap().payload())
 }
 
 /// `covenant release new`, two offline signatures, `covenant admin publish`.
