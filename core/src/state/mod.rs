@@ -544,7 +544,7 @@ impl State {
                 // What an identity proposal would change is checked again
                 // before anything changes: a refused entry leaves the state
                 // as it was.
-                let kind = self.gov.proposal(proposal).map(|p| p.kind.clone());
+                let kind = self.gov.proposal(proposal).filter(|p| !p.in_force).map(|p| p.kind.clone());
                 match &kind {
                     Some(ProposalKind::Identity { identity, certificate_sha256, .. }) => {
                         self.check_issue(identity, certificate_sha256, signers)?;

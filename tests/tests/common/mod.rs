@@ -120,7 +120,8 @@ pub async fn admin(conn: &Connection, cmd: Admin) {
     covenant_cli::admin::run(cmd, conn, true).await.unwrap();
 }
 
-/// A person or device makes its keys; admin1 issues and registers them.
+/// A person or device makes its keys; admin1 issues and registers them
+/// (and admin2 approves a person's, see [`issue_identity`]).
 pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
     let dir = s.dir.join(format!("people/{id}"));
     tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
@@ -132,8 +133,33 @@ pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
         out: dir.clone(),
         scope: None,
     };
-    admin(&s.admin(1), Admin::Identity(issue)).await;
+    issue_identity(s, issue).await;
     dir
+}
+
+/// admin1 issues an identity; a customer's, engineer's or auditor's key
+/// signs what the conditions read, so admin2 approves it.
+pub async fn issue_identity(s: &Running, issue: IdentityCmd) {
+    let person = matches!(&issue, IdentityCmd::Issue { role, .. } if matches!(role.as_str(), "customer" | "engineer" | "auditor"));
+    let size = s.size().await;
+    admin(&s.admin(1), Admin::Identity(issue)).await;
+    if person {
+        approve_entry(s, size).await;
+    }
+}
+
+/// admin2 approves the proposal recorded as entry `index`.
+pub async fn approve_entry(s: &Running, index: u64) {
+    let mut c = LedgerServiceClient::new(s.admin(1).channel().await.unwrap());
+    let e = c
+        .get_entries(pb::GetEntriesRequest { start: index, end: index + 1, with_bodies: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .remove(0);
+    let proposal = Sha256Digest::of(Envelope::parse(&e.body).unwrap().payload());
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
 }
 
 pub struct Cast {
