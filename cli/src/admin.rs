@@ -36,7 +36,10 @@ pub enum Admin {
     /// `covenant-agent enroll-request` made on the device, registers the
     /// device's signing key for DEPLOYMENT in the ledger, and writes the
     /// provisioning bundle (certificate, CA certificate, trusted root, server
-    /// address, the ledger's and the witnesses' verifier keys).
+    /// address, the ledger's and the witnesses' verifier keys). If a
+    /// suspension or open case holds a deployment of its customer, the
+    /// registration waits for a second admin's approval (its digest is
+    /// printed).
     Enroll {
         /// The deployment (registered with `covenant admin deployment`).
         deployment: String,
@@ -199,7 +202,10 @@ pub enum Admin {
 pub enum IdentityCmd {
     /// Has the CA sign a certificate request (`covenant keys new` made it)
     /// and registers it, with the signing key it carries, in the ledger.
-    /// Writes cert.pem and ca.pem into --out.
+    /// Writes cert.pem and ca.pem into --out. A customer's, engineer's or
+    /// auditor's identity waits for a second admin's approval (its digest is
+    /// printed), and so does a device's whose customer a suspension or open
+    /// case holds; until then the certificate is refused.
     Issue {
         /// admin, customer, engineer, auditor or deployment.
         #[arg(long)]
@@ -228,7 +234,11 @@ pub enum IdentityCmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Revokes a certificate (and the signing key registered with it).
+    /// Revokes a certificate (and the signing key registered with it) at
+    /// once. Another admin's identity waits for a second admin's approval
+    /// (its digest is printed), and so does a --compromised-since that would
+    /// void attestations or verifications already recorded (the key is cut
+    /// off at once all the same).
     Revoke {
         /// The certificate's SHA-256, hex.
         fingerprint: String,
@@ -260,6 +270,12 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         action,
         ActionKind::ProposeSuspension { .. } | ActionKind::ProposeWaiver { .. } | ActionKind::ProposeSecurityFix { .. }
     );
+    // A customer's, engineer's or auditor's key signs what the conditions
+    // read: it is registered only once a second admin approved it.
+    let waits = matches!(
+        action,
+        ActionKind::IssueIdentity { role: IdentityRole::Customer | IdentityRole::Engineer | IdentityRole::Auditor, .. }
+    );
     // Actions that take effect at once or wait for a second admin,
     // depending on the ledger: what decides it, in words.
     let maybe = match &action {
@@ -275,6 +291,18 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         ActionKind::RegisterDeployment { .. } => Some(
             "If a suspension or open case holds this customer or one of its deployments, the registration waits for a \
              second admin's approval",
+        ),
+        ActionKind::IssueIdentity { role: IdentityRole::Deployment, .. } => Some(
+            "If a suspension or open case holds this device's customer or one of its deployments, the device key \
+             waits for a second admin's approval",
+        ),
+        ActionKind::RevokeIdentity { compromised_since: None, .. } => {
+            Some("If this revokes another admin, it waits for a second admin's approval")
+        }
+        ActionKind::RevokeIdentity { compromised_since: Some(_), .. } => Some(
+            "The key is cut off now, unless it is another admin's. If this revokes another admin, or the key signed \
+             attestations or verifications recorded since that time (which the compromise voids), the compromise \
+             waits for a second admin's approval",
         ),
         _ => None,
     };
@@ -296,6 +324,12 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
         println!("Recorded as ledger entry {} (inclusion proof of {} hashes).", done.index, size.unwrap_or(0));
         if proposal {
             println!("The proposal's digest, for the approving admin: {digest}");
+        }
+        if waits {
+            println!(
+                "It waits for a second admin's approval: the identity is registered, and its certificate accepted, \
+                 only then. Its digest, for them: {digest}"
+            );
         }
         if let Some(maybe) = maybe {
             println!("{maybe}; its digest, for them: {digest}");

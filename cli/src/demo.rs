@@ -122,14 +122,19 @@ impl Demo {
         json(&self.as_whom(&dir, &all)?)
     }
 
-    /// A person makes their keys; admin 1 issues their certificate.
+    /// A person makes their keys; admin 1 issues their certificate, and
+    /// admin 2 approves it (a customer's, engineer's or auditor's key signs
+    /// what the conditions read, so it needs two admins).
     fn person(&self, role: &str, id: &str) -> anyhow::Result<PathBuf> {
         let dir = self.tmp.join(format!("people/{id}"));
         run(&self.me, &["keys", "new", "--out", &dir.display().to_string()])?;
         std::fs::copy(self.data.join("root.json"), dir.join("root.json"))?;
         let csr = dir.join("request.csr").display().to_string();
         let out = dir.display().to_string();
-        self.admin(1, &["identity", "issue", "--role", role, "--id", id, "--csr", &csr, "--out", &out])?;
+        let issued = self.admin(1, &["identity", "issue", "--role", role, "--id", id, "--csr", &csr, "--out", &out])?;
+        if matches!(role, "customer" | "engineer" | "auditor") {
+            self.approve(&issued)?;
+        }
         Ok(dir)
     }
 
@@ -416,6 +421,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     d.publish("1.0.0", "capability", "1.0.0")?;
     d.publish("1.1.0", "capability", "1.1.0")?;
     println!("   contracts require an end-use attestation and a field verification");
+    println!("   a customer's or engineer's identity takes two admins: its key signs what the conditions read");
 
     d.say("Each device enrolls (its keys never leave it) and is provisioned at version 1.0.0.");
     let agent_a = d.agent("a-01")?;

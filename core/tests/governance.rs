@@ -394,7 +394,9 @@ fn the_proposal_of_a_revoked_admin_does_not_count() {
     let target = SuspensionTarget::Customer("min-x".into());
     w.suspend(target.clone(), SuspensionLevel::L3);
     let lift = w.propose(ActionKind::ProposeSuspension { target, level: SuspensionLevel::None }, 0).unwrap();
-    w.act(ActionKind::RevokeIdentity { certificate_sha256: a0, compromised_since: None }, 1).unwrap();
+    // Admin 0 revokes its own identity (at once: only another admin's
+    // revocation waits for the threshold).
+    w.act(ActionKind::RevokeIdentity { certificate_sha256: a0, compromised_since: None }, 0).unwrap();
     w.approve(lift, 1).unwrap();
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L3, "one valid approval is not two");
     // And the revoked admin can no longer act at all.
@@ -1033,4 +1035,178 @@ fn a_refused_approval_leaves_the_proposal_as_it_was() {
     assert!(e.0.contains("deployment lim-09 is already registered"), "{e}");
     assert_eq!(w.state.facts().proposal(&p).unwrap(), &before);
     assert_eq!(w.state.deployment("lim-09").unwrap().installed_version, "1.1.0".parse().unwrap());
+}
+
+fn device_identity(deployment: &str, seed: u8) -> ActionKind {
+    person_identity(IdentityRole::Deployment, deployment, seed)
+}
+
+fn person_identity(role: IdentityRole, subject: &str, seed: u8) -> ActionKind {
+    ActionKind::IssueIdentity {
+        role,
+        subject: subject.into(),
+        signing_key: key(seed).public(),
+        certificate_sha256: Sha256Digest::of(format!("cert {subject} {seed}").as_bytes()),
+        scope: None,
+    }
+}
+
+fn has_key(w: &World, seed: u8) -> bool {
+    w.state.identities().any(|(_, i)| i.signing_key == key(seed).public())
+}
+
+/// The words an identity proposal gives for needing the threshold.
+fn identity_proposal_why(w: &World, p: &Sha256Digest) -> String {
+    let proposal = w.state.facts().proposal(p).unwrap();
+    assert!(!proposal.in_force);
+    match &proposal.kind {
+        covenant_core::state::ProposalKind::Identity { why, .. } => why.clone(),
+        other => panic!("expected an identity proposal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_spare_deployment_registered_before_the_hold_gets_no_identity_from_one_admin() {
+    let (mut w, _, _) = two_customers();
+    // lim-99 is registered while nothing holds min-x: at once.
+    w.act(register("lim-99"), 0).unwrap();
+    assert!(w.state.deployment("lim-99").is_some());
+    w.suspend(SuspensionTarget::Deployment("lim-07".into()), SuspensionLevel::L1);
+    // One admin issues lim-99 a device key: a proposal only, so the held
+    // system cannot check in as lim-99.
+    let p = w.propose(device_identity("lim-99", 150), 0).unwrap();
+    assert!(!has_key(&w, 150));
+    assert_eq!(identity_proposal_why(&w, &p), "deployment lim-07 is under suspension L1");
+    let checkin = w.checkin(&key(150), "lim-99", "1.0.0", "1.0.0");
+    assert!(w.state.verify_checkin(&checkin).unwrap_err().0.contains("signed by a key no one registered"));
+    // The held deployment itself gets no new key from one admin either.
+    let again = w.propose(device_identity("lim-07", 151), 0).unwrap();
+    assert!(!has_key(&w, 151));
+    assert!(!w.state.facts().proposal(&again).unwrap().in_force);
+    // A second admin's approval registers it.
+    w.approve(p, 1).unwrap();
+    assert!(has_key(&w, 150));
+    // Another customer's devices are not held by min-x's suspension.
+    w.act(device_identity("lim-08", 152), 0).unwrap();
+    assert!(has_key(&w, 152));
+}
+
+#[test]
+fn an_identity_proposal_is_refused_on_approval_once_its_key_is_registered() {
+    let (mut w, _, (_, _, ek)) = two_customers();
+    w.act(register("lim-99"), 0).unwrap();
+    let _case = w.signal(&ek, "min-x", Some("lim-07"));
+    let p = w.propose(device_identity("lim-99", 150), 0).unwrap();
+    // The same key is registered meanwhile under another certificate.
+    let mut other = device_identity("lim-99", 150);
+    if let ActionKind::IssueIdentity { certificate_sha256, .. } = &mut other {
+        *certificate_sha256 = Sha256Digest::of(b"another certificate");
+    }
+    let q = w.propose(other, 0).unwrap();
+    w.approve(q, 1).unwrap();
+    assert!(has_key(&w, 150));
+    let size = w.state.size();
+    let e = w.approve(p, 1).unwrap_err();
+    assert!(e.0.contains("this signing key is already registered"), "{e}");
+    // Refused, and the proposal still waits: nothing changed.
+    assert_eq!(w.state.size(), size);
+    assert!(!w.state.facts().proposal(&p).unwrap().in_force);
+}
+
+#[test]
+fn one_admin_cannot_register_a_customer_and_attest_with_a_key_it_holds() {
+    let (mut w, _, _) = two_customers();
+    // A fresh customer and deployment: each registration is at once.
+    w.customer("min-z");
+    w.act(
+        ActionKind::RegisterDeployment {
+            deployment: "lim-30".into(),
+            customer: "min-z".into(),
+            product: "lim".into(),
+            site: site("s1"),
+            provisioned_version: "1.0.0".parse().unwrap(),
+        },
+        0,
+    )
+    .unwrap();
+    // The customer key the admin made itself is only proposed.
+    let p = w.propose(person_identity(IdentityRole::Customer, "min-z", 160), 0).unwrap();
+    assert!(!has_key(&w, 160));
+    assert_eq!(identity_proposal_why(&w, &p), "a customer's key signs the end-use attestations the conditions read");
+    let body = w.attestation_body(&key(160), "min-z", &["lim-30"], 100);
+    refused(&mut w, body, "signed by a key no one registered");
+    // Nor can it attest for an existing customer.
+    w.propose(person_identity(IdentityRole::Customer, "min-x", 161), 0).unwrap();
+    let body = w.attestation_body(&key(161), "min-x", &["lim-07"], 100);
+    refused(&mut w, body, "signed by a key no one registered");
+    // With a second admin's approval the key is registered and signs.
+    w.approve(p, 1).unwrap();
+    let body = w.attestation_body(&key(160), "min-z", &["lim-30"], 100);
+    w.append(body).unwrap();
+}
+
+#[test]
+fn one_admin_cannot_issue_an_engineer_or_auditor_key_it_holds_and_sign_field_facts() {
+    let (mut w, (ck, _, _), _) = two_customers();
+    let att = w.attest(&ck, "min-x", &["lim-07"], 100);
+    let p = w.propose(person_identity(IdentityRole::Engineer, "eng-rogue", 162), 0).unwrap();
+    assert_eq!(identity_proposal_why(&w, &p), "an engineer's key signs the field verifications the conditions read");
+    let body =
+        w.verification_body(&key(162), att, "lim-07", site("s1"), Sha256Digest::of(b"c"), VerificationResult::Pass);
+    refused(&mut w, body, "signed by a key no one registered");
+    let q = w.propose(person_identity(IdentityRole::Auditor, "aud-rogue", 163), 0).unwrap();
+    assert!(!has_key(&w, 163));
+    identity_proposal_why(&w, &q);
+    // One admin cannot approve its own proposal.
+    assert!(w.approve(p, 0).unwrap_err().0.contains("one admin counts once"));
+    w.approve(p, 1).unwrap();
+    w.approve(q, 1).unwrap();
+    assert!(has_key(&w, 162) && has_key(&w, 163));
+}
+
+#[test]
+fn one_admin_cannot_revoke_the_other_admin_to_keep_dual_control_to_itself() {
+    let (mut w, _, _) = two_customers();
+    w.identity(IdentityRole::Admin, "admin0", &key(11));
+    let a1 = w.identity(IdentityRole::Admin, "admin1", &key(12));
+    // Admin 0 revokes admin 1's identity: a proposal only.
+    let revoke = w.propose(ActionKind::RevokeIdentity { certificate_sha256: a1, compromised_since: None }, 0).unwrap();
+    assert!(w.state.identity(&a1).unwrap().revoked.is_none());
+    // Admin 1 still acts, and its approval still counts: a raise to L3 by
+    // admin 0 is not in force until admin 1 approves it.
+    let target = SuspensionTarget::Customer("min-x".into());
+    let raise = w.propose(ActionKind::ProposeSuspension { target, level: SuspensionLevel::L3 }, 0).unwrap();
+    assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::None);
+    w.approve(raise, 1).unwrap();
+    assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L3);
+    // Admin 1's own approval of its revocation counts (it could revoke
+    // itself at once), and then it can no longer act.
+    w.approve(revoke, 1).unwrap();
+    assert!(w.state.identity(&a1).unwrap().revoked.is_some());
+    let e = w.act(ActionKind::Note { text: "still here".into() }, 1).unwrap_err();
+    assert!(e.0.contains("revoked admin key"), "{e}");
+}
+
+#[test]
+fn a_compromise_proposal_is_refused_on_approval_once_another_compromise_was_recorded() {
+    let (mut w, (ck, _, ek), _) = two_customers();
+    let since = w.now;
+    let att = w.attest(&ck, "min-x", &["lim-07"], 100);
+    w.verify(&ek, att, "lim-07", Sha256Digest::of(b"c"));
+    let cert = w.state.identities().find(|(_, i)| i.signing_key == ek.public()).map(|(fp, _)| *fp).unwrap();
+    let first = w.propose(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: Some(since) }, 0);
+    // Revoked at once, the compromise waits; a second compromise time is
+    // proposed for the revoked identity.
+    assert!(w.state.identity(&cert).unwrap().revoked.as_ref().is_some_and(|r| r.compromised_since.is_none()));
+    let later = since.plus_seconds(1);
+    let second = w.propose(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: Some(later) }, 0);
+    w.approve(first.unwrap(), 1).unwrap();
+    assert_eq!(w.state.identity(&cert).unwrap().revoked.as_ref().unwrap().compromised_since, Some(since));
+    let size = w.state.size();
+    let e = w.approve(second.unwrap(), 1).unwrap_err();
+    assert!(e.0.contains("already recorded as compromised"), "{e}");
+    assert_eq!(w.state.size(), size);
+    // And a plain revocation again is refused.
+    let e = w.act(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: None }, 0).unwrap_err();
+    assert!(e.0.contains("already revoked"), "{e}");
 }

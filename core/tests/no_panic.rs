@@ -1530,7 +1530,13 @@ fn state_apply_and_evaluate_never_panic() {
             certificate_sha256: d(subject),
             scope: None,
         };
-        append(&mut base, envelope::sign(&act(what), &[&admin]));
+        let issue = act(what);
+        append(&mut base, envelope::sign(&issue, &[&admin]));
+        // A customer's or engineer's key waits for the second admin.
+        if role != IdentityRole::Deployment {
+            let proposal = Sha256Digest::of(&issue.to_payload_bytes());
+            append(&mut base, envelope::sign(&act(ActionKind::Approve { proposal }), &[&key(10)]));
+        }
     }
     for r in releases() {
         append(&mut base, envelope::sign(&r, &[&key(2), &key(3)]));

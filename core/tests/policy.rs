@@ -93,8 +93,60 @@ fn an_attestation_by_a_key_revoked_as_compromised_no_longer_counts() {
         .any_identity_of_key(&ck.key_id())
         .map(|_| ())
         .and_then(|()| w.state.identities().find(|(_, i)| i.signing_key == ck.public()).map(|(fp, _)| *fp));
-    w.act(ActionKind::RevokeIdentity { certificate_sha256: cert.unwrap(), compromised_since: Some(since) }, 0).unwrap();
+    let revoke = ActionKind::RevokeIdentity { certificate_sha256: cert.unwrap(), compromised_since: Some(since) };
+    let p = w.propose(revoke, 0).unwrap();
+    // The key is cut off at once; what it signed stops counting once a
+    // second admin approved the compromise.
+    assert!(w.state.identity_of_key(&ck.key_id()).is_none());
+    w.approve(p, 1).unwrap();
     assert_eq!(status(&w.decide(&checkin), "end_use_attested").0, ConditionStatus::Unmet);
+}
+
+#[test]
+fn one_admin_cannot_void_a_failing_verification_by_revoking_its_engineer_as_compromised() {
+    let fv = Condition::FieldVerified { max_age_days: 90, methods: vec![] };
+    let (mut w, _, (ck, dk, ek)) = world(vec![attested(), fv]);
+    let att = w.attest(&ck, "min-x", &["lim-07"], 200);
+    w.verify(&ek, att, "lim-07", Sha256Digest::of(b"config"));
+    w.advance_days(10);
+    // The engineer finds an inserted module: the update is withheld.
+    let since = w.now;
+    let body =
+        w.verification_body(&ek, att, "lim-07", site("s1"), Sha256Digest::of(b"config"), VerificationResult::Fail);
+    w.append(body).unwrap();
+    let checkin = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
+    assert_eq!(w.decide(&checkin).verdict, Verdict::Withhold);
+    // One admin revokes the engineer "as compromised since" the failure,
+    // which would void it and bring back the older pass.
+    let cert = w.state.identities().find(|(_, i)| i.signing_key == ek.public()).map(|(fp, _)| *fp).unwrap();
+    let revoke = ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: Some(since) };
+    let p = w.propose(revoke, 0).unwrap();
+    // The key is cut off at once ...
+    let body =
+        w.verification_body(&ek, att, "lim-07", site("s1"), Sha256Digest::of(b"config"), VerificationResult::Pass);
+    assert!(w.append(body).unwrap_err().0.contains("signed by a revoked key"));
+    // ... but the failure still counts: the withhold stands.
+    let checkin = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
+    let (s, why) = status(&w.decide(&checkin), "field_verified");
+    assert_eq!(s, ConditionStatus::Unmet);
+    assert!(why.contains("failed"), "{why}");
+    match &w.state.facts().proposal(&p).unwrap().kind {
+        covenant_core::state::ProposalKind::Compromise { voids, .. } => assert_eq!(*voids, 1),
+        other => panic!("expected a compromise proposal, got {other:?}"),
+    }
+    // A second admin's approval voids it.
+    w.approve(p, 1).unwrap();
+    assert_eq!(status(&w.decide(&checkin), "field_verified").0, ConditionStatus::Met);
+}
+
+#[test]
+fn a_compromise_that_voids_nothing_takes_effect_with_the_revocation() {
+    let (mut w, _, (_, _, ek)) = world(vec![attested()]);
+    let cert = w.state.identities().find(|(_, i)| i.signing_key == ek.public()).map(|(fp, _)| *fp).unwrap();
+    let since = w.now;
+    w.act(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: Some(since) }, 0).unwrap();
+    let revoked = w.state.identity(&cert).unwrap().revoked.clone().unwrap();
+    assert_eq!(revoked.compromised_since, Some(since));
 }
 
 #[test]

@@ -44,6 +44,12 @@ fn action(what: ActionKind, by: &SigningKey) -> Vec<u8> {
     )
 }
 
+/// The second admin's approval of the proposal `body` carries.
+fn approve(body: &[u8], by: &SigningKey) -> Vec<u8> {
+    let proposal = Sha256Digest::of(envelope::Envelope::parse(body).unwrap().payload());
+    action(ActionKind::Approve { proposal }, by)
+}
+
 fn issue(role: IdentityRole, subject: &str, signing: &SigningKey, cert: &[u8]) -> ActionKind {
     ActionKind::IssueIdentity {
         role,
@@ -78,6 +84,10 @@ fn admin_issues_and_revokes_an_identity() {
     let customer = key(90);
     let body = action(issue(IdentityRole::Engineer, "eng-1", &customer, b"cert"), &keys.admin[0]);
     r.apply(1, &header(EntryKind::Identity, Some(&keys.admin[0]), &["eng-1"], &body, 1), &body).unwrap();
+    // An engineer's key waits for the second admin's approval.
+    assert!(r.identity(&Sha256Digest::of(b"cert")).is_none());
+    let ok = approve(&body, &keys.admin[1]);
+    r.apply(2, &header(EntryKind::Approval, Some(&keys.admin[1]), &[], &ok, 2), &ok).unwrap();
     let id = r.identity(&Sha256Digest::of(b"cert")).unwrap();
     assert_eq!((id.role, id.subject.as_str(), id.revoked.is_none()), (IdentityRole::Engineer, "eng-1", true));
     assert!(r.identity_of_key(&customer.key_id()).is_some());
@@ -86,7 +96,7 @@ fn admin_issues_and_revokes_an_identity() {
         ActionKind::RevokeIdentity { certificate_sha256: Sha256Digest::of(b"cert"), compromised_since: Some(NOW) },
         &keys.admin[1],
     );
-    r.apply(2, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 2), &revoke).unwrap();
+    r.apply(3, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 3), &revoke).unwrap();
     assert!(r.identity(&Sha256Digest::of(b"cert")).unwrap().revoked.is_some());
     assert!(r.identity_of_key(&customer.key_id()).is_none());
     // Twice is refused (a new action: the same one again is a re-recording).
@@ -94,10 +104,10 @@ fn admin_issues_and_revokes_an_identity() {
         ActionKind::RevokeIdentity { certificate_sha256: Sha256Digest::of(b"cert"), compromised_since: None },
         &keys.admin[1],
     );
-    let err = r.apply(3, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &again, 3), &again).unwrap_err();
+    let err = r.apply(4, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &again, 4), &again).unwrap_err();
     assert!(err.0.contains("already revoked"), "{err}");
-    let err = r.apply(3, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 3), &revoke).unwrap_err();
-    assert!(err.0.contains("re-records the action of entry 2"), "{err}");
+    let err = r.apply(4, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 4), &revoke).unwrap_err();
+    assert!(err.0.contains("re-records the action of entry 3"), "{err}");
 }
 
 #[test]
@@ -138,8 +148,10 @@ fn one_signing_key_cannot_be_registered_twice() {
     let k = key(93);
     let a = action(issue(IdentityRole::Engineer, "eng-1", &k, b"c1"), &keys.admin[0]);
     r.apply(1, &header(EntryKind::Identity, Some(&keys.admin[0]), &["eng-1"], &a, 1), &a).unwrap();
+    let ok = approve(&a, &keys.admin[1]);
+    r.apply(2, &header(EntryKind::Approval, Some(&keys.admin[1]), &[], &ok, 2), &ok).unwrap();
     let b = action(issue(IdentityRole::Engineer, "eng-2", &k, b"c2"), &keys.admin[0]);
-    let err = r.apply(2, &header(EntryKind::Identity, Some(&keys.admin[0]), &["eng-2"], &b, 2), &b).unwrap_err();
+    let err = r.apply(3, &header(EntryKind::Identity, Some(&keys.admin[0]), &["eng-2"], &b, 3), &b).unwrap_err();
     assert!(err.0.contains("already registered"), "{err}");
 }
 

@@ -327,7 +327,8 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
     let vkey = online.ledger.to_string();
     let ca = online.ca;
 
-    // The genesis: the root, then the people's identities, signed by admin1.
+    // The genesis: the root, then the people's identities, signed by admin1
+    // (and the auditor's approved by admin2).
     let (ledger, _) = open_ledger(dir)?;
     ledger
         .append_blocking(NewEntry { kind: EntryKind::Root, actor: None, subjects: vec![], body: root_bytes.clone() })
@@ -364,6 +365,25 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
                 body,
             })
             .with_context(|| format!("registering {name}"))?;
+        // An auditor's key is registered once a second admin approved it.
+        if role == IdentityRole::Auditor {
+            let approval = AdminAction {
+                type_tag: ActionTag,
+                schema: SchemaV1,
+                action: ActionKind::Approve { proposal: Sha256Digest::of(&action.to_payload_bytes()) },
+                why: "development set-up".into(),
+                evidence: vec![],
+                issued_at: now(),
+            };
+            ledger
+                .append_blocking(NewEntry {
+                    kind: EntryKind::Approval,
+                    actor: Some(admins[1].key_id()),
+                    subjects: vec![],
+                    body: envelope::sign(&approval, &[&admins[1]]),
+                })
+                .with_context(|| format!("approving {name}"))?;
+        }
         let folder = dir.join("identities").join(name);
         std::fs::create_dir_all(&folder)?;
         write_public(&folder.join("cert.pem"), issued.cert_pem.as_bytes())?;

@@ -125,7 +125,9 @@ async fn request_certificate(
     (signing, dir, Sha256Digest::from_hex(&issued.certificate_sha256).unwrap())
 }
 
-/// Registers a certificate and its signing key with an admin's signed action.
+/// Registers a certificate and its signing key with an admin's signed
+/// action; returns the action's digest (a customer's, engineer's or
+/// auditor's identity is registered once a second admin approves it).
 async fn register(
     admin: &Channel,
     admin_key: &SigningKey,
@@ -134,7 +136,7 @@ async fn register(
     signing: &SigningKey,
     certificate_sha256: Sha256Digest,
     scope: Option<Vec<String>>,
-) {
+) -> Sha256Digest {
     let action = ActionKind::IssueIdentity {
         role,
         subject: subject.into(),
@@ -142,7 +144,17 @@ async fn register(
         certificate_sha256,
         scope,
     };
-    AdminServiceClient::new(admin.clone()).act(pb::ActRequest { action: signed(action, admin_key) }).await.unwrap();
+    let body = signed(action, admin_key);
+    AdminServiceClient::new(admin.clone()).act(pb::ActRequest { action: body.clone() }).await.unwrap();
+    Sha256Digest::of(envelope::Envelope::parse(&body).unwrap().payload())
+}
+
+/// admin2 approves a proposal.
+async fn approve(server: &Running, proposal: Sha256Digest) {
+    let admin2 = server.channel(Some(&server.identity("admin2"))).await;
+    let key = datadir::read_key(&server.identity("admin2").join("signing.key")).unwrap();
+    let body = signed(ActionKind::Approve { proposal }, &key);
+    AdminServiceClient::new(admin2).act(pb::ActRequest { action: body }).await.unwrap();
 }
 
 fn note(text: &str) -> ActionKind {
@@ -157,16 +169,16 @@ async fn admin_reads_the_ledger_and_appends_a_signed_note_with_a_proof() {
     let mut ledger = LedgerServiceClient::new(channel.clone());
     let cp = ledger.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
     let verified = note::open_checkpoint(&cp.note, &server.log()).unwrap();
-    assert_eq!(verified.checkpoint().size, 4, "the root and three identities");
+    assert_eq!(verified.checkpoint().size, 5, "the root, three identities and admin2's approval of the auditor's");
 
     let key = datadir::read_key(&admin1.join("signing.key")).unwrap();
     let mut admin = AdminServiceClient::new(channel);
     let done =
         admin.act(pb::ActRequest { action: signed(note("authority notified"), &key) }).await.unwrap().into_inner();
-    assert_eq!(done.index, 4);
+    assert_eq!(done.index, 5);
     let proof = TlogProof::parse(&done.inclusion.unwrap().text).unwrap();
     let entries =
-        ledger.get_entries(pb::GetEntriesRequest { start: 4, end: 5, with_bodies: true }).await.unwrap().into_inner();
+        ledger.get_entries(pb::GetEntriesRequest { start: 5, end: 6, with_bodies: true }).await.unwrap().into_inner();
     let leaf = merkle::leaf_hash(&entries.entries[0].header);
     proof.verify(&leaf, &server.log()).unwrap();
 
@@ -207,18 +219,20 @@ async fn who_may_call_what() {
     // whole table).
     let (scoped_key, dir, fingerprint) = request_certificate(&server, &admin1, "auditor", "aud-x").await;
     let auditor_role = covenant_core::statements::IdentityRole::Auditor;
-    register(&admin1, &admin1_key, auditor_role, "aud-x", &scoped_key, fingerprint, Some(vec!["admin2".into()])).await;
+    let scope = Some(vec!["admin2".into()]);
+    let proposal = register(&admin1, &admin1_key, auditor_role, "aud-x", &scoped_key, fingerprint, scope).await;
+    approve(&server, proposal).await;
     let scoped = LedgerServiceClient::new(server.channel(Some(&dir)).await)
-        .get_entries(pb::GetEntriesRequest { start: 0, end: 5, with_bodies: true })
+        .get_entries(pb::GetEntriesRequest { start: 0, end: 7, with_bodies: true })
         .await
         .unwrap()
         .into_inner()
         .entries;
-    assert_eq!(scoped.len(), 5);
-    // Entry 0 is the root and entry 4 registered aud-x itself; entry 2
-    // registered admin2, a person, not a customer.
+    assert_eq!(scoped.len(), 7);
+    // Entry 0 is the root and entry 5 registered aud-x itself (6 approved
+    // it); entry 2 registered admin2, a person, not a customer.
     let with_body: Vec<u64> = scoped.iter().filter(|e| !e.body.is_empty()).map(|e| e.index).collect();
-    assert_eq!(with_body, vec![0, 4]);
+    assert_eq!(with_body, vec![0, 5]);
 
     // An admin signs with their own key, not a colleague's.
     let err = AdminServiceClient::new(admin1.clone())
@@ -241,7 +255,7 @@ async fn who_may_call_what() {
             .unwrap()
             .into_inner(),
     );
-    assert!(before.contains("\n5\n"), "{before}");
+    assert!(before.contains("\n7\n"), "{before}");
     server.stop().await;
 }
 
@@ -332,7 +346,7 @@ async fn bad_ranges_get_the_right_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_identity_from_a_certificate_request_works_once_registered() {
+async fn an_identity_from_a_certificate_request_works_once_registered_and_not_while_only_proposed() {
     let server = start("enroll").await;
     let admin1 = server.channel(Some(&server.identity("admin1"))).await;
     let admin_key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
@@ -344,9 +358,18 @@ async fn an_identity_from_a_certificate_request_works_once_registered() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    // Registered by a signed admin action: accepted.
+    // Proposed by one admin's signed action: still refused, as the state
+    // registers an engineer's identity only once a second admin approved it.
     let engineer = covenant_core::statements::IdentityRole::Engineer;
-    register(&admin1, &admin_key, engineer, "eng-7", &signing, fingerprint, None).await;
+    let proposal = register(&admin1, &admin_key, engineer, "eng-7", &signing, fingerprint, None).await;
+    let err = LedgerServiceClient::new(server.channel(Some(&dir)).await)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("not registered"), "{err}");
+    // Approved by a second admin: accepted.
+    approve(&server, proposal).await;
     assert!(
         LedgerServiceClient::new(server.channel(Some(&dir)).await)
             .get_checkpoint(pb::GetCheckpointRequest {})

@@ -101,7 +101,7 @@ async fn world() -> World {
         out: scoped.clone(),
         scope: Some(vec!["min-y".into()]),
     };
-    admin(&a1, Admin::Identity(issue)).await;
+    issue_identity(&s, issue).await;
     // A certificate from another CA, naming admin1.
     let forged = s.dir.join("people/forged");
     std::fs::create_dir_all(&forged).unwrap();

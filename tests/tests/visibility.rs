@@ -125,7 +125,7 @@ async fn scoped_auditor(s: &Running, id: &str, scope: &str) -> PathBuf {
         out: dir.clone(),
         scope: Some(vec![scope.into()]),
     };
-    admin(&s.admin(1), Admin::Identity(issue)).await;
+    issue_identity(s, issue).await;
     dir
 }
 

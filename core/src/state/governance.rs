@@ -205,6 +205,38 @@ pub enum ProposalKind {
         /// What holds the customer, in words.
         held: String,
     },
+    /// Register an identity whose key signs facts the conditions read (a
+    /// customer, engineer or auditor key), or a device key of a held
+    /// customer's deployment. [`super::State`] registers it once approved.
+    Identity {
+        /// The identity as it would be registered (`issued_at_index` is the
+        /// proposal's; it becomes the approval's).
+        identity: super::Identity,
+        /// SHA-256 of its certificate's DER bytes.
+        certificate_sha256: Sha256Digest,
+        /// Why it needs the threshold, in words.
+        why: String,
+    },
+    /// Revoke another admin's identity: one admin alone would leave the
+    /// other's approvals void. [`super::State`] revokes it once approved.
+    Revocation {
+        /// SHA-256 of the admin's certificate's DER bytes.
+        certificate_sha256: Sha256Digest,
+        /// The compromise time the revocation carries, if any.
+        compromised_since: Option<Timestamp>,
+    },
+    /// Void what a revoked key signed at or after a time (its attestations
+    /// or verifications), which can bring back an older entry that passes.
+    /// The key was cut off at once; [`super::State`] records the compromise
+    /// once approved.
+    Compromise {
+        /// SHA-256 of the revoked identity's certificate's DER bytes.
+        certificate_sha256: Sha256Digest,
+        /// Entries signed at or after this ledger time stop counting.
+        since: Timestamp,
+        /// How many recorded attestations and verifications it voids.
+        voids: usize,
+    },
 }
 
 /// A proposal awaiting or having reached its approvals.
@@ -485,6 +517,29 @@ impl Facts {
                 }
             })
         })
+    }
+
+    /// How many recorded attestations and verifications `key` signed in
+    /// entries at or after ledger time `since`: what a compromise since
+    /// then would void.
+    pub fn signed_since(&self, key: &KeyId, since: Timestamp) -> usize {
+        let attestations = self.attestations.iter().filter(|a| a.signer == *key && a.time >= since).count();
+        let verifications =
+            self.verifications.values().flatten().filter(|v| v.signer == *key && v.time >= since).count();
+        attestations + verifications
+    }
+
+    /// Records a proposal whose effect [`super::State`] applies (an
+    /// identity's registration, revocation or compromise): the state checks
+    /// [`Proposal::in_force`] afterwards.
+    pub(super) fn propose_for_state(
+        &mut self,
+        index: u64,
+        at: Timestamp,
+        by: &Approver<'_>,
+        kind: ProposalKind,
+    ) -> Result<(), Rejection> {
+        self.propose(index, at, by.actor, by.digest, kind, by.threshold)
     }
 
     fn suspension_of(&self, target: &SuspensionTarget) -> Result<SuspensionLevel, Rejection> {
@@ -1081,6 +1136,8 @@ impl Facts {
             ProposalKind::Deployment { deployment, .. } => {
                 self.deployments.insert(deployment.id.clone(), deployment.clone());
             }
+            // Identities are the state's: it applies these once in force.
+            ProposalKind::Identity { .. } | ProposalKind::Revocation { .. } | ProposalKind::Compromise { .. } => {}
         }
     }
 }

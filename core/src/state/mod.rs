@@ -447,74 +447,223 @@ impl State {
         action: &ActionKind,
         signers: &KeySet,
     ) -> Result<(), Rejection> {
+        let valid = self.valid_admins()?;
         match action {
             ActionKind::Note { .. } => {
                 self.notes += 1;
                 Ok(())
             }
             ActionKind::IssueIdentity { role, subject, signing_key, certificate_sha256, scope } => {
-                if self.identities.contains_key(certificate_sha256) {
-                    return reject("this certificate is already registered");
-                }
-                if self.keys.contains_key(&signing_key.key_id()) {
-                    return reject("this signing key is already registered to an active identity");
-                }
-                if self.key_history.contains_key(&signing_key.key_id()) {
-                    return reject("this signing key was revoked; the holder makes a new one");
-                }
-                if *role == IdentityRole::Admin && !signers.contains(&signing_key.key_id()) {
-                    return reject("an admin identity needs a signing key listed in the root's admin role");
-                }
-                if *role == IdentityRole::Customer && self.gov.customer(subject).is_none() {
-                    return reject(format!("register customer {subject} before its keys"));
-                }
-                if *role == IdentityRole::Deployment && self.gov.deployment(subject).is_none() {
-                    return reject(format!("register deployment {subject} before its key"));
-                }
-                if *role != IdentityRole::Auditor && scope.is_some() {
-                    return reject("only an auditor's identity carries a scope");
-                }
-                self.keys.insert(signing_key.key_id(), *certificate_sha256);
-                self.key_history.insert(signing_key.key_id(), *certificate_sha256);
-                self.identities.insert(
-                    *certificate_sha256,
-                    Identity {
-                        role: *role,
-                        subject: subject.clone(),
-                        signing_key: *signing_key,
-                        scope: scope.clone(),
-                        issued_at_index: index,
-                        revoked: None,
-                    },
-                );
+                let identity = Identity {
+                    role: *role,
+                    subject: subject.clone(),
+                    signing_key: *signing_key,
+                    scope: scope.clone(),
+                    issued_at_index: index,
+                    revoked: None,
+                };
+                self.check_issue(&identity, certificate_sha256, signers)?;
+                // A customer's, engineer's or auditor's key signs what the
+                // conditions read (attestations, verifications, signals):
+                // one admin holding such a key could forge them, so the
+                // identity needs the admin threshold. An admin's key is
+                // already in the root, which the root's threshold signed. A
+                // device key is issued at once, unless what holds its
+                // customer could be escaped by a spare deployment's id.
+                let why = match role {
+                    IdentityRole::Admin => None,
+                    IdentityRole::Deployment => {
+                        self.gov.deployment(subject).and_then(|d| self.gov.hold_on(&d.customer))
+                    }
+                    IdentityRole::Customer => {
+                        Some("a customer's key signs the end-use attestations the conditions read".into())
+                    }
+                    IdentityRole::Engineer => {
+                        Some("an engineer's key signs the field verifications the conditions read".into())
+                    }
+                    IdentityRole::Auditor => {
+                        Some("an auditor's key signs misuse signals and reads ledger facts".into())
+                    }
+                };
+                let Some(why) = why else {
+                    self.register(*certificate_sha256, identity);
+                    return Ok(());
+                };
+                let kind = ProposalKind::Identity { identity, certificate_sha256: *certificate_sha256, why };
+                let by = self.approver(actor, proposal_digest, &valid)?;
+                self.gov.propose_for_state(index, header.time, &by, kind)?;
+                self.after_proposal(index, header.time, &proposal_digest);
                 Ok(())
             }
             ActionKind::RevokeIdentity { certificate_sha256, compromised_since } => {
-                let Some(identity) = self.identities.get_mut(certificate_sha256) else {
+                let Some(identity) = self.identities.get(certificate_sha256) else {
                     return reject("no identity has this certificate");
                 };
-                if identity.revoked.is_some() {
-                    return reject("this identity is already revoked");
+                let key = identity.signing_key.key_id();
+                // Revoking another admin leaves that admin's approvals void,
+                // so one admin alone could end dual control: it needs the
+                // threshold. An admin may revoke its own identity at once.
+                if identity.role == IdentityRole::Admin && identity.revoked.is_none() && key != actor {
+                    let kind = ProposalKind::Revocation {
+                        certificate_sha256: *certificate_sha256,
+                        compromised_since: *compromised_since,
+                    };
+                    let by = self.approver(actor, proposal_digest, &valid)?;
+                    self.gov.propose_for_state(index, header.time, &by, kind)?;
+                    self.after_proposal(index, header.time, &proposal_digest);
+                    return Ok(());
                 }
-                identity.revoked = Some(Revocation { at: header.time, compromised_since: *compromised_since });
-                self.keys.remove(&identity.signing_key.key_id());
+                let at = match (&identity.revoked, compromised_since) {
+                    (None, _) => header.time,
+                    (Some(Revocation { compromised_since: None, at }), Some(_)) => *at,
+                    (Some(Revocation { compromised_since: Some(since), .. }), Some(_)) => {
+                        return reject(format!("this identity is already revoked, as compromised since {since}"));
+                    }
+                    (Some(_), None) => return reject("this identity is already revoked"),
+                };
+                // The key is cut off at once. Voiding what it signed since a
+                // time can bring back an older attestation or verification
+                // that passes, turning a withhold into a grant: when it voids
+                // anything recorded, the compromise waits for the threshold.
+                let voids = compromised_since.map_or(0, |since| self.gov.signed_since(&key, since));
+                let at_once = if voids == 0 { *compromised_since } else { None };
+                if let (Some(since), true) = (compromised_since, voids > 0) {
+                    let kind =
+                        ProposalKind::Compromise { certificate_sha256: *certificate_sha256, since: *since, voids };
+                    let by = self.approver(actor, proposal_digest, &valid)?;
+                    self.gov.propose_for_state(index, header.time, &by, kind)?;
+                }
+                if let Some(identity) = self.identities.get_mut(certificate_sha256) {
+                    identity.revoked = Some(Revocation { at, compromised_since: at_once });
+                }
+                self.keys.remove(&key);
+                self.after_proposal(index, header.time, &proposal_digest);
+                Ok(())
+            }
+            ActionKind::Approve { proposal } => {
+                // What an identity proposal would change is checked again
+                // before anything changes: a refused entry leaves the state
+                // as it was.
+                let kind = self.gov.proposal(proposal).filter(|p| !p.in_force).map(|p| p.kind.clone());
+                match &kind {
+                    Some(ProposalKind::Identity { identity, certificate_sha256, .. }) => {
+                        self.check_issue(identity, certificate_sha256, signers)?;
+                    }
+                    Some(ProposalKind::Revocation { certificate_sha256, .. }) => {
+                        match self.identities.get(certificate_sha256) {
+                            None => return reject("no identity has this certificate"),
+                            Some(i) if i.revoked.is_some() => return reject("this identity is already revoked"),
+                            Some(_) => {}
+                        }
+                    }
+                    Some(ProposalKind::Compromise { certificate_sha256, .. }) => {
+                        let since = self
+                            .identities
+                            .get(certificate_sha256)
+                            .and_then(|i| i.revoked.as_ref())
+                            .and_then(|r| r.compromised_since);
+                        if let Some(since) = since {
+                            return reject(format!(
+                                "this identity is already recorded as compromised since {since}; propose again"
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                let by = self.approver(actor, proposal_digest, &valid)?;
+                self.gov.apply_action(index, header.time, &by, action)?;
+                self.after_proposal(index, header.time, proposal);
                 Ok(())
             }
             action => {
-                let admins = self.admin_keys()?;
-                let valid: BTreeSet<KeyId> = admins
-                    .keys()
-                    .map(|(id, _)| *id)
-                    .filter(|id| self.any_identity_of_key(id).is_none_or(|i| i.revoked.is_none()))
-                    .collect();
-                let by = governance::Approver {
-                    actor,
-                    digest: proposal_digest,
-                    threshold: admins.threshold(),
-                    valid_admins: &valid,
-                };
+                let by = self.approver(actor, proposal_digest, &valid)?;
                 self.gov.apply_action(index, header.time, &by, action)
             }
+        }
+    }
+
+    /// Admin keys of the current root whose identity is not revoked: only
+    /// their approvals count.
+    fn valid_admins(&self) -> Result<BTreeSet<KeyId>, Rejection> {
+        let admins = self.admin_keys()?;
+        Ok(admins
+            .keys()
+            .map(|(id, _)| *id)
+            .filter(|id| self.any_identity_of_key(id).is_none_or(|i| i.revoked.is_none()))
+            .collect())
+    }
+
+    fn approver<'a>(
+        &self,
+        actor: KeyId,
+        digest: Sha256Digest,
+        valid: &'a BTreeSet<KeyId>,
+    ) -> Result<governance::Approver<'a>, Rejection> {
+        let threshold = self.admin_keys()?.threshold();
+        Ok(governance::Approver { actor, digest, threshold, valid_admins: valid })
+    }
+
+    /// The rules an identity's registration keeps, checked when it is
+    /// issued and again when its proposal is approved.
+    fn check_issue(
+        &self,
+        identity: &Identity,
+        certificate_sha256: &Sha256Digest,
+        signers: &KeySet,
+    ) -> Result<(), Rejection> {
+        let Identity { role, subject, signing_key, scope, .. } = identity;
+        if self.identities.contains_key(certificate_sha256) {
+            return reject("this certificate is already registered");
+        }
+        if self.keys.contains_key(&signing_key.key_id()) {
+            return reject("this signing key is already registered to an active identity");
+        }
+        if self.key_history.contains_key(&signing_key.key_id()) {
+            return reject("this signing key was revoked; the holder makes a new one");
+        }
+        if *role == IdentityRole::Admin && !signers.contains(&signing_key.key_id()) {
+            return reject("an admin identity needs a signing key listed in the root's admin role");
+        }
+        if *role == IdentityRole::Customer && self.gov.customer(subject).is_none() {
+            return reject(format!("register customer {subject} before its keys"));
+        }
+        if *role == IdentityRole::Deployment && self.gov.deployment(subject).is_none() {
+            return reject(format!("register deployment {subject} before its key"));
+        }
+        if *role != IdentityRole::Auditor && scope.is_some() {
+            return reject("only an auditor's identity carries a scope");
+        }
+        Ok(())
+    }
+
+    fn register(&mut self, certificate_sha256: Sha256Digest, identity: Identity) {
+        self.keys.insert(identity.signing_key.key_id(), certificate_sha256);
+        self.key_history.insert(identity.signing_key.key_id(), certificate_sha256);
+        self.identities.insert(certificate_sha256, identity);
+    }
+
+    /// Applies an identity proposal that came in force with entry `index`
+    /// (its approval, or the proposal itself when the threshold is one).
+    /// Its rules were checked before the governance facts changed, so this
+    /// cannot fail.
+    fn after_proposal(&mut self, index: u64, time: Timestamp, digest: &Sha256Digest) {
+        let Some(p) = self.gov.proposal(digest).filter(|p| p.in_force) else { return };
+        match p.kind.clone() {
+            ProposalKind::Identity { identity, certificate_sha256, .. } => {
+                self.register(certificate_sha256, Identity { issued_at_index: index, ..identity });
+            }
+            ProposalKind::Revocation { certificate_sha256, compromised_since } => {
+                if let Some(identity) = self.identities.get_mut(&certificate_sha256) {
+                    identity.revoked = Some(Revocation { at: time, compromised_since });
+                    self.keys.remove(&identity.signing_key.key_id());
+                }
+            }
+            ProposalKind::Compromise { certificate_sha256, since, .. } => {
+                if let Some(r) = self.identities.get_mut(&certificate_sha256).and_then(|i| i.revoked.as_mut()) {
+                    r.compromised_since = Some(since);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -109,21 +109,27 @@ impl World {
         .unwrap();
     }
 
-    /// Registers a key for `role`/`subject` with a fresh certificate digest.
+    /// Registers a key for `role`/`subject` with a fresh certificate digest:
+    /// admin 0 issues it, and admin 1 approves when it needs the threshold
+    /// (a customer, engineer or auditor key, or a held customer's device).
     pub fn identity(&mut self, role: IdentityRole, subject: &str, signing: &SigningKey) -> Sha256Digest {
         self.next_cert += 1;
         let cert = Sha256Digest::of(format!("cert {}", self.next_cert).as_bytes());
-        self.act(
-            ActionKind::IssueIdentity {
-                role,
-                subject: subject.into(),
-                signing_key: signing.public(),
-                certificate_sha256: cert,
-                scope: None,
-            },
-            0,
-        )
-        .unwrap();
+        let p = self
+            .propose(
+                ActionKind::IssueIdentity {
+                    role,
+                    subject: subject.into(),
+                    signing_key: signing.public(),
+                    certificate_sha256: cert,
+                    scope: None,
+                },
+                0,
+            )
+            .unwrap();
+        if self.state.facts().proposal(&p).is_some_and(|p| !p.in_force) {
+            self.approve(p, 1).unwrap();
+        }
         cert
     }
 

@@ -120,7 +120,8 @@ pub async fn admin(conn: &Connection, cmd: Admin) {
     covenant_cli::admin::run(cmd, conn, true).await.unwrap();
 }
 
-/// A person or device makes its keys; admin1 issues and registers them.
+/// A person or device makes its keys; admin1 issues and registers them
+/// (and admin2 approves a person's, see [`issue_identity`]).
 pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
     let dir = s.dir.join(format!("people/{id}"));
     tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
@@ -132,8 +133,25 @@ pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
         out: dir.clone(),
         scope: None,
     };
-    admin(&s.admin(1), Admin::Identity(issue)).await;
+    issue_identity(s, issue).await;
     dir
+}
+
+/// admin1 issues an identity; a customer's, engineer's or auditor's key
+/// signs what the conditions read, so admin2 approves it.
+pub async fn issue_identity(s: &Running, issue: IdentityCmd) {
+    let person = matches!(&issue, IdentityCmd::Issue { role, .. } if matches!(role.as_str(), "customer" | "engineer" | "auditor"));
+    let size = s.size().await;
+    admin(&s.admin(1), Admin::Identity(issue)).await;
+    if person {
+        approve_entry(s, size).await;
+    }
+}
+
+/// admin2 approves the proposal recorded as entry `index`.
+pub async fn approve_entry(s: &Running, index: u64) {
+    let proposal = proposal_digest(s, index).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
 }
 
 pub struct Cast {
@@ -209,8 +227,7 @@ conditions = []
 pub async fn first_contract(s: &Running, file: PathBuf) {
     let size = s.size().await;
     admin(&s.admin(1), Admin::Contract { file }).await;
-    let proposal = proposal_digest(s, size).await;
-    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
+    approve_entry(s, size).await;
 }
 
 /// The payload digest of the admin action at ledger index `index` (how an
