@@ -553,12 +553,13 @@ async fn a_publisher_revoked_mid_upload_publishes_nothing() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let size = s.size().await;
-    // admin1 revokes admin2's certificate; then the second half comes.
+    // admin2 revokes its own certificate (at once: another admin's
+    // revocation would wait for a second admin); then the second half comes.
     let der =
         covenant_server::pki::pem_to_der(&std::fs::read_to_string(s.dir.join("identities/admin2/cert.pem")).unwrap())
             .unwrap();
     let fingerprint = Sha256Digest::of(&der).to_string();
-    admin(&s.admin(1), Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
+    admin(&s.admin(2), Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
     // (The server may have refused already, on the chunk it was taking when
     // the revocation landed; then this one has nowhere to go.)
     let _ = tx.send(pb::PublishChunk { manifest: Vec::new(), data: bytes[1 << 20..].to_vec() }).await;

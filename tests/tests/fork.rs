@@ -67,7 +67,7 @@ fn append_notes(dir: &Path, texts: &[&str]) {
 fn rewrite_history(dir: &Path, notes: &[&str]) {
     let (ledger, _) = datadir::open_ledger(dir).unwrap();
     let genesis: Vec<_> =
-        (0..4).map(|i| (ledger.headers(i, i + 1).unwrap().remove(0), ledger.body(i).unwrap().body)).collect();
+        (0..5).map(|i| (ledger.headers(i, i + 1).unwrap().remove(0), ledger.body(i).unwrap().body)).collect();
     ledger.close();
     std::fs::remove_dir_all(dir.join("ledger")).unwrap();
     // The development witness's record of what it cosigned too, which would

@@ -366,7 +366,7 @@ async fn nothing_invalid_is_appended() {
     let kinds: Vec<String> = entries.iter().map(|e| EntryHeader::parse(&e.header).unwrap().kind.to_string()).collect();
     assert_eq!(
         kinds,
-        ["customer", "identity", "deployment", "revocation", "attestation", "identity"],
+        ["customer", "identity", "approval", "deployment", "revocation", "attestation", "identity", "approval"],
         "only the valid actions were appended"
     );
     s.stop().await;

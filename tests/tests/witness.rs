@@ -174,8 +174,10 @@ async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
 
     // Cosigned by the real witness; the garbage, slow and wrongly keyed
     // ones are counted missing (the slow one after its timeout).
+    // The development ledger holds 5 entries: the root, three identities
+    // and admin2's approval of the auditor's.
     note(&url, &dir, "first").await;
-    wait_for(&url, &dir, 5, 1).await;
+    wait_for(&url, &dir, 6, 1).await;
     let report = covenant_cli::audit::run(
         Audit::Verify { bodies: true, ledger: None, state: None },
         &conn(&url, &dir, "auditor"),
@@ -188,13 +190,13 @@ async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
     // The witness goes down: the log goes on, uncosigned.
     w.stop().await;
     note(&url, &dir, "while the witness is down").await;
-    wait_for(&url, &dir, 6, 0).await;
+    wait_for(&url, &dir, 7, 0).await;
 
     // It comes back on the same address with its state: cosigning resumes.
     let listener = TcpListener::bind(witness_addr).await.unwrap();
     let w = start_witness(&dir, &state, listener).await;
     note(&url, &dir, "after the restart").await;
-    wait_for(&url, &dir, 7, 1).await;
+    wait_for(&url, &dir, 8, 1).await;
 
     // The restarted witness refuses to go back to a smaller tree, and
     // refuses a rewritten history signed with the genuine ledger key.
@@ -227,10 +229,10 @@ async fn witnesses_cosign_and_their_faults_never_stop_the_log() {
         } else {
             cp
         };
-        let proof = covenant_core::merkle::consistency_proof(&fork, 7.min(size), size).unwrap_or_default();
+        let proof = covenant_core::merkle::consistency_proof(&fork, 8.min(size), size).unwrap_or_default();
         let err = client
             .add_checkpoint(covenant_proto::v1::AddCheckpointRequest {
-                old_size: 7,
+                old_size: 8,
                 consistency: proof.iter().map(|h| h.to_vec()).collect(),
                 checkpoint: cp.sign(&log).unwrap().to_text().into_bytes(),
             })
@@ -301,25 +303,25 @@ async fn a_checkpoint_log_behind_what_an_outside_witness_cosigned_is_refused() {
     let w = start_witness(&dir, &state, listener).await;
     let (server, url) = start_server(&dir).await;
     note(&url, &dir, "first").await;
-    wait_for(&url, &dir, 5, 1).await;
-    note(&url, &dir, "second").await;
     wait_for(&url, &dir, 6, 1).await;
+    note(&url, &dir, "second").await;
+    wait_for(&url, &dir, 7, 1).await;
     server.stop().await;
 
-    // The batch of size 6 is cut from the checkpoint log.
+    // The batch of size 7 is cut from the checkpoint log.
     let ledger = dir.join("ledger");
     let path = ledger.join("log/checkpoints");
     let bytes = std::fs::read(&path).unwrap();
-    let (end, _, cut_note) = checkpoint_records(&bytes).into_iter().find(|(_, size, _)| *size == 5).unwrap();
+    let (end, _, cut_note) = checkpoint_records(&bytes).into_iter().find(|(_, size, _)| *size == 6).unwrap();
     std::fs::write(&path, &bytes[..end]).unwrap();
-    std::fs::write(ledger.join("log/derived"), 5u64.to_be_bytes()).unwrap();
+    std::fs::write(ledger.join("log/derived"), 6u64.to_be_bytes()).unwrap();
     std::fs::write(ledger.join("public/checkpoint"), cut_note).unwrap();
     let before = snapshot(&ledger);
 
     let expected = "witness witness.localhost/dev";
     let err = tokio::task::block_in_place(|| datadir::open_ledger(&dir)).map(|_| ()).unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains(expected) && msg.contains("cosigned size 6") && msg.contains("(5)"), "{msg}");
+    assert!(msg.contains(expected) && msg.contains("cosigned size 7") && msg.contains("(6)"), "{msg}");
     // `covenant-server check` reads it with the same evidence.
     let checked = tokio::task::block_in_place(|| {
         let storage = covenant_server::ledger::storage::FsStorage::new(&ledger).unwrap();
@@ -328,7 +330,7 @@ async fn a_checkpoint_log_behind_what_an_outside_witness_cosigned_is_refused() {
         covenant_server::ledger::Ledger::check(&storage, &log, datadir::registry_for(&dir).unwrap(), &config)
     });
     let msg = checked.unwrap_err().to_string();
-    assert!(msg.contains(expected) && msg.contains("cosigned size 6"), "{msg}");
+    assert!(msg.contains(expected) && msg.contains("cosigned size 7"), "{msg}");
     assert_eq!(snapshot(&ledger), before, "every file is kept");
     w.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
