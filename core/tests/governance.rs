@@ -312,7 +312,7 @@ fn reasons_say_what_is_missing_and_what_to_do_and_never_betray_a_source() {
         0,
     )
     .unwrap();
-    w.act(
+    w.act_approved(
         ActionKind::RecordLicence {
             licence: Licence {
                 id: "bafa-1".into(),
@@ -525,7 +525,7 @@ fn an_old_admin_action_recorded_again_is_refused() {
     // admin1 records a wide licence; the admins later narrow it.
     let expires = w.now.plus_seconds(365 * DAY);
     let wide = w.action_body(licence_until(">=1.0", expires), 0);
-    let first = w.append(wide.clone()).unwrap();
+    let first = w.append_approved(wide.clone(), 0).unwrap();
     w.act(licence_until(">=1.0, <1.2", expires), 0).unwrap();
     // The operator (or anyone holding the old envelope) records it again.
     refused(&mut w, wide, &format!("re-records the action of entry {first}"));
@@ -787,7 +787,7 @@ fn one_admin_cannot_widen_a_licence_by_recording_it_again() {
     w.release("1.2.0", ReleaseClass::Capability, "1.2.0");
     w.contract("min-x", 1, vec![Condition::LicenceValid { licence: "bafa-1".into() }]).unwrap();
     let expires = w.now.plus_seconds(30 * DAY);
-    w.act(licence_until(">=1.0, <1.2", expires), 0).unwrap();
+    w.act_approved(licence_until(">=1.0, <1.2", expires), 0).unwrap();
     assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Withhold);
     // One admin records it again covering 1.2: a proposal only.
     let p = w.propose(licence_until(">=1.0", expires), 0).unwrap();
@@ -1086,9 +1086,10 @@ fn a_spare_deployment_registered_before_the_hold_gets_no_identity_from_one_admin
     // A second admin's approval registers it.
     w.approve(p, 1).unwrap();
     assert!(has_key(&w, 150));
-    // Another customer's devices are not held by min-x's suspension.
-    w.act(device_identity("lim-08", 152), 0).unwrap();
-    assert!(has_key(&w, 152));
+    // Another customer's devices are not held by min-x's suspension; a new
+    // key for lim-08, which had one, is a device swap and waits too.
+    let swap = w.propose(device_identity("lim-08", 152), 0).unwrap();
+    assert_eq!(identity_proposal_why(&w, &swap), "deployment lim-08 had a device key before (a new device)");
 }
 
 #[test]

@@ -265,7 +265,7 @@ fn integrity_match_compares_the_software_with_the_manifest() {
 }
 
 fn licence(w: &mut World, expires: Timestamp, versions: &str) {
-    w.act(
+    w.act_approved(
         ActionKind::RecordLicence {
             licence: Licence {
                 id: "bafa-123".into(),

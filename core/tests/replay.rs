@@ -754,7 +754,7 @@ fn replay_names_a_re_recorded_admin_action() {
         },
     };
     let wide = w.action_body(licence(">=1.0", &w), 0);
-    let first = w.append(wide.clone()).unwrap();
+    let first = w.append_approved(wide.clone(), 0).unwrap();
     w.act(licence(">=1.0, <1.2", &w), 0).unwrap();
     let mut bodies: Vec<(Timestamp, Vec<u8>)> = w.entries.iter().map(|(h, b)| (h.time, b.clone())).collect();
     bodies.push((w.now, wide));

@@ -175,13 +175,13 @@ pub enum ProposalKind {
         /// The release's digest.
         release: Sha256Digest,
     },
-    /// Record a licence again with wider terms.
+    /// Record a licence for the first time, or again with wider terms.
     Licence {
         /// The licence as it would be recorded.
         licence: Licence,
-        /// The licence in force when it was proposed: approving it once the
-        /// licence has changed is refused.
-        from: Licence,
+        /// The licence in force when it was proposed (none: not recorded
+        /// yet): approving it once the licence has changed is refused.
+        from: Option<Licence>,
         /// What it relaxes, in words.
         relaxes: Vec<String>,
     },
@@ -195,14 +195,19 @@ pub enum ProposalKind {
         /// The state it was in when proposed: approving it once the case
         /// has moved is refused.
         from: CaseState,
+        /// Its determination when proposed: approving it once that changed
+        /// (a case taken back and determined again) is refused too.
+        from_determination: Option<Determination>,
     },
-    /// Register a deployment of a held customer ([`Facts::hold_on`]): it
-    /// could be held hardware under a new id, escaping what holds it, with
-    /// a baseline of one admin's choosing.
+    /// Register a deployment of a held customer ([`Facts::hold_on`]), or
+    /// one its customer's contract would cover at once: it could be held
+    /// hardware under a new id, escaping what holds it, with a baseline of
+    /// one admin's choosing.
     Deployment {
         /// The deployment as it would be registered.
         deployment: Deployment,
-        /// What holds the customer, in words.
+        /// Why it needs the threshold: what holds the customer, or the
+        /// contract that would cover it, in words.
         held: String,
     },
     /// Register an identity whose key signs facts the conditions read (a
@@ -860,7 +865,17 @@ impl Facts {
                 // suspension or an open case holds the customer or one of
                 // its deployments, another deployment needs the admin
                 // threshold.
-                match self.hold_on(customer) {
+                // Nor may one admin bring a deployment under a contract at
+                // once: registered where the customer's contract covers it
+                // (a contract without a list covers every deployment), held
+                // hardware of another customer would be granted what that
+                // contract allows, as with a first contract.
+                let covered = self
+                    .contracts
+                    .get(customer)
+                    .filter(|c| c.covers(deployment))
+                    .map(|c| format!("contract {} of customer {customer} would cover it at once", c.id));
+                match self.hold_on(customer).or(covered) {
                     None => {
                         self.deployments.insert(deployment.clone(), dep);
                         Ok(())
@@ -930,7 +945,12 @@ impl Facts {
                 // of it would: it needs the admin threshold. A move forward
                 // only makes the case block more, and takes effect at once.
                 if *to == CaseState::Closed || *to < c.state {
-                    let kind = ProposalKind::CaseMove { case: case.clone(), to: *to, from: c.state };
+                    let kind = ProposalKind::CaseMove {
+                        case: case.clone(),
+                        to: *to,
+                        from: c.state,
+                        from_determination: c.determination,
+                    };
                     return self.propose(index, time, actor, digest, kind, threshold);
                 }
                 c.state = *to;
@@ -1013,14 +1033,18 @@ impl Facts {
                     }
                 }
                 match &p.kind {
-                    ProposalKind::Licence { licence, from, .. } if self.licences.get(&licence.id) != Some(from) => {
+                    ProposalKind::Licence { licence, from, .. } if self.licences.get(&licence.id) != from.as_ref() => {
                         return reject(format!(
                             "licence {} changed since this proposal, so it no longer says what it widens; propose again",
                             licence.id
                         ));
                     }
-                    ProposalKind::CaseMove { case, from, .. }
-                        if self.cases.get(case).is_none_or(|c| c.state != *from) =>
+                    ProposalKind::CaseMove { case, to, from, from_determination }
+                        if self.cases.get(case).is_none_or(|c| {
+                            c.state != *from
+                                || c.determination != *from_determination
+                                || !legal_move(c.state, c.determination, *to)
+                        }) =>
                     {
                         return reject(format!("case {case} moved since this proposal; propose again"));
                     }
@@ -1056,9 +1080,14 @@ impl Facts {
                 if !self.customers.contains_key(&licence.customer) {
                     return reject(format!("customer {} is not registered", licence.customer));
                 }
+                // A licence recorded for the first time lifts an unmet
+                // `licence_valid` of every contract naming it (a licence
+                // still pending with its authority is the usual case), so it
+                // needs the admin threshold, as a first contract does.
                 let Some(current) = self.licences.get(&licence.id) else {
-                    self.licences.insert(licence.id.clone(), licence.clone());
-                    return Ok(());
+                    let relaxes = vec![format!("licence {}: recorded for the first time", licence.id)];
+                    let kind = ProposalKind::Licence { licence: licence.clone(), from: None, relaxes };
+                    return self.propose(index, time, actor, digest, kind, threshold);
                 };
                 if current.customer != licence.customer {
                     return reject(format!("licence {} belongs to another customer", licence.id));
@@ -1071,7 +1100,7 @@ impl Facts {
                     self.licences.insert(licence.id.clone(), licence.clone());
                     return Ok(());
                 }
-                let kind = ProposalKind::Licence { licence: licence.clone(), from: current.clone(), relaxes };
+                let kind = ProposalKind::Licence { licence: licence.clone(), from: Some(current.clone()), relaxes };
                 self.propose(index, time, actor, digest, kind, threshold)
             }
             _ => reject("this admin action is not folded here"),

@@ -410,7 +410,7 @@ impl State {
         if !verified.signers().contains(&actor) {
             return reject("the entry's actor did not sign the action");
         }
-        if self.any_identity_of_key(&actor).is_some_and(|i| i.revoked.is_some()) {
+        if self.admin_revoked(&actor) {
             return reject("the admin action is signed by a revoked admin key");
         }
         let proposal_digest = verified.payload_digest();
@@ -472,9 +472,16 @@ impl State {
                 // customer could be escaped by a spare deployment's id.
                 let why = match role {
                     IdentityRole::Admin => None,
-                    IdentityRole::Deployment => {
-                        self.gov.deployment(subject).and_then(|d| self.gov.hold_on(&d.customer))
-                    }
+                    IdentityRole::Deployment => self.gov.deployment(subject).and_then(|d| {
+                        // A new key for a deployment that had one is a
+                        // device swap: the ledger cannot tell the new
+                        // hardware from held hardware of another customer.
+                        let had_key =
+                            self.identities.values().any(|i| i.role == IdentityRole::Deployment && i.subject == d.id);
+                        self.gov.hold_on(&d.customer).or_else(|| {
+                            had_key.then(|| format!("deployment {} had a device key before (a new device)", d.id))
+                        })
+                    }),
                     IdentityRole::Customer => {
                         Some("a customer's key signs the end-use attestations the conditions read".into())
                     }
@@ -584,13 +591,15 @@ impl State {
 
     /// Admin keys of the current root whose identity is not revoked: only
     /// their approvals count.
+    /// Whether an admin key's admin identity was revoked (only an admin
+    /// identity's revocation takes an admin's voice away).
+    fn admin_revoked(&self, key: &KeyId) -> bool {
+        self.any_identity_of_key(key).is_some_and(|i| i.role == IdentityRole::Admin && i.revoked.is_some())
+    }
+
     fn valid_admins(&self) -> Result<BTreeSet<KeyId>, Rejection> {
         let admins = self.admin_keys()?;
-        Ok(admins
-            .keys()
-            .map(|(id, _)| *id)
-            .filter(|id| self.any_identity_of_key(id).is_none_or(|i| i.revoked.is_none()))
-            .collect())
+        Ok(admins.keys().map(|(id, _)| *id).filter(|id| !self.admin_revoked(id)).collect())
     }
 
     fn approver<'a>(
@@ -623,6 +632,11 @@ impl State {
         }
         if *role == IdentityRole::Admin && !signers.contains(&signing_key.key_id()) {
             return reject("an admin identity needs a signing key listed in the root's admin role");
+        }
+        // An admin's key under another role could be revoked by one admin
+        // at once, taking the other admin's voice away.
+        if *role != IdentityRole::Admin && signers.contains(&signing_key.key_id()) {
+            return reject("a key listed in the root's admin role is registered only as an admin identity");
         }
         if *role == IdentityRole::Customer && self.gov.customer(subject).is_none() {
             return reject(format!("register customer {subject} before its keys"));

@@ -163,16 +163,24 @@ impl Contract {
 /// list (end uses, methods, countries, site ids) that admits something the
 /// old one did not (an empty list admits anything); another licence or
 /// denied-party list; a later `from_state` for `no_open_case`; a longer
-/// grant validity. Not a relaxation: a condition added, a parameter
-/// narrowed, another compliance contact, and the deployments covered (a
-/// deployment the contract stops covering gets nothing, and one it starts
-/// covering must meet every condition).
+/// grant validity; covering a deployment the old version did not (a
+/// deployment without a contract is withheld, so bringing one under a
+/// contract is what a first contract is for it). Not a relaxation: a
+/// condition added, a parameter narrowed, another compliance contact, a
+/// deployment no longer covered (it gets nothing).
 pub fn contract_relaxations(old: &Contract, new: &Contract) -> Vec<String> {
     // Whether `new` admits a value `old` did not (empty admits anything).
     fn wider<T: PartialEq>(old: &[T], new: &[T]) -> bool {
         !old.is_empty() && (new.is_empty() || new.iter().any(|v| !old.contains(v)))
     }
     let mut out = Vec::new();
+    if wider(&old.deployments, &new.deployments) {
+        out.push(if new.deployments.is_empty() {
+            "covers every deployment of the customer instead of those listed".to_owned()
+        } else {
+            format!("covers deployments the old version did not ({})", new.deployments.join(", "))
+        });
+    }
     for before in &old.conditions {
         let name = before.name();
         let Some(after) = new.conditions.iter().find(|c| c.name() == name) else {

@@ -73,6 +73,25 @@ impl World {
         self.append(body)
     }
 
+    /// As [`World::act`] by admin `by`; where the action became a proposal
+    /// (a first licence record, say), the other admin approves it.
+    pub fn act_approved(&mut self, what: ActionKind, by: usize) -> Result<u64, Rejection> {
+        let body = self.action_body(what, by);
+        let index = self.append_approved(body, by)?;
+        Ok(index)
+    }
+
+    /// Appends an admin action's `body` signed by admin `by`; where it
+    /// became a proposal, the other admin approves it.
+    pub fn append_approved(&mut self, body: Vec<u8>, by: usize) -> Result<u64, Rejection> {
+        let digest = envelope::Envelope::parse(&body).map(|e| Sha256Digest::of(e.payload())).unwrap();
+        let index = self.append(body)?;
+        if self.state.facts().proposal(&digest).is_some_and(|p| !p.in_force) {
+            self.approve(digest, 1 - by)?;
+        }
+        Ok(index)
+    }
+
     pub fn action_body(&self, what: ActionKind, by: usize) -> Vec<u8> {
         envelope::sign(&action(what, self.now), &[&self.keys.admin[by]])
     }
@@ -95,8 +114,10 @@ impl World {
     }
 
     /// Registers a deployment provisioned with `version`.
+    /// Admin 1 approves where it needs the threshold (a held customer, or
+    /// one whose contract would cover it at once).
     pub fn deployment_at(&mut self, id: &str, customer: &str, version: &str) {
-        self.act(
+        self.act_approved(
             ActionKind::RegisterDeployment {
                 deployment: id.into(),
                 customer: customer.into(),
