@@ -217,7 +217,8 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 pub const MAX_LEDGER_REQUEST: usize = 64 * 1024;
 /// (A check-in, a report: envelopes of at most 64 KiB, with room.)
 pub const MAX_UPDATE_REQUEST: usize = 256 * 1024;
-/// (Attestations, verifications, signals: envelopes of at most 64 KiB.)
+/// (Attestations, verifications, signals: envelopes of at most 22 KiB,
+/// refused past their own limit before they are parsed.)
 pub const MAX_ATTESTATION_REQUEST: usize = 256 * 1024;
 /// (A publish chunk carries up to 4 MiB of artifact.)
 pub const MAX_ADMIN_REQUEST: usize = crate::updates::MAX_CHUNK + 256 * 1024;
