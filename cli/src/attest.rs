@@ -45,12 +45,15 @@ pub enum Attest {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Signs an attestation with your (the customer's) key, in place.
+    /// Signs an attestation with your (the customer's) key, in place; an
+    /// attestation carries one signature.
     Sign {
         /// The attestation envelope.
         file: PathBuf,
     },
-    /// Submits a signed attestation.
+    /// Submits a signed attestation (at most 16 KiB). The server records
+    /// at most 12 per customer an hour; past that it refuses and says when
+    /// to retry, and nothing is recorded.
     Submit {
         /// The attestation envelope.
         file: PathBuf,
@@ -95,7 +98,9 @@ pub enum Verify {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Submits a signed field verification.
+    /// Submits a signed field verification (at most 4 KiB). The server
+    /// records at most 24 per engineer an hour; past that it refuses and
+    /// says when to retry, and nothing is recorded.
     Submit {
         /// The verification envelope.
         file: PathBuf,
@@ -166,6 +171,14 @@ pub async fn attest(cmd: Attest, conn: &Connection, json: bool) -> anyhow::Resul
         Attest::Sign { file } => {
             let mut env = read_envelope(&file)?;
             InTotoStatement::<EndUseAttestation>::parse(env.payload()).context("not an end-use attestation")?;
+            if let Some(signed) = env.signatures().first() {
+                bail!(
+                    "{} is already signed (key {}): an attestation carries one signature, the customer's, and the \
+                     server refuses a second",
+                    file.display(),
+                    signed.keyid
+                );
+            }
             env.sign(&conn.signing_key()?);
             std::fs::write(&file, env.to_bytes())?;
             if json {

@@ -82,6 +82,9 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum SignalCmd {
     /// Signs a misuse signal with your key and submits it; it opens a case.
+    /// A signal is at most 4 KiB (the summary and the evidence's digests;
+    /// the evidence stays with you). The server records at most 24 per
+    /// reporter an hour; past that it refuses and says when to retry.
     Submit {
         /// The customer it concerns.
         #[arg(long)]

@@ -19,7 +19,7 @@ use crate::keys::{KeyId, KeySet, SigningKey};
 use crate::statements::{Payload, StatementError};
 
 /// The largest envelope accepted, in bytes. Statements set tighter limits of
-/// their own (an attestation: 64 KiB).
+/// their own (an attestation: 16 KiB, a check-in: 4 KiB).
 pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
 
 /// The most signatures an envelope may carry; more is refused unread, so an

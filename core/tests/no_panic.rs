@@ -1355,10 +1355,16 @@ fn envelope_verify_never_panics() {
     let (k2, k3, k4, stranger) = (key(2), key(3), key(4), key(40));
     let keys = KeySet::new([k2.public(), k3.public(), k4.public()], 2).unwrap();
     let typed = all_payloads();
-    // A device's statements carry one signature (their own limit), so they
-    // are seeded signed by one key and checked against a threshold of one.
+    // A device's statements, and a person's attestations, verifications and
+    // signals, carry one signature (their own limit), so they are seeded
+    // signed by one key and checked against a threshold of one.
     let one_key = KeySet::new([k2.public(), k3.public(), k4.public()], 1).unwrap();
-    let device = |t: &str| t == CheckIn::PAYLOAD_TYPE || t == InstallReport::PAYLOAD_TYPE;
+    let device = |t: &str| {
+        t == CheckIn::PAYLOAD_TYPE
+            || t == InstallReport::PAYLOAD_TYPE
+            || t == MisuseSignal::PAYLOAD_TYPE
+            || t == InTotoStatement::<EndUseAttestation>::PAYLOAD_TYPE
+    };
     let mut seeds = Vec::new();
     let mut seed_keys = Vec::new();
     for (payload_type, items) in &typed {

@@ -197,10 +197,10 @@ fn attestation_whose_subject_digest_does_not_match_its_name() {
 }
 
 #[test]
-fn attestation_over_64_kib() {
+fn attestation_over_16_kib() {
     let mut a = attestation();
-    a.predicate.facts_unknown_to_signer = "x".repeat(64 * 1024);
-    assert!(matches!(refused(&a), StatementError::TooLarge { limit: 65_536, .. }));
+    a.predicate.facts_unknown_to_signer = "x".repeat(16 * 1024);
+    assert!(matches!(refused(&a), StatementError::TooLarge { limit: MAX_ATTESTATION_BYTES, .. }));
 }
 
 #[test]

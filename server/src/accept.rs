@@ -1,7 +1,8 @@
 //! The server's accept loop: TCP connections counted against their peer
-//! address's cap and the global cap, the TLS handshake bounded in time, and
-//! a connection that presented no client certificate closed after a short
-//! grace.
+//! address's cap and the global cap (unauthenticated ones in a smaller
+//! budget of their own, the oldest evicted to make room), the TLS handshake
+//! bounded in time, and a connection that presented no client certificate
+//! closed after a short grace; and the descriptor limit those caps follow.
 //!
 //! The server runs the TLS handshake itself (tokio-rustls, as tonic does
 //! inside) rather than through tonic's `ServerTlsConfig`, because only here
@@ -82,7 +83,7 @@ pub(crate) struct AcceptLimits {
 /// completed are handed to the server.
 pub(crate) fn incoming(
     listener: TcpListener,
-    peers: PeerTable,
+    peers: Arc<PeerTable>,
     tls: tokio_rustls::TlsAcceptor,
     limits: AcceptLimits,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<Connection, std::io::Error>> {
@@ -105,18 +106,26 @@ pub(crate) fn incoming(
                     continue;
                 }
             };
+            // Unauthenticated until its handshake brings a certificate: it
+            // may evict the oldest unauthenticated connection (and may be
+            // evicted in turn, which fails its handshake or its grace).
             let Some(stream) = peers.admit(stream) else {
-                tracing::debug!("a connection over its peer's or the server's cap was closed");
+                tracing::debug!("a connection whose peer address is unknown was closed");
                 continue;
             };
-            let (tls, tx, limits) = (tls.clone(), tx.clone(), limits.clone());
+            let (tls, tx, limits, peers) = (tls.clone(), tx.clone(), limits.clone(), peers.clone());
             tokio::spawn(async move {
-                let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await else {
-                    // A failed or timed-out handshake: dropping the stream
-                    // closes it and gives back its place.
+                let Ok(Ok(mut stream)) = tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await
+                else {
+                    // A failed, timed-out or evicted handshake: dropping the
+                    // stream closes it and gives back its place.
                     return;
                 };
                 let certified = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                if certified && !peers.authenticate(stream.get_mut().0) {
+                    tracing::debug!("an authenticated connection over its peer's or the server's cap was closed");
+                    return;
+                }
                 let closes = (!certified).then(|| Box::pin(tokio::time::sleep(limits.certless_grace)));
                 let _ = tx.send(Ok(Connection { inner: stream, closes })).await;
             });
@@ -198,12 +207,59 @@ impl AsyncWrite for Connection {
     }
 }
 
-/// The soft limit on open files of this process, read from
-/// `/proc/self/limits` (Linux); `None` where it cannot be read.
-pub(crate) fn descriptor_limit() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+/// Raises this process's soft limit on open files to its hard limit, if
+/// lower (the soft limit is often 1,024 while the hard one is far higher),
+/// and returns the soft limit in force: `None` if unlimited or unknown.
+/// Through `rustix`'s safe `getrlimit`/`setrlimit`, so the server keeps
+/// `#![forbid(unsafe_code)]`.
+#[cfg(unix)]
+pub(crate) fn raise_descriptor_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(
+                from = limit.current,
+                to = limit.maximum,
+                "raised the open-files limit to its hard limit"
+            ),
+            // (macOS refuses an unlimited soft limit, for one.)
+            Err(e) => tracing::warn!(error = %e, soft = limit.current, "the open-files limit could not be raised"),
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// The descriptor limit is not known here.
+#[cfg(not(unix))]
+pub(crate) fn raise_descriptor_limit() -> Option<u64> {
+    None
+}
+
+/// The fewest connections the server starts with: below this, a handful of
+/// busy devices or one burst of handshakes would fill it.
+pub const MIN_CONNECTIONS: usize = 64;
+
+/// The server's connection cap for `configured` connections under a
+/// descriptor limit of `descriptors` (`None`: unlimited or unknown): the
+/// limit less a reserve of a quarter of it, at most
+/// [`crate::service::RESERVED_DESCRIPTORS`], for the server's own files.
+/// An error naming `ulimit -n` if that leaves fewer than
+/// [`MIN_CONNECTIONS`].
+pub fn connection_cap(configured: usize, descriptors: Option<u64>) -> anyhow::Result<usize> {
+    let Some(descriptors) = descriptors else { return Ok(configured) };
+    let descriptors = usize::try_from(descriptors).unwrap_or(usize::MAX);
+    let reserved = (descriptors / 4).min(crate::service::RESERVED_DESCRIPTORS);
+    let allowed = descriptors - reserved;
+    if allowed < MIN_CONNECTIONS {
+        anyhow::bail!(
+            "the open-files limit is {descriptors} (`ulimit -n`); less {reserved} kept for the server's own files, \
+             that leaves {allowed} connections, under the minimum of {MIN_CONNECTIONS}: raise it (`ulimit -n 4096`, \
+             or LimitNOFILE= in a systemd unit) and start again"
+        );
+    }
+    Ok(configured.min(allowed))
 }
 
 /// What every call passes before its body is read: a client certificate.
@@ -316,5 +372,46 @@ fn is_framing_error(status: &tonic::Status) -> bool {
         }
         tonic::Code::OutOfRange => status.message().starts_with("Error, decoded message length too large"),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::service::MAX_CONNECTIONS;
+
+    /// Review finding: under `ulimit -n 1024` the cap was 1,024 less a flat
+    /// 1,024 reserved, floored at 1: the server served one connection.
+    #[test]
+    fn a_low_descriptor_limit_still_leaves_connections_for_devices() {
+        // 1,024: a quarter reserved, 768 connections.
+        assert_eq!(connection_cap(MAX_CONNECTIONS, Some(1024)).unwrap(), 768);
+        // 4,096 and above: 1,024 reserved.
+        assert_eq!(connection_cap(MAX_CONNECTIONS, Some(4096)).unwrap(), 3072);
+        assert_eq!(connection_cap(MAX_CONNECTIONS, Some(1 << 20)).unwrap(), MAX_CONNECTIONS);
+        // Unknown or unlimited: as configured.
+        assert_eq!(connection_cap(MAX_CONNECTIONS, None).unwrap(), MAX_CONNECTIONS);
+        // A configured cap below what the limit allows stands.
+        assert_eq!(connection_cap(3, Some(1024)).unwrap(), 3);
+        // The smallest limit that still serves MIN_CONNECTIONS.
+        assert_eq!(connection_cap(MAX_CONNECTIONS, Some(86)).unwrap(), 65);
+        // Below it, the server refuses to start and says what to do.
+        let refused = connection_cap(MAX_CONNECTIONS, Some(80)).unwrap_err().to_string();
+        assert!(refused.contains("`ulimit -n`") && refused.contains("is 80"), "{refused}");
+        assert!(
+            refused.contains(&format!("leaves 60 connections, under the minimum of {MIN_CONNECTIONS}")),
+            "{refused}"
+        );
+    }
+
+    /// The soft limit after `raise_descriptor_limit` is the hard limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{Resource, getrlimit};
+        let now = raise_descriptor_limit();
+        assert_eq!(now, getrlimit(Resource::Nofile).maximum);
     }
 }

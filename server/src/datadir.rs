@@ -134,6 +134,9 @@ pub enum Bounded {
     Decision,
     /// An install report refused (its grant's outcome was already reported).
     Report,
+    /// An attestation, verification or signal refused: its submitter
+    /// reached its bound for the period (`service::SUBMISSION_LIMITS`).
+    Submission,
 }
 
 /// Check-ins answered with the standing decision because their
@@ -141,18 +144,23 @@ pub enum Bounded {
 pub static BOUNDED_DECISIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Install reports refused because their grant's outcome was already reported.
 pub static BOUNDED_REPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Attestations, verifications and signals refused because their submitter
+/// reached its bound for the period.
+pub static BOUNDED_SUBMISSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// The Unix second of the last warning about a bound, so a flood writes one
 /// line a minute to the server's log rather than one per request.
 static LAST_BOUND_WARNING: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
 const BOUND_WARNING_EVERY: i64 = 60;
 
-/// Counts what a deployment's bound held back, and warns at most once a
-/// minute (naming the deployment and the totals so far).
-pub fn bounded(what: Bounded, deployment: &str) {
+/// Counts what a bound held back (`subject`: the deployment, or the
+/// submitter), and warns at most once a minute (naming it and the totals so
+/// far).
+pub fn bounded(what: Bounded, subject: &str) {
     use std::sync::atomic::Ordering::Relaxed;
     match what {
         Bounded::Decision => BOUNDED_DECISIONS.fetch_add(1, Relaxed),
         Bounded::Report => BOUNDED_REPORTS.fetch_add(1, Relaxed),
+        Bounded::Submission => BOUNDED_SUBMISSIONS.fetch_add(1, Relaxed),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -162,12 +170,13 @@ pub fn bounded(what: Bounded, deployment: &str) {
         && LAST_BOUND_WARNING.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
     {
         tracing::warn!(
-            deployment,
+            subject,
             ?what,
             decisions_held_back = BOUNDED_DECISIONS.load(Relaxed),
             reports_refused = BOUNDED_REPORTS.load(Relaxed),
-            "a deployment reached its bound of logged decisions for the period, or reported a grant's outcome again; \
-             the rest are counted, not logged"
+            submissions_refused = BOUNDED_SUBMISSIONS.load(Relaxed),
+            "a deployment reached its bound of logged decisions for the period or reported a grant's outcome again, \
+             or a submitter its bound of submissions; the rest are counted, not logged"
         );
     }
 }

@@ -10,6 +10,7 @@
 //! bookkeeping.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -261,54 +262,274 @@ impl Drop for StreamSlot {
     }
 }
 
-/// TCP connections open per peer address, and in all.
+/// What a person adds to the ledger by a submission: the three kinds
+/// bounded per submitter and period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Submission {
+    /// A customer's end-use attestation.
+    Attestation,
+    /// An engineer's field verification.
+    Verification,
+    /// A misuse signal (an engineer's or an auditor's).
+    Signal,
+}
+
+/// How many submissions of each kind one submitter may add per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmissionLimits {
+    /// Attestations per customer.
+    pub attestations: usize,
+    /// Verifications per engineer.
+    pub verifications: usize,
+    /// Signals per reporter.
+    pub signals: usize,
+    /// The sliding period they are counted over.
+    pub period: Duration,
+}
+
+impl SubmissionLimits {
+    fn bound(&self, kind: Submission) -> usize {
+        match kind {
+            Submission::Attestation => self.attestations,
+            Submission::Verification => self.verifications,
+            Submission::Signal => self.signals,
+        }
+    }
+}
+
+type Windows = HashMap<(Submission, String), std::collections::VecDeque<Instant>>;
+
+/// The submissions each submitter (by subject id: a customer's certificates
+/// share one count) made in the last period, as a sliding window of their
+/// times. Keys are registered subjects only (the caller is resolved first),
+/// and each window holds at most its bound, so the table stays small.
+///
+/// Not on the check-in path: only the three submission calls take its lock.
+#[derive(Debug)]
+pub struct SubmissionTable {
+    limits: SubmissionLimits,
+    windows: Arc<Mutex<Windows>>,
+}
+
+/// A place in a submitter's window, taken before the entry is appended.
+/// It stays taken for the period unless [`SubmissionSlot::release`] gives
+/// it back (the ledger refused the entry). A request the client abandons
+/// while its entry is with the sequencer keeps its place: the entry may be
+/// appended all the same.
+#[derive(Debug)]
+#[must_use = "a refused submission releases its place"]
+pub struct SubmissionSlot {
+    windows: Arc<Mutex<Windows>>,
+    key: (Submission, String),
+    at: Instant,
+}
+
+impl SubmissionTable {
+    /// An empty table with `limits`.
+    pub fn new(limits: SubmissionLimits) -> SubmissionTable {
+        SubmissionTable { limits, windows: Arc::default() }
+    }
+
+    /// Takes a place for one more submission of `kind` by `submitter`, or
+    /// ResourceExhausted naming the bound and when a place frees up.
+    pub fn take(&self, kind: Submission, submitter: &str) -> Result<SubmissionSlot, Status> {
+        let (bound, period) = (self.limits.bound(kind), self.limits.period);
+        let now = Instant::now();
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (kind, submitter.to_owned());
+        let window = windows.entry(key.clone()).or_default();
+        while window.front().is_some_and(|t| now.duration_since(*t) >= period) {
+            window.pop_front();
+        }
+        if window.len() >= bound {
+            let retry = window.front().map_or(period, |t| period.saturating_sub(now.duration_since(*t)));
+            let what = match kind {
+                Submission::Attestation => "attestations per customer",
+                Submission::Verification => "verifications per engineer",
+                Submission::Signal => "signals per reporter",
+            };
+            return Err(Status::resource_exhausted(format!(
+                "the bound of {bound} {what} per {} s is reached; retry in {} s",
+                period.as_secs(),
+                retry.as_secs().max(1)
+            )));
+        }
+        window.push_back(now);
+        Ok(SubmissionSlot { windows: self.windows.clone(), key, at: now })
+    }
+}
+
+impl SubmissionSlot {
+    /// The submission was refused and nothing appended: its place is given
+    /// back.
+    pub fn release(self) {
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(window) = windows.get_mut(&self.key) {
+            if let Some(i) = window.iter().rposition(|t| *t == self.at) {
+                window.remove(i);
+            }
+            if window.is_empty() {
+                windows.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// TCP connections open per peer address, and in all, in two budgets.
+///
+/// A connection is *unauthenticated* from accept until its TLS handshake
+/// completes with a client certificate: while it handshakes, and for its
+/// grace if it presented none. These take a small budget of their own
+/// (`unauthenticated_per_peer` per address, `unauthenticated` in all), and
+/// when it is full a new connection evicts the oldest unauthenticated one
+/// (of its own address, if that address's share is full; else of all)
+/// rather than being refused: idle connections cannot lock newcomers out,
+/// and to hold the budget an attacker must reconnect faster than the
+/// budget per handshake. A connection whose handshake brought a client
+/// certificate moves to the *authenticated* budget (`per_peer` per
+/// address, `total` less the unauthenticated budget in all), or is closed
+/// if that is full.
 #[derive(Debug)]
 pub struct PeerTable {
-    per_peer: usize,
-    total: usize,
+    limits: PeerLimits,
     open: Arc<Mutex<Peers>>,
+}
+
+/// The caps of a [`PeerTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Authenticated connections per peer address.
+    pub per_peer: usize,
+    /// Connections in all, both budgets.
+    pub total: usize,
+    /// Unauthenticated connections per peer address.
+    pub unauthenticated_per_peer: usize,
+    /// Unauthenticated connections in all (part of `total`).
+    pub unauthenticated: usize,
 }
 
 #[derive(Debug, Default)]
 struct Peers {
-    by_address: HashMap<IpAddr, usize>,
-    total: usize,
+    by_address: HashMap<IpAddr, PeerCount>,
+    authenticated: usize,
+    /// Unauthenticated connections by admission order (oldest first), each
+    /// with its peer and the sender that evicts it when dropped.
+    unauthenticated: std::collections::BTreeMap<u64, (IpAddr, tokio::sync::oneshot::Sender<()>)>,
+    next: u64,
+    evicted: u64,
+}
+
+#[derive(Debug, Default)]
+struct PeerCount {
+    authenticated: usize,
+    /// The ids of this address's unauthenticated connections, oldest first.
+    unauthenticated: std::collections::BTreeSet<u64>,
+}
+
+impl Peers {
+    /// Evicts unauthenticated connection `id` (its stream fails its next
+    /// read or write, and is woken for it), freeing its place at once.
+    fn evict(&mut self, id: u64) {
+        if let Some((peer, _evicts)) = self.unauthenticated.remove(&id) {
+            self.forget(peer, id);
+            self.evicted += 1;
+        }
+    }
+
+    fn forget(&mut self, peer: IpAddr, id: u64) {
+        if let Some(count) = self.by_address.get_mut(&peer) {
+            count.unauthenticated.remove(&id);
+            if count.authenticated == 0 && count.unauthenticated.is_empty() {
+                self.by_address.remove(&peer);
+            }
+        }
+    }
 }
 
 impl PeerTable {
-    /// An empty table allowing `per_peer` connections from one address and
-    /// `total` in all.
-    pub fn new(per_peer: usize, total: usize) -> PeerTable {
-        PeerTable { per_peer, total, open: Arc::default() }
+    /// An empty table with `limits`.
+    pub fn new(limits: PeerLimits) -> PeerTable {
+        PeerTable { limits, open: Arc::default() }
     }
 
-    /// Admits `stream` if its peer holds fewer than its cap and the server
-    /// fewer than the global cap, else `None` (the caller drops the stream,
-    /// which closes it; connections already open are not affected).
+    /// Admits `stream` as unauthenticated, evicting the oldest
+    /// unauthenticated connection of its address (if the address holds its
+    /// share) or of all (if the budget is full) to make room; `None` only
+    /// if its peer address cannot be read or the budget is zero.
     pub fn admit(&self, stream: TcpStream) -> Option<PeerStream> {
         let peer = stream.peer_addr().ok()?.ip();
+        let limits = self.limits;
+        if limits.unauthenticated == 0 || limits.unauthenticated_per_peer == 0 {
+            return None;
+        }
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if open.total >= self.total {
-            return None;
+        let own_oldest = open
+            .by_address
+            .get(&peer)
+            .filter(|c| c.unauthenticated.len() >= limits.unauthenticated_per_peer)
+            .and_then(|c| c.unauthenticated.first().copied());
+        if let Some(id) = own_oldest {
+            open.evict(id);
+        } else if open.unauthenticated.len() >= limits.unauthenticated
+            && let Some(id) = open.unauthenticated.keys().next().copied()
+        {
+            open.evict(id);
         }
-        let n = open.by_address.entry(peer).or_insert(0);
-        if *n >= self.per_peer {
-            return None;
-        }
-        *n += 1;
-        open.total += 1;
+        let id = open.next;
+        open.next += 1;
+        let (evicts, evicted) = tokio::sync::oneshot::channel();
+        open.unauthenticated.insert(id, (peer, evicts));
+        open.by_address.entry(peer).or_default().unauthenticated.insert(id);
         drop(open);
-        Some(PeerStream { inner: stream, peer, open: self.open.clone() })
+        Some(PeerStream {
+            inner: stream,
+            peer,
+            id,
+            standing: Standing::Unauthenticated(evicted),
+            open: self.open.clone(),
+        })
     }
 
-    /// Connections open now, in all.
-    pub fn open(&self) -> usize {
-        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
+    /// Moves `stream`, whose handshake brought a client certificate, to the
+    /// authenticated budget; `false` if that is full for its address or in
+    /// all, or if it was evicted meanwhile (the caller closes it).
+    pub fn authenticate(&self, stream: &mut PeerStream) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(stream.standing, Standing::Unauthenticated(_)) || !open.unauthenticated.contains_key(&stream.id) {
+            return false;
+        }
+        let authenticated_total = self.limits.total.saturating_sub(self.limits.unauthenticated);
+        let here = open.by_address.get(&stream.peer).map_or(0, |c| c.authenticated);
+        if open.authenticated >= authenticated_total || here >= self.limits.per_peer {
+            return false;
+        }
+        open.unauthenticated.remove(&stream.id);
+        if let Some(count) = open.by_address.get_mut(&stream.peer) {
+            count.unauthenticated.remove(&stream.id);
+            count.authenticated += 1;
+        }
+        open.authenticated += 1;
+        // Its eviction sender is gone: it no longer listens for it.
+        stream.standing = Standing::Authenticated;
+        true
+    }
+
+    /// Connections open now: authenticated, unauthenticated.
+    pub fn open(&self) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (open.authenticated, open.unauthenticated.len())
+    }
+
+    /// Unauthenticated connections evicted so far to make room for newer ones.
+    pub fn evicted(&self) -> u64 {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).evicted
     }
 }
 
-/// A TCP connection counted against its peer's cap and the global cap
-/// until it is dropped.
+/// A TCP connection counted against its budgets until it is dropped.
+/// While unauthenticated it may be evicted: its next read or write then
+/// fails (and an idle one is woken for it), so the TLS handshake or the
+/// HTTP/2 connection over it ends.
 ///
 /// It reports the same connection info as a bare `TcpStream`, so the TLS
 /// layer over it still fills `Request::peer_certs` (which looks for
@@ -317,14 +538,65 @@ impl PeerTable {
 pub struct PeerStream {
     inner: TcpStream,
     peer: IpAddr,
+    id: u64,
+    standing: Standing,
     open: Arc<Mutex<Peers>>,
+}
+
+/// Which budget a [`PeerStream`] counts against.
+#[derive(Debug)]
+enum Standing {
+    /// Unauthenticated: the receiver completes when the table evicts it.
+    Unauthenticated(tokio::sync::oneshot::Receiver<()>),
+    /// Evicted (its place already given to a newer connection).
+    Evicted,
+    /// Its handshake brought a client certificate.
+    Authenticated,
+}
+
+impl PeerStream {
+    /// Whether it was evicted (checked, and the task woken, on each read and
+    /// write while it is unauthenticated).
+    fn is_evicted(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.standing {
+            Standing::Authenticated => false,
+            Standing::Evicted => true,
+            // A oneshot receiver must not be polled again once ready.
+            Standing::Unauthenticated(evicts) => {
+                let gone = Pin::new(evicts).poll(cx).is_ready();
+                if gone {
+                    self.standing = Standing::Evicted;
+                }
+                gone
+            }
+        }
+    }
+}
+
+fn evicted() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "an unauthenticated connection was evicted to make room for a newer one",
+    )
 }
 
 impl Drop for PeerStream {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        open.total = open.total.saturating_sub(1);
-        decrement(&mut open.by_address, &self.peer);
+        if !matches!(self.standing, Standing::Authenticated) {
+            // Unauthenticated (if it was evicted, its place is already free).
+            if open.unauthenticated.remove(&self.id).is_some() {
+                open.forget(self.peer, self.id);
+            }
+        } else {
+            open.authenticated = open.authenticated.saturating_sub(1);
+            if let Some(count) = open.by_address.get_mut(&self.peer) {
+                count.authenticated = count.authenticated.saturating_sub(1);
+                if count.authenticated == 0 && count.unauthenticated.is_empty() {
+                    open.by_address.remove(&self.peer);
+                }
+            }
+        }
     }
 }
 
@@ -338,12 +610,18 @@ impl Connected for PeerStream {
 
 impl AsyncRead for PeerStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.is_evicted(cx) {
+            return Poll::Ready(Err(evicted()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.is_evicted(cx) {
+            return Poll::Ready(Err(evicted()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -360,6 +638,9 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.is_evicted(cx) {
+            return Poll::Ready(Err(evicted()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

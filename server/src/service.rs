@@ -27,7 +27,10 @@ use crate::datadir::{self, SharedRegistry};
 use crate::ledger::storage::FsStorage;
 use crate::ledger::store::ReadError;
 use crate::ledger::{AppendError, Appended, Ledger, MAX_PAGE, NewEntry};
-use crate::limits::{DownloadLimits, DownloadTable, PeerTable, RateLimit, RateLimiter, StreamTable};
+use crate::limits::{
+    DownloadLimits, DownloadTable, PeerLimits, PeerTable, RateLimit, RateLimiter, StreamTable, SubmissionLimits,
+    SubmissionTable,
+};
 use crate::pki::{self, Authority};
 
 /// Who is calling, as the ledger registered them.
@@ -78,6 +81,9 @@ pub struct Node {
     pub(crate) rate: Option<Arc<RateLimiter>>,
     /// Streams open, per certificate.
     pub(crate) streams: Arc<StreamTable>,
+    /// Attestations, verifications and signals added per submitter in the
+    /// last period.
+    pub(crate) submissions: Arc<SubmissionTable>,
 }
 
 /// Download streams served at once, in total.
@@ -96,6 +102,31 @@ pub const MAX_DOWNLOADS_PER_CUSTOMER: usize = MAX_DOWNLOADS / 2;
 /// chunk every 25 s) otherwise keeps its slot for ever. A slower link is
 /// cut too, and the agent resumes from the bytes it has.
 pub const DOWNLOAD_PROGRESS: DownloadProgress = DownloadProgress { bytes: 1 << 20, window: Duration::from_secs(60) };
+
+/// The period over which a person's submissions are bounded: an hour, as a
+/// deployment's logged decisions are (`covenant_core::state::LOGGING_PERIOD`).
+pub const SUBMISSION_PERIOD: Duration = Duration::from_secs(3_600);
+/// Attestations one customer may add per [`SUBMISSION_PERIOD`]. An
+/// attestation covers many deployments and stays valid for months (the
+/// story's contract asks for one a year), so an honest customer submits a
+/// handful at a contract's start or renewal; the third review added 2,095 of
+/// ~60 KB in 10 s (171 MB of journal, for ever). Past it, ResourceExhausted
+/// with the time to retry, counted (`datadir::Bounded`), nothing appended.
+pub const MAX_ATTESTATIONS_PER_PERIOD: usize = 12;
+/// Verifications one engineer may add per [`SUBMISSION_PERIOD`]: a field
+/// visit checks one deployment at a time, on site or remotely, so two dozen
+/// an hour is more than a day's honest work.
+pub const MAX_VERIFICATIONS_PER_PERIOD: usize = 24;
+/// Misuse signals one reporter (engineer or auditor) may add per
+/// [`SUBMISSION_PERIOD`]: each opens or feeds a case that people triage.
+pub const MAX_SIGNALS_PER_PERIOD: usize = 24;
+/// The default submission bounds.
+pub const SUBMISSION_LIMITS: SubmissionLimits = SubmissionLimits {
+    attestations: MAX_ATTESTATIONS_PER_PERIOD,
+    verifications: MAX_VERIFICATIONS_PER_PERIOD,
+    signals: MAX_SIGNALS_PER_PERIOD,
+    period: SUBMISSION_PERIOD,
+};
 
 /// A minimum progress rate: `bytes` per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,15 +166,35 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// F5: they were never closed).
 pub const CERTLESS_GRACE: Duration = Duration::from_secs(10);
 /// TCP connections open at once, in all (besides [`CONNECTIONS_PER_PEER`]).
-/// Each takes a file descriptor: `run` lowers it to the process's
-/// descriptor limit less [`RESERVED_DESCRIPTORS`], so that connections can
-/// never take the descriptors the ledger, the views and the artifacts need.
-/// Past it a new connection is closed at once; those open are served.
+/// Each takes a file descriptor: `run` raises the soft open-files limit to
+/// the hard one, then lowers this to the limit less a reserve (a quarter of
+/// it, at most [`RESERVED_DESCRIPTORS`]), so that connections can never
+/// take the descriptors the ledger, the views and the artifacts need
+/// (`accept::connection_cap`; it refuses to start below
+/// `accept::MIN_CONNECTIONS`). A quarter of the cap is the unauthenticated
+/// budget ([`MAX_UNAUTHENTICATED`]); the rest is for connections whose
+/// handshake brought a client certificate, and past it such a connection is
+/// closed; those open are served.
 pub const MAX_CONNECTIONS: usize = 8192;
 /// Descriptors kept for the server's own files (journal, checkpoint log,
 /// tiles, sled, artifacts being served or received) and its witness
-/// connections.
+/// connections, at most; under a descriptor limit below 4,096, a quarter
+/// of it. (A flat 1,024 left a server under `ulimit -n 1024` one
+/// connection: it served nobody.)
 pub const RESERVED_DESCRIPTORS: usize = 1024;
+/// Unauthenticated connections (handshaking, or without a certificate in
+/// their grace) open at once, in all: at most a quarter of the connection
+/// cap. When full, a new connection evicts the oldest one rather than being
+/// refused, so idle connections cannot lock devices out: 17 addresses × 512
+/// idle connections before their handshake once filled all 8,192 places.
+/// To hold this budget an attacker must open 2,048 connections per
+/// handshake a device needs to finish.
+pub const MAX_UNAUTHENTICATED: usize = MAX_CONNECTIONS / 4;
+/// Unauthenticated connections one peer address may hold at once; a new one
+/// past it evicts that address's oldest. A device opens one connection and
+/// handshakes in milliseconds, so even a NAT of many devices rarely has
+/// more than a few handshakes under way at once.
+pub const UNAUTHENTICATED_PER_PEER: usize = 64;
 /// HTTP/2 keepalive: a ping after this long without a frame from the client,
 /// and the connection closed if the answer does not come within
 /// [`HTTP2_KEEPALIVE_TIMEOUT`]. This closes an authenticated connection
@@ -152,10 +203,11 @@ pub const RESERVED_DESCRIPTORS: usize = 1024;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// See [`HTTP2_KEEPALIVE_INTERVAL`].
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// TCP connections one peer address may hold open at once. Devices behind
-/// one NAT share an address, so this is generous (the check-in benchmark
-/// opens 257 from loopback): it bounds the file descriptors one address can
-/// take, well under a server's descriptor limit (20,000 here).
+/// Authenticated TCP connections one peer address may hold open at once
+/// (besides its [`UNAUTHENTICATED_PER_PEER`]). Devices behind one NAT share
+/// an address, so this is generous (the check-in benchmark opens 257 from
+/// loopback, one after another): it bounds the file descriptors one address
+/// can take, well under a server's descriptor limit (20,000 here).
 pub const CONNECTIONS_PER_PEER: usize = 512;
 /// The longest a call may take (a client's shorter `grpc-timeout` wins).
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -165,7 +217,8 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 pub const MAX_LEDGER_REQUEST: usize = 64 * 1024;
 /// (A check-in, a report: envelopes of at most 64 KiB, with room.)
 pub const MAX_UPDATE_REQUEST: usize = 256 * 1024;
-/// (Attestations, verifications, signals: envelopes of at most 64 KiB.)
+/// (Attestations, verifications, signals: envelopes of at most 22 KiB,
+/// refused past their own limit before they are parsed.)
 pub const MAX_ATTESTATION_REQUEST: usize = 256 * 1024;
 /// (A publish chunk carries up to 4 MiB of artifact.)
 pub const MAX_ADMIN_REQUEST: usize = crate::updates::MAX_CHUNK + 256 * 1024;
@@ -545,9 +598,15 @@ pub struct ServeConfig {
     pub rate_limit: Option<RateLimit>,
     /// The longest a TLS handshake may take (default [`HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Duration,
-    /// TCP connections one peer address may hold (default
+    /// Authenticated TCP connections one peer address may hold (default
     /// [`CONNECTIONS_PER_PEER`]).
     pub connections_per_peer: usize,
+    /// Unauthenticated connections one peer address may hold (default
+    /// [`UNAUTHENTICATED_PER_PEER`]).
+    pub unauthenticated_per_peer: usize,
+    /// Unauthenticated connections in all (default [`MAX_UNAUTHENTICATED`],
+    /// at most a quarter of the connection cap).
+    pub max_unauthenticated: usize,
     /// Streams one certificate may hold open (default
     /// [`MAX_STREAMS_PER_IDENTITY`]).
     pub streams_per_identity: usize,
@@ -557,6 +616,9 @@ pub struct ServeConfig {
     /// TCP connections open at once, in all (default [`MAX_CONNECTIONS`],
     /// lowered to what the descriptor limit allows).
     pub max_connections: usize,
+    /// Attestations, verifications and signals per submitter and period
+    /// (default [`SUBMISSION_LIMITS`]).
+    pub submissions: SubmissionLimits,
 }
 
 impl ServeConfig {
@@ -575,9 +637,12 @@ impl ServeConfig {
             rate_limit: Some(RATE_LIMIT),
             handshake_timeout: HANDSHAKE_TIMEOUT,
             connections_per_peer: CONNECTIONS_PER_PEER,
+            unauthenticated_per_peer: UNAUTHENTICATED_PER_PEER,
+            max_unauthenticated: MAX_UNAUTHENTICATED,
             streams_per_identity: MAX_STREAMS_PER_IDENTITY,
             certless_grace: CERTLESS_GRACE,
             max_connections: MAX_CONNECTIONS,
+            submissions: SUBMISSION_LIMITS,
         }
     }
 }
@@ -590,6 +655,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     install_crypto_provider();
+    // Before anything opens a file: the connection cap follows the limit,
+    // and a limit too low to serve anyone refuses to start, saying so.
+    let descriptors = crate::accept::raise_descriptor_limit();
+    let max_connections = crate::accept::connection_cap(config.max_connections, descriptors)?;
     let dir: &Path = &config.data;
     let (ledger, registry) = tokio::task::block_in_place(|| datadir::open_ledger(dir))?;
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {name}"));
@@ -635,15 +704,20 @@ pub async fn run(
         download_progress: config.download_progress,
         rate: config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit))),
         streams: Arc::new(StreamTable::new(config.streams_per_identity)),
+        submissions: Arc::new(SubmissionTable::new(config.submissions)),
     };
-    // Every connection counts against its peer address's cap and the global
-    // cap from accept until it closes; one over a cap is closed at once.
-    let max_connections = match crate::accept::descriptor_limit() {
-        Some(fds) => config.max_connections.min(fds.saturating_sub(RESERVED_DESCRIPTORS).max(1)),
-        None => config.max_connections,
-    };
-    tracing::info!(max_connections, "serving");
-    let peers = PeerTable::new(config.connections_per_peer, max_connections);
+    // Every connection counts from accept until it closes: unauthenticated
+    // in its own budget (the oldest evicted to make room), then, once its
+    // handshake brought a certificate, against its peer address's cap and
+    // the rest of the global cap (over either, closed).
+    let unauthenticated = config.max_unauthenticated.min(max_connections / 4).max(1);
+    tracing::info!(max_connections, unauthenticated, descriptors, "serving");
+    let peers = Arc::new(PeerTable::new(PeerLimits {
+        per_peer: config.connections_per_peer,
+        total: max_connections,
+        unauthenticated_per_peer: config.unauthenticated_per_peer,
+        unauthenticated,
+    }));
     let limits = crate::accept::AcceptLimits {
         handshake_timeout: config.handshake_timeout,
         certless_grace: config.certless_grace,

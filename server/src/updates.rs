@@ -18,7 +18,8 @@ use covenant_core::note::TlogProof;
 use covenant_core::policy::{self, Logging, Outcome};
 use covenant_core::state::{Rejection, classify};
 use covenant_core::statements::{
-    FreshTag, Freshness, FreshnessStanding, IdentityRole, InstallReport, Payload as _, ReleaseManifest, SchemaV1,
+    EndUseAttestation, FieldVerification, FreshTag, Freshness, FreshnessStanding, IdentityRole, InTotoStatement,
+    InstallReport, MisuseSignal, Payload as _, ReleaseManifest, SchemaV1,
 };
 use covenant_core::visibility::{Subject, entitled};
 use covenant_proto::v1 as pb;
@@ -27,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::datadir;
 use crate::ledger::{AppendError, NewEntry};
+use crate::limits::Submission;
 use crate::service::{Caller, Node, append_status, read_status, tlog};
 
 /// The largest chunk a publisher may send.
@@ -61,6 +63,30 @@ impl Node {
         let entry = NewEntry { kind: placed.kind, actor: placed.actor, subjects: placed.subjects, body };
         let done = self.ledger.append(entry).await.map_err(append_status)?;
         Ok(pb::SubmitResponse { index: done.index, inclusion: Some(tlog(&done)) })
+    }
+
+    /// [`Node::submit`] within the submitter's bound for the period: past
+    /// it, ResourceExhausted (counted) and nothing appended; a submission
+    /// the ledger refuses takes no place in the bound. (A call abandoned
+    /// while the sequencer has its entry keeps its place, since the entry
+    /// may be appended all the same.)
+    async fn submit_bounded(
+        &self,
+        kind: Submission,
+        caller: &Caller,
+        body: Vec<u8>,
+        entry: EntryKind,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let slot = self.submissions.take(kind, &caller.subject).inspect_err(|_| {
+            datadir::bounded(datadir::Bounded::Submission, &caller.subject);
+        })?;
+        match self.submit(body, &[entry]).await {
+            Ok(done) => Ok(Response::new(done)),
+            Err(refused) => {
+                slot.release();
+                Err(refused)
+            }
+        }
     }
 
     fn now(&self) -> Timestamp {
@@ -399,6 +425,7 @@ impl pb::attestation_service_server::AttestationService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Customer])?;
         let body = request.into_inner().envelope;
+        within(&body, "attestation", InTotoStatement::<EndUseAttestation>::MAX_ENVELOPE_BYTES)?;
         let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
         // Every deployment named must be one of the caller's, checked here
         // with one answer for all: the fold's words ("not registered",
@@ -410,7 +437,7 @@ impl pb::attestation_service_server::AttestationService for Node {
         if !own {
             return Err(Status::permission_denied("a customer attests for its own deployments only"));
         }
-        Ok(Response::new(self.submit(body, &[EntryKind::Attestation]).await?))
+        self.submit_bounded(Submission::Attestation, &caller, body, EntryKind::Attestation).await
     }
 
     async fn submit_verification(
@@ -419,13 +446,16 @@ impl pb::attestation_service_server::AttestationService for Node {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Engineer])?;
-        Ok(Response::new(self.submit(request.into_inner().envelope, &[EntryKind::Verification]).await?))
+        let body = request.into_inner().envelope;
+        within(&body, "verification", InTotoStatement::<FieldVerification>::MAX_ENVELOPE_BYTES)?;
+        self.submit_bounded(Submission::Verification, &caller, body, EntryKind::Verification).await
     }
 
     async fn submit_signal(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Engineer, IdentityRole::Auditor])?;
         let body = request.into_inner().envelope;
+        within(&body, "signal", MisuseSignal::MAX_ENVELOPE_BYTES)?;
         // A scoped auditor opens cases only about customers in its scope (an
         // engineer's work is not bounded by customer).
         if caller.role == IdentityRole::Auditor && caller.scope.is_some() {
@@ -436,7 +466,7 @@ impl pb::attestation_service_server::AttestationService for Node {
                 return Err(Status::permission_denied("an auditor signals only about customers in its scope"));
             }
         }
-        Ok(Response::new(self.submit(body, &[EntryKind::Signal]).await?))
+        self.submit_bounded(Submission::Signal, &caller, body, EntryKind::Signal).await
     }
 
     async fn get_verdict(
@@ -456,13 +486,12 @@ impl pb::attestation_service_server::AttestationService for Node {
     }
 }
 
-/// Refuses a device's envelope larger than `limit` (the statement's own:
-/// its payload limit in base64 and one signature) before anything reads it.
+/// Refuses an envelope larger than `limit` (the statement's own: its
+/// payload limit in base64 and its signatures) before anything reads it.
 fn within(bytes: &[u8], what: &str, limit: usize) -> Result<(), Status> {
     if bytes.len() > limit {
         return Err(Status::invalid_argument(format!(
-            "the {what} envelope is {} bytes, over the limit of {limit} (one device signature over a bounded \
-             payload)",
+            "the {what} envelope is {} bytes, over the limit of {limit} (its signatures over a bounded payload)",
             bytes.len()
         )));
     }

@@ -68,6 +68,17 @@ impl Running {
             .unwrap()
     }
 
+    /// A channel as `id`, or why it could not connect.
+    async fn try_channel(&self, id: &Path) -> Result<Channel, String> {
+        let read = |name: &str| std::fs::read_to_string(id.join(name)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(read("cert.pem"), read("key.pem")))
+            .domain_name("localhost");
+        let endpoint = Channel::from_shared(format!("https://{}", self.addr)).unwrap().tls_config(tls).unwrap();
+        endpoint.connect().await.map_err(|e| e.to_string())
+    }
+
     fn identity(&self, name: &str) -> PathBuf {
         self.dir.join("identities").join(name)
     }
@@ -575,14 +586,15 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
 /// Issue 16, item 9: TLS connections that never finished their handshake
 /// stayed open (60 s and more), until the file-descriptor limit failed new
 /// calls. Now they are closed after the handshake timeout, and one address
-/// holds at most its cap of connections, while other clients are served.
+/// holds at most its cap of unauthenticated connections (a new one evicts
+/// its oldest), while other clients are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_finish_the_handshake_are_closed_and_capped_per_peer() {
     use tokio::io::AsyncWriteExt as _;
     let timeout = std::time::Duration::from_secs(2);
     let server = start_with("handshake", |config| {
         config.handshake_timeout = timeout;
-        config.connections_per_peer = 4;
+        config.unauthenticated_per_peer = 4;
     })
     .await;
     let attacker = [127, 0, 0, 2];
@@ -598,10 +610,12 @@ async fn connections_that_never_finish_the_handshake_are_closed_and_capped_per_p
         }
         held.push(c);
     }
-    // A fifth from the same address is over the cap: closed at once.
-    let mut fifth = raw_connection(&server, attacker).await;
-    let closed = closed_within(&mut fifth, timeout / 2).await;
-    assert!(closed.is_some(), "a connection over the per-peer cap stayed open");
+    // A fifth from the same address is over the cap: the address's oldest
+    // is closed at once to make room.
+    let fifth = raw_connection(&server, attacker).await;
+    let closed = closed_within(&mut held[0], timeout / 2).await;
+    assert!(closed.is_some(), "the oldest connection of an address over its cap stayed open");
+    held[0] = fifth;
     // Another client (from 127.0.0.1) is served meanwhile.
     let ok = LedgerServiceClient::new(server.channel(Some(&server.identity("auditor"))).await)
         .get_checkpoint(pb::GetCheckpointRequest {})
@@ -717,14 +731,25 @@ async fn an_idle_connection_without_a_certificate_is_closed_and_the_global_cap_h
     assert!(closed >= grace.mul_f32(0.8), "closed after {closed:?}, before its grace");
     // The authenticated connection, idle as long, still works.
     LedgerServiceClient::new(admin.clone()).get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap();
-    // With the admin's, two more connections (from two addresses) reach the
-    // global cap; a fourth, from yet another address, is closed at once.
+    // Of the cap of 3, a quarter (at least 1) is for unauthenticated
+    // connections: a newer one evicts the older, from whatever address.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let _held = [raw_connection(&server, [127, 0, 0, 3]).await, raw_connection(&server, [127, 0, 0, 4]).await];
-    let mut over = raw_connection(&server, [127, 0, 0, 5]).await;
-    let refused = closed_within(&mut over, std::time::Duration::from_millis(500)).await;
-    assert!(refused.is_some(), "a connection past the global cap stayed open");
+    let mut older = raw_connection(&server, [127, 0, 0, 3]).await;
+    let mut newer = raw_connection(&server, [127, 0, 0, 4]).await;
+    let evicted = closed_within(&mut older, std::time::Duration::from_millis(500)).await;
+    assert!(evicted.is_some(), "the older unauthenticated connection stayed open");
+    assert!(closed_within(&mut newer, std::time::Duration::from_millis(300)).await.is_none(), "the newer was closed");
+    // The rest (2) is for authenticated connections: the admin's and an
+    // auditor's fill it, and a third is closed after its handshake.
+    let mut auditor = LedgerServiceClient::new(server.channel(Some(&server.identity("auditor"))).await);
+    auditor.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap();
+    let third = async {
+        let channel = server.try_channel(&server.identity("admin2")).await?;
+        LedgerServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await.map_err(|s| s.to_string())
+    };
+    assert!(third.await.is_err(), "a connection past the authenticated cap was served");
     LedgerServiceClient::new(admin).get_checkpoint(pb::GetCheckpointRequest {}).await.expect("the open one is served");
+    auditor.get_checkpoint(pb::GetCheckpointRequest {}).await.expect("and the other");
     server.stop().await;
 }
 

@@ -334,3 +334,183 @@ async fn padded_check_ins_and_reports_are_refused_and_an_hour_of_flood_stays_sma
     assert!(grown <= HOURLY_JOURNAL_BOUND, "{grown} bytes in an hour's flood, over {HOURLY_JOURNAL_BOUND}");
     s.stop().await;
 }
+
+/// Small bounds, so that a flood of a hundred reaches them quickly.
+const SMALL_BOUNDS: covenant_server::limits::SubmissionLimits = covenant_server::limits::SubmissionLimits {
+    attestations: 3,
+    verifications: 4,
+    signals: 5,
+    period: Duration::from_secs(3_600),
+};
+
+/// min-x's attestation for lim-07 from the standard attestation file,
+/// made distinct by `n`, with `facts` as what the signer does not know.
+fn attestation(c: &Cast, n: i64, facts: &str) -> Vec<u8> {
+    let file: covenant_cli::attest::AttestationFile =
+        covenant_cli::admin::read_structured(&write_attestation(&c.customer)).unwrap();
+    let mut a = file.attestation;
+    a.valid_until = a.valid_until.plus_seconds(n);
+    a.facts_unknown_to_signer = facts.into();
+    envelope::sign(&InTotoStatement::new(vec![deployment_subject("lim-07")], a), &[&key_of(&c.customer)])
+}
+
+/// A misuse signal about min-x's lim-07, signed by `reporter`.
+fn signal(reporter: &std::path::Path, summary: String, evidence: usize) -> Vec<u8> {
+    let s = MisuseSignal {
+        type_tag: SignalTag,
+        schema: SchemaV1,
+        about: SignalAbout { customer: "min-x".into(), deployment: Some("lim-07".into()) },
+        source: SignalSource::FieldEngineer,
+        summary,
+        evidence: (0..evidence).map(|i| Sha256Digest::of(&i.to_le_bytes())).collect(),
+        reported_at: now(),
+    };
+    envelope::sign(&s, &[&key_of(reporter)])
+}
+
+fn submissions_refused() -> u64 {
+    covenant_server::datadir::BOUNDED_SUBMISSIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sends `bodies` one after another; asserts that the first `bound` are
+/// appended and the rest refused with ResourceExhausted and a retry time,
+/// and returns the entries and journal bytes they added.
+async fn flood<F, Fut>(s: &Running, what: &str, bound: usize, bodies: Vec<Vec<u8>>, mut send: F) -> (u64, u64)
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<pb::SubmitResponse>, tonic::Status>>,
+{
+    let (size, bytes, counted) = (s.size().await, journal_bytes(s), submissions_refused());
+    let sent = bodies.len();
+    let mut appended = 0;
+    for (i, body) in bodies.into_iter().enumerate() {
+        match send(body).await {
+            Ok(_) => appended += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{what} {i}: {status:?}");
+                assert!(
+                    status.message().contains(&format!("the bound of {bound} {what}"))
+                        && status.message().contains("retry in"),
+                    "{}",
+                    status.message()
+                );
+            }
+        }
+    }
+    let (added, grown) = (s.size().await - size, journal_bytes(s) - bytes);
+    println!("{sent} {what}: {appended} appended, {added} entries, {grown} journal bytes");
+    assert_eq!(appended, bound, "{sent} {what}: the bound's worth appended");
+    assert_eq!(added, bound as u64, "{what}: the bound's entries only");
+    // Shared counters: other tests of this binary may count too.
+    assert!(submissions_refused() - counted >= (sent - bound) as u64, "the refused {what} are counted");
+    (added, grown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_flooding_attestations_is_bounded_and_the_ledger_stays_small() {
+    let s = Running::start_configured("flood-attest", false, |config| {
+        config.rate_limit = None;
+        config.submissions = SMALL_BOUNDS;
+    })
+    .await;
+    let c = cast(&s).await;
+    let mut customer = AttestationServiceClient::new(s.conn(&c.customer).channel().await.unwrap());
+    let (size, bytes) = (s.size().await, journal_bytes(&s));
+
+    // The attack as measured: attestations of ~60 KB, refused unread.
+    let fat = attestation(&c, 0, &"x".repeat(44 * 1024));
+    assert!(fat.len() > 60_000, "{} bytes", fat.len());
+    let limit = InTotoStatement::<EndUseAttestation>::MAX_ENVELOPE_BYTES;
+    let status = customer.submit_attestation(pb::SubmitRequest { envelope: fat }).await.unwrap_err();
+    assert_refused(status, &format!("over the limit of {limit}"));
+    // Just over the statement's limit: refused too.
+    let over = attestation(&c, 0, &"x".repeat(MAX_ATTESTATION_BYTES));
+    let status = customer.submit_attestation(pb::SubmitRequest { envelope: over }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // A second signature (ignored by the fold, carried for good) is refused.
+    let status = customer
+        .submit_attestation(pb::SubmitRequest { envelope: with_extra_signatures(&attestation(&c, 0, "none"), 1) })
+        .await
+        .unwrap_err();
+    assert_refused(status, "signatures, over the limit of 1");
+    // Refused submissions took no place in the bound: all of it is left.
+    assert_eq!((s.size().await, journal_bytes(&s)), (size, bytes), "nothing refused was logged");
+
+    // A hundred distinct valid attestations, as fast as one client sends.
+    let bodies = (1..=100).map(|n| attestation(&c, n, "none")).collect();
+    let (_, grown) = flood(&s, "attestations per customer", SMALL_BOUNDS.attestations, bodies, |body| {
+        let mut customer = customer.clone();
+        async move { customer.submit_attestation(pb::SubmitRequest { envelope: body }).await }
+    })
+    .await;
+    // Each small attestation is ~2 KiB with its header and salt.
+    assert!(grown < SMALL_BOUNDS.attestations as u64 * 4 * 1024, "{grown} bytes");
+    // With the default bound, an hour of the largest attestations adds at
+    // most 12 × 22 KiB, not 171 MB.
+    assert!(covenant_server::service::MAX_ATTESTATIONS_PER_PERIOD * limit < 300 * 1024);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engineer_flooding_verifications_and_signals_is_bounded() {
+    let s = Running::start_configured("flood-verify", false, |config| {
+        config.rate_limit = None;
+        config.submissions = SMALL_BOUNDS;
+    })
+    .await;
+    let c = cast(&s).await;
+    let att = attest_via_cli(&s, &c.customer).await;
+    let att = std::fs::read(&att).unwrap();
+    let mut engineer = AttestationServiceClient::new(s.conn(&c.engineer).channel().await.unwrap());
+    let (size, bytes) = (s.size().await, journal_bytes(&s));
+
+    // Oversize: a verification with pages of findings, a signal with a
+    // thousand evidence digests.
+    let mut fat = InTotoStatement::<FieldVerification>::parse(
+        covenant_core::envelope::Envelope::parse(&verification(&att, Sha256Digest::of(b"c"), &c.engineer))
+            .unwrap()
+            .payload(),
+    )
+    .unwrap();
+    fat.predicate.findings = "y".repeat(50_000);
+    let status = engineer
+        .submit_verification(pb::SubmitRequest { envelope: envelope::sign(&fat, &[&key_of(&c.engineer)]) })
+        .await
+        .unwrap_err();
+    let limit = InTotoStatement::<FieldVerification>::MAX_ENVELOPE_BYTES;
+    assert_refused(status, &format!("over the limit of {limit}"));
+    let status = engineer
+        .submit_signal(pb::SubmitRequest { envelope: signal(&c.engineer, "z".into(), 1_000) })
+        .await
+        .unwrap_err();
+    assert_refused(status, &format!("over the limit of {}", MisuseSignal::MAX_ENVELOPE_BYTES));
+    // Refused by the ledger (a verification of an attestation it never
+    // logged): no place taken.
+    let stranger = verification(&attestation(&c, 7, "none"), Sha256Digest::of(b"c"), &c.engineer);
+    let status = engineer.submit_verification(pb::SubmitRequest { envelope: stranger }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!((s.size().await, journal_bytes(&s)), (size, bytes), "nothing refused was logged");
+
+    let bodies =
+        (0..100).map(|n| verification(&att, Sha256Digest::of(format!("config {n}").as_bytes()), &c.engineer)).collect();
+    let (_, grown) = flood(&s, "verifications per engineer", SMALL_BOUNDS.verifications, bodies, |body| {
+        let mut engineer = engineer.clone();
+        async move { engineer.submit_verification(pb::SubmitRequest { envelope: body }).await }
+    })
+    .await;
+    assert!(grown < SMALL_BOUNDS.verifications as u64 * 4 * 1024, "{grown} bytes");
+
+    let bodies = (0..100).map(|n| signal(&c.engineer, format!("report {n}"), 3)).collect();
+    let (_, grown) = flood(&s, "signals per reporter", SMALL_BOUNDS.signals, bodies, |body| {
+        let mut engineer = engineer.clone();
+        async move { engineer.submit_signal(pb::SubmitRequest { envelope: body }).await }
+    })
+    .await;
+    assert!(grown < SMALL_BOUNDS.signals as u64 * 4 * 1024, "{grown} bytes");
+
+    // Another engineer has a bound of its own.
+    let other = person(&s, "engineer", "eng-2").await;
+    let mut other_client = AttestationServiceClient::new(s.conn(&other).channel().await.unwrap());
+    other_client.submit_signal(pb::SubmitRequest { envelope: signal(&other, "mine".into(), 0) }).await.unwrap();
+    s.stop().await;
+}

@@ -383,8 +383,18 @@ pub struct MisuseSignal {
     pub reported_at: Timestamp,
 }
 
+/// The largest misuse signal payload, in bytes: a summary of a few
+/// paragraphs and a few dozen evidence digests (71 bytes each) fit; the
+/// evidence itself stays out of the ledger, named by its digests. Its
+/// envelope carries one signature (the reporter's).
+pub const MAX_SIGNAL_BYTES: usize = 4 * 1024;
+
 impl Payload for MisuseSignal {
     const PAYLOAD_TYPE: &'static str = "application/vnd.covenant.signal.v1+json";
+    const MAX_BYTES: usize = MAX_SIGNAL_BYTES;
+    // One reporter: the fold takes the signer from the first signature.
+    const MAX_SIGNATURES: usize = 1;
+    const MAX_ENVELOPE_BYTES: usize = crate::envelope::max_envelope_bytes(MAX_SIGNAL_BYTES, 1);
 
     fn validate(&self) -> Result<(), StatementError> {
         check_id("about.customer", &self.about.customer)?;

@@ -58,10 +58,26 @@ impl Subject {
     }
 }
 
+/// The largest end-use attestation statement, in bytes. The README's
+/// attestation is about 1.3 KB with its one subject; each further deployment
+/// subject adds about 110 bytes, so 16 KiB holds over a hundred deployments
+/// and several KB of text for `facts_unknown_to_signer`. A customer with
+/// more deployments attests in several statements. (64 KiB, the default for
+/// payloads, let one customer add 171 MB to the ledger in 10 s; the server
+/// also bounds how many a customer adds an hour.) Its envelope carries one
+/// signature.
+pub const MAX_ATTESTATION_BYTES: usize = 16 * 1024;
+/// The largest field verification statement, in bytes: its two subjects
+/// and fixed fields take about 900 bytes, which leaves about 3 KB of
+/// findings in words (the evidence itself stays with the engineer).
+pub const MAX_VERIFICATION_BYTES: usize = 4 * 1024;
+
 /// A predicate carried by an in-toto statement.
 pub trait Predicate: Serialize + DeserializeOwned {
     /// Its `predicateType`.
     const PREDICATE_TYPE: &'static str;
+    /// The largest statement carrying it, in bytes (its payload limit).
+    const MAX_BYTES: usize;
     /// Checks the predicate's rules against the statement's subjects.
     fn validate(&self, subjects: &[Subject]) -> Result<(), StatementError>;
 }
@@ -96,6 +112,12 @@ impl<P: Predicate> InTotoStatement<P> {
 
 impl<P: Predicate> Payload for InTotoStatement<P> {
     const PAYLOAD_TYPE: &'static str = "application/vnd.in-toto+json";
+    const MAX_BYTES: usize = P::MAX_BYTES;
+    // One signer: the fold checks the first signature against the one
+    // registered key of the customer or engineer, so further signatures
+    // would only be padding carried into the ledger for good.
+    const MAX_SIGNATURES: usize = 1;
+    const MAX_ENVELOPE_BYTES: usize = crate::envelope::max_envelope_bytes(P::MAX_BYTES, 1);
 
     fn validate(&self) -> Result<(), StatementError> {
         if self.predicate_type != P::PREDICATE_TYPE {
@@ -208,6 +230,7 @@ pub struct EndUseAttestation {
 
 impl Predicate for EndUseAttestation {
     const PREDICATE_TYPE: &'static str = "urn:covenant:end-use:v1";
+    const MAX_BYTES: usize = MAX_ATTESTATION_BYTES;
 
     fn validate(&self, subjects: &[Subject]) -> Result<(), StatementError> {
         if subjects.iter().any(|s| s.deployment().is_none()) {
@@ -285,6 +308,7 @@ pub struct FieldVerification {
 
 impl Predicate for FieldVerification {
     const PREDICATE_TYPE: &'static str = "urn:covenant:field-verification:v1";
+    const MAX_BYTES: usize = MAX_VERIFICATION_BYTES;
 
     fn validate(&self, subjects: &[Subject]) -> Result<(), StatementError> {
         check_id("predicate.deployment", &self.deployment)?;

@@ -14,8 +14,8 @@ mod release;
 mod root;
 
 pub use action::{
-    ActionKind, ActionTag, AdminAction, CONDITION_NAMES, CaseState, Determination, IdentityRole, MisuseSignal,
-    SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
+    ActionKind, ActionTag, AdminAction, CONDITION_NAMES, CaseState, Determination, IdentityRole, MAX_SIGNAL_BYTES,
+    MisuseSignal, SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
 };
 pub use contract::{Condition, Contract, DeniedParty, Licence, contract_relaxations, licence_relaxations};
 pub use decision::{
@@ -29,8 +29,8 @@ pub use device::{
 };
 pub use intoto::{
     ATTESTATION_SUBJECT_PREFIX, DEPLOYMENT_SUBJECT_PREFIX, EndUse, EndUseAttestation, EndUser, FieldVerification,
-    InTotoStatement, InTotoTag, Predicate, Signatory, Site, Subject, SubjectDigest, Undertakings, VerificationMethod,
-    VerificationResult, deployment_subject,
+    InTotoStatement, InTotoTag, MAX_ATTESTATION_BYTES, MAX_VERIFICATION_BYTES, Predicate, Signatory, Site, Subject,
+    SubjectDigest, Undertakings, VerificationMethod, VerificationResult, deployment_subject,
 };
 pub use release::{Artifact, ReleaseClass, ReleaseManifest, ReleaseTag};
 pub use root::{RoleSpec, Roles, RootKey, RootMetadata, RootTag};
