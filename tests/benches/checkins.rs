@@ -88,6 +88,7 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
     // Units of entries that must go in order; units go in parallel.
     let mut customers: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut deployments: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut contracts: Vec<Vec<Vec<u8>>> = Vec::new();
     let sign = |what| envelope::sign(&action(what), &[&admin]);
     for c in 0..CUSTOMERS {
         let mut unit = Vec::new();
@@ -105,11 +106,12 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
             grant_validity_seconds: 86_400,
             compliance_contact: "compliance@vendor.example".into(),
         };
-        // A customer's first contract waits for the second admin's approval.
+        // A customer's first contract waits for the second admin's approval;
+        // it comes after the deployments (one registered where a contract
+        // covers it at once would wait for approval too).
         let proposal = sign(ActionKind::SetContract { contract });
         let digest = Sha256Digest::of(Envelope::parse(&proposal).unwrap().payload());
-        unit.push(proposal);
-        unit.push(envelope::sign(&action(ActionKind::Approve { proposal: digest }), &[&second]));
+        contracts.push(vec![proposal, envelope::sign(&action(ActionKind::Approve { proposal: digest }), &[&second])]);
         customers.push(unit);
     }
     let mut folders = Vec::new();
@@ -145,8 +147,9 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
     }
     let (ledger, _) = datadir::open_ledger(dir).unwrap();
     let ledger = Arc::new(ledger);
-    // Customers before their deployments; 32 appenders at a time.
-    for units in [&customers, &deployments] {
+    // Customers, then their deployments, then the contracts; 32 appenders
+    // at a time.
+    for units in [&customers, &deployments, &contracts] {
         std::thread::scope(|s| {
             for part in units.chunks(units.len().div_ceil(32)) {
                 let ledger = ledger.clone();

@@ -171,11 +171,6 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
         grant_validity_seconds: 86_400,
         compliance_contact: "compliance@vendor.example".into(),
     };
-    // A customer's first contract waits for the second admin's approval.
-    let proposal = act(ActionKind::SetContract { contract });
-    let digest = Sha256Digest::of(Envelope::parse(&proposal).unwrap().payload());
-    append(&ledger, proposal);
-    append(&ledger, by(ActionKind::Approve { proposal: digest }, &second));
     let mut folders = Vec::new();
     for d in 0..DEVICES {
         let id = format!("dep-{d}");
@@ -207,6 +202,12 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
         );
         folders.push(folder);
     }
+    // A customer's first contract waits for the second admin's approval;
+    // after the deployments, which it then covers.
+    let proposal = act(ActionKind::SetContract { contract });
+    let digest = Sha256Digest::of(Envelope::parse(&proposal).unwrap().payload());
+    append(&ledger, proposal);
+    append(&ledger, by(ActionKind::Approve { proposal: digest }, &second));
     publish(dir, &ledger, "1.0.0", 1);
     ledger.close();
     folders

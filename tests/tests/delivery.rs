@@ -91,8 +91,8 @@ async fn no_grant_no_bytes() {
     assert_eq!(Sha256Digest::of(&got), Sha256Digest::of(&bytes));
     // Another deployment (registered, with its own certificate, no grant)
     // gets nothing, not even with the release digest of lim-07's grant.
-    admin(
-        &s.admin(1),
+    register_deployment(
+        &s,
         Admin::Deployment {
             id: "lim-08".into(),
             customer: "min-x".into(),
@@ -197,8 +197,8 @@ async fn a_download_cut_anywhere_resumes_to_the_right_hash() {
 async fn a_device_enrolls_without_its_keys_leaving_it() {
     let s = Running::start("enroll").await;
     let _ = cast_with(&s, "").await;
-    admin(
-        &s.admin(1),
+    register_deployment(
+        &s,
         Admin::Deployment {
             id: "lim-09".into(),
             customer: "min-x".into(),
@@ -339,8 +339,8 @@ fn checkin_as(device: &std::path::Path, deployment: &str, nonce: &str) -> Vec<u8
 /// Registers `deployment` of `customer`, makes its certificate and has it
 /// check in once; returns its identity folder.
 async fn granted_device(s: &Running, customer: &str, deployment: &str) -> std::path::PathBuf {
-    admin(
-        &s.admin(1),
+    register_deployment(
+        s,
         Admin::Deployment {
             id: deployment.into(),
             customer: customer.into(),
@@ -378,8 +378,8 @@ async fn stalled_download(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_of_another_deployments_release_at_a_huge_offset_reveals_nothing() {
     let (s, _c, release, bytes) = granted("oracle").await;
-    admin(
-        &s.admin(1),
+    register_deployment(
+        &s,
         Admin::Deployment {
             id: "lim-08".into(),
             customer: "min-x".into(),

@@ -222,6 +222,21 @@ conditions = []
     Cast { customer, engineer, device }
 }
 
+/// admin1 registers a deployment (`Admin::Deployment`); where it waits for
+/// a second admin (its customer is held, or its customer's contract would
+/// cover it at once), admin2 approves it.
+pub async fn register_deployment(s: &Running, registration: Admin) {
+    let size = s.size().await;
+    admin(&s.admin(1), registration).await;
+    let proposal = proposal_digest(s, size).await;
+    match covenant_cli::admin::run(Admin::Approve { proposal: proposal.to_string() }, &s.admin(2), true).await {
+        Ok(()) => {}
+        // Registered at once: nothing to approve.
+        Err(e) if e.to_string().contains("no proposal has this digest") => {}
+        Err(e) => panic!("approving the registration: {e}"),
+    }
+}
+
 /// Sets a customer's first contract from `file`: admin1 proposes it and
 /// admin2 approves, as a first contract needs the admin threshold.
 pub async fn first_contract(s: &Running, file: PathBuf) {
@@ -435,7 +450,7 @@ pub async fn enrolled_agent(s: &Running, id: &str) -> PathBuf {
         site: "s1".into(),
         provisioned_version: "1.0.0".into(),
     };
-    admin(&s.admin(1), deployment).await;
+    register_deployment(s, deployment).await;
     let state = s.dir.join(format!("agent-{id}"));
     let made = covenant_agent::enroll_request(&state).unwrap();
     let bundle = s.dir.join(format!("bundle-{id}"));
