@@ -37,8 +37,9 @@ pub enum Admin {
     /// device's signing key for DEPLOYMENT in the ledger, and writes the
     /// provisioning bundle (certificate, CA certificate, trusted root, server
     /// address, the ledger's and the witnesses' verifier keys). If a
-    /// suspension or open case holds a deployment of its customer, the
-    /// registration waits for a second admin's approval (its digest is
+    /// suspension or open case holds its customer or one of its
+    /// deployments, or DEPLOYMENT had a device key before (a new device),
+    /// the registration waits for a second admin's approval (its digest is
     /// printed).
     Enroll {
         /// The deployment (registered with `covenant admin deployment`).
@@ -63,9 +64,11 @@ pub enum Admin {
     },
     /// Registers a deployment of a customer: a product at a site. While a
     /// suspension (of the customer or of one of its deployments) or an open
-    /// case holds the customer, it waits for a second admin's approval (it
-    /// could be a held system under a new id, with a baseline of one
-    /// admin's choosing); it prints the digest to send them.
+    /// case holds the customer, or once the customer's contract would cover
+    /// it at once, it waits for a second admin's approval (it could be a
+    /// held system under a new id, with a baseline of one admin's
+    /// choosing); it prints the digest to send them. Register deployments
+    /// before the customer's first contract, which two admins set anyway.
     Deployment {
         /// The deployment id.
         id: String,
@@ -176,9 +179,10 @@ pub enum Admin {
         #[arg(long)]
         country: String,
     },
-    /// Records an export licence. Recording it again with narrower terms
-    /// takes effect at once; wider terms (a later expiry, other versions,
-    /// another authority) wait for a second admin's approval.
+    /// Records an export licence. The first record of a licence, and wider
+    /// terms later (a later expiry, other versions, another authority),
+    /// wait for a second admin's approval (either can lift `licence_valid`);
+    /// narrower terms take effect at once.
     Licence {
         /// The licence id.
         id: String,
@@ -280,21 +284,22 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
     // depending on the ledger: what decides it, in words.
     let maybe = match &action {
         ActionKind::SetContract { .. } => Some(
-            "The first contract of a customer, or a version that relaxes a condition, waits for a second admin's approval",
+            "The first contract of a customer, or a version that relaxes a condition or covers more deployments, waits \
+             for a second admin's approval",
         ),
         ActionKind::RecordLicence { .. } => {
-            Some("If this widens a recorded licence, it waits for a second admin's approval")
+            Some("A licence recorded for the first time, or with wider terms, waits for a second admin's approval")
         }
         ActionKind::CaseTransition { .. } => {
             Some("If this closes the case or takes it back, it waits for a second admin's approval")
         }
         ActionKind::RegisterDeployment { .. } => Some(
-            "If a suspension or open case holds this customer or one of its deployments, the registration waits for a \
-             second admin's approval",
+            "If a suspension or open case holds this customer or one of its deployments, or its contract would cover \
+             the deployment at once, the registration waits for a second admin's approval",
         ),
         ActionKind::IssueIdentity { role: IdentityRole::Deployment, .. } => Some(
-            "If a suspension or open case holds this device's customer or one of its deployments, the device key \
-             waits for a second admin's approval",
+            "If a suspension or open case holds this device's customer or one of its deployments, or the deployment \
+             had a device key before (a new device), the device key waits for a second admin's approval",
         ),
         ActionKind::RevokeIdentity { compromised_since: None, .. } => {
             Some("If this revokes another admin, it waits for a second admin's approval")
