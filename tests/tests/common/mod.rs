@@ -56,9 +56,18 @@ impl Running {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let mut config = ServeConfig::new(dir.clone());
         configure(&mut config);
-        let task = tokio::spawn(run(config, listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let served = run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+            // Said at once, so that a test whose calls are refused shows why
+            // the server stopped (the result itself is read only at stop).
+            if let Err(e) = &served {
+                eprintln!("the server stopped early: {e:#}");
+            }
+            served
+        });
         Running { url, dir, stop, task }
     }
 
