@@ -77,8 +77,7 @@ impl World {
     /// (a first licence record, say), the other admin approves it.
     pub fn act_approved(&mut self, what: ActionKind, by: usize) -> Result<u64, Rejection> {
         let body = self.action_body(what, by);
-        let index = self.append_approved(body, by)?;
-        Ok(index)
+        self.append_approved(body, by)
     }
 
     /// Appends an admin action's `body` signed by admin `by`; where it
