@@ -16,11 +16,13 @@ folder at each run; nothing generated is kept.
 """
 
 import argparse
-import dataclasses
+import atexit
 import base64
+import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -46,6 +48,7 @@ def stubs(proto_root):
     import grpc_tools
 
     out = tempfile.mkdtemp(prefix="covenant-py-stubs-")
+    atexit.register(shutil.rmtree, out, True)
     include = str(Path(grpc_tools.__file__).parent / "_proto")
     args = ["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}", "covenant/v1/covenant.proto"]
     if protoc.main(args) != 0:
@@ -56,16 +59,20 @@ def stubs(proto_root):
     return covenant_pb2, covenant_pb2_grpc
 
 
+def write_private(path, key):
+    """Writes a private key, PKCS#8 PEM, readable by its owner only."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
 def keygen(state):
     state.mkdir(parents=True, exist_ok=True)
     signing = cv.new_signing_key()
-    (state / "signing.pem").write_bytes(
-        signing.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    write_private(state / "signing.pem", signing)
     tls = ec.generate_private_key(ec.SECP256R1())
-    (state / "key.pem").write_bytes(
-        tls.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    write_private(state / "key.pem", tls)
     public = signing.public_key().public_bytes_raw().hex()
     csr = (
         x509.CertificateSigningRequestBuilder()
