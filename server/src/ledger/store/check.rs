@@ -9,7 +9,7 @@
 use std::io;
 
 use covenant_core::ledger::EntryHeader;
-use covenant_core::merkle::{self, Hash};
+use covenant_core::merkle::{self, CompactRange, Hash};
 use covenant_core::note::{self, NoteVerifier, VerifiedCheckpoint};
 use covenant_core::tiles::{self, TILE_WIDTH, TileError};
 
@@ -172,7 +172,10 @@ pub(super) fn analyse<S: Storage>(
     // stored one. Those made durable (completed at or below the watermark)
     // must match; later ones may be missing or torn after a crash and are
     // rewritten.
-    let mut edge = Edge { level8: Some(Vec::new()), ..Edge::default() };
+    let mut edge = Edge::default();
+    // The tree's root, one way for every size asked: a compact range fed
+    // every leaf in order (RFC 6962 MTH, `covenant_core::merkle`).
+    let mut tree = CompactRange::new();
     let mut ends = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_mul(8));
     let mut first_difference: Option<TileError> = None;
     let mut suspect: Option<(u64, Suspect)> = None;
@@ -228,7 +231,7 @@ pub(super) fn analyse<S: Storage>(
             // fails either way, and which file is to blame is decided below.
         }
         let mut full = Vec::new();
-        edge.push(&header_bytes, &mut |path, bytes| full.push((path, bytes)))?;
+        tree.push(edge.push(&header_bytes, &mut |path, bytes| full.push((path, bytes)))?);
         for (path, ours) in full {
             let stored = storage.read(&path)?;
             let same = stored.as_deref() == Some(ours.as_slice());
@@ -246,24 +249,13 @@ pub(super) fn analyse<S: Storage>(
         ends.extend_from_slice(&end.to_be_bytes());
         edge.journal_end = end;
         for w in witnessed.iter().filter(|w| w.size == index + 1 && w.root.is_some()) {
-            let last_leaves = if w.size.is_multiple_of(TILE_WIDTH) {
-                Vec::new()
-            } else {
-                edge.tiles.first().cloned().unwrap_or_default()
-            };
-            let level8 = edge.level8.as_deref().unwrap_or_default();
-            if let Some(root) = tiles::root_from_parts(w.size, level8, &last_leaves) {
-                witnessed_roots.push((w, root));
-            }
+            witnessed_roots.push((w, tree.root()));
         }
     }
     // The journal must reproduce the signed root. If it does, a durable file
     // that differs from what the journal implies is corrupt; if it does not,
     // the journal is, at the first entry found wrong.
-    let level8 = edge.level8.take().unwrap_or_default();
-    let last_leaves =
-        if size.is_multiple_of(TILE_WIDTH) { Vec::new() } else { edge.tiles.first().cloned().unwrap_or_default() };
-    let reproduces = size == 0 || tiles::root_from_parts(size, &level8, &last_leaves) == Some(root);
+    let reproduces = size == 0 || tree.root() == root;
     if !reproduces {
         let signed = format!("log/journal does not reproduce the signed checkpoint of size {size}");
         return Err(match (suspect, first_difference) {

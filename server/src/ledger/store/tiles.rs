@@ -91,13 +91,12 @@ pub(super) struct Edge {
     pub(super) bundle: Vec<u8>,
     pub(super) tiles: Vec<Vec<Hash>>,
     pub(super) journal_end: u64,
-    /// During recovery: every level-8 node (full level-0 tile root) pushed.
-    pub(super) level8: Option<Vec<Hash>>,
 }
 
 impl Edge {
-    /// Adds one entry's header; full bundles and tiles it completes go to `full`.
-    pub(super) fn push(&mut self, header: &[u8], full: &mut dyn FnMut(String, Vec<u8>)) -> io::Result<()> {
+    /// Adds one entry's header; full bundles and tiles it completes go to
+    /// `full`. Returns the entry's leaf hash.
+    pub(super) fn push(&mut self, header: &[u8], full: &mut dyn FnMut(String, Vec<u8>)) -> io::Result<Hash> {
         let bundle_index = self.size / TILE_WIDTH;
         tiles::push_bundle_entry(&mut self.bundle, header)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "entry header over 65,535 bytes"))?;
@@ -105,19 +104,15 @@ impl Edge {
         if self.size.is_multiple_of(TILE_WIDTH) {
             full(bundle_base(bundle_index), std::mem::take(&mut self.bundle));
         }
-        self.push_node(0, merkle::leaf_hash(header), full);
-        Ok(())
+        let leaf = merkle::leaf_hash(header);
+        self.push_node(0, leaf, full);
+        Ok(leaf)
     }
 
     fn push_node(&mut self, level: u8, hash: Hash, full: &mut dyn FnMut(String, Vec<u8>)) {
         let l = usize::from(level);
         if self.tiles.len() <= l {
             self.tiles.resize(l + 1, Vec::new());
-        }
-        if level == 1
-            && let Some(collected) = &mut self.level8
-        {
-            collected.push(hash);
         }
         let Some(tile) = self.tiles.get_mut(l) else { return };
         tile.push(hash);
