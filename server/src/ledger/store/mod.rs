@@ -50,7 +50,7 @@
 //!    name it, deepest first);
 //! 5. the caller computes the root from the tiles, signs the checkpoint,
 //!    appends it to `log/checkpoints` and fsyncs that (the first time also
-//!    its directories); only then does it answer.
+//!    its directory); only then does it answer.
 //!
 //! Two fsyncs per batch: tiles, bundles, `log/index` and the published
 //! checkpoint are derived from the journal. About once a second (and when
@@ -82,17 +82,18 @@
 //!
 //! Only after that reading does recovery write, in this order: it removes
 //! a leftover `public/checkpoint.tmp`; moves a torn last checkpoint record
-//! to `log/checkpoints.torn-<S>` and the unsigned tail to
-//! `log/journal.unsigned-<S>` (each copy fsynced and its name made durable
-//! before the original is cut and fsynced); cuts a torn watermark value;
-//! removes tiles and bundles past S; rewrites `log/index` if it differs;
-//! rewrites the full files above the watermark that are missing or torn
-//! (by rename); checks every partial file against the journal, rewriting a
-//! torn one; and then flushes as above, so everything derived is durable
-//! before the ledger serves. A full tile or bundle is written in place in
-//! step 2 (it is new, and fsynced by the next flush); a crash before that
-//! flush may tear it, and recovery rewrites it, since it lies above the
-//! watermark.
+//! to `log/checkpoints.torn-<S>`; cuts a torn watermark value and fsyncs
+//! `log/derived`; removes tiles and bundles past S (fsyncing the folders
+//! it changed); moves the unsigned tail to `log/journal.unsigned-<S>`
+//! (each set-aside copy fsynced and its name made durable before the
+//! original is cut and fsynced); rewrites `log/index` if it differs;
+//! rewrites, by rename, the full files above the watermark that are
+//! missing or torn; checks every partial file against the journal,
+//! rewriting a torn one; and then flushes as above, so everything derived
+//! is durable before the ledger serves. A full tile or bundle is written
+//! in place in step 2 (a new file, fsynced by the next flush); a crash
+//! before that flush may tear it, and recovery rewrites it, since it lies
+//! above the watermark.
 
 mod check;
 mod journal;
