@@ -12,11 +12,11 @@ use covenant_core::ledger::EntryHeader;
 use covenant_core::merkle::{self, CompactRange, Hash};
 use covenant_core::note::{self, NoteVerifier, VerifiedCheckpoint};
 use covenant_core::tiles::{self, TILE_WIDTH, TileError};
+use covenant_storage::Storage;
 
 use super::journal::{JournalScanner, Scanned, StoredBody, last_record, read_u64};
 use super::tiles::{Edge, bundle_base, describe_difference};
 use super::{CHECKPOINT, CHECKPOINTS, DERIVED, JOURNAL, OpenError, PUBLIC};
-use covenant_storage::Storage;
 /// What a dry run of recovery found (`covenant-server check`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
@@ -90,8 +90,10 @@ enum Suspect {
     /// The state fold refused it.
     Refused(String),
 }
-/// Checks the stored ledger with exactly the reading [`recover`](fn@super::recover) does, and
-/// writes nothing (`covenant-server check`): the last whole checkpoint of
+
+/// Checks the stored ledger with exactly the reading
+/// [`recover`](fn@super::recover) does, and writes nothing
+/// (`covenant-server check`): the last whole checkpoint of
 /// the checkpoint log verifies; no durable file (the watermark, the
 /// published checkpoint) shows a larger signed size; the journal holds
 /// every signed entry, each record well formed, each body matching its

@@ -7,9 +7,9 @@
 use std::io;
 
 use covenant_core::ledger::SALT_LEN;
+use covenant_storage::Storage;
 
 use super::JOURNAL;
-use covenant_storage::Storage;
 
 /// One journal record, borrowed from the bytes it was parsed from.
 pub(super) struct RecordRef<'a> {

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use covenant_core::ledger::EntryHeader;
 use covenant_core::merkle::{self, Hash, HashReader};
 use covenant_core::tiles::{self, TILE_HEIGHT, TILE_WIDTH};
+use covenant_storage::Storage;
 
 use super::journal::{JournalScanner, Scanned, StoredBody, parse_record, read_u64};
 use super::tiles::{EdgeView, ExpandedTile, bundle_base, bundle_file, tile_base, tile_file};
 use super::{JOURNAL, JOURNAL_INDEX, MAX_TILE_LEVELS, ReadError};
-use covenant_storage::Storage;
 /// Reads entries, bodies and proofs. Shared by the sequencer and readers;
 /// every read names the tree size it reads at, which must be signed (or
 /// about to be, for the sequencer).
@@ -62,7 +62,7 @@ impl<S: Storage> LedgerReader<S> {
     /// The tile at tile level `level`, index `index`, width `width`. A
     /// partial tile superseded by the full one may have been removed: the
     /// full tile's first `width` hashes are the same.
-    pub(super) fn tile(&self, level: u8, index: u64, width: u64) -> Result<Arc<ExpandedTile>, ReadError> {
+    fn tile(&self, level: u8, index: u64, width: u64) -> Result<Arc<ExpandedTile>, ReadError> {
         let key = (level, index, width);
         if let Some(t) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(t);

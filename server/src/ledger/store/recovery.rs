@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use covenant_core::ledger::EntryHeader;
 use covenant_core::note::{NoteVerifier, VerifiedCheckpoint};
+use covenant_storage::{Storage, parent};
 
 use super::check::{RecoveryLimits, analyse};
 use super::journal::StoredBody;
@@ -16,7 +17,6 @@ use super::reader::LedgerReader;
 use super::tiles::{discard_beyond, repair_partials, write_public};
 use super::writer::LedgerWriter;
 use super::{CHECKPOINT_TMP, CHECKPOINTS, DERIVED, JOURNAL, JOURNAL_INDEX, OpenError};
-use covenant_storage::{Storage, parent};
 
 /// A ledger opened from storage: its writer, reader and last checkpoint.
 pub struct Recovered<S: Storage> {

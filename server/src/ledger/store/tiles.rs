@@ -10,9 +10,9 @@ use std::sync::{Arc, OnceLock};
 
 use covenant_core::merkle::{self, Hash};
 use covenant_core::tiles::{self, TILE_HEIGHT, TILE_WIDTH, TileError};
+use covenant_storage::{Storage, parent};
 
 use super::{MAX_TILE_LEVELS, PUBLIC};
-use covenant_storage::{Storage, parent};
 
 /// The stored path of entry bundle `index` of `width` entries.
 pub(super) fn bundle_file(index: u64, width: u64) -> String {

@@ -10,11 +10,12 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use covenant_storage::{Storage, parent};
+
 use super::journal::{NewRecord, push_batch_end, push_checkpoint_record, push_record};
 use super::reader::LedgerReader;
 use super::tiles::{Edge, partial_paths, write_public};
 use super::{CHECKPOINT, CHECKPOINT_TMP, CHECKPOINTS, DERIVED, JOURNAL, JOURNAL_INDEX};
-use covenant_storage::{Storage, parent};
 
 /// The newest cosigned checkpoint, handed from the witness task to the
 /// writer, which publishes it once its tiles are written.
