@@ -905,3 +905,82 @@ fn a_ledger_holding_another_tree_than_the_witness_cosigned_is_refused() {
     Ledger::open(storage, signer(), NoteCounter::default(), clock(), with(root)).unwrap().close();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `check` and opening read a store with one analysis and compute the
+/// journal's root one way (a compact range fed every leaf): on an undamaged
+/// store both accept the true root a witness cosigned at any size (inside
+/// a tile, at a tile's end, the signed size) and refuse a false one in the
+/// same words; on a damaged store (a flipped tile, a flipped journal
+/// header) both refuse in the same words; with an unsigned batch past the
+/// signed size both stop at the same size, whose root is the tree's.
+#[test]
+fn recovery_and_check_agree_on_an_undamaged_and_a_damaged_store() {
+    use covenant_server::ledger::store::Witnessed;
+    let (dir, storage) = stored_ledger("check-agrees");
+    let ledger = open(storage.clone()).unwrap();
+    let headers = ledger.headers(0, 700).unwrap();
+    ledger.close();
+    let mut tree = merkle::MemoryTree::new();
+    let mut roots = vec![tree.root()];
+    for header in &headers {
+        tree.push_leaf(header);
+        roots.push(tree.root());
+    }
+    let witnessed = |size: u64, root: [u8; 32]| LedgerConfig {
+        witnessed: vec![Witnessed { source: "witness-state.json".into(), size, root: Some(root) }],
+        ..LedgerConfig::default()
+    };
+    let check_with = |config: &LedgerConfig| {
+        Ledger::check(&*storage, &signer().verifier(), NoteCounter::default(), config).map_err(|e| e.to_string())
+    };
+    let open_with = |config: LedgerConfig| {
+        Ledger::open(storage.clone(), signer(), NoteCounter::default(), clock(), config).map_err(|e| e.to_string())
+    };
+
+    // Undamaged: the true root at every size is accepted by both, a false
+    // one refused by both alike.
+    for size in [1u64, 255, 256, 257, 512, 699, 700] {
+        let root = roots[size as usize];
+        assert_eq!(check_with(&witnessed(size, root)).unwrap().size, 700, "size {size}");
+        let opened = open_with(witnessed(size, root)).unwrap();
+        assert_eq!((opened.checkpoint().size, opened.checkpoint().root), (700, roots[700]), "size {size}");
+        opened.close();
+        let mut other = root;
+        other[0] ^= 1;
+        let by_check = check_with(&witnessed(size, other)).unwrap_err();
+        assert!(by_check.contains(&format!("cosigned size {size} with another root")), "{by_check}");
+        assert_eq!(open_with(witnessed(size, other)).unwrap_err(), by_check, "size {size}");
+    }
+
+    // Damaged: a flipped byte in a durable tile, then in a journal header;
+    // each refused by both in the same words, and put back.
+    let tile = dir.join("public").join(tiles::tile_path(0, 1, 256));
+    flip(&tile, 32 * 3 + 1);
+    let by_check = check(&storage).map(|c| c.size).unwrap_err().to_string();
+    assert!(by_check.contains("tile/0/001 is corrupt at position 3"), "{by_check}");
+    assert_eq!(open(storage.clone()).map(|_| ()).unwrap_err().to_string(), by_check);
+    flip(&tile, 32 * 3 + 1);
+    let index = std::fs::read(dir.join("log/index")).unwrap();
+    let start = u64::from_be_bytes(index[299 * 8..300 * 8].try_into().unwrap()) as usize;
+    let journal = std::fs::read(dir.join("log/journal")).unwrap();
+    let header_len = u32::from_be_bytes(journal[start..start + 4].try_into().unwrap()) as usize;
+    let z = journal[start + 4..start + 4 + header_len].windows(2).position(|w| w == b"Z\"").unwrap();
+    flip(&dir.join("log/journal"), start + 4 + z - 1);
+    let by_check = check(&storage).map(|c| c.size).unwrap_err().to_string();
+    assert!(by_check.contains("corrupt record at entry 300 in log/journal"), "{by_check}");
+    assert_eq!(open(storage.clone()).map(|_| ()).unwrap_err().to_string(), by_check);
+    flip(&dir.join("log/journal"), start + 4 + z - 1);
+    assert_eq!(check(&storage).unwrap().size, 700);
+
+    // The last batch cut from the checkpoint log, as a crash before its
+    // checkpoint was durable leaves it: both stop at the size before it.
+    let records = checkpoint_records(&std::fs::read(dir.join("log/checkpoints")).unwrap());
+    let signed = records[records.len() - 2].1;
+    cut_checkpoint_log_to(&dir, signed);
+    let checked = check(&storage).unwrap();
+    assert_eq!((checked.size, checked.unsigned_entries), (signed, 700 - signed));
+    let opened = open(storage.clone()).unwrap();
+    assert_eq!((opened.checkpoint().size, opened.checkpoint().root), (signed, roots[signed as usize]));
+    opened.close();
+    std::fs::remove_dir_all(dir).unwrap();
+}
