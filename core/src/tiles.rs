@@ -300,27 +300,6 @@ pub fn verify_files<F: TileFiles + ?Sized>(files: &F, size: u64, root: &Hash) ->
     }
 }
 
-/// The root of a tree of `size` leaves given the hashes of its full level-0
-/// tiles (the complete nodes of Merkle level 8, in order) and the leaf
-/// hashes of its last, partial tile (empty if `size` is a multiple of 256).
-pub fn root_from_parts(size: u64, level8: &[Hash], last_leaves: &[Hash]) -> Option<Hash> {
-    if level8.len() as u64 != size / TILE_WIDTH || last_leaves.len() as u64 != size % TILE_WIDTH {
-        return None;
-    }
-    let mut levels: Vec<Vec<Hash>> = vec![Vec::new(), level8.to_vec()];
-    loop {
-        let below = levels.last().map(Vec::as_slice).unwrap_or_default();
-        let above: Vec<Hash> = below.chunks_exact(256).map(reduce).collect();
-        if above.is_empty() {
-            break;
-        }
-        levels.push(above);
-    }
-    let last_bundle = if last_leaves.is_empty() { u64::MAX } else { size / TILE_WIDTH };
-    let recomputed = Recomputed { size, levels, last_leaves: last_leaves.to_vec(), last_bundle };
-    merkle::root(&recomputed, size).ok()
-}
-
 /// Computes, from the complete nodes of Merkle level `8·L` of one tile, the
 /// hash of the perfect subtree of `2^sub` of them starting at `offset`.
 pub fn subtree_in_tile(hashes: &[Hash], offset: usize, sub: u8) -> Option<Hash> {
@@ -385,20 +364,6 @@ mod tests {
             let (files, root) = layout(n);
             assert_eq!(verify_files(&files, n, &root), Ok(()), "size {n}");
         }
-    }
-
-    #[test]
-    fn root_from_parts_matches_the_tree() {
-        for n in [1u64, 255, 256, 257, 1000, 65_536, 65_537, 70_000] {
-            let mut tree = merkle::MemoryTree::new();
-            for i in 0..n {
-                tree.push_leaf(&i.to_be_bytes());
-            }
-            let level8: Vec<Hash> = (0..n / 256).map(|i| tree.stored_hash(8, i).unwrap()).collect();
-            let last: Vec<Hash> = (n / 256 * 256..n).map(|i| tree.leaf_hash(i).unwrap()).collect();
-            assert_eq!(root_from_parts(n, &level8, &last), Some(tree.root()), "size {n}");
-        }
-        assert_eq!(root_from_parts(300, &[], &[]), None);
     }
 
     #[test]
