@@ -27,42 +27,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use covenant_cli::connect::Connection;
-use covenant_core::digest::{Sha256Digest, Timestamp};
+use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope::{self, Envelope};
-use covenant_core::keys::SigningKey;
 use covenant_core::state::classify;
 use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
-use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
 use covenant_server::pki::Authority;
 use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_tests::device::{is_grant, manifest, now, numbered_device, signed_checkin};
+use covenant_tests::load::{arg, checkpoint_calls_per_second};
 use tokio::net::TcpListener;
 
 const CUSTOMERS: usize = 1_000;
 const DEPLOYMENTS: usize = 10_000;
 const CLIENTS: usize = 256;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    Timestamp::from_unix(secs as i64)
-}
-
-fn device_key(d: usize) -> SigningKey {
-    SigningKey::from_seed(Sha256Digest::of(format!("device {d}").as_bytes()).as_bytes())
-}
-
-fn dep(d: usize) -> String {
-    format!("dep-{d}")
-}
 
 fn action(what: ActionKind) -> AdminAction {
     AdminAction {
@@ -118,14 +100,14 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
     for d in 0..DEPLOYMENTS {
         let mut unit = Vec::new();
         unit.push(sign(ActionKind::RegisterDeployment {
-            deployment: dep(d),
+            deployment: numbered_device(d).0,
             customer: format!("cust-{}", d % CUSTOMERS),
             product: "lim".into(),
             site: Site { country: "XA".into(), site_id: "s1".into() },
             provisioned_version: "1.0.0".parse().unwrap(),
         }));
         let fingerprint = if d < CLIENTS {
-            let issued = ca.issue_client(IdentityRole::Deployment, &dep(d)).unwrap();
+            let issued = ca.issue_client(IdentityRole::Deployment, &numbered_device(d).0).unwrap();
             let folder = dir.join(format!("bench-clients/{d}"));
             std::fs::create_dir_all(&folder).unwrap();
             std::fs::write(folder.join("cert.pem"), &issued.cert_pem).unwrap();
@@ -138,8 +120,8 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
         };
         unit.push(sign(ActionKind::IssueIdentity {
             role: IdentityRole::Deployment,
-            subject: dep(d),
-            signing_key: device_key(d).public(),
+            subject: numbered_device(d).0,
+            signing_key: numbered_device(d).1.public(),
             certificate_sha256: fingerprint,
             scope: None,
         }));
@@ -185,21 +167,7 @@ async fn up(dir: &Path) -> Up {
 /// Writes, signs (two release keys) and publishes release `version`.
 async fn publish(dir: &Path, admin: &mut AdminServiceClient<tonic::transport::Channel>, version: &str) {
     let bytes = format!("image {version}").into_bytes();
-    let manifest = ReleaseManifest {
-        type_tag: ReleaseTag,
-        schema: SchemaV1,
-        product: "lim".into(),
-        version: version.parse().unwrap(),
-        class: ReleaseClass::Capability,
-        capability_baseline: version.parse().unwrap(),
-        artifact: Artifact {
-            name: format!("lim-{version}"),
-            sha256: Sha256Digest::of(&bytes),
-            size: bytes.len() as u64,
-        },
-        expected_installed_digests: Default::default(),
-        released_at: now(),
-    };
+    let manifest = manifest(version, &format!("lim-{version}"), Sha256Digest::of(&bytes), bytes.len() as u64);
     let k1 = datadir::read_key(&dir.join("keys/release-1.key")).unwrap();
     let k2 = datadir::read_key(&dir.join("keys/release-2.key")).unwrap();
     let body = envelope::sign(&manifest, &[&k1, &k2]);
@@ -208,29 +176,9 @@ async fn publish(dir: &Path, admin: &mut AdminServiceClient<tonic::transport::Ch
 }
 
 fn checkin(d: usize, nonce: &str) -> Vec<u8> {
-    let c = CheckIn {
-        type_tag: CheckInTag,
-        schema: SchemaV1,
-        deployment: dep(d),
-        product: "lim".into(),
-        installed_version: "1.0.0".parse().unwrap(),
-        installed_baseline: "1.0.0".parse().unwrap(),
-        software_digests: Default::default(),
-        configuration_digest: Sha256Digest::of(b"config"),
-        last_checkpoint: None,
-        nonce: Sha256Digest::of(format!("{d} {nonce}").as_bytes()),
-        time: now(),
-    };
-    envelope::sign(&c, &[&device_key(d)])
-}
-
-fn is_grant(r: &pb::CheckInResponse) -> bool {
-    r.decision.as_ref().is_some_and(|e| {
-        Envelope::parse(&e.body)
-            .ok()
-            .and_then(|env| Decision::parse(env.payload()).ok())
-            .is_some_and(|d| d.verdict == Verdict::Grant)
-    })
+    let (deployment, key) = numbered_device(d);
+    let nonce = Sha256Digest::of(format!("{d} {nonce}").as_bytes());
+    signed_checkin(&deployment, "1.0.0", Sha256Digest::of(b"config"), None, nonce, &key)
 }
 
 fn main() {
@@ -269,25 +217,7 @@ fn main() {
         }
 
         // (a) the ceiling.
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for ch in &channels {
-            let mut client = LedgerServiceClient::new(ch.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    client.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap();
-                    n += 1;
-                }
-                n
-            }));
-        }
-        let mut calls = 0;
-        for t in tasks {
-            calls += t.await.unwrap();
-        }
-        let ceiling = calls as f64 / start.elapsed().as_secs_f64();
+        let ceiling = checkpoint_calls_per_second(&channels, CLIENTS, seconds).await;
         println!("(a) empty unary RPC over mTLS (GetCheckpoint, {CLIENTS} clients): {ceiling:.0}/s");
 
         // A first grant for every client (logged), so that (b) serves standing grants.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use covenant_core::digest::{Sha256Digest, Timestamp};
+use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope::{self, Envelope};
 use covenant_core::keys::SigningKey;
 use covenant_core::state::classify;
@@ -38,22 +38,11 @@ use covenant_server::ledger::{Ledger, NewEntry};
 use covenant_server::pki::Authority;
 use covenant_server::service::{ServeConfig, install_crypto_provider, run};
 use covenant_server::updates::DOWNLOAD_CHUNK;
+use covenant_tests::device::{manifest, now, numbered_device, signed_checkin};
+use covenant_tests::load::arg;
 use sha2::Digest as _;
 
 const DEVICES: usize = 16;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn now() -> Timestamp {
-    Timestamp::from_unix(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64)
-}
-
-fn device_key(d: usize) -> SigningKey {
-    SigningKey::from_seed(Sha256Digest::of(format!("device {d}").as_bytes()).as_bytes())
-}
 
 /// A channel as the device in `folder`, with HTTP/2 receive windows of
 /// `window` bytes (an agent keeps a small one; a bulk client a large one).
@@ -120,17 +109,7 @@ fn publish(
     let path = covenant_server::updates::artifact_path(dir, &sha);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    let manifest = ReleaseManifest {
-        type_tag: ReleaseTag,
-        schema: SchemaV1,
-        product: "lim".into(),
-        version: version.parse().unwrap(),
-        class: ReleaseClass::Capability,
-        capability_baseline: version.parse().unwrap(),
-        artifact: Artifact { name: format!("lim-{version}.img"), sha256: sha, size: mib << 20 },
-        expected_installed_digests: Default::default(),
-        released_at: now(),
-    };
+    let manifest = manifest(version, &format!("lim-{version}.img"), sha, mib << 20);
     let k1 = datadir::read_key(&dir.join("keys/release-1.key")).unwrap();
     let k2 = datadir::read_key(&dir.join("keys/release-2.key")).unwrap();
     append(ledger, envelope::sign(&manifest, &[&k1, &k2]));
@@ -195,7 +174,7 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
             act(ActionKind::IssueIdentity {
                 role: IdentityRole::Deployment,
                 subject: id,
-                signing_key: device_key(d).public(),
+                signing_key: numbered_device(d).1.public(),
                 certificate_sha256: issued.fingerprint,
                 scope: None,
             }),
@@ -214,20 +193,9 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
 }
 
 async fn grant(ch: &tonic::transport::Channel, d: usize, nonce: &str) -> Sha256Digest {
-    let c = CheckIn {
-        type_tag: CheckInTag,
-        schema: SchemaV1,
-        deployment: format!("dep-{d}"),
-        product: "lim".into(),
-        installed_version: "1.0.0".parse().unwrap(),
-        installed_baseline: "1.0.0".parse().unwrap(),
-        software_digests: Default::default(),
-        configuration_digest: Sha256Digest::of(b"c"),
-        last_checkpoint: None,
-        nonce: Sha256Digest::of(format!("{d} {nonce}").as_bytes()),
-        time: now(),
-    };
-    let body = envelope::sign(&c, &[&device_key(d)]);
+    let (deployment, key) = numbered_device(d);
+    let nonce = Sha256Digest::of(format!("{d} {nonce}").as_bytes());
+    let body = signed_checkin(&deployment, "1.0.0", Sha256Digest::of(b"c"), None, nonce, &key);
     let r =
         UpdateServiceClient::new(ch.clone()).check_in(pb::CheckInRequest { checkin: body }).await.unwrap().into_inner();
     let e = r.decision.unwrap();

@@ -28,12 +28,9 @@ use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
 use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_tests::device::now;
+use covenant_tests::load::{arg, checkpoint_calls_per_second};
 use tokio::net::TcpListener;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn signed_notes(dir: &Path, n: usize) -> Vec<Vec<u8>> {
     let key = datadir::read_key(&dir.join("identities/admin1/signing.key")).unwrap();
@@ -46,9 +43,7 @@ fn signed_notes(dir: &Path, n: usize) -> Vec<Vec<u8>> {
                 why: "benchmark".into(),
                 evidence: vec![],
                 // The ledger takes an action issued within a day of its time.
-                issued_at: covenant_core::digest::Timestamp::from_unix(
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
-                ),
+                issued_at: now(),
             };
             envelope::sign(&action, &[&key])
         })
@@ -125,25 +120,7 @@ fn main() {
         }
 
         // (a) the ceiling.
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..64 {
-            let mut client = LedgerServiceClient::new(channels[c % 4].clone());
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < deadline {
-                    client.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap();
-                    n += 1;
-                }
-                n
-            }));
-        }
-        let mut calls = 0;
-        for t in tasks {
-            calls += t.await.unwrap();
-        }
-        let ceiling = calls as f64 / start.elapsed().as_secs_f64();
+        let ceiling = checkpoint_calls_per_second(&channels, 64, seconds).await;
         println!("(a) unary RPC over mTLS (GetCheckpoint, 64 callers on 4 connections): {ceiling:.0}/s");
 
         // (b) durable appends with proofs.

@@ -7,11 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
 use covenant_cli::admin::{Admin, IdentityCmd};
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope;
@@ -21,6 +18,7 @@ use covenant_proto::v1::admin_service_client::AdminServiceClient;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use covenant_tests::*;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use covenant_agent::store::Store;
 use covenant_storage::FsStorage;
+use covenant_tests::*;
 
 fn state_arg(state: &std::path::Path) -> String {
     state.display().to_string()

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
 use covenant_cli::admin::{Admin, IdentityCmd};
 use covenant_core::digest::Sha256Digest;
 use covenant_core::statements::Verdict;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use covenant_tests::*;
 use tonic::Code;
 
 /// A served ledger where lim-07 holds a grant of a 16 MiB release.
@@ -91,18 +89,7 @@ async fn no_grant_no_bytes() {
     assert_eq!(Sha256Digest::of(&got), Sha256Digest::of(&bytes));
     // Another deployment (registered, with its own certificate, no grant)
     // gets nothing, not even with the release digest of lim-07's grant.
-    register_deployment(
-        &s,
-        Admin::Deployment {
-            id: "lim-08".into(),
-            customer: "min-x".into(),
-            product: "lim".into(),
-            country: "XA".into(),
-            site: "s1".into(),
-            provisioned_version: "1.0.0".into(),
-        },
-    )
-    .await;
+    register_deployment(&s, min_x_deployment("lim-08")).await;
     let other = person(&s, "deployment", "lim-08").await;
     let mut theirs = client(&s, &other).await;
     let (got, end) = download(&mut theirs, &release, 0, None).await;
@@ -197,18 +184,7 @@ async fn a_download_cut_anywhere_resumes_to_the_right_hash() {
 async fn a_device_enrolls_without_its_keys_leaving_it() {
     let s = Running::start("enroll").await;
     let _ = cast_with(&s, "").await;
-    register_deployment(
-        &s,
-        Admin::Deployment {
-            id: "lim-09".into(),
-            customer: "min-x".into(),
-            product: "lim".into(),
-            country: "XA".into(),
-            site: "s1".into(),
-            provisioned_version: "1.0.0".into(),
-        },
-    )
-    .await;
+    register_deployment(&s, min_x_deployment("lim-09")).await;
     // On the device.
     let state = s.dir.join("device-state");
     let made = covenant_agent::enroll_request(&state).unwrap();
@@ -378,18 +354,7 @@ async fn stalled_download(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_of_another_deployments_release_at_a_huge_offset_reveals_nothing() {
     let (s, _c, release, bytes) = granted("oracle").await;
-    register_deployment(
-        &s,
-        Admin::Deployment {
-            id: "lim-08".into(),
-            customer: "min-x".into(),
-            product: "lim".into(),
-            country: "XA".into(),
-            site: "s1".into(),
-            provisioned_version: "1.0.0".into(),
-        },
-    )
-    .await;
+    register_deployment(&s, min_x_deployment("lim-08")).await;
     let other = person(&s, "deployment", "lim-08").await;
     let mut theirs = client(&s, &other).await;
     let (got, end) = download(&mut theirs, &release, u64::MAX, None).await;

@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 #[test]
 fn the_demo_plays_the_whole_story_to_its_summary() {
     // The demo finds these beside itself.
-    common::binary("covenant-server");
-    common::binary("covenant-agent");
-    let out = std::process::Command::new(common::binary("covenant")).args(["demo", "--keep"]).output().unwrap();
+    covenant_tests::binary("covenant-server");
+    covenant_tests::binary("covenant-agent");
+    let out = std::process::Command::new(covenant_tests::binary("covenant")).args(["demo", "--keep"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for expected in [
@@ -50,7 +48,7 @@ fn the_demo_plays_the_whole_story_to_its_summary() {
         .find_map(|l| l.strip_prefix("The demo's files are in "))
         .map(|d| std::path::PathBuf::from(d.trim_end_matches('.')))
         .expect("--keep names the demo's folder");
-    let ledger = common::check_ledger(
+    let ledger = covenant_tests::check_ledger(
         &kept.join("server"),
         &[(&kept.join("device-a-01"), "a-01"), (&kept.join("device-b-01"), "b-01")],
     );

@@ -18,9 +18,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
 
-mod common;
-
-use common::*;
+use covenant_tests::*;
 
 /// The most requests a flood sends, and the longest it runs.
 const FLOOD_REQUESTS: usize = 2_000;

@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-mod common;
-
-use common::*;
+use covenant_tests::*;
 
 /// A TCP connection to the server from loopback address `source` that sends
 /// nothing (Linux routes all of 127.0.0.0/8 to loopback).

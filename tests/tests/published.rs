@@ -7,16 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Running;
 use covenant_cli::admin::Admin;
 use covenant_core::note::{self, NoteVerifier};
 use covenant_core::tiles;
 use covenant_proto::v1 as pb;
+use covenant_tests::Running;
 
 /// The size of `note` if it is signed by the ledger of `dir` and cosigned
 /// by its development witness.
@@ -44,7 +42,7 @@ impl tiles::TileFiles for Folder<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_published_checkpoint_carries_the_witness_cosignature() {
     let s = Running::start_witnessed("published-witness").await;
-    common::admin(&s.admin(1), Admin::Note { text: "published".into(), why: None }).await;
+    covenant_tests::admin(&s.admin(1), Admin::Note { text: "published".into(), why: None }).await;
     let size = s.size().await;
     let public = s.dir.join("ledger/public");
     // The ledger writes the newest cosigned checkpoint about once a second.
@@ -68,7 +66,7 @@ async fn the_published_checkpoint_carries_the_witness_cosignature() {
 async fn a_development_server_cosigns_with_its_development_witness() {
     // `init --dev`, no witnesses.toml, then serve.
     let s = Running::start("dev-witness").await;
-    common::admin(&s.admin(1), Admin::Note { text: "cosigned in process".into(), why: None }).await;
+    covenant_tests::admin(&s.admin(1), Admin::Note { text: "cosigned in process".into(), why: None }).await;
     let size = s.size().await;
     let mut ledger = pb::ledger_service_client::LedgerServiceClient::new(s.admin(1).channel().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);

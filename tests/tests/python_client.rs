@@ -11,11 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
 use covenant_cli::admin::Admin;
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope::Envelope;
@@ -24,6 +21,7 @@ use covenant_core::statements::{Decision, InstallOutcome, InstallReport, Payload
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_server::datadir;
+use covenant_tests::*;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -63,14 +61,7 @@ async fn a_python_client_written_from_the_docs_enrolls_verifies_its_grant_downlo
     let python = python();
     let s = Running::start_witnessed("python-client").await;
     cast_with(&s, "").await;
-    let deployment = Admin::Deployment {
-        id: "lim-11".into(),
-        customer: "min-x".into(),
-        product: "lim".into(),
-        country: "XA".into(),
-        site: "s1".into(),
-        provisioned_version: "1.0.0".into(),
-    };
+    let deployment = min_x_deployment("lim-11");
     register_deployment(&s, deployment).await;
 
     // The device makes its keys and request; an officer enrolls it.

@@ -13,8 +13,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,9 +77,9 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
         "the last block stops the daemons the walkthrough started"
     );
 
-    let bin = common::binary("covenant").parent().unwrap().to_path_buf();
-    common::binary("covenant-server");
-    common::binary("covenant-agent");
+    let bin = covenant_tests::binary("covenant").parent().unwrap().to_path_buf();
+    covenant_tests::binary("covenant-server");
+    covenant_tests::binary("covenant-agent");
     let scratch = std::env::temp_dir().join(format!("covenant-readme-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
@@ -168,7 +166,7 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
     // The ledger the server left: every grant the device installed under
     // is in it, for this deployment and that release; the whole ledger
     // replays clean.
-    let ledger = common::check_ledger(&w.join("server"), &[(&w.join("device"), "lim-07")]);
+    let ledger = covenant_tests::check_ledger(&w.join("server"), &[(&w.join("device"), "lim-07")]);
     assert_eq!(ledger.installed_grants, 2, "1.1.0 and 1.1.1 were installed under grants");
     assert!(ledger.grants >= 2 && ledger.withholds >= 2, "{ledger:?}");
     assert!(ledger.size > 20, "{ledger:?}");

@@ -22,9 +22,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
 
-mod common;
-
-use common::*;
+use covenant_tests::*;
 
 /// Verifies a check-in answer as the agent will, with `core` alone: the
 /// freshness signature and nonce, the decision's signature, its body

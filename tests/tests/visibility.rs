@@ -47,12 +47,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::*;
 use covenant_cli::admin::{Admin, IdentityCmd};
 use covenant_cli::audit::Audit;
 use covenant_core::digest::Sha256Digest;
@@ -63,6 +60,7 @@ use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use covenant_tests::*;
 use tonic::Code;
 
 const CALLERS: [&str; 10] = [

@@ -1,33 +1,36 @@
-//! Shared by the tests that run the real services on loopback: a served
-//! development data directory, people with their own keys and registered
-//! identities, a customer with a deployment and a contract, releases
-//! published through the CLI, and device-signed check-ins.
-
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A development server served on loopback, and what the end-to-end tests
+//! put on it: people with their own keys and registered identities, a
+//! customer with a deployment and a contract, releases published through the
+//! CLI, enrolled agents, the workspace's binaries, and the auditor's check
+//! of a stopped server's ledger.
 
 use std::path::{Path, PathBuf};
 
 use covenant_cli::admin::{Admin, IdentityCmd};
 use covenant_cli::connect::Connection;
 use covenant_cli::release::Release;
-use covenant_core::digest::{Sha256Digest, Timestamp};
-use covenant_core::envelope::{self, Envelope};
-use covenant_core::keys::SigningKey;
+use covenant_core::digest::Sha256Digest;
+use covenant_core::envelope::Envelope;
 use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
-use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::service::{ServeConfig, install_crypto_provider, run};
 
+/// A development server served in this test's runtime, from a fresh data
+/// directory under the system's temporary folder.
 pub struct Running {
+    /// `https://127.0.0.1:PORT`, the port chosen by the OS.
     pub url: String,
+    /// The data directory (`init --dev`: keys, identities, ledger).
     pub dir: PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// Initialises a development data directory named after `name` and
+    /// serves it on loopback.
     pub async fn start(name: &str) -> Running {
         Self::start_with(name, false).await
     }
@@ -71,10 +74,12 @@ impl Running {
         Running { url, dir, stop, task }
     }
 
+    /// A connection to this server as the identity folder `identity`.
     pub fn conn(&self, identity: &Path) -> Connection {
         Connection { server: Some(self.url.clone()), identity: Some(identity.to_path_buf()) }
     }
 
+    /// A connection as the development admin `n` (1 or 2).
     pub fn admin(&self, n: u8) -> Connection {
         self.conn(&self.dir.join(format!("identities/admin{n}")))
     }
@@ -91,6 +96,8 @@ impl Running {
         std::str::from_utf8(&cp.note).unwrap().lines().nth(1).unwrap().parse().unwrap()
     }
 
+    /// Stops the server, fails the test if it stopped with an error, and
+    /// removes its data directory.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
@@ -125,6 +132,7 @@ async fn start_dev_witness(dir: &Path) {
     .unwrap();
 }
 
+/// Runs the CLI's `covenant admin` command `cmd` as `conn`.
 pub async fn admin(conn: &Connection, cmd: Admin) {
     covenant_cli::admin::run(cmd, conn, true).await.unwrap();
 }
@@ -163,9 +171,13 @@ pub async fn approve_entry(s: &Running, index: u64) {
     admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
 }
 
+/// The identity folders of the story's people and device.
 pub struct Cast {
+    /// Customer min-x.
     pub customer: PathBuf,
+    /// The field engineer.
     pub engineer: PathBuf,
+    /// Deployment lim-07.
     pub device: PathBuf,
 }
 
@@ -191,22 +203,24 @@ condition = "no_open_case"
 from_state = "triaged"
 "#;
 
+/// The registration of deployment `id` of customer min-x: product lim at
+/// site XA/s1, provisioned with 1.0.0.
+pub fn min_x_deployment(id: &str) -> Admin {
+    Admin::Deployment {
+        id: id.into(),
+        customer: "min-x".into(),
+        product: "lim".into(),
+        country: "XA".into(),
+        site: "s1".into(),
+        provisioned_version: "1.0.0".into(),
+    }
+}
+
 /// As [`cast`], with a contract of `conditions` (TOML `[[conditions]]`).
 pub async fn cast_with(s: &Running, conditions: &str) -> Cast {
     let a1 = s.admin(1);
     admin(&a1, Admin::Customer { id: "min-x".into(), name: "Ministry X".into(), country: "XA".into() }).await;
-    admin(
-        &a1,
-        Admin::Deployment {
-            id: "lim-07".into(),
-            customer: "min-x".into(),
-            product: "lim".into(),
-            country: "XA".into(),
-            site: "s1".into(),
-            provisioned_version: "1.0.0".into(),
-        },
-    )
-    .await;
+    admin(&a1, min_x_deployment("lim-07")).await;
     let customer = person(s, "customer", "min-x").await;
     let engineer = person(s, "engineer", "eng-1").await;
     let device = person(s, "deployment", "lim-07").await;
@@ -301,53 +315,8 @@ pub async fn publish_release(s: &Running, version: &str, class: &str, baseline: 
     Sha256Digest::of(Envelope::parse(&std::fs::read(&manifest).unwrap()).unwrap().payload())
 }
 
-pub fn now_ts() -> Timestamp {
-    now()
-}
-
-pub fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    Timestamp::from_unix(secs as i64)
-}
-
-pub fn key_of(identity: &Path) -> SigningKey {
-    covenant_cli::connect::read_key(&identity.join("signing.key")).unwrap()
-}
-
-pub fn checkin_body(
-    device: &Path,
-    installed: &str,
-    last: Option<CheckpointRef>,
-    nonce: &str,
-) -> (Vec<u8>, Sha256Digest) {
-    let nonce = Sha256Digest::of(nonce.as_bytes());
-    let c = CheckIn {
-        type_tag: CheckInTag,
-        schema: SchemaV1,
-        deployment: "lim-07".into(),
-        product: "lim".into(),
-        installed_version: installed.parse().unwrap(),
-        installed_baseline: installed.parse().unwrap(),
-        software_digests: Default::default(),
-        configuration_digest: Sha256Digest::of(b"verified configuration"),
-        last_checkpoint: last,
-        nonce,
-        time: now(),
-    };
-    (envelope::sign(&c, &[&key_of(device)]), nonce)
-}
-
-pub async fn check_in(s: &Running, device: &Path, nonce: &str) -> pb::CheckInResponse {
-    let (body, _) = checkin_body(device, "1.0.0", None, nonce);
-    let mut c = UpdateServiceClient::new(s.conn(device).channel().await.unwrap());
-    c.check_in(pb::CheckInRequest { checkin: body }).await.unwrap().into_inner()
-}
-
-pub fn decision_of(r: &pb::CheckInResponse) -> Decision {
-    let entry = r.decision.as_ref().expect("a decision stands");
-    Decision::parse(Envelope::parse(&entry.body).unwrap().payload()).unwrap()
-}
-
+/// Writes the CLI's standard attestation file for min-x and lim-07 into
+/// `dir`; returns its path.
 pub fn write_attestation(dir: &Path) -> PathBuf {
     let file = dir.join("attestation.toml");
     std::fs::write(&file, covenant_cli::demo::attestation("min-x", "lim-07", "2099-01-01T00:00:00Z")).unwrap();
@@ -385,29 +354,6 @@ pub async fn attest_via_cli(s: &Running, customer_dir: &Path) -> PathBuf {
     covenant_cli::attest::attest(Attest::Sign { file: att.clone() }, &customer, true).await.unwrap();
     covenant_cli::attest::attest(Attest::Submit { file: att.clone() }, &customer, true).await.unwrap();
     att
-}
-
-/// A passing on-site field verification of the attestation envelope
-/// `attestation` for lim-07 at site XA/s1, signed by the engineer in `engineer`.
-pub fn verification(attestation: &[u8], config: Sha256Digest, engineer: &Path) -> Vec<u8> {
-    let att = Sha256Digest::of(Envelope::parse(attestation).unwrap().payload());
-    let statement = InTotoStatement::new(
-        vec![
-            Subject { name: format!("{ATTESTATION_SUBJECT_PREFIX}{att}"), digest: SubjectDigest { sha256: att } },
-            deployment_subject("lim-07"),
-        ],
-        FieldVerification {
-            attestation: att,
-            deployment: "lim-07".into(),
-            method: VerificationMethod::OnSite,
-            observed_site: Site { country: "XA".into(), site_id: "s1".into() },
-            observed_configuration_digest: config,
-            result: VerificationResult::Pass,
-            findings: String::new(),
-            date: now(),
-        },
-    );
-    envelope::sign(&statement, &[&key_of(engineer)])
 }
 
 /// A binary of this workspace, built with this test run's profile: cargo
@@ -451,14 +397,7 @@ pub fn binary_in(name: &str, profile: &str) -> PathBuf {
 /// (`enroll-request`, `covenant admin enroll`), and provisions the agent's
 /// state directory from the bundle with 1.0.0 installed.
 pub async fn enrolled_agent(s: &Running, id: &str) -> PathBuf {
-    let deployment = Admin::Deployment {
-        id: id.into(),
-        customer: "min-x".into(),
-        product: "lim".into(),
-        country: "XA".into(),
-        site: "s1".into(),
-        provisioned_version: "1.0.0".into(),
-    };
+    let deployment = min_x_deployment(id);
     register_deployment(s, deployment).await;
     let state = s.dir.join(format!("agent-{id}"));
     let made = covenant_agent::enroll_request(&state).unwrap();
@@ -482,8 +421,11 @@ pub fn agent_cli(args: &[&str]) -> (bool, String, String) {
 /// What [`check_ledger`] found.
 #[derive(Debug)]
 pub struct LedgerCheck {
+    /// The ledger's size.
     pub size: u64,
+    /// Grant entries.
     pub grants: usize,
+    /// Withhold entries.
     pub withholds: usize,
     /// Releases the devices installed, each under a grant found in the ledger.
     pub installed_grants: usize,
