@@ -54,7 +54,7 @@
 //!
 //! Two fsyncs per batch: tiles, bundles, `log/index` and the published
 //! checkpoint are derived from the journal. About once a second (and when
-//! the ledger closes) [`LedgerWriter::flush`] writes the partial bundle and
+//! the ledger closes, unless it halted) [`LedgerWriter::flush`] writes the partial bundle and
 //! tiles at the edge and, when a newer one is due, the published checkpoint
 //! (with the partial files of its size), each under `<name>.tmp` and then
 //! renamed over `<name>`, none fsynced; then fsyncs every full tile and
@@ -75,8 +75,8 @@
 //! where every batch ended, so anything more (a journal without a
 //! checkpoint log, two batch ends past it, a signed size where no batch
 //! ends, a watermark, published checkpoint or witness-cosigned size larger
-//! than it) refuses to open, naming the file, sizes or witness. Nothing at
-//! or below the signed size is ever rewritten. [`check`] runs the same
+//! than it) refuses to open, naming the file, sizes or witness. No journal or
+//! checkpoint-log byte at or below the signed size is ever rewritten. [`check`] runs the same
 //! reading and writes nothing; both compute the journal's root one way, a
 //! [`covenant_core::merkle::CompactRange`] fed every leaf in order.
 //!
