@@ -984,3 +984,28 @@ fn recovery_and_check_agree_on_an_undamaged_and_a_damaged_store() {
     opened.close();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_signed_empty_checkpoint_with_a_false_root_is_refused_by_open_and_check() {
+    // An empty tree has one root, SHA-256 of nothing; a checkpoint of size 0
+    // that signs another one is no checkpoint of this journal.
+    let dir = tempdir("empty-false-root");
+    let storage = Arc::new(FsStorage::new(&dir).unwrap());
+    let false_root =
+        note::Checkpoint { origin: signer().name().to_owned(), size: 0, root_hash: [1; 32], extensions: vec![] };
+    let text = false_root.sign(&signer()).unwrap().to_text();
+    let mut record = (text.len() as u32).to_be_bytes().to_vec();
+    record.extend_from_slice(text.as_bytes());
+    std::fs::create_dir_all(dir.join("log")).unwrap();
+    std::fs::write(dir.join("log/checkpoints"), &record).unwrap();
+    assert!(check(&storage).is_err(), "check accepts a signed empty tree with a false root");
+    assert!(open(storage.clone()).is_err(), "open accepts a signed empty tree with a false root");
+    // The true empty root is accepted.
+    let true_root = note::Checkpoint { root_hash: merkle::EMPTY_ROOT, ..false_root };
+    let text = true_root.sign(&signer()).unwrap().to_text();
+    let mut record = (text.len() as u32).to_be_bytes().to_vec();
+    record.extend_from_slice(text.as_bytes());
+    std::fs::write(dir.join("log/checkpoints"), &record).unwrap();
+    check(&storage).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

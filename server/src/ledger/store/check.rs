@@ -257,7 +257,7 @@ pub(super) fn analyse<S: Storage>(
     // The journal must reproduce the signed root. If it does, a durable file
     // that differs from what the journal implies is corrupt; if it does not,
     // the journal is, at the first entry found wrong.
-    let reproduces = size == 0 || tree.root() == root;
+    let reproduces = tree.root() == root;
     if !reproduces {
         let signed = format!("log/journal does not reproduce the signed checkpoint of size {size}");
         return Err(match (suspect, first_difference) {
