@@ -671,11 +671,13 @@ fn check_install_report(state: &State, time: Timestamp, body: &[u8]) -> Result<(
     }
     let grant = state.facts().decisions_of(&report.deployment).iter().find(|d| d.index == report.grant_index);
     match grant {
-        Some(grant) if grant.verdict == Verdict::Grant && !grant_stands(state, grant, time) => Err(Rejection(format!(
-            "grant {} no longer stood when the install was reported (it expired, or a suspension, case or other \
+        Some(grant) if grant.verdict == Verdict::Grant && !grant_stands(state, grant, time) => {
+            Err(Rejection::Stale(format!(
+                "grant {} no longer stood when the install was reported (it expired, or a suspension, case or other \
              change withholds its release): the installed version is not raised",
-            report.grant_index
-        ))),
+                report.grant_index
+            )))
+        }
         _ => Ok(()),
     }
 }

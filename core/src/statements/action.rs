@@ -125,6 +125,46 @@ pub enum IdentityRole {
     Deployment,
 }
 
+impl IdentityRole {
+    /// Every role, in the order of the enum.
+    pub const ALL: [IdentityRole; 5] = [
+        IdentityRole::Admin,
+        IdentityRole::Customer,
+        IdentityRole::Engineer,
+        IdentityRole::Auditor,
+        IdentityRole::Deployment,
+    ];
+
+    /// The role's name, as payloads, certificates and the CLI spell it.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            IdentityRole::Admin => "admin",
+            IdentityRole::Customer => "customer",
+            IdentityRole::Engineer => "engineer",
+            IdentityRole::Auditor => "auditor",
+            IdentityRole::Deployment => "deployment",
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is none of [`IdentityRole`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (admin, customer, engineer, auditor or deployment)")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for IdentityRole {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
+        IdentityRole::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.chars().take(64).collect()))
+    }
+}
+
 /// What an admin action does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "what", rename_all = "snake_case", deny_unknown_fields)]

@@ -15,7 +15,7 @@ mod root;
 
 pub use action::{
     ActionKind, ActionTag, AdminAction, CONDITION_NAMES, CaseState, Determination, IdentityRole, MAX_SIGNAL_BYTES,
-    MisuseSignal, SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
+    MisuseSignal, SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget, UnknownRole,
 };
 pub use contract::{Condition, Contract, DeniedParty, Licence, contract_relaxations, licence_relaxations};
 pub use decision::{
