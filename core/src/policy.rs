@@ -56,6 +56,15 @@ pub enum PolicyError {
     },
 }
 
+impl From<PolicyError> for Rejection {
+    fn from(e: PolicyError) -> Rejection {
+        match e {
+            PolicyError::UnknownDeployment(_) => Rejection::NotFound(e.to_string()),
+            PolicyError::WrongProduct { .. } => Rejection::Precondition(e.to_string()),
+        }
+    }
+}
+
 /// Whether the suspension table (`docs/policy.md`) lets a release of `class`, built
 /// on `baseline`, through to a deployment whose installed capability
 /// baseline is `installed` under `level`; `approved` is whether two admins

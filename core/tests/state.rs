@@ -72,8 +72,7 @@ fn genesis(keys: &RootKeys) -> State {
 fn first_entry_must_be_the_root() {
     let keys = RootKeys::new(1);
     let body = action(ActionKind::Note { text: "hello".into() }, &keys.admin[0]);
-    let err =
-        State::new().apply(0, &header(EntryKind::Note, Some(&keys.admin[0]), &[], &body, 0), &body).unwrap_err();
+    let err = State::new().apply(0, &header(EntryKind::Note, Some(&keys.admin[0]), &[], &body, 0), &body).unwrap_err();
     assert!(err.to_string().contains("first entry"), "{err}");
 }
 

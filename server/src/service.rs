@@ -285,7 +285,7 @@ pub(crate) fn read_status(e: ReadError) -> Status {
 
 pub(crate) fn append_status(e: AppendError) -> Status {
     match e {
-        AppendError::Rejected(r) => Status::invalid_argument(r.to_string()),
+        AppendError::Rejected(r) => crate::refusal::status(r),
         AppendError::Malformed(m) => Status::invalid_argument(m),
         other => Status::unavailable(other.to_string()),
     }
@@ -390,10 +390,10 @@ impl pb::ledger_service_server::LedgerService for Node {
     ) -> Result<Response<pb::GetRootChainResponse>, Status> {
         self.caller(&request)?;
         let from = request.into_inner().from_version;
-        let entries: Vec<(u64, u64)> =
+        let entries: Vec<covenant_core::state::RootEntry> =
             self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?.root_entries().to_vec();
         let mut roots = Vec::new();
-        for (index, version) in entries {
+        for covenant_core::state::RootEntry { index, version } in entries {
             if version >= from {
                 roots.push(self.ledger.body(index).map_err(read_status)?.body);
             }
