@@ -530,7 +530,7 @@ pub fn certify(
             certificate_sha256: issued.fingerprint,
             scope: None,
         },
-        why: format!("{} {subject} registers the certificate the CA issued offline", crate::pki::role_name(role)),
+        why: format!("{} {subject} registers the certificate the CA issued offline", role),
         evidence: vec![],
         issued_at: now(),
     };

@@ -271,7 +271,7 @@ impl Node {
         if roles.contains(&caller.role) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!("the role {} may not make this call", pki::role_name(caller.role))))
+            Err(Status::permission_denied(format!("the role {} may not make this call", caller.role)))
         }
     }
 }
@@ -561,7 +561,7 @@ impl pb::admin_service_server::AdminService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Admin])?;
         let req = request.into_inner();
-        let role = pki::parse_role(&req.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
+        let role: IdentityRole = req.role.parse().map_err(|_| Status::invalid_argument("unknown role"))?;
         let csr = String::from_utf8(req.csr).map_err(|_| Status::invalid_argument("the request is not PEM text"))?;
         let (issued, signing_key) = self
             .ca

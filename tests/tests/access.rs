@@ -100,7 +100,7 @@ async fn world_named(name: &str) -> World {
     covenant_cli::keys::new(&scoped, false, true).unwrap();
     std::fs::copy(s.dir.join("root.json"), scoped.join("root.json")).unwrap();
     let issue = IdentityCmd::Issue {
-        role: "auditor".into(),
+        role: IdentityRole::Auditor,
         id: "auditor-y".into(),
         csr: scoped.join("request.csr"),
         out: scoped.clone(),

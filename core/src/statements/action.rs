@@ -155,7 +155,7 @@ impl std::fmt::Display for IdentityRole {
 
 /// A role name that is none of [`IdentityRole`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?} (admin, customer, engineer, auditor or deployment)")]
+#[error("unknown role {0:?}: use admin, customer, engineer, auditor or deployment")]
 pub struct UnknownRole(pub String);
 
 impl std::str::FromStr for IdentityRole {
