@@ -15,7 +15,7 @@ use crate::envelope::Envelope;
 use crate::ledger::{EntryHeader, EntryKind};
 use crate::state::{AttestationFact, Deployment, Rejection, Release, SignedCheckIn, State, VerificationFact};
 use crate::statements::{
-    CONDITION_NAMES, CaseState, Condition, ConditionResult, ConditionStatus, Contract, ContractRef, Decision,
+    CaseState, Condition, ConditionName, ConditionResult, ConditionStatus, Contract, ContractRef, Decision,
     DecisionTag, InstallOutcome, InstallReport, Payload as _, ReleaseClass, SchemaV1, SuspensionLevel, Verdict,
     WithheldRelease,
 };
@@ -269,12 +269,12 @@ impl Context<'_> {
                 ),
             }];
         };
-        CONDITION_NAMES
-            .iter()
+        ConditionName::ALL
+            .into_iter()
             .map(|name| {
-                let Some(c) = contract.conditions.iter().find(|c| c.name() == *name) else {
+                let Some(c) = contract.conditions.iter().find(|c| c.kind() == name) else {
                     return ConditionResult {
-                        condition: (*name).to_owned(),
+                        condition: name.to_string(),
                         status: ConditionStatus::NotApplicable,
                         reason: format!("Contract {} version {} does not require it.", contract.id, contract.version),
                     };

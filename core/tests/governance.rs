@@ -349,7 +349,7 @@ fn reasons_say_what_is_missing_and_what_to_do_and_never_betray_a_source() {
             }
         }
     }
-    let all: std::collections::BTreeSet<String> = CONDITION_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    let all: std::collections::BTreeSet<String> = ConditionName::ALL.iter().map(ConditionName::to_string).collect();
     assert_eq!(seen, all, "every condition was seen unmet");
     // The facts named: dates and versions.
     let reason = |d: &Decision, name: &str| d.conditions.iter().find(|c| c.condition == name).unwrap().reason.clone();

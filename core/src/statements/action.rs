@@ -9,8 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Contract, DeniedParty, Licence, Payload, SchemaV1, Site, StatementError, check_country, check_id, check_text,
-    fixed_tag, invalid,
+    ConditionName, Contract, DeniedParty, Licence, Payload, SchemaV1, Site, StatementError, check_country, check_id,
+    check_text, fixed_tag, invalid,
 };
 use crate::digest::{Sha256Digest, Timestamp};
 use crate::keys::PublicKey;
@@ -283,17 +283,6 @@ pub enum ActionKind {
     },
 }
 
-/// The names of the contract conditions.
-pub const CONDITION_NAMES: [&str; 7] = [
-    "end_use_attested",
-    "field_verified",
-    "site_bound",
-    "integrity_match",
-    "licence_valid",
-    "denied_party_clear",
-    "no_open_case",
-];
-
 /// Payload of `application/vnd.covenant.action.v1+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -358,7 +347,7 @@ impl Payload for AdminAction {
             ActionKind::SetContract { contract } => contract.validate(),
             ActionKind::ProposeWaiver { deployment, condition, .. } => {
                 check_id("action.deployment", deployment)?;
-                if !CONDITION_NAMES.contains(&condition.as_str()) {
+                if condition.parse::<ConditionName>().is_err() {
                     return Err(invalid("action.condition", "is not a condition's name"));
                 }
                 Ok(())
