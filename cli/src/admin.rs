@@ -253,8 +253,7 @@ pub enum IdentityCmd {
 }
 
 pub(crate) fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
+    Timestamp::since_epoch(std::time::SystemTime::now())
 }
 
 async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> anyhow::Result<()> {

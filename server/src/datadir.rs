@@ -160,9 +160,7 @@ pub fn bounded(what: Bounded, subject: &str) {
         Bounded::Report => BOUNDED_REPORTS.fetch_add(1, Relaxed),
         Bounded::Submission => BOUNDED_SUBMISSIONS.fetch_add(1, Relaxed),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = Timestamp::since_epoch(std::time::SystemTime::now()).unix();
     let last = LAST_BOUND_WARNING.load(Relaxed);
     if now.saturating_sub(last) >= BOUND_WARNING_EVERY
         && LAST_BOUND_WARNING.compare_exchange(last, now, Relaxed, Relaxed).is_ok()

@@ -248,13 +248,7 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        Timestamp::from_unix(secs)
-    })
+    Arc::new(|| Timestamp::since_epoch(std::time::SystemTime::now()))
 }
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
