@@ -201,8 +201,7 @@ pub struct Agent<S, T> {
 
 /// `now` from the system clock.
 pub fn system_now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
+    Timestamp::since_epoch(std::time::SystemTime::now())
 }
 
 /// A stored checkpoint as a check-in or a report names it.

@@ -100,11 +100,12 @@ impl Transport for Grpc {
             |s| {
                 // The codes with which the server refuses the report
                 // itself (the ledger's rules, an outcome already reported,
-                // a report on another deployment); any other code says it
-                // did not get through.
+                // a report on another deployment, a grant it does not
+                // name); any other code says it did not get through.
                 let refused = matches!(
                     s.code(),
                     tonic::Code::InvalidArgument
+                        | tonic::Code::NotFound
                         | tonic::Code::AlreadyExists
                         | tonic::Code::PermissionDenied
                         | tonic::Code::FailedPrecondition

@@ -213,7 +213,7 @@ pub enum IdentityCmd {
     Issue {
         /// admin, customer, engineer, auditor or deployment.
         #[arg(long)]
-        role: String,
+        role: IdentityRole,
         /// The holder's id (customer id, deployment id, person id).
         #[arg(long)]
         id: String,
@@ -253,19 +253,7 @@ pub enum IdentityCmd {
 }
 
 pub(crate) fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
-}
-
-fn parse_role(s: &str) -> anyhow::Result<IdentityRole> {
-    Ok(match s {
-        "admin" => IdentityRole::Admin,
-        "customer" => IdentityRole::Customer,
-        "engineer" => IdentityRole::Engineer,
-        "auditor" => IdentityRole::Auditor,
-        "deployment" => IdentityRole::Deployment,
-        other => anyhow::bail!("unknown role {other:?}: use admin, customer, engineer, auditor or deployment"),
-    })
+    Timestamp::since_epoch(std::time::SystemTime::now())
 }
 
 async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> anyhow::Result<()> {
@@ -379,7 +367,7 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             // already in the folder is theirs and stays. Read before the
             // identity is issued, so a missing file fails nothing half-done.
             let root = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
-            let fingerprint = issue(conn, &role, &id, &csr, &out, scope, json).await?;
+            let fingerprint = issue(conn, role, &id, &csr, &out, scope, json).await?;
             if !out.join("root.json").exists() {
                 std::fs::write(out.join("root.json"), root)?;
             }
@@ -392,7 +380,7 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             Ok(())
         }
         Admin::Enroll { deployment, csr, out } => {
-            let fingerprint = issue(conn, "deployment", &deployment, &csr, &out, None, json).await?;
+            let fingerprint = issue(conn, IdentityRole::Deployment, &deployment, &csr, &out, None, json).await?;
             // The rest of the provisioning bundle: whom to trust, where to call.
             let root_bytes = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
             let root = covenant_core::state::peek_root(&root_bytes).context("your root.json is not a root")?;
@@ -537,18 +525,17 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
 /// key it carries, in the ledger; writes cert.pem and ca.pem into `out`.
 async fn issue(
     conn: &Connection,
-    role: &str,
+    role: IdentityRole,
     id: &str,
     csr: &Path,
     out: &Path,
     scope: Option<Vec<String>>,
     json: bool,
 ) -> anyhow::Result<Sha256Digest> {
-    let role_value = parse_role(role)?;
     let csr = std::fs::read(csr).with_context(|| format!("reading {}", csr.display()))?;
     let mut client = AdminServiceClient::new(conn.channel().await?);
     let issued = client
-        .issue_identity(pb::IssueIdentityRequest { csr, role: role.to_owned(), subject: id.to_owned() })
+        .issue_identity(pb::IssueIdentityRequest { csr, role: role.to_string(), subject: id.to_owned() })
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner();
@@ -558,13 +545,8 @@ async fn issue(
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("cert.pem"), &issued.certificate_pem)?;
     std::fs::write(out.join("ca.pem"), &issued.ca_pem)?;
-    let action = ActionKind::IssueIdentity {
-        role: role_value,
-        subject: id.to_owned(),
-        signing_key,
-        certificate_sha256: fingerprint,
-        scope,
-    };
+    let action =
+        ActionKind::IssueIdentity { role, subject: id.to_owned(), signing_key, certificate_sha256: fingerprint, scope };
     act(conn, action, format!("identity issued to {role} {id}"), json).await?;
     Ok(fingerprint)
 }

@@ -14,7 +14,7 @@ use covenant_core::ledger::{EntryHeader, Keyring, SubjectKey};
 use covenant_core::merkle::{self, CompactRange, Hash};
 use covenant_core::note::{self, NoteVerifier, TlogProof, VerifiedCheckpoint};
 use covenant_core::root::{RootPolicy, TrustedRoot, walk_chain};
-use covenant_core::state::Registry;
+use covenant_core::state::State;
 use covenant_core::tiles::{self, TileFiles};
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -319,7 +319,7 @@ async fn verify_online(
     // registry from the start, checking every body and signature).
     let previous_size = range.size();
     let start = if bodies { 0 } else { previous_size };
-    let mut registry = if bodies { Registry::with_keyring(subject_keyring(client).await?) } else { Registry::new() };
+    let mut registry = if bodies { State::with_keyring(subject_keyring(client).await?) } else { State::new() };
     let mut fresh = CompactRange::new();
     let mut bodies_checked = 0;
     let mut index = start;

@@ -430,9 +430,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     print!("{}", d.reasons(&agent_a)?);
 
     d.say("Agency A attests (valid for 20 seconds, for the demo) and an engineer verifies on site.");
-    let soon = covenant_core::digest::Timestamp::from_unix(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64 + 20,
-    );
+    let soon = covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now()).plus_seconds(20);
     let expires_a = Instant::now() + Duration::from_secs(21);
     let att_a = d.attest(&customer_a, "agency-a", "a-01", &rfc3339(soon))?;
     d.verify(&engineer, &att_a, "a-01", &agent_a)?;

@@ -104,7 +104,8 @@ impl pb::witness_service_server::WitnessService for WitnessNode {
             .iter()
             .map(|h| h.as_slice().try_into().map_err(|_| Status::invalid_argument("a proof hash is not 32 bytes")))
             .collect::<Result<Vec<Hash>, Status>>()?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = u64::try_from(covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now()).unix())
+            .unwrap_or(0);
         let mut held = self.held.lock().await;
         match witness::cosign(held.as_ref(), req.old_size, &proof, &req.checkpoint, &self.log, &self.signer, now) {
             Ok((record, sig)) => {

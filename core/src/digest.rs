@@ -96,6 +96,15 @@ impl Timestamp {
         Timestamp(secs)
     }
 
+    /// The timestamp of a system time the caller read (core reads no
+    /// clock): whole seconds since the Unix epoch, the epoch for a time
+    /// before it, the largest timestamp for one beyond it.
+    pub fn since_epoch(at: std::time::SystemTime) -> Self {
+        let secs =
+            at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Timestamp(secs)
+    }
+
     /// Seconds since the Unix epoch.
     pub const fn unix(self) -> i64 {
         self.0

@@ -15,7 +15,7 @@ use crate::envelope::Envelope;
 use crate::ledger::{EntryHeader, EntryKind};
 use crate::state::{AttestationFact, Deployment, Rejection, Release, SignedCheckIn, State, VerificationFact};
 use crate::statements::{
-    CONDITION_NAMES, CaseState, Condition, ConditionResult, ConditionStatus, Contract, ContractRef, Decision,
+    CaseState, Condition, ConditionName, ConditionResult, ConditionStatus, Contract, ContractRef, Decision,
     DecisionTag, InstallOutcome, InstallReport, Payload as _, ReleaseClass, SchemaV1, SuspensionLevel, Verdict,
     WithheldRelease,
 };
@@ -54,6 +54,15 @@ pub enum PolicyError {
         /// What the check-in says.
         claimed: String,
     },
+}
+
+impl From<PolicyError> for Rejection {
+    fn from(e: PolicyError) -> Rejection {
+        match e {
+            PolicyError::UnknownDeployment(_) => Rejection::NotFound(e.to_string()),
+            PolicyError::WrongProduct { .. } => Rejection::Precondition(e.to_string()),
+        }
+    }
 }
 
 /// Whether the suspension table (`docs/policy.md`) lets a release of `class`, built
@@ -260,12 +269,12 @@ impl Context<'_> {
                 ),
             }];
         };
-        CONDITION_NAMES
-            .iter()
+        ConditionName::ALL
+            .into_iter()
             .map(|name| {
-                let Some(c) = contract.conditions.iter().find(|c| c.name() == *name) else {
+                let Some(c) = contract.conditions.iter().find(|c| c.kind() == name) else {
                     return ConditionResult {
-                        condition: (*name).to_owned(),
+                        condition: name.to_string(),
                         status: ConditionStatus::NotApplicable,
                         reason: format!("Contract {} version {} does not require it.", contract.id, contract.version),
                     };
@@ -671,11 +680,13 @@ fn check_install_report(state: &State, time: Timestamp, body: &[u8]) -> Result<(
     }
     let grant = state.facts().decisions_of(&report.deployment).iter().find(|d| d.index == report.grant_index);
     match grant {
-        Some(grant) if grant.verdict == Verdict::Grant && !grant_stands(state, grant, time) => Err(Rejection(format!(
-            "grant {} no longer stood when the install was reported (it expired, or a suspension, case or other \
+        Some(grant) if grant.verdict == Verdict::Grant && !grant_stands(state, grant, time) => {
+            Err(Rejection::Stale(format!(
+                "grant {} no longer stood when the install was reported (it expired, or a suspension, case or other \
              change withholds its release): the installed version is not raised",
-            report.grant_index
-        ))),
+                report.grant_index
+            )))
+        }
         _ => Ok(()),
     }
 }

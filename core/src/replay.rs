@@ -71,7 +71,7 @@ pub fn replay<'a>(keyring: Keyring, entries: impl IntoIterator<Item = (u64, &'a 
             continue;
         }
         if let Err(e) = crate::policy::fold(&mut state, index, header, body) {
-            mismatches.push(Mismatch { index, field: "refused", detail: e.0 });
+            mismatches.push(Mismatch { index, field: "refused", detail: e.to_string() });
             // Counted, not taken: later indexes and state sizes stay the ledger's.
             state.skip();
         }
@@ -107,7 +107,7 @@ fn check_decision(state: &State, index: u64, header: &EntryHeader, body: &[u8], 
     }
     let checkin = match state.verify_checkin(&logged.checkin) {
         Ok(c) => c,
-        Err(e) => return push("checkin", e.0),
+        Err(e) => return push("checkin", e.to_string()),
     };
     let expected = match evaluate(state, &checkin, logged.issued_at) {
         Ok(Outcome::Decided(d)) => d,

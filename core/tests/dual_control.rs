@@ -168,7 +168,7 @@ fn one_admin_cannot_silence_the_other_by_registering_its_key_as_a_device_and_rev
     .unwrap();
     w.act(registration("shell-1", "shell"), 0).unwrap();
     let e = w.propose(identity(IdentityRole::Deployment, "shell-1", &honest, b"squat"), 0).unwrap_err();
-    assert!(e.0.contains("registered only as an admin identity"), "{e}");
+    assert!(e.to_string().contains("registered only as an admin identity"), "{e}");
     // The honest admin still acts.
     let target = SuspensionTarget::Customer("shell".into());
     w.act(ActionKind::ProposeSuspension { target, level: SuspensionLevel::L1 }, 1).unwrap();
@@ -198,7 +198,7 @@ fn a_stale_case_close_cannot_close_a_case_determined_substantiated_since() {
     w.act(substantiated, 1).unwrap();
     let size = w.state.size();
     let e = w.approve(close, 1).unwrap_err();
-    assert!(e.0.contains("moved since this proposal"), "{e}");
+    assert!(e.to_string().contains("moved since this proposal"), "{e}");
     assert_eq!(w.state.size(), size);
     assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Determined);
     assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Withhold);

@@ -19,7 +19,7 @@ use support::world::{DAY, World, attestation, manifest, setup, site};
 fn refused(w: &mut World, body: Vec<u8>, says: &str) {
     let size = w.state.size();
     let e = w.append(body).unwrap_err();
-    assert!(e.0.contains(says), "expected {says:?} in {:?}", e.0);
+    assert!(e.to_string().contains(says), "expected {says:?} in {:?}", e.to_string());
     assert_eq!(w.state.size(), size, "a refused entry changes nothing");
 }
 
@@ -175,12 +175,12 @@ fn a_header_that_does_not_match_its_body_is_refused() {
         body_digest: body_digest(&[0; 32], &body),
     };
     let wrong_kind = EntryHeader { kind: EntryKind::Customer, ..good.clone() };
-    assert!(w.state.apply(index, &wrong_kind, &body).unwrap_err().0.contains("header says customer"));
+    assert!(w.state.apply(index, &wrong_kind, &body).unwrap_err().to_string().contains("header says customer"));
     let wrong_actor = EntryHeader { actor: Some(w.keys.admin[1].key_id()), ..good.clone() };
-    assert!(w.state.apply(index, &wrong_actor, &body).unwrap_err().0.contains("actor"));
+    assert!(w.state.apply(index, &wrong_actor, &body).unwrap_err().to_string().contains("actor"));
     let tag = w.state.keyring().tags(&["min-x".into()], &good.body_digest).unwrap();
     let wrong_subjects = EntryHeader { tags: tag, ..good.clone() };
-    assert!(w.state.apply(index, &wrong_subjects, &body).unwrap_err().0.contains("subject tags"));
+    assert!(w.state.apply(index, &wrong_subjects, &body).unwrap_err().to_string().contains("subject tags"));
     w.state.apply(index, &good, &body).unwrap();
 }
 
@@ -188,7 +188,7 @@ fn a_header_that_does_not_match_its_body_is_refused() {
 fn registration_rules() {
     let (mut w, _, _) = two_customers();
     let again = ActionKind::RegisterCustomer { customer: "min-x".into(), legal_name: "X".into(), country: "XA".into() };
-    assert!(w.act(again, 0).unwrap_err().0.contains("already registered"));
+    assert!(w.act(again, 0).unwrap_err().to_string().contains("already registered"));
     let orphan = ActionKind::RegisterDeployment {
         deployment: "lim-99".into(),
         customer: "nobody".into(),
@@ -196,7 +196,7 @@ fn registration_rules() {
         site: site("s1"),
         provisioned_version: "1.0.0".parse().unwrap(),
     };
-    assert!(w.act(orphan, 0).unwrap_err().0.contains("customer nobody is not registered"));
+    assert!(w.act(orphan, 0).unwrap_err().to_string().contains("customer nobody is not registered"));
     // A key for a customer that does not exist.
     let k = key(230);
     let e = w
@@ -211,27 +211,27 @@ fn registration_rules() {
             0,
         )
         .unwrap_err();
-    assert!(e.0.contains("register customer nobody"), "{e}");
+    assert!(e.to_string().contains("register customer nobody"), "{e}");
 }
 
 #[test]
 fn contract_versions_go_one_at_a_time_and_one_contract_binds_a_customer() {
     let (mut w, _, _) = two_customers();
     w.contract("min-x", 1, vec![]).unwrap();
-    assert!(w.contract("min-x", 1, vec![]).unwrap_err().0.contains("must be set at version 2"));
-    assert!(w.contract("min-x", 3, vec![]).unwrap_err().0.contains("must be set at version 2"));
+    assert!(w.contract("min-x", 1, vec![]).unwrap_err().to_string().contains("must be set at version 2"));
+    assert!(w.contract("min-x", 3, vec![]).unwrap_err().to_string().contains("must be set at version 2"));
     w.contract("min-x", 2, vec![]).unwrap();
     let mut other = support::world::contract("min-x", 1, vec![]);
     other.id = "side-deal".into();
     let e = w.act(ActionKind::SetContract { contract: other }, 0).unwrap_err();
-    assert!(e.0.contains("bound by contract contract-min-x"), "{e}");
+    assert!(e.to_string().contains("bound by contract contract-min-x"), "{e}");
     // A contract naming another customer's deployment.
     let mut c = support::world::contract("min-y", 1, vec![]);
     c.deployments = vec!["lim-07".into()];
-    assert!(w.act(ActionKind::SetContract { contract: c }, 0).unwrap_err().0.contains("lim-07"));
+    assert!(w.act(ActionKind::SetContract { contract: c }, 0).unwrap_err().to_string().contains("lim-07"));
     // A condition named twice.
     let twice = vec![Condition::IntegrityMatch, Condition::IntegrityMatch];
-    assert!(w.contract("min-y", 1, twice).unwrap_err().0.contains("names a condition twice"));
+    assert!(w.contract("min-y", 1, twice).unwrap_err().to_string().contains("names a condition twice"));
 }
 
 #[test]
@@ -349,7 +349,7 @@ fn reasons_say_what_is_missing_and_what_to_do_and_never_betray_a_source() {
             }
         }
     }
-    let all: std::collections::BTreeSet<String> = CONDITION_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    let all: std::collections::BTreeSet<String> = ConditionName::ALL.iter().map(ConditionName::to_string).collect();
     assert_eq!(seen, all, "every condition was seen unmet");
     // The facts named: dates and versions.
     let reason = |d: &Decision, name: &str| d.conditions.iter().find(|c| c.condition == name).unwrap().reason.clone();
@@ -372,7 +372,7 @@ fn a_stale_suspension_proposal_cannot_lower_a_level_raised_since() {
     w.suspend(target.clone(), SuspensionLevel::LegalHold);
     // admin1 alone now approves the old L2 proposal: refused, the level stays.
     let e = w.approve(stale, 1).unwrap_err();
-    assert!(e.0.contains("the suspension changed since this proposal"), "{e}");
+    assert!(e.to_string().contains("the suspension changed since this proposal"), "{e}");
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::LegalHold);
 }
 
@@ -382,7 +382,7 @@ fn a_proposal_expires() {
     let target = SuspensionTarget::Customer("min-x".into());
     let p = w.propose(ActionKind::ProposeSuspension { target, level: SuspensionLevel::L3 }, 0).unwrap();
     w.advance_days(31);
-    assert!(w.approve(p, 1).unwrap_err().0.contains("expired"));
+    assert!(w.approve(p, 1).unwrap_err().to_string().contains("expired"));
 }
 
 #[test]
@@ -401,7 +401,7 @@ fn the_proposal_of_a_revoked_admin_does_not_count() {
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L3, "one valid approval is not two");
     // And the revoked admin can no longer act at all.
     let e = w.act(ActionKind::Note { text: "still here".into() }, 0).unwrap_err();
-    assert!(e.0.contains("revoked admin key"), "{e}");
+    assert!(e.to_string().contains("revoked admin key"), "{e}");
 }
 
 #[test]
@@ -434,10 +434,10 @@ fn a_backdated_decision_is_refused() {
     w.advance_days(20);
     // Evaluated "then", logged now.
     let e = w.log(&d).unwrap_err();
-    assert!(e.0.contains("logged within 60 s of when it was made"), "{e}");
+    assert!(e.to_string().contains("logged within 60 s of when it was made"), "{e}");
     d.issued_at = w.now.plus_seconds(1);
     d.expires_at = Some(d.issued_at.plus_seconds(3600));
-    assert!(w.log(&d).unwrap_err().0.contains("logged within"), "dated in the future");
+    assert!(w.log(&d).unwrap_err().to_string().contains("logged within"), "dated in the future");
 }
 
 #[test]
@@ -446,13 +446,13 @@ fn a_decision_answering_an_old_or_reused_check_in_is_refused() {
     let old = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
     w.advance_days(3);
     let e = w.log(&w.decide(&old)).unwrap_err();
-    assert!(e.0.contains("more than a day from when it was decided"), "{e}");
+    assert!(e.to_string().contains("more than a day from when it was decided"), "{e}");
     let fresh = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
     w.log(&w.decide(&fresh)).unwrap();
     w.advance_days(8);
     w.now = w.now.plus_seconds(-8 * support::world::DAY + 10);
     let e = w.log(&w.decide(&fresh)).unwrap_err();
-    assert!(e.0.contains("already answered"), "{e}");
+    assert!(e.to_string().contains("already answered"), "{e}");
 }
 
 #[test]
@@ -604,7 +604,7 @@ fn one_officer_cannot_drop_a_condition_by_publishing_a_contract_version() {
     assert_eq!(d.verdict, Verdict::Withhold, "the case still withholds");
     // The same officer approving counts once.
     let e = w.approve(p, 0).unwrap_err();
-    assert!(e.0.contains("one admin counts once"), "{e}");
+    assert!(e.to_string().contains("one admin counts once"), "{e}");
     // A second officer's approval puts it in force.
     w.approve(p, 1).unwrap();
     assert_eq!(w.state.facts().contract_of("min-x").unwrap().version, 2);
@@ -635,7 +635,7 @@ fn a_relaxing_proposal_is_refused_once_the_contract_moved_on() {
     // A tightening version 2 goes in first.
     w.contract("min-x", 2, case_contract(vec![Condition::IntegrityMatch])).unwrap();
     let e = w.approve(p, 1).unwrap_err();
-    assert!(e.0.contains("is at version 2 now"), "{e}");
+    assert!(e.to_string().contains("is at version 2 now"), "{e}");
     assert_eq!(w.state.facts().contract_of("min-x").unwrap().conditions.len(), 2);
 }
 
@@ -808,7 +808,7 @@ fn one_admin_cannot_widen_a_licence_by_recording_it_again() {
     assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Grant);
     // The other proposal no longer says what it widens.
     let e = w.approve(later, 1).unwrap_err();
-    assert!(e.0.contains("licence bafa-1 changed since this proposal"), "{e}");
+    assert!(e.to_string().contains("licence bafa-1 changed since this proposal"), "{e}");
     // Narrowing takes effect at once.
     w.act(licence_until(">=1.0, <1.1", expires.plus_seconds(-DAY)), 0).unwrap();
     assert_eq!(w.state.facts().licence("bafa-1").unwrap().versions.to_string(), ">=1.0, <1.1");
@@ -839,7 +839,7 @@ fn one_admin_cannot_close_a_substantiated_case_alone() {
     assert!(!w.state.facts().proposal(&p).unwrap().in_force);
     assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Withhold);
     let e = w.approve(p, 0).unwrap_err();
-    assert!(e.0.contains("one admin counts once"), "{e}");
+    assert!(e.to_string().contains("one admin counts once"), "{e}");
     w.approve(p, 1).unwrap();
     assert_eq!(w.state.facts().case(&case).unwrap().state, CaseState::Closed);
     assert_eq!(w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0")).verdict, Verdict::Grant);
@@ -859,7 +859,7 @@ fn one_admin_cannot_dismiss_a_triaged_case_or_take_a_determination_back_alone() 
     w.move_case(&case, CaseState::Investigating, None).unwrap();
     w.move_case(&case, CaseState::Determined, Some(Determination::Inconclusive)).unwrap();
     let e = w.approve(p, 1).unwrap_err();
-    assert!(e.0.contains(&format!("case {case} moved since this proposal")), "{e}");
+    assert!(e.to_string().contains(&format!("case {case} moved since this proposal")), "{e}");
     // Determined (inconclusive) back to investigating lifts a contract
     // blocking from determined: a proposal too.
     let back = ActionKind::CaseTransition { case: case.clone(), to: CaseState::Investigating, determination: None };
@@ -903,7 +903,7 @@ fn re_registering_suspended_hardware_under_a_new_deployment_id_needs_two_admins(
         },
         0,
     );
-    assert!(e.unwrap_err().0.contains("register deployment lim-09 before its key"));
+    assert!(e.unwrap_err().to_string().contains("register deployment lim-09 before its key"));
     w.approve(p, 1).unwrap();
     assert!(w.state.deployment("lim-09").is_some());
     // Another customer is not held by min-x's suspension.
@@ -1013,7 +1013,7 @@ fn one_admin_cannot_give_a_new_customer_its_first_contract_to_carry_held_hardwar
     w.approve(q, 1).unwrap();
     assert_eq!(w.state.facts().contract_of("min-z").unwrap().conditions.len(), 1);
     let e = w.approve(p, 1).unwrap_err();
-    assert!(e.0.contains("is at version 1 now"), "{e}");
+    assert!(e.to_string().contains("is at version 1 now"), "{e}");
     assert_eq!(w.state.facts().contract_of("min-z").unwrap().conditions.len(), 1);
 }
 
@@ -1032,7 +1032,7 @@ fn a_refused_approval_leaves_the_proposal_as_it_was() {
     w.approve(q, 1).unwrap();
     let before = w.state.facts().proposal(&p).unwrap().clone();
     let e = w.approve(p, 1).unwrap_err();
-    assert!(e.0.contains("deployment lim-09 is already registered"), "{e}");
+    assert!(e.to_string().contains("deployment lim-09 is already registered"), "{e}");
     assert_eq!(w.state.facts().proposal(&p).unwrap(), &before);
     assert_eq!(w.state.deployment("lim-09").unwrap().installed_version, "1.1.0".parse().unwrap());
 }
@@ -1078,7 +1078,7 @@ fn a_spare_deployment_registered_before_the_hold_gets_no_identity_from_one_admin
     assert!(!has_key(&w, 150));
     assert_eq!(identity_proposal_why(&w, &p), "deployment lim-07 is under suspension L1");
     let checkin = w.checkin(&key(150), "lim-99", "1.0.0", "1.0.0");
-    assert!(w.state.verify_checkin(&checkin).unwrap_err().0.contains("signed by a key no one registered"));
+    assert!(w.state.verify_checkin(&checkin).unwrap_err().to_string().contains("signed by a key no one registered"));
     // The held deployment itself gets no new key from one admin either.
     let again = w.propose(device_identity("lim-07", 151), 0).unwrap();
     assert!(!has_key(&w, 151));
@@ -1108,7 +1108,7 @@ fn an_identity_proposal_is_refused_on_approval_once_its_key_is_registered() {
     assert!(has_key(&w, 150));
     let size = w.state.size();
     let e = w.approve(p, 1).unwrap_err();
-    assert!(e.0.contains("this signing key is already registered"), "{e}");
+    assert!(e.to_string().contains("this signing key is already registered"), "{e}");
     // Refused, and the proposal still waits: nothing changed.
     assert_eq!(w.state.size(), size);
     assert!(!w.state.facts().proposal(&p).unwrap().in_force);
@@ -1159,7 +1159,7 @@ fn one_admin_cannot_issue_an_engineer_or_auditor_key_it_holds_and_sign_field_fac
     assert!(!has_key(&w, 163));
     identity_proposal_why(&w, &q);
     // One admin cannot approve its own proposal.
-    assert!(w.approve(p, 0).unwrap_err().0.contains("one admin counts once"));
+    assert!(w.approve(p, 0).unwrap_err().to_string().contains("one admin counts once"));
     w.approve(p, 1).unwrap();
     w.approve(q, 1).unwrap();
     assert!(has_key(&w, 162) && has_key(&w, 163));
@@ -1185,7 +1185,7 @@ fn one_admin_cannot_revoke_the_other_admin_to_keep_dual_control_to_itself() {
     w.approve(revoke, 1).unwrap();
     assert!(w.state.identity(&a1).unwrap().revoked.is_some());
     let e = w.act(ActionKind::Note { text: "still here".into() }, 1).unwrap_err();
-    assert!(e.0.contains("revoked admin key"), "{e}");
+    assert!(e.to_string().contains("revoked admin key"), "{e}");
 }
 
 #[test]
@@ -1205,9 +1205,9 @@ fn a_compromise_proposal_is_refused_on_approval_once_another_compromise_was_reco
     assert_eq!(w.state.identity(&cert).unwrap().revoked.as_ref().unwrap().compromised_since, Some(since));
     let size = w.state.size();
     let e = w.approve(second.unwrap(), 1).unwrap_err();
-    assert!(e.0.contains("already recorded as compromised"), "{e}");
+    assert!(e.to_string().contains("already recorded as compromised"), "{e}");
     assert_eq!(w.state.size(), size);
     // And a plain revocation again is refused.
     let e = w.act(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: None }, 0).unwrap_err();
-    assert!(e.0.contains("already revoked"), "{e}");
+    assert!(e.to_string().contains("already revoked"), "{e}");
 }

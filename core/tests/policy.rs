@@ -124,7 +124,7 @@ fn one_admin_cannot_void_a_failing_verification_by_revoking_its_engineer_as_comp
     // The key is cut off at once ...
     let body =
         w.verification_body(&ek, att, "lim-07", site("s1"), Sha256Digest::of(b"config"), VerificationResult::Pass);
-    assert!(w.append(body).unwrap_err().0.contains("signed by a revoked key"));
+    assert!(w.append(body).unwrap_err().to_string().contains("signed by a revoked key"));
     // ... but the failure still counts: the withhold stands.
     let checkin = w.checkin(&dk, "lim-07", "1.0.0", "1.0.0");
     let (s, why) = status(&w.decide(&checkin), "field_verified");
@@ -502,20 +502,20 @@ fn one_admin_alone_cannot_lift_a_suspension_and_counts_once() {
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L1, "not yet");
     // The proposer approving their own proposal counts once: refused.
     let e = w.approve(p, 0).unwrap_err();
-    assert!(e.0.contains("counts once"), "{e}");
+    assert!(e.to_string().contains("counts once"), "{e}");
     w.approve(p, 1).unwrap();
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L3);
     // Lowering (reinstatement) by one admin alone does nothing.
     let lift = w.propose(ActionKind::ProposeSuspension { target, level: SuspensionLevel::None }, 1).unwrap();
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::L3);
     assert_eq!(w.decide(&checkin).verdict, Verdict::Withhold);
-    assert!(w.approve(lift, 1).unwrap_err().0.contains("counts once"));
+    assert!(w.approve(lift, 1).unwrap_err().to_string().contains("counts once"));
     w.approve(lift, 0).unwrap();
     assert_eq!(w.state.customer("min-x").unwrap().suspension, SuspensionLevel::None);
     assert_eq!(w.decide(&checkin).verdict, Verdict::Grant);
     // An approval of a proposal already in force, or of none, is refused.
-    assert!(w.approve(lift, 1).unwrap_err().0.contains("already in force"));
-    assert!(w.approve(Sha256Digest::of(b"nothing"), 1).unwrap_err().0.contains("no proposal"));
+    assert!(w.approve(lift, 1).unwrap_err().to_string().contains("already in force"));
+    assert!(w.approve(Sha256Digest::of(b"nothing"), 1).unwrap_err().to_string().contains("no proposal"));
 }
 
 #[test]
@@ -554,7 +554,7 @@ fn one_admin_alone_cannot_pass_a_security_fix_under_l2() {
     // Only a security-fix release may be proposed.
     let cap = w.state.facts().release_of("lim", &"1.1.0".parse().unwrap()).unwrap().digest;
     let e = w.propose(ActionKind::ProposeSecurityFix { deployment: "lim-07".into(), release: cap }, 0).unwrap_err();
-    assert!(e.0.contains("only a security-fix release"), "{e}");
+    assert!(e.to_string().contains("only a security-fix release"), "{e}");
 }
 
 /// The legal moves of `docs/policy.md`, written out independently of the code.
@@ -630,7 +630,7 @@ fn every_illegal_case_transition_is_refused() {
     assert_eq!(tried, 63);
     // A case that does not exist cannot move.
     let (mut w, _) = case_in(S::Received, None);
-    assert!(w.move_case("case-999", S::Triaged, None).unwrap_err().0.contains("no case"));
+    assert!(w.move_case("case-999", S::Triaged, None).unwrap_err().to_string().contains("no case"));
 }
 
 #[test]
@@ -643,7 +643,7 @@ fn a_check_in_not_signed_by_the_deployment_is_refused() {
     let other = key(150);
     w.identity(IdentityRole::Deployment, "lim-08", &other);
     let e = w.state.verify_checkin(&w.checkin(&other, "lim-07", "1.0.0", "1.0.0")).unwrap_err();
-    assert!(e.0.contains("signed by the deployment it names"), "{e}");
+    assert!(e.to_string().contains("signed by the deployment it names"), "{e}");
 }
 
 #[test]

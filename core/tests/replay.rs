@@ -791,7 +791,7 @@ fn replay_refuses_an_install_report_for_a_voided_grant() {
         time: w.now,
     };
     let body = envelope::sign(&report, &[&dk]);
-    assert!(w.append(body.clone()).unwrap_err().0.contains("no longer stood"));
+    assert!(w.append(body.clone()).unwrap_err().to_string().contains("no longer stood"));
     let mut bodies: Vec<(Timestamp, Vec<u8>)> = w.entries.iter().map(|(h, b)| (h.time, b.clone())).collect();
     bodies.push((w.now, body));
     let forced = bodies.len() - 1;

@@ -10,7 +10,7 @@ use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope;
 use covenant_core::keys::SigningKey;
 use covenant_core::ledger::{EntryHeader, EntryKind, Keyring, SubjectSecret, body_digest};
-use covenant_core::state::Registry;
+use covenant_core::state::{RootEntry, State};
 use covenant_core::statements::{ActionKind, ActionTag, AdminAction, IdentityRole, SchemaV1};
 use support::{NOW, RootKeys, key, next_year, root_metadata, signed_root};
 
@@ -61,8 +61,8 @@ fn issue(role: IdentityRole, subject: &str, signing: &SigningKey, cert: &[u8]) -
 }
 
 /// A registry with the genesis root folded.
-fn genesis(keys: &RootKeys) -> Registry {
-    let mut r = Registry::with_keyring(keyring());
+fn genesis(keys: &RootKeys) -> State {
+    let mut r = State::with_keyring(keyring());
     let root = signed_root(&root_metadata(keys, 1, next_year(), false), &[&keys.root[0], &keys.root[1]]);
     r.apply(0, &header(EntryKind::Root, None, &[], &root, 0), &root).unwrap();
     r
@@ -72,9 +72,8 @@ fn genesis(keys: &RootKeys) -> Registry {
 fn first_entry_must_be_the_root() {
     let keys = RootKeys::new(1);
     let body = action(ActionKind::Note { text: "hello".into() }, &keys.admin[0]);
-    let err =
-        Registry::new().apply(0, &header(EntryKind::Note, Some(&keys.admin[0]), &[], &body, 0), &body).unwrap_err();
-    assert!(err.0.contains("first entry"), "{err}");
+    let err = State::new().apply(0, &header(EntryKind::Note, Some(&keys.admin[0]), &[], &body, 0), &body).unwrap_err();
+    assert!(err.to_string().contains("first entry"), "{err}");
 }
 
 #[test]
@@ -105,9 +104,9 @@ fn admin_issues_and_revokes_an_identity() {
         &keys.admin[1],
     );
     let err = r.apply(4, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &again, 4), &again).unwrap_err();
-    assert!(err.0.contains("already revoked"), "{err}");
+    assert!(err.to_string().contains("already revoked"), "{err}");
     let err = r.apply(4, &header(EntryKind::Revocation, Some(&keys.admin[1]), &[], &revoke, 4), &revoke).unwrap_err();
-    assert!(err.0.contains("re-records the action of entry 3"), "{err}");
+    assert!(err.to_string().contains("re-records the action of entry 3"), "{err}");
 }
 
 #[test]
@@ -117,7 +116,7 @@ fn action_signed_by_a_key_not_in_the_root_is_refused() {
     let outsider = key(91);
     let body = action(ActionKind::Note { text: "I am an admin".into() }, &outsider);
     let err = r.apply(1, &header(EntryKind::Note, Some(&outsider), &[], &body, 1), &body).unwrap_err();
-    assert!(err.0.contains("0 valid signature(s)"), "{err}");
+    assert!(err.to_string().contains("0 valid signature(s)"), "{err}");
     assert_eq!(r.size(), 1);
 }
 
@@ -127,7 +126,7 @@ fn actor_must_be_the_signer() {
     let mut r = genesis(&keys);
     let body = action(ActionKind::Note { text: "x".into() }, &keys.admin[0]);
     let err = r.apply(1, &header(EntryKind::Note, Some(&keys.admin[1]), &[], &body, 1), &body).unwrap_err();
-    assert!(err.0.contains("actor must be the key that signed"), "{err}");
+    assert!(err.to_string().contains("actor must be the key that signed"), "{err}");
 }
 
 #[test]
@@ -136,7 +135,7 @@ fn admin_identity_needs_a_key_listed_in_the_root() {
     let mut r = genesis(&keys);
     let body = action(issue(IdentityRole::Admin, "admin3", &key(92), b"c3"), &keys.admin[0]);
     let err = r.apply(1, &header(EntryKind::Identity, Some(&keys.admin[0]), &["admin3"], &body, 1), &body).unwrap_err();
-    assert!(err.0.contains("admin role"), "{err}");
+    assert!(err.to_string().contains("admin role"), "{err}");
     let body = action(issue(IdentityRole::Admin, "admin2", &keys.admin[1], b"c2"), &keys.admin[0]);
     r.apply(1, &header(EntryKind::Identity, Some(&keys.admin[0]), &["admin2"], &body, 1), &body).unwrap();
 }
@@ -152,7 +151,7 @@ fn one_signing_key_cannot_be_registered_twice() {
     r.apply(2, &header(EntryKind::Approval, Some(&keys.admin[1]), &[], &ok, 2), &ok).unwrap();
     let b = action(issue(IdentityRole::Engineer, "eng-2", &k, b"c2"), &keys.admin[0]);
     let err = r.apply(3, &header(EntryKind::Identity, Some(&keys.admin[0]), &["eng-2"], &b, 3), &b).unwrap_err();
-    assert!(err.0.contains("already registered"), "{err}");
+    assert!(err.to_string().contains("already registered"), "{err}");
 }
 
 #[test]
@@ -161,7 +160,7 @@ fn ledger_time_never_goes_backwards() {
     let mut r = genesis(&keys);
     let body = action(ActionKind::Note { text: "x".into() }, &keys.admin[0]);
     let err = r.apply(1, &header(EntryKind::Note, Some(&keys.admin[0]), &[], &body, -5), &body).unwrap_err();
-    assert!(err.0.contains("backwards"), "{err}");
+    assert!(err.to_string().contains("backwards"), "{err}");
 }
 
 #[test]
@@ -170,8 +169,8 @@ fn root_rotation_is_a_ledger_entry() {
     let mut r = genesis(&keys);
     let v2 = signed_root(&root_metadata(&keys, 2, next_year(), false), &[&keys.root[0], &keys.root[1]]);
     r.apply(1, &header(EntryKind::Root, None, &[], &v2, 1), &v2).unwrap();
-    assert_eq!(r.root_entries(), &[(0, 1), (1, 2)]);
+    assert_eq!(r.root_entries(), &[RootEntry { index: 0, version: 1 }, RootEntry { index: 1, version: 2 }]);
     let v4 = signed_root(&root_metadata(&keys, 4, next_year(), false), &[&keys.root[0], &keys.root[1]]);
     let err = r.apply(2, &header(EntryKind::Root, None, &[], &v4, 2), &v4).unwrap_err();
-    assert!(err.0.contains("does not follow"), "{err}");
+    assert!(err.to_string().contains("does not follow"), "{err}");
 }

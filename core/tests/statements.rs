@@ -359,8 +359,21 @@ fn condition_mut<'a>(c: &'a mut Contract, name: &str) -> &'a mut Condition {
 }
 
 #[test]
+fn each_condition_name_is_the_tag_its_condition_is_written_with() {
+    let contract = base_contract();
+    let kinds: Vec<ConditionName> = contract.conditions.iter().map(Condition::kind).collect();
+    assert_eq!(kinds, ConditionName::ALL, "the base contract has every condition, in order");
+    for c in &contract.conditions {
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json["condition"], c.kind().as_str());
+        assert_eq!(c.kind().to_string().parse::<ConditionName>(), Ok(c.kind()));
+    }
+    assert!("no_such_condition".parse::<ConditionName>().is_err());
+}
+
+#[test]
 fn dropping_any_condition_relaxes() {
-    for name in CONDITION_NAMES {
+    for name in ConditionName::ALL.map(ConditionName::as_str) {
         let r = changed(|c| c.conditions.retain(|x| x.name() != name));
         assert_eq!(r, vec![format!("drops the condition {name}")]);
     }

@@ -27,7 +27,7 @@ use covenant_core::ledger::{EntryKind, Keyring, SubjectSecret, SubjectTag};
 use covenant_core::note::{NoteSigner, NoteVerifier};
 use covenant_core::policy;
 use covenant_core::root::{RootPolicy, TrustedRoot};
-use covenant_core::state::{Registry, Rejection};
+use covenant_core::state::{Rejection, State};
 use covenant_core::statements::{
     ActionKind, ActionTag, AdminAction, CheckIn, IdentityRole, Payload as _, RoleSpec, Roles, RootKey, RootMetadata,
     RootTag, SchemaV1,
@@ -47,7 +47,7 @@ pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
 /// applies entries, and evaluates check-ins in ledger order with the
 /// decision key) and the services (which read it to authorize calls).
 #[derive(Debug, Clone, Default)]
-pub struct SharedRegistry(pub Arc<RwLock<Registry>>, pub Option<Arc<SigningKey>>, pub(crate) OwnDecisions);
+pub struct SharedRegistry(pub Arc<RwLock<State>>, pub Option<Arc<SigningKey>>, pub(crate) OwnDecisions);
 
 /// The decisions the sequencer prepared and signed, by body digest, so that
 /// applying them does not verify again the signatures it just made.
@@ -72,18 +72,17 @@ fn is_checkin(body: &[u8]) -> bool {
 }
 
 impl StateMachine for SharedRegistry {
-    fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, ledger::Rejection> {
+    fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, Rejection> {
         if !is_checkin(&entry.body) {
             return Ok(Prepared::Append(entry));
         }
-        let refuse = |why: String| ledger::Rejection(why);
-        let key = self.1.as_ref().ok_or_else(|| refuse("this server holds no decision key".into()))?;
-        let state = self.0.read().map_err(|_| refuse("registry lock poisoned".into()))?;
+        let key = self.1.as_ref().ok_or_else(|| Rejection::Unavailable("this server holds no decision key".into()))?;
+        let state = self.0.read().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
         if state.size() != index {
-            return Err(refuse("the state is not at the ledger's size".into()));
+            return Err(Rejection::Unavailable("the state is not at the ledger's size".into()));
         }
-        let checkin = state.verify_checkin(&entry.body).map_err(|Rejection(why)| refuse(why))?;
-        let decision = match policy::evaluate(&state, &checkin, time).map_err(|e| refuse(e.to_string()))? {
+        let checkin = state.verify_checkin(&entry.body)?;
+        let decision = match policy::evaluate(&state, &checkin, time)? {
             policy::Outcome::Current => return Ok(Prepared::Nothing(None)),
             policy::Outcome::Decided(d) => d,
         };
@@ -96,7 +95,7 @@ impl StateMachine for SharedRegistry {
             }
         }
         let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
-        let placed = covenant_core::state::classify(&body).map_err(|Rejection(why)| refuse(why))?;
+        let placed = covenant_core::state::classify(&body)?;
         drop(state);
         self.2.0.insert(Sha256Digest::of(&body), (decision, checkin));
         Ok(Prepared::Append(NewEntry { kind: placed.kind, actor: placed.actor, subjects: placed.subjects, body }))
@@ -104,25 +103,24 @@ impl StateMachine for SharedRegistry {
 
     fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String> {
         let mut r = self.0.write().map_err(|_| "registry lock poisoned".to_owned())?;
-        policy::fold(&mut r, index, header, body).map_err(|e| e.0)
+        policy::fold(&mut r, index, header, body).map_err(|e| e.to_string())
     }
 
-    fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, ledger::Rejection> {
-        let state = self.0.read().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
+    fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, Rejection> {
+        let state = self.0.read().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
         state
             .keyring()
             .tags(subjects, body_digest)
-            .map_err(|subject| ledger::Rejection(format!("this server holds no subject key for {subject}")))
+            .map_err(|subject| Rejection::Unavailable(format!("this server holds no subject key for {subject}")))
     }
 
-    fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), ledger::Rejection> {
+    fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
         let own = if self.2.0.is_empty() { None } else { self.2.0.remove(&Sha256Digest::of(body)) };
-        let mut r = self.0.write().map_err(|_| ledger::Rejection("registry lock poisoned".into()))?;
+        let mut r = self.0.write().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
         match own {
             Some((decision, checkin)) => r.apply_own_decision(index, header, &decision, &checkin),
             None => policy::fold(&mut r, index, header, body),
         }
-        .map_err(|Rejection(why)| ledger::Rejection(why))
     }
 }
 
@@ -162,9 +160,7 @@ pub fn bounded(what: Bounded, subject: &str) {
         Bounded::Report => BOUNDED_REPORTS.fetch_add(1, Relaxed),
         Bounded::Submission => BOUNDED_SUBMISSIONS.fetch_add(1, Relaxed),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = Timestamp::since_epoch(std::time::SystemTime::now()).unix();
     let last = LAST_BOUND_WARNING.load(Relaxed);
     if now.saturating_sub(last) >= BOUND_WARNING_EVERY
         && LAST_BOUND_WARNING.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
@@ -266,7 +262,7 @@ pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
 pub fn registry_for(dir: &Path) -> anyhow::Result<SharedRegistry> {
     let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
     let keyring = Keyring::Secret(read_subject_secret(dir)?);
-    let state = Registry::with_keyring(keyring);
+    let state = State::with_keyring(keyring);
     Ok(SharedRegistry(Arc::new(RwLock::new(state)), decision, OwnDecisions::default()))
 }
 
@@ -532,7 +528,7 @@ pub fn certify(
             certificate_sha256: issued.fingerprint,
             scope: None,
         },
-        why: format!("{} {subject} registers the certificate the CA issued offline", crate::pki::role_name(role)),
+        why: format!("{} {subject} registers the certificate the CA issued offline", role),
         evidence: vec![],
         issued_at: now(),
     };

@@ -9,6 +9,7 @@ pub mod datadir;
 pub mod ledger;
 pub mod limits;
 pub mod pki;
+pub mod refusal;
 pub mod service;
 pub mod updates;
 pub mod witnesses;

@@ -73,7 +73,7 @@ enum Command {
         data: std::path::PathBuf,
         /// The holder's role (admin for the first admin).
         #[arg(long, default_value = "admin")]
-        role: String,
+        role: covenant_core::statements::IdentityRole,
         /// The holder's id.
         #[arg(long)]
         id: String,
@@ -174,11 +174,8 @@ fn main_result() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certify { data, role, id, csr, out } => {
-            let role_value = covenant_server::pki::parse_role(&role).with_context(|| {
-                format!("unknown role {role:?}: use admin, customer, engineer, auditor or deployment")
-            })?;
             let csr_pem = std::fs::read_to_string(&csr).with_context(|| format!("reading {}", csr.display()))?;
-            let (fingerprint, signing_key) = covenant_server::datadir::certify(&data, role_value, &id, &csr_pem, &out)?;
+            let (fingerprint, signing_key) = covenant_server::datadir::certify(&data, role, &id, &csr_pem, &out)?;
             println!("Wrote {}/cert.pem, ca.pem and root.json for {role} {id}.", out.display());
             println!("  certificate SHA-256: {fingerprint}");
             println!("  signing key:         {}", hex::encode(signing_key.to_bytes()));

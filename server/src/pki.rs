@@ -32,29 +32,6 @@ pub enum PkiError {
     Invalid(&'static str),
 }
 
-/// The role names used in URI SANs and on the command line.
-pub fn role_name(role: IdentityRole) -> &'static str {
-    match role {
-        IdentityRole::Admin => "admin",
-        IdentityRole::Customer => "customer",
-        IdentityRole::Engineer => "engineer",
-        IdentityRole::Auditor => "auditor",
-        IdentityRole::Deployment => "deployment",
-    }
-}
-
-/// Parses a role name.
-pub fn parse_role(s: &str) -> Option<IdentityRole> {
-    Some(match s {
-        "admin" => IdentityRole::Admin,
-        "customer" => IdentityRole::Customer,
-        "engineer" => IdentityRole::Engineer,
-        "auditor" => IdentityRole::Auditor,
-        "deployment" => IdentityRole::Deployment,
-        _ => return None,
-    })
-}
-
 fn ten_years() -> (time::OffsetDateTime, time::OffsetDateTime) {
     let now = time::OffsetDateTime::now_utc();
     (now - time::Duration::days(1), now + time::Duration::days(3650))
@@ -154,8 +131,8 @@ fn client_params(role: IdentityRole, subject: &str) -> Result<CertificateParams,
         return Err(PkiError::Invalid("the subject id must be 1-64 characters of a-z 0-9 . _ -"));
     }
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, format!("{}:{subject}", role_name(role)));
-    let uri = format!("{HOLDER_PREFIX}{}:{subject}", role_name(role));
+    params.distinguished_name.push(DnType::CommonName, format!("{role}:{subject}"));
+    let uri = format!("{HOLDER_PREFIX}{role}:{subject}");
     params.subject_alt_names = vec![SanType::URI(uri.try_into()?)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     (params.not_before, params.not_after) = ten_years();
@@ -199,7 +176,7 @@ pub fn holder(der: &[u8]) -> Result<Holder, PkiError> {
         if let x509_parser::extensions::GeneralName::URI(uri) = name
             && let Some(rest) = uri.strip_prefix(HOLDER_PREFIX)
             && let Some((role, subject)) = rest.split_once(':')
-            && let Some(role) = parse_role(role)
+            && let Ok(role) = role.parse::<IdentityRole>()
         {
             if found.is_some() {
                 return Err(PkiError::Invalid("the certificate names more than one holder"));

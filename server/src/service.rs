@@ -271,7 +271,7 @@ impl Node {
         if roles.contains(&caller.role) {
             Ok(())
         } else {
-            Err(Status::permission_denied(format!("the role {} may not make this call", pki::role_name(caller.role))))
+            Err(Status::permission_denied(format!("the role {} may not make this call", caller.role)))
         }
     }
 }
@@ -285,7 +285,7 @@ pub(crate) fn read_status(e: ReadError) -> Status {
 
 pub(crate) fn append_status(e: AppendError) -> Status {
     match e {
-        AppendError::Rejected(r) => Status::invalid_argument(r.to_string()),
+        AppendError::Rejected(r) => crate::refusal::status(r),
         AppendError::Malformed(m) => Status::invalid_argument(m),
         other => Status::unavailable(other.to_string()),
     }
@@ -390,10 +390,10 @@ impl pb::ledger_service_server::LedgerService for Node {
     ) -> Result<Response<pb::GetRootChainResponse>, Status> {
         self.caller(&request)?;
         let from = request.into_inner().from_version;
-        let entries: Vec<(u64, u64)> =
+        let entries: Vec<covenant_core::state::RootEntry> =
             self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?.root_entries().to_vec();
         let mut roots = Vec::new();
-        for (index, version) in entries {
+        for covenant_core::state::RootEntry { index, version } in entries {
             if version >= from {
                 roots.push(self.ledger.body(index).map_err(read_status)?.body);
             }
@@ -561,7 +561,7 @@ impl pb::admin_service_server::AdminService for Node {
         let caller = self.caller(&request)?;
         self.require(&caller, &[IdentityRole::Admin])?;
         let req = request.into_inner();
-        let role = pki::parse_role(&req.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
+        let role: IdentityRole = req.role.parse().map_err(|_| Status::invalid_argument("unknown role"))?;
         let csr = String::from_utf8(req.csr).map_err(|_| Status::invalid_argument("the request is not PEM text"))?;
         let (issued, signing_key) = self
             .ca

@@ -16,7 +16,7 @@ use covenant_core::envelope;
 use covenant_core::ledger::{EntryKind, leaf_hash};
 use covenant_core::note::TlogProof;
 use covenant_core::policy::{self, Logging, Outcome};
-use covenant_core::state::{Rejection, classify};
+use covenant_core::state::classify;
 use covenant_core::statements::{
     EndUseAttestation, FieldVerification, FreshTag, Freshness, FreshnessStanding, IdentityRole, InTotoStatement,
     InstallReport, MisuseSignal, Payload as _, ReleaseManifest, SchemaV1,
@@ -56,7 +56,7 @@ impl Node {
     /// Appends a signed body whose kind must be one of `kinds`, with the
     /// header derived from the body.
     pub(crate) async fn submit(&self, body: Vec<u8>, kinds: &[EntryKind]) -> Result<pb::SubmitResponse, Status> {
-        let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+        let placed = classify(&body).map_err(crate::refusal::status)?;
         if !kinds.contains(&placed.kind) {
             return Err(Status::invalid_argument(format!("this call takes no {} entry", placed.kind)));
         }
@@ -178,11 +178,11 @@ impl pb::update_service_server::UpdateService for Node {
             // as such, never with the reason its verification failed (which
             // would say whether that deployment is registered). Parsed only on
             // the refusal path, so the usual check-in pays nothing for it.
-            let checkin = state.verify_checkin(&bytes).map_err(|Rejection(why)| {
+            let checkin = state.verify_checkin(&bytes).map_err(|rejection| {
                 if names_another_deployment(&bytes, &caller.subject) {
                     Status::permission_denied("a deployment checks in for itself only")
                 } else {
-                    Status::invalid_argument(why)
+                    crate::refusal::status(rejection)
                 }
             })?;
             if checkin.deployment != caller.subject {
@@ -378,7 +378,7 @@ impl pb::update_service_server::UpdateService for Node {
         // Within the report's own limits (one signature), before any work.
         let env = envelope::Envelope::parse_for::<InstallReport>(&body)
             .map_err(|e| Status::invalid_argument(format!("the install report is refused: {e}")))?;
-        let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+        let placed = classify(&body).map_err(crate::refusal::status)?;
         if placed.subjects != [caller.subject.clone()] {
             return Err(Status::permission_denied("a deployment reports on itself only"));
         }
@@ -426,7 +426,7 @@ impl pb::attestation_service_server::AttestationService for Node {
         self.require(&caller, &[IdentityRole::Customer])?;
         let body = request.into_inner().envelope;
         within(&body, "attestation", InTotoStatement::<EndUseAttestation>::MAX_ENVELOPE_BYTES)?;
-        let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+        let placed = classify(&body).map_err(crate::refusal::status)?;
         // Every deployment named must be one of the caller's, checked here
         // with one answer for all: the fold's words ("not registered",
         // "belongs to another customer") would tell which ids exist.
@@ -459,7 +459,7 @@ impl pb::attestation_service_server::AttestationService for Node {
         // A scoped auditor opens cases only about customers in its scope (an
         // engineer's work is not bounded by customer).
         if caller.role == IdentityRole::Auditor && caller.scope.is_some() {
-            let placed = classify(&body).map_err(|Rejection(why)| Status::invalid_argument(why))?;
+            let placed = classify(&body).map_err(crate::refusal::status)?;
             let state = self.registry.0.read().map_err(|_| Status::internal("registry lock poisoned"))?;
             let viewer = caller.viewer();
             if !placed.subjects.iter().all(|s| entitled(&viewer, &Subject::resolve(&state, s))) {

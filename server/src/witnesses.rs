@@ -392,7 +392,8 @@ fn cosign_in_process<S: Storage>(
     };
     let old = held.as_ref().map_or(0, |h| h.size);
     let proof = if old > 0 && old < cp.size { ledger.consistency_proof(old, cp.size)? } else { Vec::new() };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now =
+        u64::try_from(covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now()).unix()).unwrap_or(0);
     let (record, signature) =
         covenant_core::witness::cosign(held.as_ref(), old, &proof, cp.note.as_bytes(), log, signer, now)?;
     // Written whole and durable (tmp, fsync, rename, fsync the folder), so a

@@ -144,7 +144,7 @@ pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
     tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
     std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
     let issue = IdentityCmd::Issue {
-        role: role.into(),
+        role: role.parse().unwrap(),
         id: id.into(),
         csr: dir.join("request.csr"),
         out: dir.clone(),
@@ -157,7 +157,7 @@ pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
 /// admin1 issues an identity; a customer's, engineer's or auditor's key
 /// signs what the conditions read, so admin2 approves it.
 pub async fn issue_identity(s: &Running, issue: IdentityCmd) {
-    let person = matches!(&issue, IdentityCmd::Issue { role, .. } if matches!(role.as_str(), "customer" | "engineer" | "auditor"));
+    let person = matches!(&issue, IdentityCmd::Issue { role, .. } if matches!(role, IdentityRole::Customer | IdentityRole::Engineer | IdentityRole::Auditor));
     let size = s.size().await;
     admin(&s.admin(1), Admin::Identity(issue)).await;
     if person {

@@ -70,7 +70,12 @@ struct World {
 }
 
 async fn world() -> World {
-    let s = Running::start("access").await;
+    world_named("access").await
+}
+
+/// The world under a data directory of its own (tests run side by side).
+async fn world_named(name: &str) -> World {
+    let s = Running::start(name).await;
     let c = cast_with(&s, "").await;
     let a1 = s.admin(1);
     admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
@@ -93,7 +98,7 @@ async fn world() -> World {
     covenant_cli::keys::new(&scoped, false, true).unwrap();
     std::fs::copy(s.dir.join("root.json"), scoped.join("root.json")).unwrap();
     let issue = IdentityCmd::Issue {
-        role: "auditor".into(),
+        role: IdentityRole::Auditor,
         id: "auditor-y".into(),
         csr: scoped.join("request.csr"),
         out: scoped.clone(),
@@ -342,5 +347,95 @@ async fn exactly_the_allowed_cells_answer() {
     assert!(wrong.is_empty(), "cells that differ from the table:\n{}", wrong.join("\n"));
     // The server kept serving.
     assert!(call(&w, "LedgerService.GetCheckpoint", 0, 0).await.is_ok());
+    w.s.stop().await;
+}
+
+/// Signs `action` as admin `n` and sends it with admin `n`'s certificate.
+async fn act_as(w: &World, n: u8, action: ActionKind) -> Result<Vec<u8>, tonic::Status> {
+    let folder = w.s.dir.join(format!("identities/admin{n}"));
+    let action = AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action,
+        why: "refusal codes".into(),
+        evidence: vec![],
+        issued_at: now(),
+    };
+    let body = envelope::sign(&action, &[&key_of(&folder)]);
+    let mut client = AdminServiceClient::new(w.s.admin(n).channel().await.unwrap());
+    client.act(pb::ActRequest { action: body.clone() }).await.map(|_| body)
+}
+
+/// How an approval names a proposal: the SHA-256 of its payload.
+fn proposal_of(body: &[u8]) -> Sha256Digest {
+    Sha256Digest::of(envelope::Envelope::parse(body).unwrap().payload())
+}
+
+fn assert_refused(what: &str, got: Result<impl std::fmt::Debug, tonic::Status>, code: Code, words: &str) {
+    let e = got.expect_err(what);
+    assert_eq!(e.code(), code, "{what}: {}", e.message());
+    assert!(e.message().contains(words), "{what}: {:?} lacks {words:?}", e.message());
+}
+
+/// Every refusal was INVALID_ARGUMENT before refusals had causes; now the
+/// cause reaches the caller as the code, with the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refusal_of_the_ledger_answers_with_the_code_of_its_cause() {
+    let w = world_named("access-refusals").await;
+    let mut customer = AttestationServiceClient::new(w.s.conn(&w.c.customer).channel().await.unwrap());
+    let mut engineer = AttestationServiceClient::new(w.s.conn(&w.c.engineer).channel().await.unwrap());
+
+    // A body signed by a key no one registered: UNAUTHENTICATED.
+    let outsider = covenant_core::keys::SigningKey::from_seed(&[91; 32]);
+    let file: covenant_cli::attest::AttestationFile =
+        covenant_cli::admin::read_structured(&write_attestation(&w.c.customer)).unwrap();
+    let statement = InTotoStatement::new(vec![deployment_subject("lim-07")], file.attestation.clone());
+    let unregistered = envelope::sign(&statement, &[&outsider]);
+    let got = customer.submit_attestation(pb::SubmitRequest { envelope: unregistered }).await;
+    assert_refused("a key no one registered", got, Code::Unauthenticated, "signed by a key no one registered");
+
+    // A body signed by a revoked key, relayed by a registered engineer:
+    // PERMISSION_DENIED.
+    let revoked = w.folders[10].clone().unwrap();
+    let by_revoked = verification(&attestation(&w.c, 1), Sha256Digest::of(b"revoked"), &revoked);
+    let got = engineer.submit_verification(pb::SubmitRequest { envelope: by_revoked }).await;
+    assert_refused("a revoked key", got, Code::PermissionDenied, "signed by a revoked key");
+
+    // A proposal overtaken by what it would change: FAILED_PRECONDITION.
+    let to_l2 = ActionKind::ProposeSuspension {
+        target: SuspensionTarget::Deployment("lim-08".into()),
+        level: SuspensionLevel::L2,
+    };
+    let proposal = proposal_of(&act_as(&w, 1, to_l2).await.unwrap());
+    let to_l1 = ActionKind::ProposeSuspension {
+        target: SuspensionTarget::Deployment("lim-08".into()),
+        level: SuspensionLevel::L1,
+    };
+    act_as(&w, 1, to_l1).await.unwrap();
+    let got = act_as(&w, 2, ActionKind::Approve { proposal }).await;
+    assert_refused("a stale proposal", got, Code::FailedPrecondition, "the suspension changed since this proposal");
+
+    // A second approval by the admin who made the proposal: ALREADY_EXISTS.
+    let waiver = ActionKind::ProposeWaiver {
+        deployment: "lim-08".into(),
+        condition: "field_verified".into(),
+        until: now().plus_seconds(86_400),
+    };
+    let proposal = proposal_of(&act_as(&w, 1, waiver).await.unwrap());
+    let got = act_as(&w, 1, ActionKind::Approve { proposal }).await;
+    assert_refused("the same admin twice", got, Code::AlreadyExists, "one admin counts once");
+
+    // A proposal that does not exist: NOT_FOUND.
+    let got = act_as(&w, 2, ActionKind::Approve { proposal: Sha256Digest::of(b"no such proposal") }).await;
+    assert_refused("no such proposal", got, Code::NotFound, "no proposal has this digest");
+
+    // A body that does not parse: INVALID_ARGUMENT, in the words of the parser.
+    let malformed = {
+        let mut e = envelope::Envelope::new("application/vnd.in-toto+json", b"{\"predicateType\":".to_vec());
+        e.sign(&key_of(&w.c.customer));
+        e.to_bytes()
+    };
+    let got = customer.submit_attestation(pb::SubmitRequest { envelope: malformed }).await;
+    assert_refused("a malformed body", got, Code::InvalidArgument, "the entry's body is refused");
     w.s.stop().await;
 }

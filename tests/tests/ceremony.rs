@@ -160,7 +160,7 @@ async fn over_the_wire(base: PathBuf, data: PathBuf, p: People) {
     let alice = Connection { server: Some(url.clone()), identity: Some(p.admin1.clone()) };
     covenant_cli::admin::run(Admin::Note { text: "ceremony complete".into(), why: None }, &alice, true).await.unwrap();
     let bob_issue = IdentityCmd::Issue {
-        role: "admin".into(),
+        role: covenant_core::statements::IdentityRole::Admin,
         id: "bob".into(),
         csr: p.admin2.join("request.csr"),
         out: p.admin2.clone(),

@@ -486,7 +486,7 @@ async fn an_engineer_flooding_verifications_and_signals_is_bounded() {
     // logged): no place taken.
     let stranger = verification(&attestation(&c, 7, "none"), Sha256Digest::of(b"c"), &c.engineer);
     let status = engineer.submit_verification(pb::SubmitRequest { envelope: stranger }).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     assert_eq!((s.size().await, journal_bytes(&s)), (size, bytes), "nothing refused was logged");
 
     let bodies =

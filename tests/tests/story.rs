@@ -230,12 +230,12 @@ async fn nothing_invalid_is_appended() {
         (
             "unregistered key",
             envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&outsider]),
-            Code::InvalidArgument,
+            Code::Unauthenticated,
         ),
         (
             "expired",
             envelope::sign(&statement(1_000, 2_000, &["lim-07"]), &[&key_of(&c.customer)]),
-            Code::InvalidArgument,
+            Code::FailedPrecondition,
         ),
         (
             "valid_until before valid_from",
@@ -351,7 +351,7 @@ async fn nothing_invalid_is_appended() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("signed by a revoked key"), "{}", e.message());
     // Nothing of this reached the ledger (the admin's own actions aside).
     let mut ledger = LedgerServiceClient::new(s.admin(1).channel().await.unwrap());

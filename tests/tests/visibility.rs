@@ -117,7 +117,7 @@ async fn scoped_auditor(s: &Running, id: &str, scope: &str) -> PathBuf {
     covenant_cli::keys::new(&dir, false, true).unwrap();
     std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
     let issue = IdentityCmd::Issue {
-        role: "auditor".into(),
+        role: IdentityRole::Auditor,
         id: id.into(),
         csr: dir.join("request.csr"),
         out: dir.clone(),

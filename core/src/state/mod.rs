@@ -14,9 +14,13 @@
 //! and only then changes the state. An entry that breaks a rule is refused
 //! with a reason for the person who sent it, and the state is unchanged.
 
+mod actions;
+mod classify;
 mod governance;
+mod identity;
+mod rejection;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 pub use governance::{
     ACTION_CLOCK_SKEW, ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact,
@@ -24,24 +28,19 @@ pub use governance::{
     VerificationFact, legal_move, outcome_name, reasons_digest,
 };
 
+pub use classify::{Placement, classify, peek_root, placement};
+pub use rejection::Rejection;
+pub(crate) use rejection::reject;
+
 use crate::digest::{Sha256Digest, Timestamp};
 use crate::envelope::{self, Envelope};
 use crate::keys::{KeyId, KeySet, PublicKey};
-use crate::ledger::{EntryHeader, EntryKind, Keyring, MAX_SUBJECTS};
+use crate::ledger::{EntryHeader, EntryKind, Keyring};
 use crate::root::{RootPolicy, TrustedRoot};
 use crate::statements::{
-    ActionKind, AdminAction, CheckIn, Decision, EndUseAttestation, FieldVerification, IdentityRole, InTotoStatement,
-    InstallReport, MisuseSignal, Payload, ReleaseManifest, RootMetadata, SuspensionTarget, Verdict,
+    CheckIn, Decision, EndUseAttestation, FieldVerification, IdentityRole, InTotoStatement, InstallReport,
+    MisuseSignal, Payload, ReleaseManifest, Verdict,
 };
-
-/// Why an entry was refused, in words for the person who sent it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejection(pub String);
-
-pub(crate) fn reject<T>(why: impl Into<String>) -> Result<T, Rejection> {
-    Err(Rejection(why.into()))
-}
 
 /// A revocation of an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,17 +69,6 @@ pub struct Identity {
     pub revoked: Option<Revocation>,
 }
 
-/// Where an entry goes: the header fields that follow from its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
-    /// The entry kind.
-    pub kind: EntryKind,
-    /// The key that signed it, for entries one person or device signs.
-    pub actor: Option<KeyId>,
-    /// The customer and deployment ids it concerns.
-    pub subjects: Vec<String>,
-}
-
 /// A check-in verified against its deployment's registered key, with the
 /// exact envelope bytes it came in (a decision carries them). Only
 /// [`State::verify_checkin`] makes one.
@@ -104,12 +92,21 @@ impl std::ops::Deref for SignedCheckIn {
     }
 }
 
+/// A root entry of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootEntry {
+    /// Its ledger index.
+    pub index: u64,
+    /// The root version it carries.
+    pub version: u64,
+}
+
 /// The state folded from the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     root: Option<TrustedRoot>,
-    /// (ledger index, root version) of every root entry.
-    roots: Vec<(u64, u64)>,
+    /// Every root entry, oldest first.
+    roots: Vec<RootEntry>,
     /// Identities by the SHA-256 of their certificate's DER bytes.
     identities: BTreeMap<Sha256Digest, Identity>,
     /// Active signing keys, to the certificate they came with.
@@ -126,9 +123,6 @@ pub struct State {
     /// What checks each header's subject tags against its body's subjects.
     keyring: Keyring,
 }
-
-/// The registry of #4 is the state's first part; the name stays for callers.
-pub type Registry = State;
 
 impl State {
     /// An empty state with no subject keys; the first entry must be a root.
@@ -153,8 +147,11 @@ impl State {
     fn check_tags(&self, header: &EntryHeader, subjects: &[String]) -> Result<(), Rejection> {
         match self.keyring.tags(subjects, &header.body_digest) {
             Ok(tags) if tags == header.tags => Ok(()),
-            Ok(_) => reject("the entry's subject tags must be those of the ids its body names"),
-            Err(subject) => reject(format!("no subject key for {subject}: the entry's subject tags cannot be checked")),
+            Ok(_) => reject(Rejection::Malformed, "the entry's subject tags must be those of the ids its body names"),
+            Err(subject) => reject(
+                Rejection::Unavailable,
+                format!("no subject key for {subject}: the entry's subject tags cannot be checked"),
+            ),
         }
     }
 
@@ -163,8 +160,8 @@ impl State {
         self.root.as_ref()
     }
 
-    /// (ledger index, version) of every root entry, oldest first.
-    pub fn root_entries(&self) -> &[(u64, u64)] {
+    /// Every root entry, oldest first.
+    pub fn root_entries(&self) -> &[RootEntry] {
         &self.roots
     }
 
@@ -229,26 +226,29 @@ impl State {
     /// and applies it. Ledger time never goes backwards.
     pub fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
         if index != self.size {
-            return reject(format!("entry {index} is out of order: {} entries folded", self.size));
+            return reject(
+                Rejection::Precondition,
+                format!("entry {index} is out of order: {} entries folded", self.size),
+            );
         }
         if self.last_time.is_some_and(|t| header.time < t) {
-            return reject(format!("entry {index}'s ledger time goes backwards"));
+            return reject(Rejection::Precondition, format!("entry {index}'s ledger time goes backwards"));
         }
         if self.root.is_none() && header.kind != EntryKind::Root {
-            return reject("the first entry of a ledger must be its root");
+            return reject(Rejection::Precondition, "the first entry of a ledger must be its root");
         }
         let placement = classify(body)?;
         if placement.kind != header.kind {
-            return reject(format!("the body is a {} entry, but the header says {}", placement.kind, header.kind));
+            return reject(
+                Rejection::Malformed,
+                format!("the body is a {} entry, but the header says {}", placement.kind, header.kind),
+            );
         }
         if placement.actor != header.actor {
-            return reject("the entry's actor must be the key that signed its body");
+            return reject(Rejection::Malformed, "the entry's actor must be the key that signed its body");
         }
         self.check_tags(header, &placement.subjects)?;
-        match header.kind {
-            EntryKind::Root => self.apply_root(index, header, body)?,
-            _ => self.apply_signed(index, header, body)?,
-        }
+        self.apply_entry(index, header, body)?;
         self.size += 1;
         self.last_time = Some(header.time);
         Ok(())
@@ -267,18 +267,21 @@ impl State {
         checkin: &SignedCheckIn,
     ) -> Result<(), Rejection> {
         if index != self.size {
-            return reject(format!("entry {index} is out of order: {} entries folded", self.size));
+            return reject(
+                Rejection::Precondition,
+                format!("entry {index} is out of order: {} entries folded", self.size),
+            );
         }
         if self.last_time.is_some_and(|t| header.time < t) {
-            return reject(format!("entry {index}'s ledger time goes backwards"));
+            return reject(Rejection::Precondition, format!("entry {index}'s ledger time goes backwards"));
         }
         let kind = if decision.verdict == Verdict::Grant { EntryKind::Grant } else { EntryKind::Withhold };
         if header.kind != kind || header.actor.is_none() {
-            return reject("the decision's header does not match it");
+            return reject(Rejection::Malformed, "the decision's header does not match it");
         }
         self.check_tags(header, std::slice::from_ref(&decision.deployment))?;
         if checkin.deployment != decision.deployment || checkin.bytes() != decision.checkin.as_slice() {
-            return reject("the decision answers another check-in");
+            return reject(Rejection::Malformed, "the decision answers another check-in");
         }
         self.gov.apply_decision(index, header.time, decision, checkin)?;
         self.size += 1;
@@ -291,12 +294,12 @@ impl State {
             // The genesis root: self-signed, valid at its ledger time. A
             // development root is accepted here; agents apply their own policy.
             None => TrustedRoot::provision(body, header.time, RootPolicy { allow_development: true })
-                .map_err(|e| Rejection(format!("the genesis root is refused: {e}")))?,
-            Some(current) => {
-                current.rotate(body).map_err(|e| Rejection(format!("the root rotation is refused: {e}")))?
-            }
+                .map_err(|e| Rejection::Precondition(format!("the genesis root is refused: {e}")))?,
+            Some(current) => current
+                .rotate(body)
+                .map_err(|e| Rejection::Precondition(format!("the root rotation is refused: {e}")))?,
         };
-        self.roots.push((index, next.version()));
+        self.roots.push(RootEntry { index, version: next.version() });
         self.root = Some(next);
         Ok(())
     }
@@ -304,13 +307,13 @@ impl State {
     /// The admin keys of the current root, any one of which may sign an
     /// action; the set's threshold is the approvals a heavy action needs.
     pub fn admin_keys(&self) -> Result<KeySet, Rejection> {
-        let root = self.root.as_ref().ok_or_else(|| Rejection("no root yet".into()))?;
-        root.admin_keys().map_err(|e| Rejection(e.to_string()))
+        let root = self.root.as_ref().ok_or_else(|| Rejection::Precondition("no root yet".into()))?;
+        root.admin_keys().map_err(|e| Rejection::Precondition(e.to_string()))
     }
 
     fn any_admin(&self) -> Result<KeySet, Rejection> {
         let admins = self.admin_keys()?;
-        KeySet::new(admins.keys().map(|(_, k)| *k), 1).map_err(|e| Rejection(e.to_string()))
+        KeySet::new(admins.keys().map(|(_, k)| *k), 1).map_err(|e| Rejection::Precondition(e.to_string()))
     }
 
     /// The single key, registered to an active identity in one of `roles`,
@@ -321,29 +324,39 @@ impl State {
         roles: &[IdentityRole],
         what: &str,
     ) -> Result<(&Identity, KeySet), Rejection> {
-        let Some(actor) = actor else { return reject(format!("{what} names its signer as actor")) };
+        let Some(actor) = actor else {
+            return reject(Rejection::Malformed, format!("{what} names its signer as actor"));
+        };
         let identity = match self.identity_of_key(&actor) {
             Some(identity) => identity,
             None if self.any_identity_of_key(&actor).is_some() => {
-                return reject(format!("{what} is signed by a revoked key"));
+                return reject(Rejection::Revoked, format!("{what} is signed by a revoked key"));
             }
-            None => return reject(format!("{what} is signed by a key no one registered")),
+            None => return reject(Rejection::NotRegistered, format!("{what} is signed by a key no one registered")),
         };
         if !roles.contains(&identity.role) {
-            return reject(format!("{what} must be signed by a registered {} key", role_names(roles)));
+            return reject(
+                Rejection::NotAllowed,
+                format!(
+                    "{what} must be signed by a registered {} key",
+                    roles.iter().map(IdentityRole::as_str).collect::<Vec<_>>().join(" or ")
+                ),
+            );
         }
-        let keys = KeySet::new([identity.signing_key], 1).map_err(|e| Rejection(e.to_string()))?;
+        let keys = KeySet::new([identity.signing_key], 1).map_err(|e| Rejection::Precondition(e.to_string()))?;
         Ok((identity, keys))
     }
 
-    fn apply_signed(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
+    /// Applies an entry whose header matches its body: one arm per entry
+    /// kind, so a new kind does not compile until it is folded.
+    fn apply_entry(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
         let t = header.time;
         match header.kind {
             EntryKind::Release => {
-                let root = self.root.as_ref().ok_or_else(|| Rejection("no root yet".into()))?;
-                let keys = root.release_keys().map_err(|e| Rejection(e.to_string()))?;
+                let root = self.root.as_ref().ok_or_else(|| Rejection::Precondition("no root yet".into()))?;
+                let keys = root.release_keys().map_err(|e| Rejection::Precondition(e.to_string()))?;
                 let manifest = envelope::verify::<ReleaseManifest>(body, &keys)
-                    .map_err(|e| Rejection(format!("the release is refused: {e}")))?;
+                    .map_err(|e| Rejection::envelope("the release", e))?;
                 self.gov.apply_release(index, t, manifest)
             }
             EntryKind::Attestation => {
@@ -351,14 +364,14 @@ impl State {
                     self.registered_signer(header.actor, &[IdentityRole::Customer], "an end-use attestation")?;
                 let customer_of_key = identity.subject.clone();
                 let statement = envelope::verify::<InTotoStatement<EndUseAttestation>>(body, &keys)
-                    .map_err(|e| Rejection(format!("the end-use attestation is refused: {e}")))?;
+                    .map_err(|e| Rejection::envelope("the end-use attestation", e))?;
                 self.gov.apply_attestation(index, t, &customer_of_key, header.actor, statement)
             }
             EntryKind::Verification => {
                 let (_, keys) =
                     self.registered_signer(header.actor, &[IdentityRole::Engineer], "a field verification")?;
                 let statement = envelope::verify::<InTotoStatement<FieldVerification>>(body, &keys)
-                    .map_err(|e| Rejection(format!("the field verification is refused: {e}")))?;
+                    .map_err(|e| Rejection::envelope("the field verification", e))?;
                 self.gov.apply_verification(index, t, header.actor, statement)
             }
             EntryKind::Signal => {
@@ -373,17 +386,17 @@ impl State {
                     "a misuse signal",
                 )?;
                 let signal = envelope::verify::<MisuseSignal>(body, &keys)
-                    .map_err(|e| Rejection(format!("the misuse signal is refused: {e}")))?;
+                    .map_err(|e| Rejection::envelope("the misuse signal", e))?;
                 self.gov.apply_signal(index, &signal)
             }
             EntryKind::Grant | EntryKind::Withhold => {
-                let root = self.root.as_ref().ok_or_else(|| Rejection("no root yet".into()))?;
-                let keys = root.decision_keys().map_err(|e| Rejection(e.to_string()))?;
-                let decision = envelope::verify::<Decision>(body, &keys)
-                    .map_err(|e| Rejection(format!("the decision is refused: {e}")))?;
+                let root = self.root.as_ref().ok_or_else(|| Rejection::Precondition("no root yet".into()))?;
+                let keys = root.decision_keys().map_err(|e| Rejection::Precondition(e.to_string()))?;
+                let decision =
+                    envelope::verify::<Decision>(body, &keys).map_err(|e| Rejection::envelope("the decision", e))?;
                 let checkin = self.verify_checkin(&decision.checkin)?;
                 if checkin.deployment != decision.deployment {
-                    return reject("the decision answers another deployment's check-in");
+                    return reject(Rejection::NotAllowed, "the decision answers another deployment's check-in");
                 }
                 self.gov.apply_decision(index, t, &decision, &checkin)
             }
@@ -392,310 +405,48 @@ impl State {
                     self.registered_signer(header.actor, &[IdentityRole::Deployment], "an install report")?;
                 let device = identity.subject.clone();
                 let report = envelope::verify::<InstallReport>(body, &keys)
-                    .map_err(|e| Rejection(format!("the install report is refused: {e}")))?;
+                    .map_err(|e| Rejection::envelope("the install report", e))?;
                 if report.deployment != device {
-                    return reject("an install report is signed by the deployment it reports on");
+                    return reject(
+                        Rejection::NotAllowed,
+                        "an install report is signed by the deployment it reports on",
+                    );
                 }
                 self.gov.apply_report(index, &report)
             }
-            _ => self.apply_action(index, header, body),
-        }
-    }
-
-    fn apply_action(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
-        let signers = self.any_admin()?;
-        let verified = envelope::verify::<AdminAction>(body, &signers)
-            .map_err(|e| Rejection(format!("the admin action is refused: {e}")))?;
-        let Some(actor) = header.actor else { return reject("an admin action names its signer as actor") };
-        if !verified.signers().contains(&actor) {
-            return reject("the entry's actor did not sign the action");
-        }
-        if self.admin_revoked(&actor) {
-            return reject("the admin action is signed by a revoked admin key");
-        }
-        let proposal_digest = verified.payload_digest();
-        // An action is recorded once, within a day of when it was signed: so
-        // no one holding an old signed action (the operator of a stopped
-        // server, say) can record it again to undo what came after it.
-        if let Some(first) = self.actions.get(&proposal_digest) {
-            return reject(format!("this admin action re-records the action of entry {first}; sign a new one"));
-        }
-        if verified.issued_at < header.time.plus_seconds(-ACTION_WINDOW) {
-            return reject(format!(
-                "the admin action was issued at {}, more than a day from its ledger time {}; sign it again",
-                verified.issued_at, header.time
-            ));
-        }
-        if verified.issued_at > header.time.plus_seconds(ACTION_CLOCK_SKEW) {
-            return reject(format!(
-                "the admin action is dated {}, after its ledger time {} by more than the {ACTION_CLOCK_SKEW} s of \
-                 clock skew allowed; sign it again with a correct clock",
-                verified.issued_at, header.time
-            ));
-        }
-        self.apply_action_kind(index, header, actor, proposal_digest, &verified.action, &signers)?;
-        self.actions.insert(proposal_digest, index);
-        Ok(())
-    }
-
-    fn apply_action_kind(
-        &mut self,
-        index: u64,
-        header: &EntryHeader,
-        actor: KeyId,
-        proposal_digest: Sha256Digest,
-        action: &ActionKind,
-        signers: &KeySet,
-    ) -> Result<(), Rejection> {
-        let valid = self.valid_admins()?;
-        match action {
-            ActionKind::Note { .. } => {
-                self.notes += 1;
-                Ok(())
-            }
-            ActionKind::IssueIdentity { role, subject, signing_key, certificate_sha256, scope } => {
-                let identity = Identity {
-                    role: *role,
-                    subject: subject.clone(),
-                    signing_key: *signing_key,
-                    scope: scope.clone(),
-                    issued_at_index: index,
-                    revoked: None,
-                };
-                self.check_issue(&identity, certificate_sha256, signers)?;
-                // A customer's, engineer's or auditor's key signs what the
-                // conditions read (attestations, verifications, signals):
-                // one admin holding such a key could forge them, so the
-                // identity needs the admin threshold. An admin's key is
-                // already in the root, which the root's threshold signed. A
-                // device key is issued at once, unless what holds its
-                // customer could be escaped by a spare deployment's id.
-                let why = match role {
-                    IdentityRole::Admin => None,
-                    IdentityRole::Deployment => self.gov.deployment(subject).and_then(|d| {
-                        // A new key for a deployment that had one is a
-                        // device swap: the ledger cannot tell the new
-                        // hardware from held hardware of another customer.
-                        let had_key =
-                            self.identities.values().any(|i| i.role == IdentityRole::Deployment && i.subject == d.id);
-                        self.gov.hold_on(&d.customer).or_else(|| {
-                            had_key.then(|| format!("deployment {} had a device key before (a new device)", d.id))
-                        })
-                    }),
-                    IdentityRole::Customer => {
-                        Some("a customer's key signs the end-use attestations the conditions read".into())
-                    }
-                    IdentityRole::Engineer => {
-                        Some("an engineer's key signs the field verifications the conditions read".into())
-                    }
-                    IdentityRole::Auditor => {
-                        Some("an auditor's key signs misuse signals and reads ledger facts".into())
-                    }
-                };
-                let Some(why) = why else {
-                    self.register(*certificate_sha256, identity);
-                    return Ok(());
-                };
-                let kind = ProposalKind::Identity { identity, certificate_sha256: *certificate_sha256, why };
-                let by = self.approver(actor, proposal_digest, &valid)?;
-                self.gov.propose_for_state(index, header.time, &by, kind)?;
-                self.after_proposal(index, header.time, &proposal_digest);
-                Ok(())
-            }
-            ActionKind::RevokeIdentity { certificate_sha256, compromised_since } => {
-                let Some(identity) = self.identities.get(certificate_sha256) else {
-                    return reject("no identity has this certificate");
-                };
-                let key = identity.signing_key.key_id();
-                // Revoking another admin leaves that admin's approvals void,
-                // so one admin alone could end dual control: it needs the
-                // threshold. An admin may revoke its own identity at once.
-                if identity.role == IdentityRole::Admin && identity.revoked.is_none() && key != actor {
-                    let kind = ProposalKind::Revocation {
-                        certificate_sha256: *certificate_sha256,
-                        compromised_since: *compromised_since,
-                    };
-                    let by = self.approver(actor, proposal_digest, &valid)?;
-                    self.gov.propose_for_state(index, header.time, &by, kind)?;
-                    self.after_proposal(index, header.time, &proposal_digest);
-                    return Ok(());
-                }
-                let at = match (&identity.revoked, compromised_since) {
-                    (None, _) => header.time,
-                    (Some(Revocation { compromised_since: None, at }), Some(_)) => *at,
-                    (Some(Revocation { compromised_since: Some(since), .. }), Some(_)) => {
-                        return reject(format!("this identity is already revoked, as compromised since {since}"));
-                    }
-                    (Some(_), None) => return reject("this identity is already revoked"),
-                };
-                // The key is cut off at once. Voiding what it signed since a
-                // time can bring back an older attestation or verification
-                // that passes, turning a withhold into a grant: when it voids
-                // anything recorded, the compromise waits for the threshold.
-                let voids = compromised_since.map_or(0, |since| self.gov.signed_since(&key, since));
-                let at_once = if voids == 0 { *compromised_since } else { None };
-                if let (Some(since), true) = (compromised_since, voids > 0) {
-                    let kind =
-                        ProposalKind::Compromise { certificate_sha256: *certificate_sha256, since: *since, voids };
-                    let by = self.approver(actor, proposal_digest, &valid)?;
-                    self.gov.propose_for_state(index, header.time, &by, kind)?;
-                }
-                if let Some(identity) = self.identities.get_mut(certificate_sha256) {
-                    identity.revoked = Some(Revocation { at, compromised_since: at_once });
-                }
-                self.keys.remove(&key);
-                self.after_proposal(index, header.time, &proposal_digest);
-                Ok(())
-            }
-            ActionKind::Approve { proposal } => {
-                // What an identity proposal would change is checked again
-                // before anything changes: a refused entry leaves the state
-                // as it was.
-                let kind = self.gov.proposal(proposal).filter(|p| !p.in_force).map(|p| p.kind.clone());
-                match &kind {
-                    Some(ProposalKind::Identity { identity, certificate_sha256, .. }) => {
-                        self.check_issue(identity, certificate_sha256, signers)?;
-                    }
-                    Some(ProposalKind::Revocation { certificate_sha256, .. }) => {
-                        match self.identities.get(certificate_sha256) {
-                            None => return reject("no identity has this certificate"),
-                            Some(i) if i.revoked.is_some() => return reject("this identity is already revoked"),
-                            Some(_) => {}
-                        }
-                    }
-                    Some(ProposalKind::Compromise { certificate_sha256, .. }) => {
-                        let since = self
-                            .identities
-                            .get(certificate_sha256)
-                            .and_then(|i| i.revoked.as_ref())
-                            .and_then(|r| r.compromised_since);
-                        if let Some(since) = since {
-                            return reject(format!(
-                                "this identity is already recorded as compromised since {since}; propose again"
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-                let by = self.approver(actor, proposal_digest, &valid)?;
-                self.gov.apply_action(index, header.time, &by, action)?;
-                self.after_proposal(index, header.time, proposal);
-                Ok(())
-            }
-            action => {
-                let by = self.approver(actor, proposal_digest, &valid)?;
-                self.gov.apply_action(index, header.time, &by, action)
-            }
-        }
-    }
-
-    /// Admin keys of the current root whose identity is not revoked: only
-    /// their approvals count.
-    /// Whether an admin key's admin identity was revoked (only an admin
-    /// identity's revocation takes an admin's voice away).
-    fn admin_revoked(&self, key: &KeyId) -> bool {
-        self.any_identity_of_key(key).is_some_and(|i| i.role == IdentityRole::Admin && i.revoked.is_some())
-    }
-
-    fn valid_admins(&self) -> Result<BTreeSet<KeyId>, Rejection> {
-        let admins = self.admin_keys()?;
-        Ok(admins.keys().map(|(id, _)| *id).filter(|id| !self.admin_revoked(id)).collect())
-    }
-
-    fn approver<'a>(
-        &self,
-        actor: KeyId,
-        digest: Sha256Digest,
-        valid: &'a BTreeSet<KeyId>,
-    ) -> Result<governance::Approver<'a>, Rejection> {
-        let threshold = self.admin_keys()?.threshold();
-        Ok(governance::Approver { actor, digest, threshold, valid_admins: valid })
-    }
-
-    /// The rules an identity's registration keeps, checked when it is
-    /// issued and again when its proposal is approved.
-    fn check_issue(
-        &self,
-        identity: &Identity,
-        certificate_sha256: &Sha256Digest,
-        signers: &KeySet,
-    ) -> Result<(), Rejection> {
-        let Identity { role, subject, signing_key, scope, .. } = identity;
-        if self.identities.contains_key(certificate_sha256) {
-            return reject("this certificate is already registered");
-        }
-        if self.keys.contains_key(&signing_key.key_id()) {
-            return reject("this signing key is already registered to an active identity");
-        }
-        if self.key_history.contains_key(&signing_key.key_id()) {
-            return reject("this signing key was revoked; the holder makes a new one");
-        }
-        if *role == IdentityRole::Admin && !signers.contains(&signing_key.key_id()) {
-            return reject("an admin identity needs a signing key listed in the root's admin role");
-        }
-        // An admin's key under another role could be revoked by one admin
-        // at once, taking the other admin's voice away.
-        if *role != IdentityRole::Admin && signers.contains(&signing_key.key_id()) {
-            return reject("a key listed in the root's admin role is registered only as an admin identity");
-        }
-        if *role == IdentityRole::Customer && self.gov.customer(subject).is_none() {
-            return reject(format!("register customer {subject} before its keys"));
-        }
-        if *role == IdentityRole::Deployment && self.gov.deployment(subject).is_none() {
-            return reject(format!("register deployment {subject} before its key"));
-        }
-        if *role != IdentityRole::Auditor && scope.is_some() {
-            return reject("only an auditor's identity carries a scope");
-        }
-        Ok(())
-    }
-
-    fn register(&mut self, certificate_sha256: Sha256Digest, identity: Identity) {
-        self.keys.insert(identity.signing_key.key_id(), certificate_sha256);
-        self.key_history.insert(identity.signing_key.key_id(), certificate_sha256);
-        self.identities.insert(certificate_sha256, identity);
-    }
-
-    /// Applies an identity proposal that came in force with entry `index`
-    /// (its approval, or the proposal itself when the threshold is one).
-    /// Its rules were checked before the governance facts changed, so this
-    /// cannot fail.
-    fn after_proposal(&mut self, index: u64, time: Timestamp, digest: &Sha256Digest) {
-        let Some(p) = self.gov.proposal(digest).filter(|p| p.in_force) else { return };
-        match p.kind.clone() {
-            ProposalKind::Identity { identity, certificate_sha256, .. } => {
-                self.register(certificate_sha256, Identity { issued_at_index: index, ..identity });
-            }
-            ProposalKind::Revocation { certificate_sha256, compromised_since } => {
-                if let Some(identity) = self.identities.get_mut(&certificate_sha256) {
-                    identity.revoked = Some(Revocation { at: time, compromised_since });
-                    self.keys.remove(&identity.signing_key.key_id());
-                }
-            }
-            ProposalKind::Compromise { certificate_sha256, since, .. } => {
-                if let Some(r) = self.identities.get_mut(&certificate_sha256).and_then(|i| i.revoked.as_mut()) {
-                    r.compromised_since = Some(since);
-                }
-            }
-            _ => {}
+            EntryKind::Identity
+            | EntryKind::Revocation
+            | EntryKind::Note
+            | EntryKind::Customer
+            | EntryKind::Deployment
+            | EntryKind::Contract
+            | EntryKind::Case
+            | EntryKind::Suspension
+            | EntryKind::SecurityFix
+            | EntryKind::Waiver
+            | EntryKind::Approval
+            | EntryKind::DeniedParty
+            | EntryKind::Licence => self.apply_action(index, header, body),
+            EntryKind::Root => self.apply_root(index, header, body),
         }
     }
 
     /// Verifies a check-in envelope against the key registered to the
     /// deployment it names.
     pub fn verify_checkin(&self, bytes: &[u8]) -> Result<SignedCheckIn, Rejection> {
-        let env = Envelope::parse(bytes).map_err(|e| Rejection(format!("the check-in is refused: {e}")))?;
-        let claimed = CheckIn::parse(env.payload()).map_err(|e| Rejection(format!("the check-in is refused: {e}")))?;
+        let env = Envelope::parse(bytes).map_err(|e| Rejection::Malformed(format!("the check-in is refused: {e}")))?;
+        let claimed =
+            CheckIn::parse(env.payload()).map_err(|e| Rejection::Malformed(format!("the check-in is refused: {e}")))?;
         if self.gov.deployment(&claimed.deployment).is_none() {
-            return reject(format!("deployment {} is not registered", claimed.deployment));
+            return reject(Rejection::NotFound, format!("deployment {} is not registered", claimed.deployment));
         }
         let signer = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
         let (identity, keys) = self.registered_signer(signer, &[IdentityRole::Deployment], "a check-in")?;
         if identity.subject != claimed.deployment {
-            return reject("a check-in is signed by the deployment it names");
+            return reject(Rejection::NotAllowed, "a check-in is signed by the deployment it names");
         }
-        let verified = envelope::verify_parsed::<CheckIn>(env, &keys)
-            .map_err(|e| Rejection(format!("the check-in is refused: {e}")))?;
+        let verified =
+            envelope::verify_parsed::<CheckIn>(env, &keys).map_err(|e| Rejection::envelope("the check-in", e))?;
         Ok(SignedCheckIn { bytes: bytes.to_vec(), verified })
     }
 
@@ -713,109 +464,4 @@ impl State {
     pub fn facts(&self) -> &governance::Facts {
         &self.gov
     }
-}
-
-fn role_names(roles: &[IdentityRole]) -> String {
-    roles
-        .iter()
-        .map(|r| match r {
-            IdentityRole::Admin => "admin",
-            IdentityRole::Customer => "customer",
-            IdentityRole::Engineer => "engineer",
-            IdentityRole::Auditor => "auditor",
-            IdentityRole::Deployment => "deployment",
-        })
-        .collect::<Vec<_>>()
-        .join(" or ")
-}
-
-/// Where an admin action goes in the ledger: its entry kind and the
-/// subjects its header names.
-pub fn placement(action: &ActionKind) -> (EntryKind, Vec<String>) {
-    let one = |s: &String| vec![s.clone()];
-    match action {
-        ActionKind::Note { .. } => (EntryKind::Note, vec![]),
-        ActionKind::IssueIdentity { subject, .. } => (EntryKind::Identity, one(subject)),
-        ActionKind::RevokeIdentity { .. } => (EntryKind::Revocation, vec![]),
-        ActionKind::CaseTransition { .. } => (EntryKind::Case, vec![]),
-        ActionKind::ProposeSuspension { target, .. } => match target {
-            SuspensionTarget::Customer(id) | SuspensionTarget::Deployment(id) => (EntryKind::Suspension, one(id)),
-        },
-        ActionKind::Approve { .. } => (EntryKind::Approval, vec![]),
-        ActionKind::RegisterCustomer { customer, .. } => (EntryKind::Customer, one(customer)),
-        ActionKind::RegisterDeployment { deployment, customer, .. } => {
-            (EntryKind::Deployment, vec![customer.clone(), deployment.clone()])
-        }
-        ActionKind::SetContract { contract } => (EntryKind::Contract, one(&contract.customer)),
-        ActionKind::ProposeWaiver { deployment, .. } => (EntryKind::Waiver, one(deployment)),
-        ActionKind::ProposeSecurityFix { deployment, .. } => (EntryKind::SecurityFix, one(deployment)),
-        ActionKind::ListDeniedParty { .. } => (EntryKind::DeniedParty, vec![]),
-        ActionKind::RecordLicence { licence } => (EntryKind::Licence, one(&licence.customer)),
-    }
-}
-
-/// The header fields that follow from an entry's body: its kind (from the
-/// payload type and content), its actor (the first signature's key id, for
-/// what one person or device signs) and its subjects. Nothing is verified
-/// here; [`State::apply`] verifies.
-pub fn classify(body: &[u8]) -> Result<Placement, Rejection> {
-    let env = Envelope::parse(body).map_err(|e| Rejection(format!("the entry's body is refused: {e}")))?;
-    let first = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
-    let bad = |e: crate::statements::StatementError| Rejection(format!("the entry's body is refused: {e}"));
-    let placed = |kind, subjects| Ok(Placement { kind, actor: first, subjects });
-    match env.payload_type() {
-        RootMetadata::PAYLOAD_TYPE => Ok(Placement { kind: EntryKind::Root, actor: None, subjects: vec![] }),
-        ReleaseManifest::PAYLOAD_TYPE => Ok(Placement { kind: EntryKind::Release, actor: None, subjects: vec![] }),
-        AdminAction::PAYLOAD_TYPE => {
-            let action = AdminAction::parse(env.payload()).map_err(bad)?;
-            let (kind, subjects) = placement(&action.action);
-            placed(kind, subjects)
-        }
-        MisuseSignal::PAYLOAD_TYPE => {
-            let s = MisuseSignal::parse(env.payload()).map_err(bad)?;
-            let subjects = std::iter::once(s.about.customer).chain(s.about.deployment).collect();
-            // No actor: who reported a misuse is never shown with the header.
-            Ok(Placement { kind: EntryKind::Signal, actor: None, subjects })
-        }
-        Decision::PAYLOAD_TYPE => {
-            let d = Decision::parse(env.payload()).map_err(bad)?;
-            let kind = if d.verdict == Verdict::Grant { EntryKind::Grant } else { EntryKind::Withhold };
-            placed(kind, vec![d.deployment])
-        }
-        InstallReport::PAYLOAD_TYPE => {
-            let r = InstallReport::parse(env.payload()).map_err(bad)?;
-            placed(EntryKind::Report, vec![r.deployment])
-        }
-        "application/vnd.in-toto+json" => {
-            #[derive(serde::Deserialize)]
-            struct Peek {
-                #[serde(rename = "predicateType")]
-                predicate_type: String,
-            }
-            let peek: Peek = serde_json::from_slice(env.payload())
-                .map_err(|e| Rejection(format!("the entry's body is refused: malformed payload: {e}")))?;
-            match peek.predicate_type.as_str() {
-                <EndUseAttestation as crate::statements::Predicate>::PREDICATE_TYPE => {
-                    let s = InTotoStatement::<EndUseAttestation>::parse(env.payload()).map_err(bad)?;
-                    let mut subjects = vec![s.predicate.customer.clone()];
-                    let deployments: BTreeSet<&str> = s.deployments().collect();
-                    if deployments.len() < MAX_SUBJECTS {
-                        subjects.extend(deployments.into_iter().map(str::to_owned));
-                    }
-                    placed(EntryKind::Attestation, subjects)
-                }
-                <FieldVerification as crate::statements::Predicate>::PREDICATE_TYPE => {
-                    let s = InTotoStatement::<FieldVerification>::parse(env.payload()).map_err(bad)?;
-                    placed(EntryKind::Verification, vec![s.predicate.deployment])
-                }
-                other => reject(format!("the entry's body is refused: unknown predicate type {other:?}")),
-            }
-        }
-        other => reject(format!("the entry's body is refused: {other:?} is not a ledger entry's payload type")),
-    }
-}
-
-/// The root document of a root envelope, without checking it (for display).
-pub fn peek_root(body: &[u8]) -> Option<RootMetadata> {
-    RootMetadata::parse(envelope::Envelope::parse(body).ok()?.payload()).ok()
 }

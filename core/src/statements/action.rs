@@ -9,8 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Contract, DeniedParty, Licence, Payload, SchemaV1, Site, StatementError, check_country, check_id, check_text,
-    fixed_tag, invalid,
+    ConditionName, Contract, DeniedParty, Licence, Payload, SchemaV1, Site, StatementError, check_country, check_id,
+    check_text, fixed_tag, invalid,
 };
 use crate::digest::{Sha256Digest, Timestamp};
 use crate::keys::PublicKey;
@@ -123,6 +123,46 @@ pub enum IdentityRole {
     Auditor,
     /// A deployment's agent.
     Deployment,
+}
+
+impl IdentityRole {
+    /// Every role, in the order of the enum.
+    pub const ALL: [IdentityRole; 5] = [
+        IdentityRole::Admin,
+        IdentityRole::Customer,
+        IdentityRole::Engineer,
+        IdentityRole::Auditor,
+        IdentityRole::Deployment,
+    ];
+
+    /// The role's name, as payloads, certificates and the CLI spell it.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            IdentityRole::Admin => "admin",
+            IdentityRole::Customer => "customer",
+            IdentityRole::Engineer => "engineer",
+            IdentityRole::Auditor => "auditor",
+            IdentityRole::Deployment => "deployment",
+        }
+    }
+}
+
+impl std::fmt::Display for IdentityRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is none of [`IdentityRole`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}: use admin, customer, engineer, auditor or deployment")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for IdentityRole {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
+        IdentityRole::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| UnknownRole(s.chars().take(64).collect()))
+    }
 }
 
 /// What an admin action does.
@@ -243,17 +283,6 @@ pub enum ActionKind {
     },
 }
 
-/// The names of the contract conditions.
-pub const CONDITION_NAMES: [&str; 7] = [
-    "end_use_attested",
-    "field_verified",
-    "site_bound",
-    "integrity_match",
-    "licence_valid",
-    "denied_party_clear",
-    "no_open_case",
-];
-
 /// Payload of `application/vnd.covenant.action.v1+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,7 +347,7 @@ impl Payload for AdminAction {
             ActionKind::SetContract { contract } => contract.validate(),
             ActionKind::ProposeWaiver { deployment, condition, .. } => {
                 check_id("action.deployment", deployment)?;
-                if !CONDITION_NAMES.contains(&condition.as_str()) {
+                if condition.parse::<ConditionName>().is_err() {
                     return Err(invalid("action.condition", "is not a condition's name"));
                 }
                 Ok(())

@@ -9,6 +9,73 @@ use super::{CaseState, StatementError, check_country, check_id, check_text, inva
 use crate::digest::Timestamp;
 use crate::statements::VerificationMethod;
 
+/// The name of a contract condition: the one place the names are spelled
+/// (contracts' `condition` tags, decisions' condition results, waivers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionName {
+    /// `end_use_attested`.
+    EndUseAttested,
+    /// `field_verified`.
+    FieldVerified,
+    /// `site_bound`.
+    SiteBound,
+    /// `integrity_match`.
+    IntegrityMatch,
+    /// `licence_valid`.
+    LicenceValid,
+    /// `denied_party_clear`.
+    DeniedPartyClear,
+    /// `no_open_case`.
+    NoOpenCase,
+}
+
+impl ConditionName {
+    /// Every condition, in the order decisions report them.
+    pub const ALL: [ConditionName; 7] = [
+        ConditionName::EndUseAttested,
+        ConditionName::FieldVerified,
+        ConditionName::SiteBound,
+        ConditionName::IntegrityMatch,
+        ConditionName::LicenceValid,
+        ConditionName::DeniedPartyClear,
+        ConditionName::NoOpenCase,
+    ];
+
+    /// The name as contracts, decisions and waivers spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionName::EndUseAttested => "end_use_attested",
+            ConditionName::FieldVerified => "field_verified",
+            ConditionName::SiteBound => "site_bound",
+            ConditionName::IntegrityMatch => "integrity_match",
+            ConditionName::LicenceValid => "licence_valid",
+            ConditionName::DeniedPartyClear => "denied_party_clear",
+            ConditionName::NoOpenCase => "no_open_case",
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no contract condition's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a condition's name")]
+pub struct UnknownCondition(pub String);
+
+impl std::str::FromStr for ConditionName {
+    type Err = UnknownCondition;
+    fn from_str(s: &str) -> Result<Self, UnknownCondition> {
+        ConditionName::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownCondition(s.chars().take(64).collect()))
+    }
+}
+
 /// One typed condition of a contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "condition", rename_all = "snake_case", deny_unknown_fields)]
@@ -63,17 +130,22 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Which condition it is.
+    pub fn kind(&self) -> ConditionName {
+        match self {
+            Condition::EndUseAttested { .. } => ConditionName::EndUseAttested,
+            Condition::FieldVerified { .. } => ConditionName::FieldVerified,
+            Condition::SiteBound { .. } => ConditionName::SiteBound,
+            Condition::IntegrityMatch => ConditionName::IntegrityMatch,
+            Condition::LicenceValid { .. } => ConditionName::LicenceValid,
+            Condition::DeniedPartyClear { .. } => ConditionName::DeniedPartyClear,
+            Condition::NoOpenCase { .. } => ConditionName::NoOpenCase,
+        }
+    }
+
     /// The condition's name as decisions report it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Condition::EndUseAttested { .. } => "end_use_attested",
-            Condition::FieldVerified { .. } => "field_verified",
-            Condition::SiteBound { .. } => "site_bound",
-            Condition::IntegrityMatch => "integrity_match",
-            Condition::LicenceValid { .. } => "licence_valid",
-            Condition::DeniedPartyClear { .. } => "denied_party_clear",
-            Condition::NoOpenCase { .. } => "no_open_case",
-        }
+        self.kind().as_str()
     }
 
     fn validate(&self) -> Result<(), StatementError> {

@@ -14,10 +14,13 @@ mod release;
 mod root;
 
 pub use action::{
-    ActionKind, ActionTag, AdminAction, CONDITION_NAMES, CaseState, Determination, IdentityRole, MAX_SIGNAL_BYTES,
-    MisuseSignal, SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget,
+    ActionKind, ActionTag, AdminAction, CaseState, Determination, IdentityRole, MAX_SIGNAL_BYTES, MisuseSignal,
+    SignalAbout, SignalSource, SignalTag, SuspensionLevel, SuspensionTarget, UnknownRole,
 };
-pub use contract::{Condition, Contract, DeniedParty, Licence, contract_relaxations, licence_relaxations};
+pub use contract::{
+    Condition, ConditionName, Contract, DeniedParty, Licence, UnknownCondition, contract_relaxations,
+    licence_relaxations,
+};
 pub use decision::{
     ConditionResult, ConditionStatus, ContractRef, Decision, DecisionTag, FreshTag, Freshness, FreshnessStanding,
     Verdict, WithheldRelease,

@@ -50,7 +50,7 @@ impl World {
     pub fn append(&mut self, body: Vec<u8>) -> Result<u64, Rejection> {
         let placed = classify(&body)?;
         let digest = body_digest(&[0; 32], &body);
-        let tags = self.state.keyring().tags(&placed.subjects, &digest).map_err(Rejection)?;
+        let tags = self.state.keyring().tags(&placed.subjects, &digest).map_err(Rejection::Unavailable)?;
         let header = EntryHeader { kind: placed.kind, time: self.now, actor: placed.actor, tags, body_digest: digest };
         let index = self.entries.len() as u64;
         covenant_core::policy::fold(&mut self.state, index, &header, &body)?;

@@ -26,6 +26,7 @@ use covenant_core::keys::KeyId;
 use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN, SubjectTag};
 use covenant_core::merkle::Hash;
 use covenant_core::note::{Checkpoint, NoteSigner, NoteVerifier, TlogProof};
+use covenant_core::state::Rejection;
 use tokio::sync::{oneshot, watch};
 
 use storage::Storage;
@@ -71,11 +72,6 @@ pub enum Prepared {
     Nothing(Option<u64>),
 }
 
-/// Why the state machine refused an entry, in words for the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejection(pub String);
-
 /// The annotation-only state of this stage: accepts well-formed notes and
 /// counts them. Issue #5 replaces it with the governance fold.
 #[derive(Debug, Default, Clone)]
@@ -98,10 +94,10 @@ impl StateMachine for NoteCounter {
 
     fn apply(&mut self, _index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
         if header.kind != EntryKind::Note {
-            return Err(Rejection(format!("entry kind {} is not accepted yet", header.kind)));
+            return Err(Rejection::Precondition(format!("entry kind {} is not accepted yet", header.kind)));
         }
         if body.is_empty() {
-            return Err(Rejection("an annotation needs a body".into()));
+            return Err(Rejection::Malformed("an annotation needs a body".into()));
         }
         self.notes += 1;
         Ok(())
@@ -160,6 +156,21 @@ impl Appended {
     }
 }
 
+/// Why the sequencer stopped taking appends.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Halt {
+    /// Writing the batch, signing its checkpoint or making it durable failed.
+    #[error("{0}")]
+    Storage(String),
+    /// The system gave no randomness for an entry's salt.
+    #[error("no randomness for the salt: {0}")]
+    NoRandomness(getrandom::Error),
+    /// The inclusion proof of an entry just written could not be read back.
+    #[error("{0}")]
+    Proof(String),
+}
+
 /// Why an append failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -173,7 +184,7 @@ pub enum AppendError {
     /// The storage failed; the ledger stopped taking appends and must be
     /// reopened (which recovers to the last signed checkpoint).
     #[error("the ledger stopped after a storage failure ({0}); restart to recover")]
-    Halted(String),
+    Halted(Halt),
     /// The sequencer is gone.
     #[error("the ledger is closed")]
     Closed,
@@ -237,13 +248,7 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        Timestamp::from_unix(secs)
-    })
+    Arc::new(|| Timestamp::since_epoch(std::time::SystemTime::now()))
 }
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
@@ -594,7 +599,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
     fn process(&mut self, batch: Vec<Request>) {
         if let Some(reason) = &self.halted {
             for r in batch {
-                let _ = r.reply.send(Err(AppendError::Halted(reason.clone())));
+                let _ = r.reply.send(Err(AppendError::Halted(Halt::Storage(reason.clone()))));
             }
             return;
         }
@@ -617,7 +622,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
             let req = Request { entry, reply: req.reply };
             let mut salt = [0u8; SALT_LEN];
             if let Err(e) = getrandom::fill(&mut salt) {
-                let _ = req.reply.send(Err(AppendError::Halted(format!("no randomness for the salt: {e}"))));
+                let _ = req.reply.send(Err(AppendError::Halted(Halt::NoRandomness(e))));
                 continue;
             }
             // The header carries a subject tag per subject, never the ids.
@@ -671,7 +676,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                             proof,
                             checkpoint: checkpoint.clone(),
                         })
-                        .map_err(|e| AppendError::Halted(e.to_string()));
+                        .map_err(|e| AppendError::Halted(Halt::Proof(e.to_string())));
                     let _ = reply.send(result);
                 }
             }
@@ -680,7 +685,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                 // is ahead of the ledger, so nothing more may be written.
                 self.halt(reason.clone());
                 for (_, _, reply) in accepted {
-                    let _ = reply.send(Err(AppendError::Halted(reason.clone())));
+                    let _ = reply.send(Err(AppendError::Halted(Halt::Storage(reason.clone()))));
                 }
             }
         }

@@ -274,12 +274,12 @@ pub(super) fn analyse<S: Storage>(
             (None, Some(TileError::CorruptEntry { index, bundle, .. })) => {
                 OpenError::CorruptRecord { index, reason: format!("its header differs from {bundle}, and {signed}") }
             }
-            (None, _) => OpenError::Read(signed),
+            (None, _) => OpenError::Unreproduced { size },
         });
     }
     match suspect {
         Some((index, Suspect::Body)) => {
-            return Err(OpenError::Read(format!("the body of entry {index} does not match its header's digest")));
+            return Err(OpenError::BodyMismatch { index });
         }
         Some((index, Suspect::Refused(reason))) => return Err(OpenError::Replay { index, reason }),
         // The journal is right, so the durable bundle is corrupt: reported

@@ -274,9 +274,19 @@ pub enum OpenError {
         /// What is wrong.
         reason: String,
     },
-    /// A stored entry or body could not be read back as written.
-    #[error("the stored ledger is corrupt: {0}")]
-    Read(String),
+    /// The stored entries do not reproduce the signed checkpoint, and no
+    /// one record is to blame.
+    #[error("the stored ledger is corrupt: log/journal does not reproduce the signed checkpoint of size {size}")]
+    Unreproduced {
+        /// The signed size.
+        size: u64,
+    },
+    /// A stored body does not match its header's digest.
+    #[error("the stored ledger is corrupt: the body of entry {index} does not match its header's digest")]
+    BodyMismatch {
+        /// The entry.
+        index: u64,
+    },
     /// The state fold refused a stored entry.
     #[error("entry {index} cannot be replayed: {reason}")]
     Replay {
