@@ -250,7 +250,7 @@ fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr) -> anyhow::Resu
                 _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
             }
         };
-        covenant_server::service::run(covenant_server::service::ServeConfig::new(data), listener, shutdown).await
+        covenant_server::serve::run(covenant_server::serve::ServeConfig::new(data), listener, shutdown).await
     })
 }
 

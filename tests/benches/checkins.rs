@@ -39,7 +39,7 @@ use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
 use covenant_server::pki::Authority;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use tokio::net::TcpListener;
 
 const CUSTOMERS: usize = 1_000;

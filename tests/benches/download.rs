@@ -36,8 +36,8 @@ use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::{Ledger, NewEntry};
 use covenant_server::pki::Authority;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
-use covenant_server::updates::DOWNLOAD_CHUNK;
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
+use covenant_server::update_service::DOWNLOAD_CHUNK;
 use sha2::Digest as _;
 
 const DEVICES: usize = 16;
@@ -117,7 +117,7 @@ fn publish(
     file.flush().unwrap();
     drop(file);
     let sha = Sha256Digest(hasher.finalize().into());
-    let path = covenant_server::updates::artifact_path(dir, &sha);
+    let path = covenant_server::artifacts::artifact_path(dir, &sha);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     let manifest = ReleaseManifest {

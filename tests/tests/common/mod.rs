@@ -18,7 +18,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 
 pub struct Running {
     pub url: String,
