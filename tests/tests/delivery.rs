@@ -664,3 +664,25 @@ async fn a_trickling_download_is_closed_and_its_slot_freed() {
     assert_eq!(got.len(), bytes.len());
     s.stop().await;
 }
+
+/// The server reads the time from the one clock it was started with
+/// (`ServeConfig::clock`): set 1,000 s ahead of the system's and stopped,
+/// the ledger's time, the freshness answer's time and the grant's issue and
+/// expiry all follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_on_the_clock_it_was_started_with() {
+    use covenant_core::envelope::Envelope;
+    use covenant_core::statements::{Freshness, Payload as _};
+    let set = now().plus_seconds(1_000);
+    let (s, c, _, _) = granted_configured("clock", move |config| {
+        config.clock = std::sync::Arc::new(move || set);
+    })
+    .await;
+    let r = check_in(&s, &c.device, "clock").await;
+    let freshness = Freshness::parse(Envelope::parse(&r.freshness).unwrap().payload()).unwrap();
+    assert_eq!(freshness.time, set, "the freshness answer carries the set clock's time");
+    let d = decision_of(&r);
+    assert_eq!(d.issued_at, set, "the grant was decided at the set clock's time");
+    assert_eq!(d.expires_at, Some(set.plus_seconds(604_800)), "its expiry follows the set clock");
+    s.stop().await;
+}
