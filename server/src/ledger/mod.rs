@@ -136,7 +136,8 @@ pub enum Request {
     /// evaluates it against exactly the state at its index and turns it into
     /// the signed decision to log, or into nothing when the standing one
     /// says the same (then the append answers [`AppendError::Nothing`]).
-    Decide(SignedCheckIn),
+    /// Boxed: a verified check-in is several times an entry's size.
+    Decide(Box<SignedCheckIn>),
 }
 
 /// A signed checkpoint as handed out.
@@ -403,7 +404,7 @@ impl<S: Storage> Ledger<S> {
     /// durable and signed into a checkpoint; [`AppendError::Nothing`] with
     /// the standing entry's index when nothing needed logging.
     pub async fn decide(&self, checkin: SignedCheckIn) -> Result<Appended, AppendError> {
-        self.request(Request::Decide(checkin)).await
+        self.request(Request::Decide(Box::new(checkin))).await
     }
 
     /// Sends a request to the sequencer and waits for its answer.
