@@ -8,12 +8,12 @@
 //! inside) rather than through tonic's `ServerTlsConfig`, because only here
 //! is it known, once per connection, whether the client presented a
 //! certificate. Client authentication is optional so that a call without
-//! one gets a proper Unauthenticated answer (`service::Node::caller`); but
+//! one gets a proper Unauthenticated answer (`node::Node::caller`); but
 //! such a connection can do nothing else, so it is closed after
-//! [`crate::service::CERTLESS_GRACE`] whatever it does, and idle
+//! [`crate::node::CERTLESS_GRACE`] whatever it does, and idle
 //! connections without a certificate cannot hold the server's descriptors
 //! (review finding F5). Authenticated connections are bounded by HTTP/2
-//! keepalive instead (`service::run`), which closes those whose peer went
+//! keepalive instead (`serve::run`), which closes those whose peer went
 //! away.
 
 use std::future::Future as _;
@@ -244,13 +244,13 @@ pub const MIN_CONNECTIONS: usize = 64;
 /// The server's connection cap for `configured` connections under a
 /// descriptor limit of `descriptors` (`None`: unlimited or unknown): the
 /// limit less a reserve of a quarter of it, at most
-/// [`crate::service::RESERVED_DESCRIPTORS`], for the server's own files.
+/// [`crate::node::RESERVED_DESCRIPTORS`], for the server's own files.
 /// An error naming `ulimit -n` if that leaves fewer than
 /// [`MIN_CONNECTIONS`].
 pub fn connection_cap(configured: usize, descriptors: Option<u64>) -> anyhow::Result<usize> {
     let Some(descriptors) = descriptors else { return Ok(configured) };
     let descriptors = usize::try_from(descriptors).unwrap_or(usize::MAX);
-    let reserved = (descriptors / 4).min(crate::service::RESERVED_DESCRIPTORS);
+    let reserved = (descriptors / 4).min(crate::node::RESERVED_DESCRIPTORS);
     let allowed = descriptors - reserved;
     if allowed < MIN_CONNECTIONS {
         anyhow::bail!(
@@ -380,7 +380,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::service::MAX_CONNECTIONS;
+    use crate::node::MAX_CONNECTIONS;
 
     /// Review finding: under `ulimit -n 1024` the cap was 1,024 less a flat
     /// 1,024 reserved, floored at 1: the server served one connection.

@@ -1,18 +1,6 @@
 //! The server's data directory: `init --dev` makes one with every key in it,
-//! and the server loads it.
-//!
-//! ```text
-//! DIR/root.json                 the root of trust, version 1 (DSSE envelope)
-//! DIR/ca.pem, ca.key            the vendor's CA (key 0600)
-//! DIR/server.pem, server.key    the server's TLS certificate for localhost/127.0.0.1
-//! DIR/ledger.vkey               the ledger's C2SP verifier key
-//! DIR/keys/*.key                signing-key seeds, hex (0600); in production
-//!                               only decision.key and ledger.key live here
-//! DIR/keys/subjects.key         the subject secret, hex (0600): derives the
-//!                               subject keys behind the headers' subject tags
-//! DIR/ledger/                   the ledger (see ledger::store)
-//! DIR/identities/<name>/        cert.pem, key.pem, ca.pem, root.json, signing.key
-//! ```
+//! and the server loads it. Its layout (every path in it) is
+//! [`crate::layout::DataDir`]'s.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -29,12 +17,13 @@ use covenant_core::policy;
 use covenant_core::root::{RootPolicy, TrustedRoot};
 use covenant_core::state::{Rejection, State};
 use covenant_core::statements::{
-    ActionKind, ActionTag, AdminAction, CheckIn, IdentityRole, Payload as _, RoleSpec, Roles, RootKey, RootMetadata,
-    RootTag, SchemaV1,
+    ActionKind, ActionTag, AdminAction, IdentityRole, Payload as _, RoleSpec, Roles, RootKey, RootMetadata, RootTag,
+    SchemaV1,
 };
 
+use crate::layout::{DataDir, IdentityDir};
 use crate::ledger::storage::FsStorage;
-use crate::ledger::{self, Ledger, LedgerConfig, NewEntry, Prepared, StateMachine};
+use crate::ledger::{self, Clock, Ledger, LedgerConfig, NewEntry, Prepared, Request, StateMachine};
 use crate::pki::Authority;
 use covenant_core::ledger::EntryHeader;
 
@@ -47,41 +36,47 @@ pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
 /// applies entries, and evaluates check-ins in ledger order with the
 /// decision key) and the services (which read it to authorize calls).
 #[derive(Debug, Clone, Default)]
-pub struct SharedRegistry(pub Arc<RwLock<State>>, pub Option<Arc<SigningKey>>, pub(crate) OwnDecisions);
+pub struct SharedRegistry {
+    /// The state folded so far.
+    pub state: Arc<RwLock<State>>,
+    /// The decision key the sequencer signs decisions with (`None`: this
+    /// server decides nothing).
+    pub decision_key: Option<Arc<SigningKey>>,
+    /// The decisions the sequencer signed and has yet to apply.
+    pub(crate) own: OwnDecisions,
+}
 
 /// The decisions the sequencer prepared and signed, by body digest, so that
 /// applying them does not verify again the signatures it just made.
 #[derive(Debug, Clone, Default)]
-pub struct OwnDecisions(
-    std::collections::HashMap<
-        Sha256Digest,
-        (Box<covenant_core::statements::Decision>, covenant_core::state::SignedCheckIn),
-    >,
-);
-
-/// A request to the sequencer to evaluate a check-in: its body is the
-/// device-signed check-in envelope, and the sequencer turns it into the
-/// signed decision to log, or into nothing when the standing one says the
-/// same (or no newer release exists).
-pub fn decide_request(checkin: Vec<u8>) -> NewEntry {
-    NewEntry { kind: EntryKind::Grant, actor: None, subjects: vec![], body: checkin }
+pub struct OwnDecisions {
+    by_body: std::collections::HashMap<Sha256Digest, OwnDecision>,
 }
 
-fn is_checkin(body: &[u8]) -> bool {
-    envelope::Envelope::parse(body).is_ok_and(|e| e.payload_type() == CheckIn::PAYLOAD_TYPE)
+/// A decision the sequencer signed, with the check-in it decides.
+#[derive(Debug, Clone)]
+struct OwnDecision {
+    decision: Box<covenant_core::statements::Decision>,
+    checkin: covenant_core::state::SignedCheckIn,
 }
 
 impl StateMachine for SharedRegistry {
-    fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, Rejection> {
-        if !is_checkin(&entry.body) {
-            return Ok(Prepared::Append(entry));
-        }
-        let key = self.1.as_ref().ok_or_else(|| Rejection::Unavailable("this server holds no decision key".into()))?;
-        let state = self.0.read().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
+    fn prepare(&mut self, index: u64, time: Timestamp, request: Request) -> Result<Prepared, Rejection> {
+        let checkin = match request {
+            Request::Append(entry) => return Ok(Prepared::Append(entry)),
+            Request::Decide(checkin) => checkin,
+        };
+        let key = self
+            .decision_key
+            .as_ref()
+            .ok_or_else(|| Rejection::Unavailable("this server holds no decision key".into()))?;
+        let state = self.state.read().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
         if state.size() != index {
             return Err(Rejection::Unavailable("the state is not at the ledger's size".into()));
         }
-        let checkin = state.verify_checkin(&entry.body)?;
+        // Verified again against exactly the state at its index: the device
+        // may have been revoked since the handler verified it.
+        let checkin = state.verify_checkin(checkin.bytes())?;
         let decision = match policy::evaluate(&state, &checkin, time)? {
             policy::Outcome::Current => return Ok(Prepared::Nothing(None)),
             policy::Outcome::Decided(d) => d,
@@ -97,17 +92,17 @@ impl StateMachine for SharedRegistry {
         let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
         let placed = covenant_core::state::classify(&body)?;
         drop(state);
-        self.2.0.insert(Sha256Digest::of(&body), (decision, checkin));
+        self.own.by_body.insert(Sha256Digest::of(&body), OwnDecision { decision, checkin });
         Ok(Prepared::Append(NewEntry { kind: placed.kind, actor: placed.actor, subjects: placed.subjects, body }))
     }
 
     fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String> {
-        let mut r = self.0.write().map_err(|_| "registry lock poisoned".to_owned())?;
+        let mut r = self.state.write().map_err(|_| "registry lock poisoned".to_owned())?;
         policy::fold(&mut r, index, header, body).map_err(|e| e.to_string())
     }
 
     fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, Rejection> {
-        let state = self.0.read().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
+        let state = self.state.read().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
         state
             .keyring()
             .tags(subjects, body_digest)
@@ -115,10 +110,10 @@ impl StateMachine for SharedRegistry {
     }
 
     fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
-        let own = if self.2.0.is_empty() { None } else { self.2.0.remove(&Sha256Digest::of(body)) };
-        let mut r = self.0.write().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
+        let own = if self.own.by_body.is_empty() { None } else { self.own.by_body.remove(&Sha256Digest::of(body)) };
+        let mut r = self.state.write().map_err(|_| Rejection::Unavailable("registry lock poisoned".into()))?;
         match own {
-            Some((decision, checkin)) => r.apply_own_decision(index, header, &decision, &checkin),
+            Some(OwnDecision { decision, checkin }) => r.apply_own_decision(index, header, &decision, &checkin),
             None => policy::fold(&mut r, index, header, body),
         }
     }
@@ -133,7 +128,7 @@ pub enum Bounded {
     /// An install report refused (its grant's outcome was already reported).
     Report,
     /// An attestation, verification or signal refused: its submitter
-    /// reached its bound for the period (`service::SUBMISSION_LIMITS`).
+    /// reached its bound for the period (`node::SUBMISSION_LIMITS`).
     Submission,
 }
 
@@ -215,7 +210,7 @@ pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
 
 /// Reads the subject secret (`keys/subjects.key`, 64 hex digits).
 pub fn read_subject_secret(dir: &Path) -> anyhow::Result<SubjectSecret> {
-    let path = dir.join("keys/subjects.key");
+    let path = DataDir::new(dir).subjects_key();
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
         format!("reading {} (made by `covenant-server init`; without it no header can be checked)", path.display())
     })?);
@@ -223,14 +218,22 @@ pub fn read_subject_secret(dir: &Path) -> anyhow::Result<SubjectSecret> {
 }
 
 /// Opens the ledger of a data directory with the registry fold, which
-/// checks (and makes) subject tags with the directory's subject secret.
+/// checks (and makes) subject tags with the directory's subject secret,
+/// on the system clock.
 pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
-    let ledger_key = read_key(&dir.join("keys/ledger.key"))?;
+    open_ledger_with(dir, ledger::system_clock())
+}
+
+/// As [`open_ledger`], with the ledger's time from `clock` (`serve` passes
+/// the one clock it was started with).
+pub fn open_ledger_with(dir: &Path, clock: Clock) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
+    let data = DataDir::new(dir);
+    let ledger_key = read_key(&data.ledger_key())?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
     let registry = registry_for(dir)?;
-    let storage = Arc::new(FsStorage::new(dir.join("ledger"))?);
-    let ledger = Ledger::open(storage, signer, registry.clone(), ledger::system_clock(), ledger_config(dir)?)
-        .with_context(|| format!("opening the ledger in {}", dir.join("ledger").display()))?;
+    let storage = Arc::new(FsStorage::new(data.ledger())?);
+    let ledger = Ledger::open(storage, signer, registry.clone(), clock, ledger_config(dir)?)
+        .with_context(|| format!("opening the ledger in {}", data.ledger().display()))?;
     Ok((ledger, registry))
 }
 
@@ -243,7 +246,7 @@ pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
     // signed by the ledger key (the empty tree) that they cannot cosign.
     let witnesses = crate::witnesses::load(dir)?;
     if witnesses.iter().any(|w| matches!(w.reach, crate::witnesses::Reach::Remote { .. })) {
-        let signer = NoteSigner::new(&ledger_name(dir)?, read_key(&dir.join("keys/ledger.key"))?)?;
+        let signer = NoteSigner::new(&ledger_name(dir)?, read_key(&DataDir::new(dir).ledger_key())?)?;
         let empty = covenant_core::note::Checkpoint {
             origin: signer.name().to_owned(),
             size: 0,
@@ -260,15 +263,15 @@ pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
 /// subject secret (so header tags are checked) and its decision key. `serve`
 /// (through [`open_ledger`]) and `check` fold with exactly this.
 pub fn registry_for(dir: &Path) -> anyhow::Result<SharedRegistry> {
-    let decision = read_key(&dir.join("keys/decision.key")).ok().map(Arc::new);
+    let decision = read_key(&DataDir::new(dir).decision_key()).ok().map(Arc::new);
     let keyring = Keyring::Secret(read_subject_secret(dir)?);
     let state = State::with_keyring(keyring);
-    Ok(SharedRegistry(Arc::new(RwLock::new(state)), decision, OwnDecisions::default()))
+    Ok(SharedRegistry { state: Arc::new(RwLock::new(state)), decision_key: decision, own: OwnDecisions::default() })
 }
 
 /// The ledger's note name, from `ledger.vkey`.
 pub fn ledger_name(dir: &Path) -> anyhow::Result<String> {
-    let vkey = std::fs::read_to_string(dir.join("ledger.vkey"))?;
+    let vkey = std::fs::read_to_string(DataDir::new(dir).ledger_vkey())?;
     let v = covenant_core::note::NoteVerifier::parse(vkey.trim())?;
     Ok(v.name().to_owned())
 }
@@ -289,7 +292,8 @@ pub struct DevInit {
 /// `covenant-server init --dev --data DIR`.
 pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
     refuse_non_empty(dir)?;
-    std::fs::create_dir_all(dir.join("identities"))?;
+    let data = DataDir::new(dir);
+    std::fs::create_dir_all(data.identities())?;
     let root_keys = [new_key()?, new_key()?, new_key()?];
     let release_keys = [new_key()?, new_key()?, new_key()?];
     let online = make_online_keys(dir, DEV_LEDGER_NAME, &["localhost", "127.0.0.1"], "Covenant development CA")?;
@@ -318,17 +322,17 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
         },
     };
     let root_bytes = envelope::sign(&root, &[&root_keys[0], &root_keys[1]]);
-    write_public(&dir.join("root.json"), &root_bytes)?;
+    write_public(&data.root_json(), &root_bytes)?;
     for (i, k) in root_keys.iter().enumerate() {
-        write_key(&dir.join(format!("keys/root-{}.key", i + 1)), k)?;
+        write_key(&data.root_key(i + 1), k)?;
     }
     for (i, k) in release_keys.iter().enumerate() {
-        write_key(&dir.join(format!("keys/release-{}.key", i + 1)), k)?;
+        write_key(&data.release_key(i + 1), k)?;
     }
     // The witness's key file carries its note name (a C2SP private key).
     let witness_signer = NoteSigner::new(DEV_WITNESS_NAME, witness)?;
-    write_private(&dir.join("keys/witness-dev.key"), witness_signer.to_private_string().as_bytes())?;
-    write_public(&dir.join("witness-dev.vkey"), format!("{}\n", witness_signer.cosignature_verifier()).as_bytes())?;
+    write_private(&data.witness_dev_key(), witness_signer.to_private_string().as_bytes())?;
+    write_public(&data.witness_dev_vkey(), format!("{}\n", witness_signer.cosignature_verifier()).as_bytes())?;
     let vkey = online.ledger.to_string();
     let ca = online.ca;
 
@@ -389,14 +393,14 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
                 })
                 .with_context(|| format!("approving {name}"))?;
         }
-        let folder = dir.join("identities").join(name);
-        std::fs::create_dir_all(&folder)?;
-        write_public(&folder.join("cert.pem"), issued.cert_pem.as_bytes())?;
-        write_private(&folder.join("key.pem"), issued.key_pem.as_bytes())?;
-        write_public(&folder.join("ca.pem"), ca.cert_pem.as_bytes())?;
-        write_public(&folder.join("root.json"), &root_bytes)?;
-        write_key(&folder.join("signing.key"), signing)?;
-        identities.push(folder);
+        let folder = data.identity(name);
+        std::fs::create_dir_all(folder.path())?;
+        write_public(&folder.cert(), issued.cert_pem.as_bytes())?;
+        write_private(&folder.key(), issued.key_pem.as_bytes())?;
+        write_public(&folder.ca(), ca.cert_pem.as_bytes())?;
+        write_public(&folder.root_json(), &root_bytes)?;
+        write_key(&folder.signing_key(), signing)?;
+        identities.push(folder.path().to_owned());
     }
     ledger.close();
     Ok(DevInit { ledger_vkey: vkey, identities })
@@ -425,31 +429,32 @@ fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
 /// ledger's verifier key, a CA and the server's TLS certificate for
 /// `server_names` (DNS names or IP addresses).
 fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_name: &str) -> anyhow::Result<OnlineKeys> {
-    std::fs::create_dir_all(dir.join("keys"))?;
+    let data = DataDir::new(dir);
+    std::fs::create_dir_all(data.keys())?;
     let decision = new_key()?;
     let ledger_key = new_key()?;
-    write_key(&dir.join("keys/decision.key"), &decision)?;
-    write_key(&dir.join("keys/ledger.key"), &ledger_key)?;
+    write_key(&data.decision_key(), &decision)?;
+    write_key(&data.ledger_key(), &ledger_key)?;
     // The subject secret never leaves the server: the subject keys derived
     // from it are handed to those entitled to each subject.
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(secret.as_mut()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let secret = SubjectSecret::from_bytes(*secret);
-    write_private(&dir.join("keys/subjects.key"), zeroize::Zeroizing::new(secret.to_hex()).as_bytes())?;
+    write_private(&data.subjects_key(), zeroize::Zeroizing::new(secret.to_hex()).as_bytes())?;
     let ledger = NoteSigner::new(ledger_name, ledger_key)
         .with_context(|| {
             format!("{ledger_name:?} is not a valid note name (use a host/path such as example.com/ledger)")
         })?
         .verifier();
-    write_public(&dir.join("ledger.vkey"), format!("{ledger}\n").as_bytes())?;
+    write_public(&data.ledger_vkey(), format!("{ledger}\n").as_bytes())?;
     // The decision key's public half, for `covenant root new --decision`.
-    write_public(&dir.join("decision.pub"), format!("{}\n", decision.public().to_hex()).as_bytes())?;
+    write_public(&data.decision_pub(), format!("{}\n", decision.public().to_hex()).as_bytes())?;
     let ca = Authority::create(ca_name)?;
-    write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
-    write_private(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
+    write_public(&data.ca_cert(), ca.cert_pem.as_bytes())?;
+    write_private(&data.ca_key(), ca.key_pem.as_bytes())?;
     let server = ca.issue_server(server_names)?;
-    write_public(&dir.join("server.pem"), server.cert_pem.as_bytes())?;
-    write_private(&dir.join("server.key"), server.key_pem.as_bytes())?;
+    write_public(&data.server_cert(), server.cert_pem.as_bytes())?;
+    write_private(&data.server_key(), server.key_pem.as_bytes())?;
     Ok(OnlineKeys { decision: decision.public(), ledger, ca })
 }
 
@@ -470,19 +475,20 @@ pub fn init_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str]) ->
 /// as the ledger's genesis entry. Returns the root's version.
 pub fn init_root(dir: &Path, root_path: &Path) -> anyhow::Result<u64> {
     let bytes = std::fs::read(root_path).with_context(|| format!("reading {}", root_path.display()))?;
-    if !dir.join("keys/ledger.key").exists() {
+    let data = DataDir::new(dir);
+    if !data.ledger_key().exists() {
         bail!("{} has no online keys: run `covenant-server init --online-keys` first", dir.display());
     }
-    if dir.join("root.json").exists() || dir.join("ledger").exists() {
+    if data.root_json().exists() || data.ledger().exists() {
         bail!("{} already has a root and a ledger; rotate the root through the ledger instead", dir.display());
     }
     let root = TrustedRoot::provision(&bytes, now(), RootPolicy { allow_development: true })
         .with_context(|| format!("{} is not a valid, fully signed root", root_path.display()))?;
-    let decision = read_key(&dir.join("keys/decision.key"))?.public();
+    let decision = read_key(&data.decision_key())?.public();
     if !root.metadata().roles.decision.keys.iter().any(|k| k.public == decision) {
         bail!("the root does not list this server's decision key {}", hex::encode(decision.to_bytes()));
     }
-    let vkey = std::fs::read_to_string(dir.join("ledger.vkey"))?;
+    let vkey = std::fs::read_to_string(data.ledger_vkey())?;
     let ours = NoteVerifier::parse(vkey.trim())?;
     if !root.ledger_verifiers()?.iter().any(|v| v.to_string() == ours.to_string()) {
         bail!("the root does not list this server's ledger key as {}", ours);
@@ -493,7 +499,7 @@ pub fn init_root(dir: &Path, root_path: &Path) -> anyhow::Result<u64> {
         .context("appending the root");
     ledger.close();
     appended?;
-    write_public(&dir.join("root.json"), &bytes)?;
+    write_public(&data.root_json(), &bytes)?;
     Ok(root.version())
 }
 
@@ -510,14 +516,16 @@ pub fn certify(
     csr_pem: &str,
     out: &Path,
 ) -> anyhow::Result<(Sha256Digest, PublicKey)> {
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).with_context(|| format!("reading {name}"));
-    let ca = Authority { cert_pem: read("ca.pem")?, key_pem: read("ca.key")? };
-    let root = std::fs::read(dir.join("root.json")).context("reading root.json (run `init --root` first)")?;
+    let data = DataDir::new(dir);
+    let read = |path: PathBuf, name: &str| std::fs::read_to_string(path).with_context(|| format!("reading {name}"));
+    let ca = Authority { cert_pem: read(data.ca_cert(), "ca.pem")?, key_pem: read(data.ca_key(), "ca.key")? };
+    let root = std::fs::read(data.root_json()).context("reading root.json (run `init --root` first)")?;
     let (issued, signing_key) = ca.issue_from_request(csr_pem, role, subject)?;
-    std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("cert.pem"), &issued.cert_pem)?;
-    std::fs::write(out.join("ca.pem"), &ca.cert_pem)?;
-    std::fs::write(out.join("root.json"), &root)?;
+    let out = IdentityDir::new(out);
+    std::fs::create_dir_all(out.path())?;
+    std::fs::write(out.cert(), &issued.cert_pem)?;
+    std::fs::write(out.ca(), &ca.cert_pem)?;
+    std::fs::write(out.root_json(), &root)?;
     let registration = AdminAction {
         type_tag: ActionTag,
         schema: SchemaV1,
@@ -532,7 +540,7 @@ pub fn certify(
         evidence: vec![],
         issued_at: now(),
     };
-    std::fs::write(out.join("registration.json"), registration.to_payload_bytes())?;
+    std::fs::write(out.registration(), registration.to_payload_bytes())?;
     Ok((issued.fingerprint, signing_key))
 }
 
@@ -561,7 +569,7 @@ pub fn admit(dir: &Path, envelope_bytes: Vec<u8>) -> anyhow::Result<u64> {
     let (kind, subjects) = covenant_core::state::placement(&action.action);
     let (ledger, registry) = open_ledger(dir)?;
     let registered = registry
-        .0
+        .state
         .read()
         .map_err(|_| anyhow::anyhow!("registry lock poisoned"))?
         .identities()

@@ -5,11 +5,17 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod admin_service;
+pub mod artifacts;
+pub mod attestation_service;
+pub mod checkin;
 pub mod datadir;
+pub mod layout;
 pub mod ledger;
+pub mod ledger_service;
 pub mod limits;
+pub mod node;
 pub mod pki;
-pub mod refusal;
-pub mod service;
-pub mod updates;
+pub mod serve;
+pub mod update_service;
 pub mod witnesses;

@@ -197,9 +197,10 @@ fn main_result() -> anyhow::Result<()> {
 /// `check`: the recovery `serve` runs, as a dry run that writes nothing, so
 /// it fails wherever `serve` would refuse to start.
 fn check(data: &std::path::Path) -> anyhow::Result<()> {
-    let vkey = std::fs::read_to_string(data.join("ledger.vkey")).context("reading ledger.vkey")?;
+    let layout = covenant_server::layout::DataDir::new(data);
+    let vkey = std::fs::read_to_string(layout.ledger_vkey()).context("reading ledger.vkey")?;
     let verifier = covenant_core::note::NoteVerifier::parse(vkey.trim())?;
-    let dir = data.join("ledger");
+    let dir = layout.ledger();
     // `FsStorage::new` would create a missing folder: a check writes nothing.
     if !dir.is_dir() {
         anyhow::bail!("{} does not exist: there is no ledger to check", dir.display());
@@ -247,7 +248,7 @@ fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr) -> anyhow::Resu
                 _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
             }
         };
-        covenant_server::service::run(covenant_server::service::ServeConfig::new(data), listener, shutdown).await
+        covenant_server::serve::run(covenant_server::serve::ServeConfig::new(data), listener, shutdown).await
     })
 }
 

@@ -37,6 +37,7 @@ use covenant_proto::v1::witness_service_client::WitnessServiceClient;
 use serde::Deserialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+use crate::layout::DataDir;
 use crate::ledger::storage::Storage;
 use crate::ledger::{Ledger, SignedCheckpoint};
 
@@ -90,7 +91,7 @@ pub enum Reach {
 
 /// The file in a development data directory where its in-process witness
 /// keeps what it last cosigned.
-pub const DEV_WITNESS_STATE: &str = "witness-dev-state.json";
+pub use crate::layout::DEV_WITNESS_STATE;
 
 /// What the data directory `dir` records its witnesses cosigned, as
 /// evidence for the ledger's recovery (which refuses to open a ledger cut
@@ -99,7 +100,7 @@ pub const DEV_WITNESS_STATE: &str = "witness-dev-state.json";
 /// a size it cosigned, so a checkpoint log cut below it is seen. A corrupt
 /// state file is an error, as it is for the witness itself.
 pub fn recorded_cosignatures(dir: &Path) -> anyhow::Result<Vec<crate::ledger::store::Witnessed>> {
-    let path = dir.join(DEV_WITNESS_STATE);
+    let path = DataDir::new(dir).witness_dev_state();
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -213,8 +214,9 @@ pub fn load(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
 /// The development witness of a development data directory, if it is one.
 fn development_witness(dir: &Path) -> anyhow::Result<Option<WitnessConfig>> {
     use covenant_core::statements::{Payload as _, RootMetadata};
-    let key_path = dir.join("keys/witness-dev.key");
-    let Ok(root) = std::fs::read(dir.join("root.json")) else { return Ok(None) };
+    let data = DataDir::new(dir);
+    let key_path = data.witness_dev_key();
+    let Ok(root) = std::fs::read(data.root_json()) else { return Ok(None) };
     let development = covenant_core::envelope::Envelope::parse(&root)
         .ok()
         .and_then(|e| RootMetadata::parse(e.payload()).ok())
@@ -230,13 +232,13 @@ fn development_witness(dir: &Path) -> anyhow::Result<Option<WitnessConfig>> {
     Ok(Some(WitnessConfig {
         name: signer.name().to_owned(),
         vkey: signer.cosignature_verifier(),
-        reach: Reach::InProcess { signer: Arc::new(signer), state: dir.join(DEV_WITNESS_STATE) },
+        reach: Reach::InProcess { signer: Arc::new(signer), state: data.witness_dev_state() },
     }))
 }
 
 /// Reads `DIR/witnesses.toml` (none configured if absent).
 fn load_listed(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
-    let path = dir.join("witnesses.toml");
+    let path = DataDir::new(dir).witnesses_toml();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -251,7 +253,7 @@ fn load_listed(dir: &Path) -> anyhow::Result<Vec<WitnessConfig>> {
             if vkey.name() != e.name || vkey.sig_type() != note::TYPE_COSIGNATURE {
                 anyhow::bail!("witness {}: vkey must be its cosignature key (type 0x04) under its name", e.name);
             }
-            let cert_path = dir.join(&e.cert);
+            let cert_path = DataDir::new(dir).file(Path::new(&e.cert));
             let cert_pem = std::fs::read_to_string(&cert_path)
                 .with_context(|| format!("witness {}: reading {}", e.name, cert_path.display()))?;
             Ok(WitnessConfig { name: e.name, vkey, reach: Reach::Remote { address: e.address, cert_pem } })

@@ -18,7 +18,7 @@ use covenant_proto::v1::admin_service_client::AdminServiceClient;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_server::datadir;
 use covenant_server::pki;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -641,7 +641,7 @@ async fn connections_that_never_finish_the_handshake_are_closed_and_capped_per_p
 /// is dropped by the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_identity_cannot_hold_more_than_its_share_of_streams() {
-    use covenant_server::service::MAX_STREAMS_PER_IDENTITY;
+    use covenant_server::node::MAX_STREAMS_PER_IDENTITY;
     let server = start("streams").await;
     let auditor = server.channel(Some(&server.identity("auditor"))).await;
     let mut held = Vec::new();
@@ -829,7 +829,7 @@ async fn a_two_gib_declared_length_is_invalid_argument_naming_the_limit() {
     let channel = server.channel(Some(&server.identity("admin1"))).await;
     let status = raw_call(&channel, CHECKPOINT, frame(0, 1 << 31, &[0; 16]), None).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let limit = covenant_server::service::MAX_LEDGER_REQUEST;
+    let limit = covenant_server::node::MAX_LEDGER_REQUEST;
     assert!(status.message().contains(&format!("the limit is: {limit} bytes")), "{}", status.message());
     assert!(LedgerServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await.is_ok());
     server.stop().await;
@@ -842,7 +842,7 @@ async fn a_two_gib_declared_length_is_invalid_argument_naming_the_limit() {
 /// client with a certificate from the same address is served throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_without_a_certificate_are_refused_before_decoding_and_rate_limited_per_address() {
-    use covenant_server::service::CERTLESS_RATE_LIMIT;
+    use covenant_server::node::CERTLESS_RATE_LIMIT;
     let server = start("certless-rate").await;
     let anonymous = server.channel(None).await;
     let status = raw_call(&anonymous, CHECKPOINT, frame(0, 1 << 31, &[0; 16]), None).await;

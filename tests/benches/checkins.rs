@@ -37,7 +37,7 @@ use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
 use covenant_server::pki::Authority;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use covenant_tests::device::{is_grant, manifest, now, numbered_device, signed_checkin};
 use covenant_tests::load::{arg, checkpoint_calls_per_second};
 use tokio::net::TcpListener;

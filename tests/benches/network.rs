@@ -27,7 +27,7 @@ use covenant_proto::v1::admin_service_client::AdminServiceClient;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use covenant_tests::device::now;
 use covenant_tests::load::{arg, checkpoint_calls_per_second};
 use tokio::net::TcpListener;

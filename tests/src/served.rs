@@ -15,7 +15,7 @@ use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_server::datadir;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 
 /// A development server served in this test's runtime, from a fresh data
 /// directory under the system's temporary folder.

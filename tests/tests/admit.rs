@@ -50,7 +50,7 @@ fn append(dir: &std::path::Path, body: Vec<u8>) {
 fn ledger_facts(dir: &std::path::Path) -> (u64, bool) {
     let (ledger, registry) = datadir::open_ledger(dir).unwrap();
     let facts = {
-        let state = registry.0.read().unwrap();
+        let state = registry.state.read().unwrap();
         (state.size(), state.facts().licence("bafa-1").is_some())
     };
     ledger.close();

@@ -15,7 +15,7 @@ use covenant_core::digest::Timestamp;
 use covenant_core::envelope;
 use covenant_core::statements::{ActionKind, AdminAction, IdentityRole, Payload as _};
 use covenant_server::datadir;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("covenant-ceremony-{name}-{}", std::process::id()));

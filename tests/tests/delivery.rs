@@ -20,7 +20,7 @@ async fn granted(name: &str) -> (Running, Cast, Sha256Digest, Vec<u8>) {
 /// As [`granted`], with the server's limits changed by `configure`.
 async fn granted_configured(
     name: &str,
-    configure: impl FnOnce(&mut covenant_server::service::ServeConfig),
+    configure: impl FnOnce(&mut covenant_server::serve::ServeConfig),
 ) -> (Running, Cast, Sha256Digest, Vec<u8>) {
     let s = Running::start_configured(name, false, configure).await;
     let c = cast_with(&s, "").await;
@@ -234,11 +234,11 @@ async fn limits_get_the_right_status_and_the_server_keeps_serving() {
     // The sender's fault, named with the limit (review finding F9; tonic
     // itself answers OutOfRange).
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    let limit = covenant_server::service::MAX_UPDATE_REQUEST;
+    let limit = covenant_server::node::MAX_UPDATE_REQUEST;
     assert!(e.message().contains(&format!("the limit is: {limit} bytes")), "{e:?}");
     // Two download streams per certificate at once; a third is refused.
     let mut streams = Vec::new();
-    for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
+    for _ in 0..covenant_server::node::MAX_DOWNLOADS_PER_IDENTITY {
         let req = pb::DownloadRequest { release_digest: release.0.to_vec(), offset: 0 };
         let mut stream = own.download(req).await.unwrap().into_inner();
         stream.message().await.unwrap().unwrap();
@@ -398,7 +398,7 @@ async fn a_check_in_naming_another_deployment_says_nothing_about_it() {
 /// and another customer's device downloads meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_customers_idle_downloads_leave_other_customers_their_share() {
-    use covenant_server::service::{MAX_DOWNLOADS, MAX_DOWNLOADS_PER_CUSTOMER};
+    use covenant_server::node::{MAX_DOWNLOADS, MAX_DOWNLOADS_PER_CUSTOMER};
     let (s, c, release, bytes) = granted("share").await;
     // min-y, another customer, with a contract and lim-08 granted.
     let a1 = s.admin(1);
@@ -448,7 +448,7 @@ async fn an_idle_download_is_closed_and_its_slot_freed() {
     let idle = std::time::Duration::from_secs(1);
     let (s, c, release, bytes) = granted_configured("idle", |config| config.download_idle = idle).await;
     let mut stalled = Vec::new();
-    for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
+    for _ in 0..covenant_server::node::MAX_DOWNLOADS_PER_IDENTITY {
         stalled.push(stalled_download(&s, &c.device, &release).await.unwrap());
     }
     let e = stalled_download(&s, &c.device, &release).await.unwrap_err();
@@ -594,13 +594,13 @@ async fn two_customers_idle_downloads_leave_a_third_its_share() {
 /// slot is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_download_is_closed_and_its_slot_freed() {
-    use covenant_server::service::DownloadProgress;
+    use covenant_server::node::DownloadProgress;
     let window = std::time::Duration::from_secs(1);
     let (s, c, release, bytes) =
         granted_configured("trickle", |config| config.download_progress = DownloadProgress { bytes: 1 << 20, window })
             .await;
     let mut trickles = Vec::new();
-    for _ in 0..covenant_server::service::MAX_DOWNLOADS_PER_IDENTITY {
+    for _ in 0..covenant_server::node::MAX_DOWNLOADS_PER_IDENTITY {
         let mut stream = stalled_download(&s, &c.device, &release).await.unwrap();
         trickles.push(tokio::spawn(async move {
             loop {
@@ -627,5 +627,27 @@ async fn a_trickling_download_is_closed_and_its_slot_freed() {
         .expect("the download finishes");
     assert!(end.is_none(), "{end:?}");
     assert_eq!(got.len(), bytes.len());
+    s.stop().await;
+}
+
+/// The server reads the time from the one clock it was started with
+/// (`ServeConfig::clock`): set 1,000 s ahead of the system's and stopped,
+/// the ledger's time, the freshness answer's time and the grant's issue and
+/// expiry all follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_on_the_clock_it_was_started_with() {
+    use covenant_core::envelope::Envelope;
+    use covenant_core::statements::{Freshness, Payload as _};
+    let set = now().plus_seconds(1_000);
+    let (s, c, _, _) = granted_configured("clock", move |config| {
+        config.clock = std::sync::Arc::new(move || set);
+    })
+    .await;
+    let r = check_in(&s, &c.device, "clock").await;
+    let freshness = Freshness::parse(Envelope::parse(&r.freshness).unwrap().payload()).unwrap();
+    assert_eq!(freshness.time, set, "the freshness answer carries the set clock's time");
+    let d = decision_of(&r);
+    assert_eq!(d.issued_at, set, "the grant was decided at the set clock's time");
+    assert_eq!(d.expires_at, Some(set.plus_seconds(604_800)), "its expiry follows the set clock");
     s.stop().await;
 }

@@ -445,7 +445,7 @@ async fn a_customer_flooding_attestations_is_bounded_and_the_ledger_stays_small(
     assert!(grown < SMALL_BOUNDS.attestations as u64 * 4 * 1024, "{grown} bytes");
     // With the default bound, an hour of the largest attestations adds at
     // most 12 × 22 KiB, not 171 MB.
-    assert!(covenant_server::service::MAX_ATTESTATIONS_PER_PERIOD * limit < 300 * 1024);
+    assert!(covenant_server::node::MAX_ATTESTATIONS_PER_PERIOD * limit < 300 * 1024);
     s.stop().await;
 }
 

@@ -11,7 +11,7 @@ use covenant_cli::connect::Connection;
 use covenant_core::ledger::EntryKind;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 
 struct Running {
     url: String,

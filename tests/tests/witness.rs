@@ -16,7 +16,7 @@ use covenant_cli::witness::{self, WitnessNode};
 use covenant_core::merkle::MemoryTree;
 use covenant_core::note::{self, Checkpoint, NoteSigner, NoteVerifier};
 use covenant_server::datadir;
-use covenant_server::service::{ServeConfig, install_crypto_provider, run};
+use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use tokio::net::TcpListener;
 
 struct Task {

@@ -1,6 +1,6 @@
 //! Why the fold refused an entry, by cause. Each variant carries the words
 //! for the person who sent it (what its `Display` prints); the cause is
-//! what a server maps to its answer's code (`server::refusal`), so one
+//! what a server maps to its answer's code (`server::node::refusal_code`), so one
 //! enum serves the fold, the sequencer and the gRPC handlers.
 
 use crate::envelope::EnvelopeError;

@@ -27,6 +27,7 @@ use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN, S
 use covenant_core::merkle::Hash;
 use covenant_core::note::{Checkpoint, NoteSigner, NoteVerifier, TlogProof};
 use covenant_core::state::Rejection;
+use covenant_core::state::SignedCheckIn;
 use tokio::sync::{oneshot, watch};
 
 use storage::Storage;
@@ -47,11 +48,15 @@ pub trait StateMachine: Send + 'static {
     fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection>;
     /// Turns a request into the entry to append at `index` with ledger time
     /// `time`, in ledger order, against exactly the state before it: the
-    /// place where a check-in is evaluated and its decision signed. By
-    /// default a request is its entry.
-    fn prepare(&mut self, index: u64, time: Timestamp, entry: NewEntry) -> Result<Prepared, Rejection> {
+    /// place where a check-in ([`Request::Decide`]) is evaluated and its
+    /// decision signed. By default an [`Request::Append`] is its entry and
+    /// a check-in is refused (this state machine decides nothing).
+    fn prepare(&mut self, index: u64, time: Timestamp, request: Request) -> Result<Prepared, Rejection> {
         let _ = (index, time);
-        Ok(Prepared::Append(entry))
+        match request {
+            Request::Append(entry) => Ok(Prepared::Append(entry)),
+            Request::Decide(_) => Err(Rejection::Unavailable("this ledger decides no check-ins".into())),
+        }
     }
     /// The header's subject tags for an entry concerning `subjects` whose
     /// body digest is `body_digest` (see `covenant_core::ledger`). By
@@ -116,6 +121,19 @@ pub struct NewEntry {
     pub subjects: Vec<String>,
     /// The body: exact envelope bytes.
     pub body: Vec<u8>,
+}
+
+/// What an appender asks the sequencer for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Append this entry (validated and applied by the state machine).
+    Append(NewEntry),
+    /// Decide a device's check-in in ledger order: the state machine
+    /// evaluates it against exactly the state at its index and turns it into
+    /// the signed decision to log, or into nothing when the standing one
+    /// says the same (then the append answers [`AppendError::Nothing`]).
+    /// Boxed: a verified check-in is several times an entry's size.
+    Decide(Box<SignedCheckIn>),
 }
 
 /// A signed checkpoint as handed out.
@@ -253,15 +271,16 @@ pub fn system_clock() -> Clock {
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 
-struct Request {
-    entry: NewEntry,
+/// A request waiting in the sequencer's queue, with where its answer goes.
+struct Queued {
+    request: Request,
     reply: Reply,
 }
 
 /// What the sequencer is sent.
 enum Msg {
-    /// An entry to append.
-    Append(Request),
+    /// A request to decide and append.
+    Append(Queued),
     /// A cosigned checkpoint arrived: publish it at the next flush.
     Wake,
 }
@@ -382,15 +401,30 @@ impl<S: Storage> Ledger<S> {
     /// Appends an entry and waits until it is durable and signed into a
     /// checkpoint.
     pub async fn append(&self, entry: NewEntry) -> Result<Appended, AppendError> {
+        self.request(Request::Append(entry)).await
+    }
+
+    /// Has the sequencer decide a check-in in ledger order
+    /// ([`Request::Decide`]) and waits until the decision it logged is
+    /// durable and signed into a checkpoint; [`AppendError::Nothing`] with
+    /// the standing entry's index when nothing needed logging.
+    pub async fn decide(&self, checkin: SignedCheckIn) -> Result<Appended, AppendError> {
+        self.request(Request::Decide(Box::new(checkin))).await
+    }
+
+    /// Sends a request to the sequencer and waits for its answer.
+    pub async fn request(&self, request: Request) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Append(Request { entry, reply })).map_err(|_| AppendError::Closed)?;
+        self.tx.send(Msg::Append(Queued { request, reply })).map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
     /// As [`Ledger::append`], blocking the calling thread.
     pub fn append_blocking(&self, entry: NewEntry) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Append(Request { entry, reply })).map_err(|_| AppendError::Closed)?;
+        self.tx
+            .send(Msg::Append(Queued { request: Request::Append(entry), reply }))
+            .map_err(|_| AppendError::Closed)?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 
@@ -509,6 +543,12 @@ fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash) -> Result<SignedC
     Ok(SignedCheckpoint { size, root, note: note.to_text() })
 }
 
+/// An entry the state machine prepared, with where its answer goes.
+struct Appending {
+    entry: NewEntry,
+    reply: Reply,
+}
+
 struct Sequencer<S: Storage, M: StateMachine> {
     writer: LedgerWriter<S>,
     reader: Arc<LedgerReader<S>>,
@@ -596,7 +636,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
         }
     }
 
-    fn process(&mut self, batch: Vec<Request>) {
+    fn process(&mut self, batch: Vec<Queued>) {
         if let Some(reason) = &self.halted {
             for r in batch {
                 let _ = r.reply.send(Err(AppendError::Halted(Halt::Storage(reason.clone()))));
@@ -606,20 +646,20 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
         // Validate and apply in order; refused entries get their answer now.
         let mut accepted: Vec<(u64, NewRecord, Reply)> = Vec::new();
         let now = (self.clock)().max(self.last_time);
-        for req in batch {
+        for queued in batch {
             let index = self.writer.size() + accepted.len() as u64;
-            let entry = match self.machine.prepare(index, now, req.entry) {
+            let entry = match self.machine.prepare(index, now, queued.request) {
                 Ok(Prepared::Append(entry)) => entry,
                 Ok(Prepared::Nothing(standing)) => {
-                    let _ = req.reply.send(Err(AppendError::Nothing(standing)));
+                    let _ = queued.reply.send(Err(AppendError::Nothing(standing)));
                     continue;
                 }
                 Err(rejection) => {
-                    let _ = req.reply.send(Err(AppendError::Rejected(rejection)));
+                    let _ = queued.reply.send(Err(AppendError::Rejected(rejection)));
                     continue;
                 }
             };
-            let req = Request { entry, reply: req.reply };
+            let req = Appending { entry, reply: queued.reply };
             let mut salt = [0u8; SALT_LEN];
             if let Err(e) = getrandom::fill(&mut salt) {
                 let _ = req.reply.send(Err(AppendError::Halted(Halt::NoRandomness(e))));
