@@ -11,13 +11,13 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use covenant_core::keys::SigningKey;
 use covenant_core::text::Untrusted;
+use covenant_storage::write_private;
 
 pub mod config;
 pub mod engine;
@@ -31,18 +31,6 @@ pub struct EnrollRequest {
     pub csr: PathBuf,
     /// The device's signing key, public half, hex.
     pub signing_key: String,
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }
 
 /// Makes the device's signing key and TLS key in `state` (0600, in a 0700

@@ -17,6 +17,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 
 use crate::connect::{Connection, read_key};
+use crate::now;
 
 /// The admin commands.
 #[derive(Debug, clap::Subcommand)]
@@ -250,11 +251,6 @@ pub enum IdentityCmd {
         #[arg(long)]
         compromised_since: Option<String>,
     },
-}
-
-pub(crate) fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 fn parse_role(s: &str) -> anyhow::Result<IdentityRole> {

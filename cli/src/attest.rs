@@ -19,8 +19,9 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use serde::Deserialize;
 
-use crate::admin::{now, read_structured};
+use crate::admin::read_structured;
 use crate::connect::Connection;
+use crate::now;
 
 /// What an attestation file holds (TOML or JSON): the deployments it covers
 /// and the attestation itself (`docs/formats.md` §12).

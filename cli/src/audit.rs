@@ -21,8 +21,8 @@ use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
-use crate::admin::now;
 use crate::connect::Connection;
+use crate::now;
 
 /// Entries asked for per page (the server's limit).
 const PAGE: u64 = 1024;

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use covenant_core::keys::SigningKey;
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 
-use crate::connect::write_private;
+use covenant_storage::write_private;
 
 /// Makes `signing.key`, `key.pem` (both 0600) and `request.csr` in `out`;
 /// with `signing_only`, only `signing.key`.

@@ -17,3 +17,11 @@ pub mod witness;
 pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
+
+/// The system clock's time, for what a person signs now (a module of its
+/// own would be one function; here both `admin` and `release` reach it
+/// without importing each other).
+pub(crate) fn now() -> covenant_core::digest::Timestamp {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    covenant_core::digest::Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
+}

@@ -102,7 +102,7 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
                 capability_baseline: baseline.parse().context("--baseline must be a semantic version")?,
                 artifact: Artifact { name, sha256, size },
                 expected_installed_digests: Default::default(),
-                released_at: crate::admin::now(),
+                released_at: crate::now(),
             };
             manifest.validate().context("this manifest would be refused")?;
             if out.exists() {
