@@ -22,7 +22,7 @@ use covenant_proto::v1 as pb;
 use covenant_storage::{Storage, parent};
 use sha2::Digest as _;
 
-use crate::store::{LastVerdict, Phase, Slot, SlotMeta, Store, Trial};
+use crate::store::{LastVerdict, Phase, Slot, SlotMeta, Store, Trial, Verdict};
 
 /// Health checks a switch may start before the release is rolled back (a
 /// check that keeps cutting the power or killing the agent).
@@ -210,14 +210,6 @@ fn checkpoint_ref(c: &TrustedCheckpoint) -> CheckpointRef {
     CheckpointRef { size: c.checkpoint().size, root_hash: Sha256Digest(c.checkpoint().root_hash) }
 }
 
-fn failed_releases(store: &Store<impl Storage>) -> std::io::Result<Vec<Sha256Digest>> {
-    Ok(store
-        .fs()
-        .read("failed")?
-        .map(|b| String::from_utf8_lossy(&b).lines().filter_map(|l| Sha256Digest::from_hex(l.trim())).collect())
-        .unwrap_or_default())
-}
-
 impl<S: Storage, T: Transport> Agent<S, T> {
     /// An agent over `store`, calling `transport`, signing with `key`.
     pub fn new(store: Store<S>, transport: T, key: SigningKey, settings: Settings) -> Self {
@@ -271,7 +263,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         match trial.phase {
             Phase::Switching if current == trial.previous => {
                 // Cut before the switch: nothing changed.
-                self.store.remove("trial")?;
+                self.store.clear_trial()?;
             }
             Phase::Switching if trial.attempts >= MAX_HEALTH_ATTEMPTS => {
                 let why = format!("its health check was cut short {} times", trial.attempts);
@@ -314,19 +306,14 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             }
         };
         self.write_report(trial.grant_index, outcome, &from.version, &to.version)?;
-        self.store.remove("trial")?;
+        self.store.clear_trial()?;
         self.send_reports().await;
         Ok(checked)
     }
 
     fn mark_failed(&self, release: Option<Sha256Digest>) -> Result<(), AgentError> {
         let Some(release) = release else { return Ok(()) };
-        let mut failed = failed_releases(&self.store)?;
-        if !failed.contains(&release) {
-            failed.push(release);
-        }
-        let text: String = failed.iter().map(|d| format!("{d}\n")).collect();
-        Ok(self.store.write_atomic("failed", text.as_bytes())?)
+        Ok(self.store.add_failed(release)?)
     }
 
     fn write_report(
@@ -450,7 +437,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         };
         self.keep_trust(&held, &trust)?;
         let mut verdict = LastVerdict {
-            verdict: String::new(),
+            verdict: Verdict::Current,
             checked_at: now.max(trust.time),
             index: None,
             granted: None,
@@ -461,12 +448,11 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         };
         match ruling {
             Ruling::Current => {
-                verdict.verdict = "current".into();
                 self.record(verdict)?;
                 Ok(Checked::Current)
             }
             Ruling::Withheld(w) => {
-                verdict.verdict = "withheld".into();
+                verdict.verdict = Verdict::Withheld;
                 verdict.index = Some(w.index);
                 verdict.unmet = LastVerdict::unmet_of(&w.decision.conditions);
                 verdict.withheld = w.decision.withheld_above.clone();
@@ -475,13 +461,13 @@ impl<S: Storage, T: Transport> Agent<S, T> {
                 Ok(Checked::Withheld)
             }
             Ruling::Granted(auth) => {
-                verdict.verdict = "granted".into();
+                verdict.verdict = Verdict::Granted;
                 verdict.index = Some(auth.grant_index());
                 verdict.granted = Some(auth.release().version.clone());
                 verdict.withheld = auth.decision().withheld_above.clone();
                 verdict.suspension = Some(auth.decision().suspension);
                 self.record(verdict)?;
-                if failed_releases(&self.store)?.contains(&auth.release_digest()) {
+                if self.store.failed()?.contains(&auth.release_digest()) {
                     return Ok(Checked::Skipped(auth.release().version.clone()));
                 }
                 self.download(&auth, progress).await?;
@@ -492,7 +478,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
 
     fn refused(&self, now: Timestamp, refusal: Refusal) -> Result<Checked, AgentError> {
         let verdict = LastVerdict {
-            verdict: "refused".into(),
+            verdict: Verdict::Refused,
             checked_at: now,
             index: None,
             granted: None,
@@ -588,7 +574,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         }
         if size > 0 {
             fs.sync(&path)?;
-            fs.sync_dir("staging")?;
+            self.store.sync_staging()?;
         }
         let found = Sha256Digest(hasher.finalize().into());
         if found != artifact.sha256 {
@@ -614,7 +600,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         } else {
             fs.rename(&staged, &target.artifact())?;
         }
-        fs.sync_dir("staging")?;
+        self.store.sync_staging()?;
         fs.sync_dir(&target.dir())?;
         let meta = SlotMeta {
             version: manifest.version.clone(),

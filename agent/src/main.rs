@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use covenant_agent::config::{self, Config};
 use covenant_agent::engine::{Agent, Checked, system_now};
 use covenant_agent::net::Grpc;
-use covenant_agent::store::Store;
+use covenant_agent::store::{self, Store};
 use covenant_storage::FsStorage;
 
 /// `println!` that returns the write's error instead of panicking, so that
@@ -106,8 +106,9 @@ enum Command {
 
 fn open(state: &Path) -> anyhow::Result<(Config, Agent<FsStorage, Grpc>)> {
     let config = Config::read(&state.join(config::FILE))?;
-    let key_text =
-        zeroize::Zeroizing::new(std::fs::read_to_string(state.join("signing.key")).context("reading signing.key")?);
+    let key_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(state.join(store::SIGNING_KEY)).context("reading signing.key")?,
+    );
     let key = covenant_core::keys::SigningKey::from_seed_hex(&key_text).context("signing.key is not a signing key")?;
     let transport = Grpc::new(&config, state)?;
     let fs = FsStorage::new(state)?;

@@ -14,6 +14,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::config::Config;
 use crate::engine::{Chunks, ReportError, Transport};
+use crate::store;
 
 /// A unary call's deadline.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -35,8 +36,8 @@ impl Grpc {
         }
         let read = |name: &str| std::fs::read(state.join(name)).with_context(|| format!("reading {name}"));
         let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.pem")?))
-            .identity(Identity::from_pem(read("cert.pem")?, read("key.pem")?))
+            .ca_certificate(Certificate::from_pem(read(store::CA)?))
+            .identity(Identity::from_pem(read(store::CERT)?, read(store::TLS_KEY)?))
             .domain_name(config.server_name());
         let channel = Channel::from_shared(config.server.clone())?
             .tls_config(tls)?

@@ -9,6 +9,7 @@ use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
 use covenant_core::keys::PublicKey;
 use covenant_core::note::TlogProof;
+use covenant_core::provision as bundle;
 use covenant_core::statements::{
     ActionKind, ActionTag, AdminAction, CaseState, Contract, DeniedParty, Determination, IdentityRole, Licence,
     Payload as _, SchemaV1, Site, SuspensionLevel, SuspensionTarget,
@@ -392,9 +393,9 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             // The rest of the provisioning bundle: whom to trust, where to call.
             let root_bytes = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
             let root = covenant_core::state::peek_root(&root_bytes).context("your root.json is not a root")?;
-            std::fs::write(out.join("root.json"), &root_bytes)?;
-            std::fs::write(out.join("server"), format!("{}\n", conn.server.as_deref().unwrap_or_default()))?;
-            std::fs::write(out.join("deployment"), format!("{deployment}\n"))?;
+            std::fs::write(out.join(bundle::ROOT), &root_bytes)?;
+            std::fs::write(out.join(bundle::SERVER), format!("{}\n", conn.server.as_deref().unwrap_or_default()))?;
+            std::fs::write(out.join(bundle::DEPLOYMENT), format!("{deployment}\n"))?;
             let note = |k: &covenant_core::statements::RootKey, cosig: bool| {
                 let name = k.note_name.clone().unwrap_or_default();
                 let v = if cosig {
@@ -408,17 +409,17 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
                 root.roles.ledger.keys.iter().map(|k| note(k, false)).collect::<Result<_, _>>()?;
             let witnesses: Vec<String> =
                 root.roles.witness.keys.iter().map(|k| note(k, true)).collect::<Result<_, _>>()?;
-            std::fs::write(out.join("ledger.vkey"), ledger.join("\n") + "\n")?;
+            std::fs::write(out.join(bundle::LEDGER_VKEY), ledger.join("\n") + "\n")?;
             std::fs::write(
-                out.join("witnesses.vkeys"),
+                out.join(bundle::WITNESSES_VKEYS),
                 witnesses.join("\n") + if witnesses.is_empty() { "" } else { "\n" },
             )?;
             if !json {
                 println!(
-                    "Enrolled {deployment}: the provisioning bundle is in {} (cert.pem, ca.pem, root.json, server, \
-                     deployment, ledger.vkey, witnesses.vkeys); the certificate's SHA-256 is {fingerprint}. Copy it to the \
-                     device's state directory; no private key travelled.",
-                    out.display()
+                    "Enrolled {deployment}: the provisioning bundle is in {} ({}); the certificate's SHA-256 is \
+                     {fingerprint}. Copy it to the device's state directory; no private key travelled.",
+                    out.display(),
+                    bundle::FILES.join(", ")
                 );
             }
             Ok(())
@@ -552,8 +553,8 @@ async fn issue(
         Sha256Digest::from_hex(&issued.certificate_sha256).context("the server sent a malformed fingerprint")?;
     let signing_key = PublicKey::from_hex(&issued.signing_key).context("the server sent a malformed signing key")?;
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("cert.pem"), &issued.certificate_pem)?;
-    std::fs::write(out.join("ca.pem"), &issued.ca_pem)?;
+    std::fs::write(out.join(bundle::CERT), &issued.certificate_pem)?;
+    std::fs::write(out.join(bundle::CA), &issued.ca_pem)?;
     let action = ActionKind::IssueIdentity {
         role: role_value,
         subject: id.to_owned(),

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use covenant_agent::store::Store;
+use covenant_agent::store::{Store, Verdict};
 use covenant_storage::FsStorage;
 
 fn state_arg(state: &std::path::Path) -> String {
@@ -105,7 +105,7 @@ async fn the_daemon_installs_and_logs_each_verdict_once_not_on_every_poll() {
     assert!(status.success(), "the daemon stops cleanly on SIGINT");
     let text = std::fs::read_to_string(&log).unwrap();
     let polls = Store::new(FsStorage::new(&state).unwrap()).verdict().unwrap().unwrap();
-    assert_eq!(polls.verdict, "current");
+    assert_eq!(polls.verdict, Verdict::Current);
     assert_eq!(text.matches("is granted").count(), 1, "{text}");
     assert_eq!(text.matches("up to date").count(), 1, "{text}");
     assert!(text.contains("Installed version 1.1.0"), "{text}");
