@@ -74,9 +74,10 @@ pub enum AgentError {
         /// The declared size.
         declared: u64,
     },
-    /// The server could not be reached or failed.
-    #[error("the server: {0}")]
-    Transport(String),
+    /// The server could not be reached, failed, or refuses this device
+    /// ([`TransportError`] says which).
+    #[error("{0}")]
+    Transport(#[from] TransportError),
     /// The state directory.
     #[error("the state directory: {0}")]
     Storage(#[from] std::io::Error),
@@ -89,8 +90,50 @@ impl AgentError {
     /// Whether retrying later may succeed without anyone acting (the
     /// daemon backs off and retries these).
     pub fn is_transient(&self) -> bool {
-        matches!(self, AgentError::Stalled { .. } | AgentError::Truncated { .. } | AgentError::Transport(_))
+        matches!(
+            self,
+            AgentError::Stalled { .. }
+                | AgentError::Truncated { .. }
+                | AgentError::Transport(TransportError::Network(_) | TransportError::Server { .. })
+        )
     }
+
+    /// Whether only the vendor can clear this: the server refuses the
+    /// device itself (its certificate revoked or not registered), so
+    /// calling again cannot succeed and the daemon stops instead.
+    pub fn needs_the_vendor(&self) -> bool {
+        matches!(self, AgentError::Transport(TransportError::Refused { .. }))
+    }
+}
+
+/// Why a call to the server failed, by what the agent should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No answer: no connection, a failed handshake, a deadline, a server
+    /// that is down. Retried with back-off.
+    #[error("the server: {0}")]
+    Network(String),
+    /// The server answered with an error that may pass (a rate limit, an
+    /// internal error, a grant withdrawn since the check-in). Retried with
+    /// back-off.
+    #[error("the server: {message}")]
+    Server {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's words.
+        message: String,
+    },
+    /// The server refuses this device: its certificate is revoked, not
+    /// registered, or not this deployment's (`Unauthenticated` or
+    /// `PermissionDenied` on a check-in). Not retried: the vendor must act.
+    #[error("the server refuses this device ({code:?}): {message}")]
+    Refused {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's words.
+        message: String,
+    },
 }
 
 /// The server as the agent sees it.
@@ -99,11 +142,11 @@ pub trait Transport {
     /// A download in progress.
     type Chunks: Chunks;
     /// The root chain from version `from` on.
-    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, String>;
+    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, TransportError>;
     /// Sends a signed check-in.
-    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, String>;
+    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, TransportError>;
     /// Starts a download of `release` from `offset`.
-    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<Self::Chunks, String>;
+    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<Self::Chunks, TransportError>;
     /// Sends a signed install report.
     async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError>;
 }
@@ -124,7 +167,7 @@ pub enum ReportError {
 #[allow(async_fn_in_trait)]
 pub trait Chunks {
     /// The next chunk (its offset and bytes), or `None` at the end.
-    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, String>;
+    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, TransportError>;
 }
 
 /// An external command (an installer or a health check) with a timeout.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use covenant_agent::config::{self, Config};
-use covenant_agent::engine::{Agent, Checked, system_now};
+use covenant_agent::engine::{Agent, AgentError, Checked, system_now};
 use covenant_agent::net::Grpc;
 use covenant_agent::store::{self, Store};
 use covenant_storage::FsStorage;
@@ -83,6 +83,8 @@ enum Command {
     },
     /// Runs the daemon: checks in every `poll_seconds` (with jitter), backs
     /// off and retries on transient failures, logs a verdict once per change.
+    /// If the server refuses the device itself (its certificate revoked or
+    /// not registered), it stops with exit code 3 and says why.
     Run {
         /// The agent's state directory.
         #[arg(long, value_name = "DIR")]
@@ -199,6 +201,13 @@ fn run(state: &Path) -> anyhow::Result<()> {
                     }
                     poll
                 }
+                Err(e) if e.needs_the_vendor() => {
+                    // A revoked or unregistered certificate is not a network
+                    // blip: calling again every few seconds cannot help, and
+                    // the operator must hear it rather than a retry count.
+                    return Err(anyhow::Error::new(e)
+                        .context("stopping: only the vendor can clear this (reinstate or re-enroll the device)"));
+                }
                 Err(e) if e.is_transient() => {
                     eprintln!("covenant-agent: {e}; retrying in about {} s", backoff.as_secs());
                     let wait = backoff;
@@ -279,6 +288,11 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The exit code when the server refuses the device itself (a revoked or
+/// unregistered certificate): a service manager should not restart the
+/// agent for this one (systemd: `RestartPreventExitStatus=3`).
+const EXIT_REFUSED: i32 = 3;
+
 fn main() {
     let result = match Args::parse().command {
         Command::EnrollRequest { state, json } => covenant_agent::enroll_request(&state).and_then(|made| {
@@ -325,7 +339,8 @@ fn main() {
             std::process::exit(0);
         }
         eprintln!("covenant-agent: {}", error_words(&e));
-        std::process::exit(1);
+        let refused = e.chain().any(|c| c.downcast_ref::<AgentError>().is_some_and(AgentError::needs_the_vendor));
+        std::process::exit(if refused { EXIT_REFUSED } else { 1 });
     }
 }
 
@@ -351,7 +366,6 @@ fn error_words(e: &anyhow::Error) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use covenant_agent::engine::AgentError;
     use covenant_core::update::Refusal;
 
     /// Issue #10, item 17: `{:#}` printed a refusal's reason twice, once in

@@ -112,6 +112,66 @@ async fn the_daemon_installs_and_logs_each_verdict_once_not_on_every_poll() {
     s.stop().await;
 }
 
+/// Issue #17: a device whose certificate the vendor revoked is refused
+/// (`Unauthenticated`: "this certificate has been revoked"). That is no
+/// network blip: the daemon used to retry it forever, saying only "the
+/// server: …; retrying". It stops at once, says why, and exits with the
+/// code a service manager is told not to restart on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_certificate_makes_the_daemon_stop_retrying_and_say_why() {
+    let s = Running::start_witnessed("agent-revoked").await;
+    cast(&s).await;
+    let state = enrolled_agent(&s, "lim-09").await;
+    let st = state_arg(&state);
+    // A working device first: its check-in is answered.
+    let (ok, _, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st]));
+    assert!(ok, "{err}");
+    let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(state.join("cert.pem")).unwrap()).unwrap();
+    let fingerprint = covenant_core::digest::Sha256Digest::of(&der).to_string();
+    let revoke = covenant_cli::admin::IdentityCmd::Revoke { fingerprint, compromised_since: None };
+    admin(&s.admin(1), covenant_cli::admin::Admin::Identity(revoke)).await;
+    let config = state.join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("poll_seconds = 3600", "poll_seconds = 1");
+    std::fs::write(&config, text).unwrap();
+    let exe = tokio::task::block_in_place(|| binary("covenant-agent"));
+    let log = state.join("daemon.log");
+    let mut child = std::process::Command::new(&exe)
+        .args(["run", "--state", &st])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The old daemon backed off 5, 10, 20 … seconds, capped at the poll
+    // time, and never stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon is still retrying: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("the server refuses this device (Unauthenticated): this certificate has been revoked"),
+        "{text}"
+    );
+    assert!(text.contains("only the vendor can clear this"), "{text}");
+    assert!(!text.contains("retrying"), "not retried as a network blip: {text}");
+    // A single check says the same, with the same exit code.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(&exe).args(["check", "--state", &st]).output().unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("this certificate has been revoked"), "{err}");
+    s.stop().await;
+}
+
 /// A small generator for the kill times (seeded from the clock, printed).
 struct Lcg(u64);
 
