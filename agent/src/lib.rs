@@ -7,7 +7,8 @@
 //!   becomes the state directory ([`store`]);
 //! - one update cycle ([`engine::Agent::check`]), verified by
 //!   `covenant_core::update::verify_answer`, installed through A/B slots;
-//! - the gRPC transport ([`net`]) and the configuration ([`config`]).
+//! - the gRPC transport ([`net`]) and the configuration ([`config`]);
+//! - what `--json` prints ([`output`]).
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ use covenant_storage::write_private;
 pub mod config;
 pub mod engine;
 pub mod net;
+pub mod output;
 pub mod store;
 
 /// What `enroll-request` made.

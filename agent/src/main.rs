@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use covenant_agent::config::{self, Config};
 use covenant_agent::engine::{Agent, AgentError, Checked, system_now};
 use covenant_agent::net::Grpc;
+use covenant_agent::output;
 use covenant_agent::store::{self, Store};
 use covenant_storage::FsStorage;
 
@@ -164,15 +165,7 @@ fn check(state: &Path, json: bool) -> anyhow::Result<()> {
     }
     let checked = result?;
     if json {
-        let (outcome, version) = match &checked {
-            Checked::Current => ("current", None),
-            Checked::Withheld => ("withheld", None),
-            Checked::Installed(v) => ("installed", Some(v)),
-            Checked::RolledBack(v) => ("rolled-back", Some(v)),
-            Checked::Failed(v) => ("failed", Some(v)),
-            Checked::Skipped(v) => ("skipped", Some(v)),
-        };
-        say!("{}", serde_json::json!({ "outcome": outcome, "version": version.map(ToString::to_string) }));
+        say!("{}", serde_json::to_string(&output::Check::from(&checked))?);
     } else {
         say!("{}", checked_words(&checked));
     }
@@ -250,16 +243,19 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
     let pending = !store.pending_reports()?.is_empty();
     let configuration = configuration_digest(state).ok();
     if json {
-        let out = serde_json::json!({
-            "deployment": identity.deployment,
-            "product": identity.product,
-            "installed": { "version": installed.version.to_string(), "baseline": installed.baseline.to_string(),
-                           "slot": store.current()?.name() },
-            "verdict": verdict,
-            "checkpoint": checkpoint.map(|(size, root)| serde_json::json!({"size": size, "root_hash": root})),
-            "report_pending": pending,
-            "configuration_digest": configuration,
-        });
+        let out = output::Status {
+            checkpoint: checkpoint.map(|(size, root_hash)| output::CheckpointHeld { root_hash, size }),
+            configuration_digest: configuration,
+            deployment: identity.deployment,
+            installed: output::Installed {
+                baseline: installed.baseline.to_string(),
+                slot: store.current()?.name().to_owned(),
+                version: installed.version.to_string(),
+            },
+            product: identity.product,
+            report_pending: pending,
+            verdict,
+        };
         say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -297,10 +293,8 @@ fn main() {
     let result = match Args::parse().command {
         Command::EnrollRequest { state, json } => covenant_agent::enroll_request(&state).and_then(|made| {
             if json {
-                say!(
-                    "{}",
-                    serde_json::json!({ "csr": made.csr.display().to_string(), "signing_key": made.signing_key })
-                );
+                let out = output::Enrolled { csr: made.csr.clone(), signing_key: made.signing_key.clone() };
+                say!("{}", serde_json::to_string(&out)?);
             } else {
                 say!("Made this device's keys in {} (0600; they never leave it).", state.display());
                 say!("Send {} to the vendor's compliance office.", made.csr.display());

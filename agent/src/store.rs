@@ -171,6 +171,19 @@ pub enum Verdict {
     Refused,
 }
 
+impl Verdict {
+    /// Its name, as stored and printed: `current`, `granted`, `withheld`
+    /// or `refused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Current => "current",
+            Verdict::Granted => "granted",
+            Verdict::Withheld => "withheld",
+            Verdict::Refused => "refused",
+        }
+    }
+}
+
 /// The last verdict, as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

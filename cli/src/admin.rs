@@ -18,7 +18,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 
 use crate::connect::{Connection, read_key};
-use crate::now;
+use crate::{now, output};
 
 /// The admin commands.
 #[derive(Debug, clap::Subcommand)]
@@ -319,7 +319,11 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
     if json {
         println!(
             "{}",
-            serde_json::json!({ "index": done.index, "tlog_proof": proof, "action_digest": digest.to_string() })
+            serde_json::to_string(&output::Recorded {
+                action_digest: digest.to_string(),
+                index: done.index,
+                tlog_proof: proof
+            })?
         );
     } else {
         let size = TlogProof::parse(proof.as_bytes()).ok().map(|p| p.proof.len());
@@ -503,7 +507,8 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             let out = out.unwrap_or_else(|| dir.join("enroll.json"));
             let fingerprint = enroll(dir, &out)?;
             if json {
-                println!("{}", serde_json::json!({ "enroll": out, "certificate_sha256": fingerprint.to_string() }));
+                let registration = output::Registration { certificate_sha256: fingerprint.to_string(), enroll: out };
+                println!("{}", serde_json::to_string(&registration)?);
             } else {
                 println!("Signed your registration into {}.", out.display());
                 println!("The server's operator appends it: covenant-server admit --data DIR {}", out.display());

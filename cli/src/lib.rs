@@ -9,6 +9,7 @@ pub mod audit;
 pub mod connect;
 pub mod demo;
 pub mod keys;
+pub mod output;
 pub mod release;
 pub mod root;
 pub mod witness;

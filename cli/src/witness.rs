@@ -183,7 +183,7 @@ pub fn init(name: &str, state: &Path, json: bool) -> anyhow::Result<String> {
     tls_identity(state)?;
     let cert = state.join("tls-cert.pem");
     if json {
-        println!("{}", serde_json::json!({ "vkey": vkey, "cert": cert }));
+        println!("{}", serde_json::to_string(&crate::output::WitnessMade { cert, vkey: vkey.clone() })?);
     } else {
         println!("Made witness {name} in {} ({KEY_FILE} is 0600).", state.display());
         println!("Its verifier key, for `covenant root new --witness` and the server's witnesses.toml:\n{vkey}");

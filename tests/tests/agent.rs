@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use covenant_agent::output;
 use covenant_agent::store::{Store, Verdict};
 use covenant_storage::FsStorage;
 
@@ -27,16 +28,16 @@ async fn the_agent_installs_a_granted_release_and_its_report_is_logged() {
     let st = state_arg(&state);
     let (ok, out, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st, "--json"]));
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["outcome"], "installed", "{out}");
-    assert_eq!(v["version"], "1.1.0");
+    let v: output::Check = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.outcome, output::Outcome::Installed, "{out}");
+    assert_eq!(v.version.as_deref(), Some("1.1.0"));
     let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st, "--json"]));
     assert!(ok);
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["installed"]["version"], "1.1.0");
-    assert_eq!(status["installed"]["slot"], "b");
-    assert_eq!(status["verdict"]["verdict"], "granted");
-    assert_eq!(status["report_pending"], false);
+    let status: output::Status = serde_json::from_str(&out).unwrap();
+    assert_eq!(status.installed.version, "1.1.0");
+    assert_eq!(status.installed.slot, "b");
+    assert_eq!(status.verdict.as_ref().unwrap().verdict, Verdict::Granted);
+    assert!(!status.report_pending);
     // The grant and the install report are in the ledger.
     assert!(s.size().await >= before + 2);
     // The next check-in: nothing newer exists.
@@ -65,12 +66,12 @@ async fn a_withheld_update_is_explained_to_the_operator_in_words_and_as_data() {
     assert!(!out.contains("Some(") && !out.contains("{ "), "no debug formatting: {out}");
     let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st, "--json"]));
     assert!(ok);
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["verdict"]["verdict"], "withheld");
-    let unmet: Vec<&str> =
-        status["verdict"]["unmet"].as_array().unwrap().iter().map(|c| c["condition"].as_str().unwrap()).collect();
+    let status: output::Status = serde_json::from_str(&out).unwrap();
+    let verdict = status.verdict.unwrap();
+    assert_eq!(verdict.verdict, Verdict::Withheld);
+    let unmet: Vec<&str> = verdict.unmet.iter().map(|c| c.condition.as_str()).collect();
     assert_eq!(unmet, ["end_use_attested", "field_verified"]);
-    assert!(status["verdict"]["unmet"][0]["reason"].as_str().unwrap().len() > 10);
+    assert!(verdict.unmet[0].reason.len() > 10);
     s.stop().await;
 }
 
