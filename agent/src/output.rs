@@ -102,3 +102,27 @@ pub struct Status {
     /// The last verdict, if the device checked in.
     pub verdict: Option<LastVerdict>,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Issue #17: `check --json` prints what the ad-hoc JSON printed.
+    #[test]
+    fn the_check_output_prints_what_the_ad_hoc_json_printed() {
+        let v: semver::Version = "1.1.0".parse().unwrap();
+        for (checked, outcome) in [
+            (Checked::Current, "current"),
+            (Checked::Withheld, "withheld"),
+            (Checked::Installed(v.clone()), "installed"),
+            (Checked::RolledBack(v.clone()), "rolled-back"),
+            (Checked::Failed(v.clone()), "failed"),
+            (Checked::Skipped(v.clone()), "skipped"),
+        ] {
+            let version = (!matches!(checked, Checked::Current | Checked::Withheld)).then(|| v.to_string());
+            let old = serde_json::json!({ "outcome": outcome, "version": version });
+            assert_eq!(serde_json::to_string(&Check::from(&checked)).unwrap(), old.to_string());
+        }
+    }
+}

@@ -286,3 +286,55 @@ pub struct WitnessMade {
     /// Its cosignature verifier key.
     pub vkey: String,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Issue #17: the types replaced ad-hoc `serde_json::json!` objects;
+    /// what they print is byte for byte what those printed.
+    #[test]
+    fn the_typed_outputs_print_what_the_ad_hoc_json_printed() {
+        let same = |typed: String, old: serde_json::Value| assert_eq!(typed, old.to_string());
+        same(
+            to(&Recorded { action_digest: "ab".into(), index: 7, tlog_proof: "p".into() }),
+            serde_json::json!({ "index": 7, "tlog_proof": "p", "action_digest": "ab" }),
+        );
+        same(
+            to(&Submitted { case: Some("case-3".into()), index: 3 }),
+            serde_json::json!({ "index": 3, "case": "case-3" }),
+        );
+        same(to(&Submitted { case: None, index: 3 }), serde_json::json!({ "index": 3 }));
+        same(
+            to(&Entry { body: None, header: Some("aGk=".into()), index: 2 }),
+            serde_json::json!({ "index": 2, "header": "aGk=" }),
+        );
+        same(to(&KeysMade { csr: None, signing_key: "k".into() }), serde_json::json!({ "signing_key": "k" }));
+        same(
+            to(&KeysMade { csr: Some(PathBuf::from("/x/request.csr")), signing_key: "k".into() }),
+            serde_json::json!({ "signing_key": "k", "csr": PathBuf::from("/x/request.csr") }),
+        );
+        same(
+            to(&Replayed {
+                decisions: 4,
+                mismatches: vec![Mismatch { detail: "d".into(), field: "verdict".into(), index: 9 }],
+                size: 12,
+            }),
+            serde_json::json!({ "size": 12, "decisions": 4,
+                "mismatches": [{ "index": 9, "field": "verdict", "detail": "d" }] }),
+        );
+        same(
+            to(&NoDecision { deployment: "lim-07".into(), verdict: None }),
+            serde_json::json!({ "deployment": "lim-07", "verdict": null }),
+        );
+        same(
+            to(&WitnessMade { cert: PathBuf::from("/w/tls-cert.pem"), vkey: "v".into() }),
+            serde_json::json!({ "vkey": "v", "cert": PathBuf::from("/w/tls-cert.pem") }),
+        );
+    }
+
+    fn to<T: Serialize>(value: &T) -> String {
+        serde_json::to_string(value).unwrap()
+    }
+}
