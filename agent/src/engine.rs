@@ -22,7 +22,7 @@ use covenant_proto::v1 as pb;
 use covenant_storage::{Storage, parent};
 use sha2::Digest as _;
 
-use crate::store::{LastVerdict, Phase, Slot, SlotMeta, Store, Trial};
+use crate::store::{LastVerdict, Phase, Slot, SlotMeta, Store, Trial, Verdict};
 
 /// Health checks a switch may start before the release is rolled back (a
 /// check that keeps cutting the power or killing the agent).
@@ -74,9 +74,10 @@ pub enum AgentError {
         /// The declared size.
         declared: u64,
     },
-    /// The server could not be reached or failed.
-    #[error("the server: {0}")]
-    Transport(String),
+    /// The server could not be reached, failed, or refuses this device
+    /// ([`TransportError`] says which).
+    #[error("{0}")]
+    Transport(#[from] TransportError),
     /// The state directory.
     #[error("the state directory: {0}")]
     Storage(#[from] std::io::Error),
@@ -89,8 +90,50 @@ impl AgentError {
     /// Whether retrying later may succeed without anyone acting (the
     /// daemon backs off and retries these).
     pub fn is_transient(&self) -> bool {
-        matches!(self, AgentError::Stalled { .. } | AgentError::Truncated { .. } | AgentError::Transport(_))
+        matches!(
+            self,
+            AgentError::Stalled { .. }
+                | AgentError::Truncated { .. }
+                | AgentError::Transport(TransportError::Network(_) | TransportError::Server { .. })
+        )
     }
+
+    /// Whether only the vendor can clear this: the server refuses the
+    /// device itself (its certificate revoked or not registered), so
+    /// calling again cannot succeed and the daemon stops instead.
+    pub fn needs_the_vendor(&self) -> bool {
+        matches!(self, AgentError::Transport(TransportError::Refused { .. }))
+    }
+}
+
+/// Why a call to the server failed, by what the agent should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No answer: no connection, a failed handshake, a deadline, a server
+    /// that is down. Retried with back-off.
+    #[error("the server: {0}")]
+    Network(String),
+    /// The server answered with an error that may pass (a rate limit, an
+    /// internal error, a grant withdrawn since the check-in). Retried with
+    /// back-off.
+    #[error("the server: {message}")]
+    Server {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's words.
+        message: String,
+    },
+    /// The server refuses this device: its certificate is revoked, not
+    /// registered, or not this deployment's (`Unauthenticated` or
+    /// `PermissionDenied` on a check-in). Not retried: the vendor must act.
+    #[error("the server refuses this device ({code:?}): {message}")]
+    Refused {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's words.
+        message: String,
+    },
 }
 
 /// The server as the agent sees it.
@@ -99,11 +142,11 @@ pub trait Transport {
     /// A download in progress.
     type Chunks: Chunks;
     /// The root chain from version `from` on.
-    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, String>;
+    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, TransportError>;
     /// Sends a signed check-in.
-    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, String>;
+    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, TransportError>;
     /// Starts a download of `release` from `offset`.
-    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<Self::Chunks, String>;
+    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<Self::Chunks, TransportError>;
     /// Sends a signed install report.
     async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError>;
 }
@@ -124,7 +167,7 @@ pub enum ReportError {
 #[allow(async_fn_in_trait)]
 pub trait Chunks {
     /// The next chunk (its offset and bytes), or `None` at the end.
-    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, String>;
+    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, TransportError>;
 }
 
 /// An external command (an installer or a health check) with a timeout.
@@ -209,14 +252,6 @@ fn checkpoint_ref(c: &TrustedCheckpoint) -> CheckpointRef {
     CheckpointRef { size: c.checkpoint().size, root_hash: Sha256Digest(c.checkpoint().root_hash) }
 }
 
-fn failed_releases(store: &Store<impl Storage>) -> std::io::Result<Vec<Sha256Digest>> {
-    Ok(store
-        .fs()
-        .read("failed")?
-        .map(|b| String::from_utf8_lossy(&b).lines().filter_map(|l| Sha256Digest::from_hex(l.trim())).collect())
-        .unwrap_or_default())
-}
-
 impl<S: Storage, T: Transport> Agent<S, T> {
     /// An agent over `store`, calling `transport`, signing with `key`.
     pub fn new(store: Store<S>, transport: T, key: SigningKey, settings: Settings) -> Self {
@@ -270,7 +305,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         match trial.phase {
             Phase::Switching if current == trial.previous => {
                 // Cut before the switch: nothing changed.
-                self.store.remove("trial")?;
+                self.store.clear_trial()?;
             }
             Phase::Switching if trial.attempts >= MAX_HEALTH_ATTEMPTS => {
                 let why = format!("its health check was cut short {} times", trial.attempts);
@@ -313,19 +348,14 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             }
         };
         self.write_report(trial.grant_index, outcome, &from.version, &to.version)?;
-        self.store.remove("trial")?;
+        self.store.clear_trial()?;
         self.send_reports().await;
         Ok(checked)
     }
 
     fn mark_failed(&self, release: Option<Sha256Digest>) -> Result<(), AgentError> {
         let Some(release) = release else { return Ok(()) };
-        let mut failed = failed_releases(&self.store)?;
-        if !failed.contains(&release) {
-            failed.push(release);
-        }
-        let text: String = failed.iter().map(|d| format!("{d}\n")).collect();
-        Ok(self.store.write_atomic("failed", text.as_bytes())?)
+        Ok(self.store.add_failed(release)?)
     }
 
     fn write_report(
@@ -449,7 +479,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         };
         self.keep_trust(&held, &trust)?;
         let mut verdict = LastVerdict {
-            verdict: String::new(),
+            verdict: Verdict::Current,
             checked_at: now.max(trust.time),
             index: None,
             granted: None,
@@ -460,12 +490,11 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         };
         match ruling {
             Ruling::Current => {
-                verdict.verdict = "current".into();
                 self.record(verdict)?;
                 Ok(Checked::Current)
             }
             Ruling::Withheld(w) => {
-                verdict.verdict = "withheld".into();
+                verdict.verdict = Verdict::Withheld;
                 verdict.index = Some(w.index);
                 verdict.unmet = LastVerdict::unmet_of(&w.decision.conditions);
                 verdict.withheld = w.decision.withheld_above.clone();
@@ -474,13 +503,13 @@ impl<S: Storage, T: Transport> Agent<S, T> {
                 Ok(Checked::Withheld)
             }
             Ruling::Granted(auth) => {
-                verdict.verdict = "granted".into();
+                verdict.verdict = Verdict::Granted;
                 verdict.index = Some(auth.grant_index());
                 verdict.granted = Some(auth.release().version.clone());
                 verdict.withheld = auth.decision().withheld_above.clone();
                 verdict.suspension = Some(auth.decision().suspension);
                 self.record(verdict)?;
-                if failed_releases(&self.store)?.contains(&auth.release_digest()) {
+                if self.store.failed()?.contains(&auth.release_digest()) {
                     return Ok(Checked::Skipped(auth.release().version.clone()));
                 }
                 self.download(&auth, progress).await?;
@@ -491,7 +520,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
 
     fn refused(&self, now: Timestamp, refusal: Refusal) -> Result<Checked, AgentError> {
         let verdict = LastVerdict {
-            verdict: "refused".into(),
+            verdict: Verdict::Refused,
             checked_at: now,
             index: None,
             granted: None,
@@ -587,7 +616,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         }
         if size > 0 {
             fs.sync(&path)?;
-            fs.sync_dir("staging")?;
+            self.store.sync_staging()?;
         }
         let found = Sha256Digest(hasher.finalize().into());
         if found != artifact.sha256 {
@@ -613,7 +642,7 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         } else {
             fs.rename(&staged, &target.artifact())?;
         }
-        fs.sync_dir("staging")?;
+        self.store.sync_staging()?;
         fs.sync_dir(&target.dir())?;
         let meta = SlotMeta {
             version: manifest.version.clone(),

@@ -7,21 +7,23 @@
 //!   becomes the state directory ([`store`]);
 //! - one update cycle ([`engine::Agent::check`]), verified by
 //!   `covenant_core::update::verify_answer`, installed through A/B slots;
-//! - the gRPC transport ([`net`]) and the configuration ([`config`]).
+//! - the gRPC transport ([`net`]) and the configuration ([`config`]);
+//! - what `--json` prints ([`output`]).
 
 #![forbid(unsafe_code)]
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use covenant_core::keys::SigningKey;
 use covenant_core::text::Untrusted;
+use covenant_storage::write_private;
 
 pub mod config;
 pub mod engine;
 pub mod net;
+pub mod output;
 pub mod store;
 
 /// What `enroll-request` made.
@@ -33,23 +35,11 @@ pub struct EnrollRequest {
     pub signing_key: String,
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// Makes the device's signing key and TLS key in `state` (0600, in a 0700
 /// folder) and a certificate request carrying the signing key's public half
 /// as the URI `urn:covenant:ed25519:<hex>`. Refuses to overwrite keys.
 pub fn enroll_request(state: &Path) -> anyhow::Result<EnrollRequest> {
-    if state.join("signing.key").exists() {
+    if state.join(store::SIGNING_KEY).exists() {
         bail!("{} already holds this device's keys; enrollment never replaces them", state.display());
     }
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state)?;
@@ -63,9 +53,9 @@ pub fn enroll_request(state: &Path) -> anyhow::Result<EnrollRequest> {
     let uri = format!("urn:covenant:ed25519:{}", signing.public().to_hex());
     params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into()?)];
     let csr = params.serialize_request(&tls)?.pem()?;
-    write_private(&state.join("signing.key"), signing.to_seed_hex().as_bytes())?;
-    write_private(&state.join("key.pem"), tls.serialize_pem().as_bytes())?;
-    let csr_path = state.join("request.csr");
+    write_private(&state.join(store::SIGNING_KEY), signing.to_seed_hex().as_bytes())?;
+    write_private(&state.join(store::TLS_KEY), tls.serialize_pem().as_bytes())?;
+    let csr_path = state.join(store::REQUEST);
     std::fs::write(&csr_path, csr).context("writing request.csr")?;
     Ok(EnrollRequest { csr: csr_path, signing_key: signing.public().to_hex() })
 }
@@ -84,20 +74,21 @@ pub fn provision(
     baseline: &semver::Version,
     allow_development: bool,
 ) -> anyhow::Result<config::Config> {
+    use covenant_core::provision as bundle;
     use covenant_core::root::{RootPolicy, TrustedRoot};
-    if !state.join("signing.key").exists() || !state.join("key.pem").exists() {
+    if !state.join(store::SIGNING_KEY).exists() || !state.join(store::TLS_KEY).exists() {
         bail!(
             "{} holds no device keys: run `covenant-agent enroll-request --state {}` first",
             state.display(),
             state.display()
         );
     }
-    if state.join("current").exists() {
+    if state.join(store::CURRENT).exists() {
         bail!("{} is already provisioned", state.display());
     }
     let read =
         |name: &str| std::fs::read(bundle.join(name)).with_context(|| format!("reading {} from the bundle", name));
-    let root_bytes = read("root.json")?;
+    let root_bytes = read(bundle::ROOT)?;
     let policy = RootPolicy { allow_development };
     let root = TrustedRoot::provision(&root_bytes, engine::system_now(), policy).map_err(|e| match e {
         covenant_core::root::RootError::DevelopmentNotAllowed => anyhow::anyhow!(
@@ -107,12 +98,12 @@ pub fn provision(
     })?;
     // The bundle's verifier keys must be the root's (a mismatched bundle is
     // refused rather than half-trusted).
-    let ledger = String::from_utf8_lossy(&read("ledger.vkey")?).trim().to_owned();
+    let ledger = String::from_utf8_lossy(&read(bundle::LEDGER_VKEY)?).trim().to_owned();
     let expected: Vec<String> = root.ledger_verifiers()?.iter().map(ToString::to_string).collect();
     if ledger.lines().map(str::trim).collect::<Vec<_>>() != expected.iter().map(String::as_str).collect::<Vec<_>>() {
         bail!("the bundle's ledger.vkey is not the ledger key its root.json names");
     }
-    let deployment = String::from_utf8_lossy(&read("deployment")?).trim().to_owned();
+    let deployment = String::from_utf8_lossy(&read(bundle::DEPLOYMENT)?).trim().to_owned();
     if !covenant_core::statements::is_valid_id(&deployment) {
         bail!("the bundle's deployment id {deployment:?} is not an id");
     }
@@ -122,9 +113,9 @@ pub fn provision(
     if baseline > version {
         bail!("the baseline {baseline} is newer than the version {version}");
     }
-    let server = String::from_utf8_lossy(&read("server")?).trim().to_owned();
-    std::fs::write(state.join("cert.pem"), read("cert.pem")?)?;
-    std::fs::write(state.join("ca.pem"), read("ca.pem")?)?;
+    let server = String::from_utf8_lossy(&read(bundle::SERVER)?).trim().to_owned();
+    std::fs::write(state.join(store::CERT), read(bundle::CERT)?)?;
+    std::fs::write(state.join(store::CA), read(bundle::CA)?)?;
     let fs = covenant_storage::FsStorage::new(state)?;
     let st = store::Store::new(fs);
     st.set_root(&root_bytes)?;
@@ -141,15 +132,18 @@ pub fn provision(
 
 /// A verdict in words, for the customer's operator.
 pub fn describe(v: &store::LastVerdict) -> String {
-    let mut out = match v.verdict.as_str() {
-        "current" => "up to date: no newer release exists".to_owned(),
-        "granted" => format!(
+    use store::Verdict;
+    let mut out = match v.verdict {
+        Verdict::Current => "up to date: no newer release exists".to_owned(),
+        Verdict::Granted => format!(
             "version {} is granted (ledger entry {})",
             v.granted.as_ref().map(ToString::to_string).unwrap_or_default(),
             v.index.unwrap_or_default()
         ),
-        "withheld" => format!("an update is withheld (ledger entry {})", v.index.unwrap_or_default()),
-        _ => format!("the server's answer was refused: {}", Untrusted(v.refusal.as_deref().unwrap_or("no reason"))),
+        Verdict::Withheld => format!("an update is withheld (ledger entry {})", v.index.unwrap_or_default()),
+        Verdict::Refused => {
+            format!("the server's answer was refused: {}", Untrusted(v.refusal.as_deref().unwrap_or("no reason")))
+        }
     };
     if let Some(level) = v.suspension.filter(|l| *l != covenant_core::statements::SuspensionLevel::None) {
         out.push_str(&format!("; suspension in force: {}", level.describe()));

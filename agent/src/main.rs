@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use covenant_agent::config::{self, Config};
-use covenant_agent::engine::{Agent, Checked, system_now};
+use covenant_agent::engine::{Agent, AgentError, Checked, system_now};
 use covenant_agent::net::Grpc;
-use covenant_agent::store::Store;
+use covenant_agent::output;
+use covenant_agent::store::{self, Store};
 use covenant_storage::FsStorage;
 
 /// `println!` that returns the write's error instead of panicking, so that
@@ -83,6 +84,8 @@ enum Command {
     },
     /// Runs the daemon: checks in every `poll_seconds` (with jitter), backs
     /// off and retries on transient failures, logs a verdict once per change.
+    /// If the server refuses the device itself (its certificate revoked or
+    /// not registered), it stops with exit code 3 and says why.
     Run {
         /// The agent's state directory.
         #[arg(long, value_name = "DIR")]
@@ -106,8 +109,9 @@ enum Command {
 
 fn open(state: &Path) -> anyhow::Result<(Config, Agent<FsStorage, Grpc>)> {
     let config = Config::read(&state.join(config::FILE))?;
-    let key_text =
-        zeroize::Zeroizing::new(std::fs::read_to_string(state.join("signing.key")).context("reading signing.key")?);
+    let key_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(state.join(store::SIGNING_KEY)).context("reading signing.key")?,
+    );
     let key = covenant_core::keys::SigningKey::from_seed_hex(&key_text).context("signing.key is not a signing key")?;
     let transport = Grpc::new(&config, state)?;
     let fs = FsStorage::new(state)?;
@@ -161,15 +165,7 @@ fn check(state: &Path, json: bool) -> anyhow::Result<()> {
     }
     let checked = result?;
     if json {
-        let (outcome, version) = match &checked {
-            Checked::Current => ("current", None),
-            Checked::Withheld => ("withheld", None),
-            Checked::Installed(v) => ("installed", Some(v)),
-            Checked::RolledBack(v) => ("rolled-back", Some(v)),
-            Checked::Failed(v) => ("failed", Some(v)),
-            Checked::Skipped(v) => ("skipped", Some(v)),
-        };
-        say!("{}", serde_json::json!({ "outcome": outcome, "version": version.map(ToString::to_string) }));
+        say!("{}", serde_json::to_string(&output::Check::from(&checked))?);
     } else {
         say!("{}", checked_words(&checked));
     }
@@ -197,6 +193,13 @@ fn run(state: &Path) -> anyhow::Result<()> {
                         eprintln!("covenant-agent: {}", checked_words(&checked));
                     }
                     poll
+                }
+                Err(e) if e.needs_the_vendor() => {
+                    // A revoked or unregistered certificate is not a network
+                    // blip: calling again every few seconds cannot help, and
+                    // the operator must hear it rather than a retry count.
+                    return Err(anyhow::Error::new(e)
+                        .context("stopping: only the vendor can clear this (reinstate or re-enroll the device)"));
                 }
                 Err(e) if e.is_transient() => {
                     eprintln!("covenant-agent: {e}; retrying in about {} s", backoff.as_secs());
@@ -240,16 +243,19 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
     let pending = !store.pending_reports()?.is_empty();
     let configuration = configuration_digest(state).ok();
     if json {
-        let out = serde_json::json!({
-            "deployment": identity.deployment,
-            "product": identity.product,
-            "installed": { "version": installed.version.to_string(), "baseline": installed.baseline.to_string(),
-                           "slot": store.current()?.name() },
-            "verdict": verdict,
-            "checkpoint": checkpoint.map(|(size, root)| serde_json::json!({"size": size, "root_hash": root})),
-            "report_pending": pending,
-            "configuration_digest": configuration,
-        });
+        let out = output::Status {
+            checkpoint: checkpoint.map(|(size, root_hash)| output::CheckpointHeld { root_hash, size }),
+            configuration_digest: configuration,
+            deployment: identity.deployment,
+            installed: output::Installed {
+                baseline: installed.baseline.to_string(),
+                slot: store.current()?.name().to_owned(),
+                version: installed.version.to_string(),
+            },
+            product: identity.product,
+            report_pending: pending,
+            verdict,
+        };
         say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -278,14 +284,17 @@ fn status(state: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The exit code when the server refuses the device itself (a revoked or
+/// unregistered certificate): a service manager should not restart the
+/// agent for this one (systemd: `RestartPreventExitStatus=3`).
+const EXIT_REFUSED: i32 = 3;
+
 fn main() {
     let result = match Args::parse().command {
         Command::EnrollRequest { state, json } => covenant_agent::enroll_request(&state).and_then(|made| {
             if json {
-                say!(
-                    "{}",
-                    serde_json::json!({ "csr": made.csr.display().to_string(), "signing_key": made.signing_key })
-                );
+                let out = output::Enrolled { csr: made.csr.clone(), signing_key: made.signing_key.clone() };
+                say!("{}", serde_json::to_string(&out)?);
             } else {
                 say!("Made this device's keys in {} (0600; they never leave it).", state.display());
                 say!("Send {} to the vendor's compliance office.", made.csr.display());
@@ -324,7 +333,8 @@ fn main() {
             std::process::exit(0);
         }
         eprintln!("covenant-agent: {}", error_words(&e));
-        std::process::exit(1);
+        let refused = e.chain().any(|c| c.downcast_ref::<AgentError>().is_some_and(AgentError::needs_the_vendor));
+        std::process::exit(if refused { EXIT_REFUSED } else { 1 });
     }
 }
 
@@ -350,7 +360,6 @@ fn error_words(e: &anyhow::Error) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use covenant_agent::engine::AgentError;
     use covenant_core::update::Refusal;
 
     /// Issue #10, item 17: `{:#}` printed a refusal's reason twice, once in

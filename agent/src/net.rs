@@ -13,7 +13,8 @@ use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::config::Config;
-use crate::engine::{Chunks, ReportError, Transport};
+use crate::engine::{Chunks, ReportError, Transport, TransportError};
+use crate::store;
 
 /// A unary call's deadline.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -35,8 +36,8 @@ impl Grpc {
         }
         let read = |name: &str| std::fs::read(state.join(name)).with_context(|| format!("reading {name}"));
         let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.pem")?))
-            .identity(Identity::from_pem(read("cert.pem")?, read("key.pem")?))
+            .ca_certificate(Certificate::from_pem(read(store::CA)?))
+            .identity(Identity::from_pem(read(store::CERT)?, read(store::TLS_KEY)?))
             .domain_name(config.server_name());
         let channel = Channel::from_shared(config.server.clone())?
             .tls_config(tls)?
@@ -48,8 +49,37 @@ impl Grpc {
     }
 }
 
-fn status(s: tonic::Status) -> String {
+fn status(s: &tonic::Status) -> String {
     if s.message().is_empty() { format!("{:?}", s.code()) } else { s.message().to_owned() }
+}
+
+/// Who refuses what: on these calls the server refuses the device itself.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// The root chain and the check-in: `Unauthenticated` (a certificate
+    /// revoked, not registered, or no certificate) and `PermissionDenied`
+    /// (a certificate of another deployment) refuse the device.
+    Device,
+    /// A download: `PermissionDenied` refuses the grant (withdrawn since
+    /// the check-in; the next check-in says so), not the device.
+    Download,
+}
+
+/// Sorts a failed call by what the agent should do about it.
+fn classify(s: tonic::Status, call: Call) -> TransportError {
+    use tonic::Code;
+    let message = status(&s);
+    match (s.code(), call) {
+        (Code::Unauthenticated, _) | (Code::PermissionDenied, Call::Device) => {
+            TransportError::Refused { code: s.code(), message }
+        }
+        // tonic reports a connection or handshake that failed as Unknown
+        // or Unavailable, and a missed deadline as DeadlineExceeded.
+        (Code::Unknown | Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
+            TransportError::Network(message)
+        }
+        (code, _) => TransportError::Server { code, message },
+    }
 }
 
 fn deadline<T>(msg: T) -> tonic::Request<T> {
@@ -63,35 +93,35 @@ fn deadline<T>(msg: T) -> tonic::Request<T> {
 pub struct GrpcChunks(tonic::Streaming<pb::DownloadChunk>);
 
 impl Chunks for GrpcChunks {
-    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, String> {
-        Ok(self.0.message().await.map_err(status)?.map(|c| (c.offset, c.data)))
+    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, TransportError> {
+        Ok(self.0.message().await.map_err(|s| classify(s, Call::Download))?.map(|c| (c.offset, c.data)))
     }
 }
 
 impl Transport for Grpc {
     type Chunks = GrpcChunks;
 
-    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, String> {
+    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, TransportError> {
         let r = LedgerServiceClient::new(self.channel.clone())
             .get_root_chain(deadline(pb::GetRootChainRequest { from_version: from }))
             .await
-            .map_err(status)?;
+            .map_err(|s| classify(s, Call::Device))?;
         Ok(r.into_inner().roots)
     }
 
-    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, String> {
+    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, TransportError> {
         let r = UpdateServiceClient::new(self.channel.clone())
             .check_in(deadline(pb::CheckInRequest { checkin }))
             .await
-            .map_err(status)?;
+            .map_err(|s| classify(s, Call::Device))?;
         Ok(r.into_inner())
     }
 
-    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<GrpcChunks, String> {
+    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<GrpcChunks, TransportError> {
         let r = UpdateServiceClient::new(self.channel.clone())
             .download(pb::DownloadRequest { release_digest: release.0.to_vec(), offset })
             .await
-            .map_err(status)?;
+            .map_err(|s| classify(s, Call::Download))?;
         Ok(GrpcChunks(r.into_inner()))
     }
 
@@ -110,7 +140,7 @@ impl Transport for Grpc {
                         | tonic::Code::PermissionDenied
                         | tonic::Code::FailedPrecondition
                 );
-                if refused { ReportError::Refused(status(s)) } else { ReportError::Unsent(status(s)) }
+                if refused { ReportError::Refused(status(&s)) } else { ReportError::Unsent(status(&s)) }
             },
         )?;
         Ok(())

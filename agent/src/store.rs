@@ -29,6 +29,28 @@ use covenant_storage::{Storage, parent};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+/// The device's signing key (hex seed, 0600), made by `enroll-request`.
+pub const SIGNING_KEY: &str = "signing.key";
+/// The device's TLS key (PEM, 0600), made by `enroll-request`.
+pub const TLS_KEY: &str = "key.pem";
+/// The certificate request `enroll-request` makes for the vendor.
+pub const REQUEST: &str = "request.csr";
+/// The device's certificate, from the bundle ([`covenant_core::provision::CERT`]).
+pub const CERT: &str = covenant_core::provision::CERT;
+/// The vendor's CA, from the bundle ([`covenant_core::provision::CA`]).
+pub const CA: &str = covenant_core::provision::CA;
+const ROOT: &str = "root.json";
+const CHECKPOINT: &str = "checkpoint";
+const TIME: &str = "time";
+const IDENTITY: &str = "identity.json";
+/// The active slot's name; present once the directory is provisioned.
+pub const CURRENT: &str = "current";
+const TRIAL: &str = "trial";
+const VERDICT: &str = "verdict.json";
+const FAILED: &str = "failed";
+const STAGING: &str = "staging";
+const REPORTS: &str = "reports";
+
 /// One of the two slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,13 +156,40 @@ pub struct AgentIdentity {
     pub product: String,
 }
 
+/// What a check-in concluded; stored and printed as `current`, `granted`,
+/// `withheld` or `refused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No newer release exists.
+    Current,
+    /// A newer release is granted.
+    Granted,
+    /// A newer release is withheld; the reasons are in the verdict.
+    Withheld,
+    /// The answer failed verification; `refusal` says why.
+    Refused,
+}
+
+impl Verdict {
+    /// Its name, as stored and printed: `current`, `granted`, `withheld`
+    /// or `refused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Current => "current",
+            Verdict::Granted => "granted",
+            Verdict::Withheld => "withheld",
+            Verdict::Refused => "refused",
+        }
+    }
+}
+
 /// The last verdict, as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LastVerdict {
-    /// `current`, `granted`, `withheld`, or `refused` (the answer failed
-    /// verification; `refusal` says why).
-    pub verdict: String,
+    /// What the check-in concluded.
+    pub verdict: Verdict,
     /// When it was checked (the agent's verified now).
     pub checked_at: Timestamp,
     /// The decision's ledger index.
@@ -234,29 +283,27 @@ impl<S: Storage> Store<S> {
 
     /// The trusted root's envelope.
     pub fn root(&self) -> io::Result<Vec<u8>> {
-        self.fs
-            .read("root.json")?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no root.json: provision first"))
+        self.fs.read(ROOT)?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no root.json: provision first"))
     }
 
     /// Stores a newer trusted root.
     pub fn set_root(&self, bytes: &[u8]) -> io::Result<()> {
-        self.write_atomic("root.json", bytes)
+        self.write_atomic(ROOT, bytes)
     }
 
     /// The last checkpoint accepted.
     pub fn checkpoint(&self) -> io::Result<Option<Vec<u8>>> {
-        self.fs.read("checkpoint")
+        self.fs.read(CHECKPOINT)
     }
 
     /// Stores the last checkpoint accepted.
     pub fn set_checkpoint(&self, note: &[u8]) -> io::Result<()> {
-        self.write_atomic("checkpoint", note)
+        self.write_atomic(CHECKPOINT, note)
     }
 
     /// The newest verified time.
     pub fn time(&self) -> io::Result<Option<Timestamp>> {
-        Ok(self.fs.read("time")?.and_then(|b| String::from_utf8(b).ok()?.trim().parse().ok()).map(Timestamp::from_unix))
+        Ok(self.fs.read(TIME)?.and_then(|b| String::from_utf8(b).ok()?.trim().parse().ok()).map(Timestamp::from_unix))
     }
 
     /// Stores the newest verified time (never lower than the one stored).
@@ -264,32 +311,32 @@ impl<S: Storage> Store<S> {
         if self.time()?.is_some_and(|old| old >= t) {
             return Ok(());
         }
-        self.write_atomic("time", t.unix().to_string().as_bytes())
+        self.write_atomic(TIME, t.unix().to_string().as_bytes())
     }
 
     /// Who this agent is.
     pub fn identity(&self) -> io::Result<AgentIdentity> {
-        self.read_json("identity.json")?
+        self.read_json(IDENTITY)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no identity.json: provision first"))
     }
 
     /// Records who this agent is.
     pub fn set_identity(&self, id: &AgentIdentity) -> io::Result<()> {
-        self.write_json("identity.json", id)
+        self.write_json(IDENTITY, id)
     }
 
     /// The active slot.
     pub fn current(&self) -> io::Result<Slot> {
         let bytes = self
             .fs
-            .read("current")?
+            .read(CURRENT)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no active slot: provision first"))?;
-        Slot::parse(&String::from_utf8_lossy(&bytes)).ok_or_else(|| corrupt("current", "not a or b"))
+        Slot::parse(&String::from_utf8_lossy(&bytes)).ok_or_else(|| corrupt(CURRENT, "not a or b"))
     }
 
     /// Makes `slot` the active one: one atomic rename.
     pub fn set_current(&self, slot: Slot) -> io::Result<()> {
-        self.write_atomic("current", slot.name().as_bytes())
+        self.write_atomic(CURRENT, slot.name().as_bytes())
     }
 
     /// What `slot` holds, if it is complete.
@@ -351,31 +398,67 @@ impl<S: Storage> Store<S> {
 
     /// The last verdict.
     pub fn verdict(&self) -> io::Result<Option<LastVerdict>> {
-        self.read_json("verdict.json")
+        self.read_json(VERDICT)
     }
 
     /// Records the last verdict.
     pub fn set_verdict(&self, v: &LastVerdict) -> io::Result<()> {
-        self.write_json("verdict.json", v)
+        self.write_json(VERDICT, v)
     }
 
     /// The switch under way, if any.
     pub fn trial(&self) -> io::Result<Option<Trial>> {
-        self.read_json("trial")
+        self.read_json(TRIAL)
     }
 
     /// Records the switch under way (before each step that changes `current`).
     pub fn set_trial(&self, trial: &Trial) -> io::Result<()> {
-        self.write_json("trial", trial)
+        self.write_json(TRIAL, trial)
+    }
+
+    /// Ends the switch under way (it concluded, or never switched).
+    pub fn clear_trial(&self) -> io::Result<()> {
+        self.remove(TRIAL)
+    }
+
+    /// The releases that failed here (their installer or health check):
+    /// never tried again. Unreadable lines are skipped.
+    pub fn failed(&self) -> io::Result<Vec<Sha256Digest>> {
+        Ok(self
+            .fs
+            .read(FAILED)?
+            .map(|b| String::from_utf8_lossy(&b).lines().filter_map(|l| Sha256Digest::from_hex(l.trim())).collect())
+            .unwrap_or_default())
+    }
+
+    /// Records that `release` failed here.
+    pub fn add_failed(&self, release: Sha256Digest) -> io::Result<()> {
+        let mut failed = self.failed()?;
+        if !failed.contains(&release) {
+            failed.push(release);
+        }
+        let text: String = failed.iter().map(|d| format!("{d}\n")).collect();
+        self.write_atomic(FAILED, text.as_bytes())
+    }
+
+    /// Makes the staging folder's entries durable (a staged file created,
+    /// or moved into a slot).
+    pub fn sync_staging(&self) -> io::Result<()> {
+        self.fs.sync_dir(STAGING)
+    }
+
+    /// The names of the staged downloads.
+    pub fn staged(&self) -> io::Result<Vec<String>> {
+        self.fs.list(STAGING)
     }
 
     /// The signed install reports not yet acknowledged, oldest first, with
     /// their file names.
     pub fn pending_reports(&self) -> io::Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
-        for name in self.fs.list("reports")? {
+        for name in self.fs.list(REPORTS)? {
             if name.ends_with(".pending") {
-                let path = format!("reports/{name}");
+                let path = format!("{REPORTS}/{name}");
                 if let Some(bytes) = self.fs.read(&path)? {
                     out.push((path, bytes));
                 }
@@ -388,12 +471,12 @@ impl<S: Storage> Store<S> {
     /// reports queue (named by the grant's index and the outcome), so an
     /// unacknowledged one is never overwritten by the next.
     pub fn add_pending_report(&self, grant_index: u64, outcome: &str, report: &[u8]) -> io::Result<()> {
-        self.write_atomic(&format!("reports/{grant_index:020}-{outcome}.pending"), report)
+        self.write_atomic(&format!("{REPORTS}/{grant_index:020}-{outcome}.pending"), report)
     }
 
     /// The staging file of a release.
     pub fn staging(release: &Sha256Digest) -> String {
-        format!("staging/{release}.part")
+        format!("{STAGING}/{release}.part")
     }
 
     /// Removes half-written `.tmp` files a power cut may leave.
@@ -411,8 +494,8 @@ impl<S: Storage> Store<S> {
     /// Removes the staging files of releases other than `keep`.
     pub fn sweep_staging(&self, keep: &Sha256Digest) -> io::Result<()> {
         let keep = Self::staging(keep);
-        for name in self.fs.list("staging")? {
-            let path = format!("staging/{name}");
+        for name in self.fs.list(STAGING)? {
+            let path = format!("{STAGING}/{name}");
             if path != keep {
                 self.fs.remove(&path)?;
             }

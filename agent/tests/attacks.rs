@@ -7,7 +7,7 @@
 mod support;
 
 use covenant_agent::engine::{AgentError, Checked};
-use covenant_agent::store::Slot;
+use covenant_agent::store::{Slot, Verdict};
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope::Envelope;
 use covenant_core::keys::SigningKey;
@@ -17,7 +17,6 @@ use covenant_core::note::{NoteError, NoteSigner, TlogProof};
 use covenant_core::root::RootError;
 use covenant_core::statements::{CheckIn, Payload as _};
 use covenant_core::update::Refusal;
-use covenant_storage::Storage as _;
 use support::*;
 
 fn check(
@@ -98,7 +97,7 @@ fn a_withhold_is_stored_with_its_reasons_and_installs_nothing() {
     let mut agent = agent(server);
     assert_eq!(check(&mut agent).unwrap(), Checked::Withheld);
     let v = agent.store().verdict().unwrap().unwrap();
-    assert_eq!(v.verdict, "withheld");
+    assert_eq!(v.verdict, Verdict::Withheld);
     assert_eq!(v.unmet[0].reason, "no valid end-use attestation");
     assert_eq!(v.withheld[0].version.to_string(), "1.1.0");
     assert_untouched(&agent);
@@ -113,7 +112,7 @@ fn arbitrary_software_the_artifact_hash_differs() {
     let mut agent = agent(server);
     assert!(matches!(check(&mut agent), Err(AgentError::ArbitrarySoftware { .. })));
     assert_untouched(&agent);
-    assert!(agent.store().fs().list("staging").unwrap().is_empty(), "the bad bytes are discarded");
+    assert!(agent.store().staged().unwrap().is_empty(), "the bad bytes are discarded");
 }
 
 #[test]
@@ -176,7 +175,7 @@ fn indefinite_freeze_a_replayed_freshness_answer() {
     let mut agent = agent(server);
     assert_eq!(check(&mut agent).unwrap(), Checked::Current);
     assert_eq!(refusal(check(&mut agent)), Refusal::Replayed);
-    assert_eq!(agent.store().verdict().unwrap().unwrap().verdict, "refused");
+    assert_eq!(agent.store().verdict().unwrap().unwrap().verdict, Verdict::Refused);
     assert_untouched(&agent);
 }
 

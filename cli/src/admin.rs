@@ -9,6 +9,7 @@ use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
 use covenant_core::keys::PublicKey;
 use covenant_core::note::TlogProof;
+use covenant_core::provision as bundle;
 use covenant_core::statements::{
     ActionKind, ActionTag, AdminAction, CaseState, Contract, DeniedParty, Determination, IdentityRole, Licence,
     Payload as _, SchemaV1, Site, SuspensionLevel, SuspensionTarget,
@@ -17,6 +18,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 
 use crate::connect::{Connection, read_key};
+use crate::{now, output};
 
 /// The admin commands.
 #[derive(Debug, clap::Subcommand)]
@@ -252,10 +254,6 @@ pub enum IdentityCmd {
     },
 }
 
-pub(crate) fn now() -> Timestamp {
-    Timestamp::since_epoch(std::time::SystemTime::now())
-}
-
 async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> anyhow::Result<()> {
     let key = conn.signing_key()?;
     let proposal = matches!(
@@ -310,7 +308,11 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
     if json {
         println!(
             "{}",
-            serde_json::json!({ "index": done.index, "tlog_proof": proof, "action_digest": digest.to_string() })
+            serde_json::to_string(&output::Recorded {
+                action_digest: digest.to_string(),
+                index: done.index,
+                tlog_proof: proof
+            })?
         );
     } else {
         let size = TlogProof::parse(proof.as_bytes()).ok().map(|p| p.proof.len());
@@ -384,9 +386,9 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             // The rest of the provisioning bundle: whom to trust, where to call.
             let root_bytes = std::fs::read(conn.identity_dir()?.join("root.json")).context("reading your root.json")?;
             let root = covenant_core::state::peek_root(&root_bytes).context("your root.json is not a root")?;
-            std::fs::write(out.join("root.json"), &root_bytes)?;
-            std::fs::write(out.join("server"), format!("{}\n", conn.server.as_deref().unwrap_or_default()))?;
-            std::fs::write(out.join("deployment"), format!("{deployment}\n"))?;
+            std::fs::write(out.join(bundle::ROOT), &root_bytes)?;
+            std::fs::write(out.join(bundle::SERVER), format!("{}\n", conn.server.as_deref().unwrap_or_default()))?;
+            std::fs::write(out.join(bundle::DEPLOYMENT), format!("{deployment}\n"))?;
             let note = |k: &covenant_core::statements::RootKey, cosig: bool| {
                 let name = k.note_name.clone().unwrap_or_default();
                 let v = if cosig {
@@ -400,17 +402,17 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
                 root.roles.ledger.keys.iter().map(|k| note(k, false)).collect::<Result<_, _>>()?;
             let witnesses: Vec<String> =
                 root.roles.witness.keys.iter().map(|k| note(k, true)).collect::<Result<_, _>>()?;
-            std::fs::write(out.join("ledger.vkey"), ledger.join("\n") + "\n")?;
+            std::fs::write(out.join(bundle::LEDGER_VKEY), ledger.join("\n") + "\n")?;
             std::fs::write(
-                out.join("witnesses.vkeys"),
+                out.join(bundle::WITNESSES_VKEYS),
                 witnesses.join("\n") + if witnesses.is_empty() { "" } else { "\n" },
             )?;
             if !json {
                 println!(
-                    "Enrolled {deployment}: the provisioning bundle is in {} (cert.pem, ca.pem, root.json, server, \
-                     deployment, ledger.vkey, witnesses.vkeys); the certificate's SHA-256 is {fingerprint}. Copy it to the \
-                     device's state directory; no private key travelled.",
-                    out.display()
+                    "Enrolled {deployment}: the provisioning bundle is in {} ({}); the certificate's SHA-256 is \
+                     {fingerprint}. Copy it to the device's state directory; no private key travelled.",
+                    out.display(),
+                    bundle::FILES.join(", ")
                 );
             }
             Ok(())
@@ -494,7 +496,8 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             let out = out.unwrap_or_else(|| dir.join("enroll.json"));
             let fingerprint = enroll(dir, &out)?;
             if json {
-                println!("{}", serde_json::json!({ "enroll": out, "certificate_sha256": fingerprint.to_string() }));
+                let registration = output::Registration { certificate_sha256: fingerprint.to_string(), enroll: out };
+                println!("{}", serde_json::to_string(&registration)?);
             } else {
                 println!("Signed your registration into {}.", out.display());
                 println!("The server's operator appends it: covenant-server admit --data DIR {}", out.display());
@@ -543,8 +546,8 @@ async fn issue(
         Sha256Digest::from_hex(&issued.certificate_sha256).context("the server sent a malformed fingerprint")?;
     let signing_key = PublicKey::from_hex(&issued.signing_key).context("the server sent a malformed signing key")?;
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("cert.pem"), &issued.certificate_pem)?;
-    std::fs::write(out.join("ca.pem"), &issued.ca_pem)?;
+    std::fs::write(out.join(bundle::CERT), &issued.certificate_pem)?;
+    std::fs::write(out.join(bundle::CA), &issued.ca_pem)?;
     let action =
         ActionKind::IssueIdentity { role, subject: id.to_owned(), signing_key, certificate_sha256: fingerprint, scope };
     act(conn, action, format!("identity issued to {role} {id}"), json).await?;

@@ -19,8 +19,10 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use serde::Deserialize;
 
-use crate::admin::{now, read_structured};
+use crate::admin::read_structured;
 use crate::connect::Connection;
+use crate::now;
+use crate::output::{self, Submitted};
 
 /// What an attestation file holds (TOML or JSON): the deployments it covers
 /// and the attestation itself (`docs/formats.md` §12).
@@ -135,8 +137,8 @@ async fn submit(conn: &Connection, which: &str, body: Vec<u8>, json: bool) -> an
     // A signal opens the case named after its ledger index.
     let case = format!("case-{}", done.index);
     match (json, which) {
-        (true, "signal") => println!("{}", serde_json::json!({ "index": done.index, "case": case })),
-        (true, _) => println!("{}", serde_json::json!({ "index": done.index })),
+        (true, "signal") => println!("{}", serde_json::to_string(&Submitted { case: Some(case), index: done.index })?),
+        (true, _) => println!("{}", serde_json::to_string(&Submitted { case: None, index: done.index })?),
         (false, "signal") => println!("Recorded the signal as ledger entry {}; it opened {case}.", done.index),
         (false, _) => println!("Recorded the {which} as ledger entry {}.", done.index),
     }
@@ -162,7 +164,7 @@ pub async fn attest(cmd: Attest, conn: &Connection, json: bool) -> anyhow::Resul
                     .to_bytes(),
             )?;
             if json {
-                println!("{}", serde_json::json!({ "attestation": out }));
+                println!("{}", serde_json::to_string(&output::AttestationWritten { attestation: out })?);
             } else {
                 println!("Wrote {} (unsigned); sign it with `covenant attest sign`.", out.display());
             }
@@ -182,7 +184,7 @@ pub async fn attest(cmd: Attest, conn: &Connection, json: bool) -> anyhow::Resul
             env.sign(&conn.signing_key()?);
             std::fs::write(&file, env.to_bytes())?;
             if json {
-                println!("{}", serde_json::json!({ "signatures": env.signatures().len() }));
+                println!("{}", serde_json::to_string(&output::Signed { signatures: env.signatures().len() })?);
             } else {
                 println!("Signed {}.", file.display());
             }
@@ -205,13 +207,18 @@ pub async fn verify(cmd: Verify, conn: &Connection, json: bool) -> anyhow::Resul
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({
-                        "digest": digest.to_string(), "customer": p.customer, "deployments": deployments,
-                        "end_user": p.end_user.legal_name, "end_use": p.end_use.category,
-                        "sites": p.sites.iter().map(|s| format!("{}/{}", s.country, s.site_id)).collect::<Vec<_>>(),
-                        "valid_from": p.valid_from.to_string(), "valid_until": p.valid_until.to_string(),
-                        "all_undertakings": p.undertakings.all_given(), "signed_by": signers,
-                    })
+                    serde_json::to_string(&output::Attestation {
+                        all_undertakings: p.undertakings.all_given(),
+                        customer: p.customer.clone(),
+                        deployments: deployments.iter().map(|d| (*d).to_owned()).collect(),
+                        digest: digest.to_string(),
+                        end_use: p.end_use.category.clone(),
+                        end_user: p.end_user.legal_name.clone(),
+                        signed_by: signers,
+                        sites: p.sites.iter().map(|s| format!("{}/{}", s.country, s.site_id)).collect(),
+                        valid_from: p.valid_from.to_string(),
+                        valid_until: p.valid_until.to_string(),
+                    })?
                 );
             } else {
                 // Every field is the customer's text: escaped, so that it
@@ -274,7 +281,7 @@ pub async fn verify(cmd: Verify, conn: &Connection, json: bool) -> anyhow::Resul
             statement.validate().context("this verification would be refused")?;
             std::fs::write(&out, envelope::sign(&statement, &[&conn.signing_key()?]))?;
             if json {
-                println!("{}", serde_json::json!({ "verification": out }));
+                println!("{}", serde_json::to_string(&output::VerificationWritten { verification: out })?);
             } else {
                 println!("Wrote and signed {}.", out.display());
             }
@@ -326,7 +333,7 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
         .into_inner();
     if answer.decision.is_empty() {
         if json {
-            println!("{}", serde_json::json!({ "deployment": deployment, "verdict": null }));
+            println!("{}", serde_json::to_string(&output::NoDecision { deployment, verdict: None })?);
         } else {
             println!("No decision has been logged for {deployment} yet: it has not checked in, or it is current.");
         }
@@ -335,7 +342,7 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
     let env = Envelope::parse(&answer.decision)?;
     let d = Decision::parse(env.payload())?;
     if json {
-        println!("{}", serde_json::json!({ "index": answer.index, "decision": serde_json::to_value(&d)? }));
+        println!("{}", serde_json::to_string(&output::Standing { decision: d, index: answer.index })?);
         return Ok(());
     }
     let verdict = match d.verdict {

@@ -21,8 +21,9 @@ use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
-use crate::admin::now;
 use crate::connect::Connection;
+use crate::now;
+use crate::output::{self, Verified};
 
 /// Entries asked for per page (the server's limit).
 const PAGE: u64 = 1024;
@@ -84,19 +85,6 @@ struct AuditState {
     root: String,
     peaks: Vec<String>,
     checkpoint: String,
-}
-
-/// The result of a verification, for people and for `--json`.
-#[derive(Debug, Serialize)]
-struct Verified {
-    size: u64,
-    root: String,
-    previous_size: u64,
-    entries_checked: u64,
-    bodies_checked: u64,
-    cosignatures: usize,
-    witness_threshold: usize,
-    development_root: bool,
 }
 
 fn decode_hash(s: &str) -> anyhow::Result<Hash> {
@@ -172,7 +160,8 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
             let mut client = LedgerServiceClient::new(conn.channel().await?);
             let cp = client.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
             if json {
-                println!("{}", serde_json::json!({ "checkpoint": String::from_utf8_lossy(&cp.note) }));
+                let out = output::Checkpoint { checkpoint: String::from_utf8_lossy(&cp.note).into_owned() };
+                println!("{}", serde_json::to_string(&out)?);
             } else {
                 std::io::stdout().write_all(&cp.note)?;
             }
@@ -190,7 +179,12 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
             let bytes = if body { e.body } else { e.header };
             if json {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                println!("{}", serde_json::json!({ "index": index, if body { "body" } else { "header" }: b64 }));
+                let out = if body {
+                    output::Entry { body: Some(b64), header: None, index }
+                } else {
+                    output::Entry { body: None, header: Some(b64), index }
+                };
+                println!("{}", serde_json::to_string(&out)?);
             } else {
                 std::io::stdout().write_all(&bytes)?;
             }
@@ -212,7 +206,7 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                 .collect::<anyhow::Result<Vec<Hash>>>()?;
             let text = TlogProof { extra: None, index, proof, checkpoint }.to_text();
             if json {
-                println!("{}", serde_json::json!({ "index": index, "tlog_proof": text }));
+                println!("{}", serde_json::to_string(&output::Proof { index, tlog_proof: text })?);
             } else {
                 print!("{text}");
             }
@@ -237,7 +231,8 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                 };
                 let cp = next.checkpoint();
                 if json {
-                    println!("{}", serde_json::json!({ "size": cp.size, "root": hex::encode(cp.root_hash) }));
+                    let out = output::Watched { root: hex::encode(cp.root_hash), size: cp.size };
+                    println!("{}", serde_json::to_string(&out)?);
                 } else {
                     println!("checkpoint {} verified, root {}", cp.size, hex::encode(cp.root_hash));
                 }
@@ -443,12 +438,13 @@ async fn replay_online(
         entries.iter().enumerate().map(|(i, (h, b))| (i as u64, h, b.as_slice())),
     );
     if json {
-        let mismatches: Vec<_> = replayed
+        let mismatches = replayed
             .mismatches
             .iter()
-            .map(|m| serde_json::json!({ "index": m.index, "field": m.field, "detail": m.detail }))
+            .map(|m| output::Mismatch { detail: m.detail.clone(), field: m.field.to_owned(), index: m.index })
             .collect();
-        println!("{}", serde_json::json!({ "size": size, "decisions": replayed.decisions, "mismatches": mismatches }));
+        let out = output::Replayed { decisions: replayed.decisions, mismatches, size };
+        println!("{}", serde_json::to_string(&out)?);
     } else {
         for m in &replayed.mismatches {
             // A mismatch quotes decision text, which quotes what customers wrote.

@@ -88,17 +88,3 @@ pub fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
         zeroize::Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?);
     SigningKey::from_seed_hex(&text).with_context(|| format!("{} is not a signing key (64 hex digits)", path.display()))
 }
-
-/// Writes a file only its owner can read (0600), refusing to overwrite.
-pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)?;
-    Ok(())
-}

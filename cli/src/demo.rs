@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use covenant_agent::output as agent_output;
+
+use crate::output::{self, Recorded};
 
 /// The processes and folders of one demo.
 struct Demo {
@@ -89,7 +92,9 @@ fn address(line: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no address in {line:?}"))
 }
 
-fn json(text: &str) -> anyhow::Result<serde_json::Value> {
+/// A command's `--json` output, read back through its type
+/// ([`crate::output`], [`covenant_agent::output`]).
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<T> {
     if let Ok(v) = serde_json::from_str(text) {
         return Ok(v);
     }
@@ -115,7 +120,7 @@ impl Demo {
         run(&self.me, &all)
     }
 
-    fn admin(&self, n: u8, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    fn admin<T: serde::de::DeserializeOwned>(&self, n: u8, args: &[&str]) -> anyhow::Result<T> {
         let dir = self.data.join(format!("identities/admin{n}"));
         let mut all = vec!["admin"];
         all.extend_from_slice(args);
@@ -131,7 +136,8 @@ impl Demo {
         std::fs::copy(self.data.join("root.json"), dir.join("root.json"))?;
         let csr = dir.join("request.csr").display().to_string();
         let out = dir.display().to_string();
-        let issued = self.admin(1, &["identity", "issue", "--role", role, "--id", id, "--csr", &csr, "--out", &out])?;
+        let issued: Recorded =
+            self.admin(1, &["identity", "issue", "--role", role, "--id", id, "--csr", &csr, "--out", &out])?;
         if matches!(role, "customer" | "engineer" | "auditor") {
             self.approve(&issued)?;
         }
@@ -145,7 +151,7 @@ impl Demo {
         run(&self.agent_bin, &["enroll-request", "--state", &st])?;
         let bundle = self.tmp.join(format!("bundle-{deployment}")).display().to_string();
         let csr = state.join("request.csr").display().to_string();
-        self.admin(1, &["enroll", deployment, "--csr", &csr, "--out", &bundle])?;
+        self.admin::<Recorded>(1, &["enroll", deployment, "--csr", &csr, "--out", &bundle])?;
         run(
             &self.agent_bin,
             &["provision", &bundle, "--state", &st, "--product", "lim", "--installed", "1.0.0", "--allow-development"],
@@ -155,15 +161,14 @@ impl Demo {
 
     fn check(&self, state: &Path) -> anyhow::Result<String> {
         let out = run(&self.agent_bin, &["check", "--state", &state.display().to_string(), "--json"])?;
-        let v = json(&out)?;
-        Ok(match (v["outcome"].as_str(), v["version"].as_str()) {
-            (Some("installed"), Some(version)) => format!("installed {version}"),
-            (Some(outcome), _) => outcome.to_owned(),
-            _ => "no answer".to_owned(),
+        let v: agent_output::Check = json(&out)?;
+        Ok(match (v.outcome, v.version) {
+            (agent_output::Outcome::Installed, Some(version)) => format!("installed {version}"),
+            (outcome, _) => serde_json::to_value(outcome)?.as_str().unwrap_or("no answer").to_owned(),
         })
     }
 
-    fn status(&self, state: &Path) -> anyhow::Result<serde_json::Value> {
+    fn status(&self, state: &Path) -> anyhow::Result<agent_output::Status> {
         json(&run(&self.agent_bin, &["status", "--state", &state.display().to_string(), "--json"])?)
     }
 
@@ -184,7 +189,7 @@ impl Demo {
         std::fs::write(&artifact, format!("the image of lim {version}\n").repeat(20_000))?;
         let manifest = self.tmp.join(format!("lim-{version}.manifest")).display().to_string();
         let a = artifact.display().to_string();
-        let made = json(&run(
+        let made: output::ManifestWritten = json(&run(
             &self.me,
             &[
                 "--json",
@@ -209,8 +214,8 @@ impl Demo {
                 &["--json", "release", "sign", &manifest, "--key", &self.data.join(k).display().to_string()],
             )?;
         }
-        self.admin(1, &["publish", &manifest, &a])?;
-        Ok(made["release_digest"].as_str().unwrap_or_default().to_owned())
+        self.admin::<output::Published>(1, &["publish", &manifest, &a])?;
+        Ok(made.release_digest)
     }
 
     /// The customer attests for `deployment`, valid until `until`.
@@ -230,7 +235,7 @@ impl Demo {
     /// The field engineer verifies on site what the attestation claims,
     /// observing the device's configuration.
     fn verify(&self, engineer: &Path, attestation: &Path, deployment: &str, device: &Path) -> anyhow::Result<()> {
-        let config = self.status(device)?["configuration_digest"].as_str().unwrap_or_default().to_owned();
+        let config = self.status(device)?.configuration_digest.map(|d| d.to_string()).unwrap_or_default();
         let out = engineer.join(format!("verification-{deployment}.dsse")).display().to_string();
         let att = attestation.display().to_string();
         self.as_whom(
@@ -258,9 +263,8 @@ impl Demo {
         Ok(())
     }
 
-    fn approve(&self, proposal: &serde_json::Value) -> anyhow::Result<()> {
-        let digest = proposal["action_digest"].as_str().context("no proposal digest")?.to_owned();
-        self.admin(2, &["approve", &digest])?;
+    fn approve(&self, proposal: &Recorded) -> anyhow::Result<()> {
+        self.admin::<Recorded>(2, &["approve", &proposal.action_digest])?;
         Ok(())
     }
 }
@@ -391,8 +395,8 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
          and releases 1.0.0 and 1.1.0.",
     );
     for (c, name, dep) in [("agency-a", "Agency A", "a-01"), ("agency-b", "Agency B", "b-01")] {
-        d.admin(1, &["customer", c, "--name", name, "--country", "XA"])?;
-        d.admin(
+        d.admin::<Recorded>(1, &["customer", c, "--name", name, "--country", "XA"])?;
+        d.admin::<Recorded>(
             1,
             &[
                 "deployment",
@@ -412,7 +416,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
         let file = d.tmp.join(format!("contract-{c}.toml"));
         std::fs::write(&file, CONTRACT.replace("CUSTOMER", c))?;
         // A customer's first contract waits for a second admin.
-        let proposal = d.admin(1, &["contract", &file.display().to_string()])?;
+        let proposal: Recorded = d.admin(1, &["contract", &file.display().to_string()])?;
         d.approve(&proposal)?;
     }
     let customer_a = d.person("customer", "agency-a")?;
@@ -439,15 +443,15 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     d.say("Agency B attests and is verified too; then a misuse signal about Agency B opens a case.");
     let att_b = d.attest(&customer_b, "agency-b", "b-01", "2099-01-01T00:00:00Z")?;
     d.verify(&engineer, &att_b, "b-01", &agent_b)?;
-    let signal = json(&d.as_whom(
+    let signal: output::Submitted = json(&d.as_whom(
         &engineer,
         &["signal", "submit", "--customer", "agency-b", "--source", "ngo_report", "--summary", "journalists targeted"],
     )?)?;
-    println!("   case-{} opened (the reporter's identity stays out of the ledger's headers)", signal["index"]);
+    println!("   case-{} opened (the reporter's identity stays out of the ledger's headers)", signal.index);
 
     d.say("One compliance officer proposes an L2 suspension of Agency B; a proposal alone changes nothing.");
-    let proposal = d.admin(1, &["suspend", "--customer", "agency-b", "--level", "L2"])?;
-    println!("   proposal {}", proposal["action_digest"].as_str().unwrap_or_default());
+    let proposal: Recorded = d.admin(1, &["suspend", "--customer", "agency-b", "--level", "L2"])?;
+    println!("   proposal {}", proposal.action_digest);
     d.say("A second officer approves it. Agency B, on 1.0.0, is withheld 1.1.0:");
     d.approve(&proposal)?;
     println!("   b-01 checks in: {}", d.check(&agent_b)?);
@@ -455,7 +459,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
 
     d.say("Security fix 1.0.1 (baseline 1.0.0) is published; two officers let it through to b-01.");
     let fix = d.publish("1.0.1", "security-fix", "1.0.0")?;
-    let proposal = d.admin(1, &["security-fix", "--deployment", "b-01", "--release", &fix])?;
+    let proposal: Recorded = d.admin(1, &["security-fix", "--deployment", "b-01", "--release", &fix])?;
     d.approve(&proposal)?;
     println!("   b-01 checks in: {}", d.check(&agent_b)?);
 
@@ -475,21 +479,17 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
 
     d.say("An auditor verifies the ledger and replays every decision.");
     let auditor = d.data.join("identities/auditor");
-    let verified = json(&d.as_whom(&auditor, &["audit", "verify", "--bodies"])?)?;
-    let replayed = json(&d.as_whom(&auditor, &["audit", "replay"])?)?;
+    let verified: output::Verified = json(&d.as_whom(&auditor, &["audit", "verify", "--bodies"])?)?;
+    let replayed: output::Replayed = json(&d.as_whom(&auditor, &["audit", "replay"])?)?;
     println!(
         "   verified {} entries, every body and signature; the checkpoint carries {}",
-        verified["size"],
-        crate::counted(
-            verified["cosignatures"].as_u64().unwrap_or(0) as usize,
-            "witness cosignature",
-            "witness cosignatures"
-        )
+        verified.size,
+        crate::counted(verified.cosignatures, "witness cosignature", "witness cosignatures")
     );
     println!(
         "   replayed {} decisions: {}",
-        replayed["decisions"],
-        crate::counted(replayed["mismatches"].as_array().map_or(0, Vec::len), "mismatch", "mismatches")
+        replayed.decisions,
+        crate::counted(replayed.mismatches.len(), "mismatch", "mismatches")
     );
 
     d.say("A tampered copy of the ledger is caught offline.");
@@ -502,8 +502,8 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
             let text = e.to_string();
             let why = text
                 .split_once("failed: ")
-                .and_then(|(_, j)| serde_json::from_str::<serde_json::Value>(j).ok())
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .and_then(|(_, j)| serde_json::from_str::<output::Failure>(j.trim()).ok())
+                .map(|f| f.error)
                 .unwrap_or(text);
             println!("   refused: {why}");
         }
@@ -516,23 +516,23 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
         // The first reason there is: an unmet condition, else a newer
         // release still withheld (a granted security fix can leave one),
         // else none.
-        let withheld = &s["verdict"]["withheld"][0];
-        let reason = match (s["verdict"]["unmet"][0]["reason"].as_str(), withheld["reasons"][0].as_str()) {
-            (Some(unmet), _) => unmet.to_owned(),
-            (None, Some(why)) => {
-                format!("{} still withheld: {why}", withheld["version"].as_str().unwrap_or("a newer release"))
-            }
+        let verdict = s.verdict.as_ref();
+        let unmet = verdict.and_then(|v| v.unmet.first());
+        let withheld = verdict.and_then(|v| v.withheld.first());
+        let reason = match (unmet, withheld.and_then(|w| w.reasons.first().map(|why| (w, why)))) {
+            (Some(unmet), _) => unmet.reason.clone(),
+            (None, Some((w, why))) => format!("{} still withheld: {why}", w.version),
             (None, None) => "every condition met".to_owned(),
         };
         println!(
             "   {:<12} {:<10} {:<10} {}",
             dep,
-            s["installed"]["version"].as_str().unwrap_or(""),
-            s["verdict"]["verdict"].as_str().unwrap_or(""),
+            s.installed.version,
+            verdict.map_or("", |v| v.verdict.name()),
             reason
         );
     }
-    println!("   ledger: {} entries; checkpoint root {}", verified["size"], verified["root"].as_str().unwrap_or(""));
+    println!("   ledger: {} entries; checkpoint root {}", verified.size, verified.root);
     Ok(())
 }
 

@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use covenant_core::keys::SigningKey;
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 
-use crate::connect::write_private;
+use covenant_storage::write_private;
+
+use crate::output::KeysMade;
 
 /// Makes `signing.key`, `key.pem` (both 0600) and `request.csr` in `out`;
 /// with `signing_only`, only `signing.key`.
@@ -19,7 +21,7 @@ pub fn new(out: &Path, signing_only: bool, json: bool) -> anyhow::Result<()> {
         write_private(&out.join("signing.key"), signing.to_seed_hex().as_bytes())?;
         let public = hex::encode(signing.public().to_bytes());
         if json {
-            println!("{}", serde_json::json!({ "signing_key": public }));
+            println!("{}", serde_json::to_string(&KeysMade { csr: None, signing_key: public })?);
         } else {
             println!("Made {}/signing.key (0600). Its public key is {public}.", out.display());
         }
@@ -36,7 +38,7 @@ pub fn new(out: &Path, signing_only: bool, json: bool) -> anyhow::Result<()> {
     std::fs::write(out.join("request.csr"), &csr).context("writing request.csr")?;
     let public = hex::encode(signing.public().to_bytes());
     if json {
-        println!("{}", serde_json::json!({ "signing_key": public, "csr": out.join("request.csr") }));
+        println!("{}", serde_json::to_string(&KeysMade { csr: Some(out.join("request.csr")), signing_key: public })?);
     } else {
         println!("Made your keys in {}: signing.key and key.pem stay here (0600).", out.display());
         println!("Send request.csr to your compliance officer. Your signing key is {public}.");

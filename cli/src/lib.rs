@@ -9,6 +9,7 @@ pub mod audit;
 pub mod connect;
 pub mod demo;
 pub mod keys;
+pub mod output;
 pub mod release;
 pub mod root;
 pub mod witness;
@@ -16,4 +17,11 @@ pub mod witness;
 /// `n` and the noun that agrees with it: "1 mismatch", "0 mismatches".
 pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The system clock's time, for what a person signs now (a module of its
+/// own would be one function; here both `admin` and `release` reach it
+/// without importing each other).
+pub(crate) fn now() -> covenant_core::digest::Timestamp {
+    covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now())
 }

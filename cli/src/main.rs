@@ -149,7 +149,10 @@ fn main() {
     });
     if let Err(e) = result {
         if args.json {
-            println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            println!(
+                "{}",
+                serde_json::to_string(&covenant_cli::output::Failure { error: format!("{e:#}") }).unwrap_or_default()
+            );
         } else {
             eprintln!("covenant: {e:#}");
         }

@@ -13,6 +13,7 @@ use covenant_proto::v1::admin_service_client::AdminServiceClient;
 use sha2::Digest as _;
 
 use crate::connect::{Connection, read_key};
+use crate::output;
 
 /// The release commands.
 #[derive(Debug, clap::Subcommand)]
@@ -102,7 +103,7 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
                 capability_baseline: baseline.parse().context("--baseline must be a semantic version")?,
                 artifact: Artifact { name, sha256, size },
                 expected_installed_digests: Default::default(),
-                released_at: crate::admin::now(),
+                released_at: crate::now(),
             };
             manifest.validate().context("this manifest would be refused")?;
             if out.exists() {
@@ -111,7 +112,8 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
             std::fs::write(&out, Envelope::new(ReleaseManifest::PAYLOAD_TYPE, manifest.to_payload_bytes()).to_bytes())?;
             let digest = Sha256Digest::of(&manifest.to_payload_bytes());
             if json {
-                println!("{}", serde_json::json!({ "manifest": out, "release_digest": digest.to_string() }));
+                let out = output::ManifestWritten { manifest: out, release_digest: digest.to_string() };
+                println!("{}", serde_json::to_string(&out)?);
             } else {
                 println!("Wrote {} (unsigned). Release digest {digest}.", out.display());
                 println!("Each release-key holder signs it: covenant release sign {} --key KEY", out.display());
@@ -126,7 +128,7 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
             std::fs::write(&tmp, envelope.to_bytes())?;
             std::fs::rename(&tmp, &manifest)?;
             if json {
-                println!("{}", serde_json::json!({ "signatures": envelope.signatures().len() }));
+                println!("{}", serde_json::to_string(&output::Signed { signatures: envelope.signatures().len() })?);
             } else {
                 println!(
                     "Signed; the manifest carries {}.",
@@ -141,12 +143,16 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({
-                        "product": m.product, "version": m.version.to_string(), "class": m.class.to_string(),
-                        "baseline": m.capability_baseline.to_string(), "artifact_sha256": m.artifact.sha256.to_string(),
-                        "size": m.artifact.size, "release_digest": digest.to_string(),
-                        "signatures": envelope.signatures().len(),
-                    })
+                    serde_json::to_string(&output::Manifest {
+                        artifact_sha256: m.artifact.sha256.to_string(),
+                        baseline: m.capability_baseline.to_string(),
+                        class: m.class.to_string(),
+                        product: m.product.clone(),
+                        release_digest: digest.to_string(),
+                        signatures: envelope.signatures().len(),
+                        size: m.artifact.size,
+                        version: m.version.to_string(),
+                    })?
                 );
             } else {
                 println!(
@@ -194,7 +200,10 @@ pub async fn publish(conn: &Connection, manifest: &Path, artifact: &Path, json: 
     if json {
         println!(
             "{}",
-            serde_json::json!({ "index": done.index, "release_digest": Sha256Digest::of(envelope.payload()).to_string() })
+            serde_json::to_string(&output::Published {
+                index: done.index,
+                release_digest: Sha256Digest::of(envelope.payload()).to_string()
+            })?
         );
     } else {
         println!("Published {} {} as ledger entry {}.", m.product, m.version, done.index);

@@ -9,9 +9,9 @@ use covenant_core::digest::Timestamp;
 use covenant_core::envelope::Envelope;
 use covenant_core::keys::PublicKey;
 use covenant_core::statements::{Payload as _, RoleSpec, Roles, RootKey, RootMetadata, RootTag, SchemaV1};
-use serde::Serialize;
 
 use crate::connect::read_key;
+use crate::output;
 
 /// The root commands.
 #[derive(Debug, clap::Subcommand)]
@@ -112,15 +112,6 @@ fn named_spec(entries: &[String], threshold: u32, sig_type: u8) -> anyhow::Resul
     Ok(RoleSpec { keys, threshold })
 }
 
-#[derive(Serialize)]
-struct Shown {
-    version: u64,
-    expires: String,
-    development: bool,
-    signatures: usize,
-    roles: Roles,
-}
-
 /// Runs a root command.
 pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
     match cmd {
@@ -164,7 +155,7 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
             let envelope = Envelope::new(RootMetadata::PAYLOAD_TYPE, root.to_payload_bytes());
             std::fs::write(&out, envelope.to_bytes())?;
             if json {
-                println!("{}", serde_json::json!({ "written": out, "version": version }));
+                println!("{}", serde_json::to_string(&output::RootWritten { version, written: out })?);
             } else {
                 println!(
                     "Wrote root version {version} to {}, unsigned. Each root-key holder runs `covenant root sign`.",
@@ -188,7 +179,10 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "signed_by": key.key_id().to_string(), "signatures": envelope.signatures().len() })
+                    serde_json::to_string(&output::RootSigned {
+                        signatures: envelope.signatures().len(),
+                        signed_by: key.key_id().to_string()
+                    })?
                 );
             } else {
                 println!(
@@ -203,7 +197,7 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let envelope = Envelope::parse(&bytes)?;
             let root = RootMetadata::parse(envelope.payload())?;
-            let shown = Shown {
+            let shown = output::RootShown {
                 version: root.version,
                 expires: root.expires.to_string(),
                 development: root.development,

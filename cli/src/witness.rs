@@ -133,7 +133,7 @@ pub fn tls_identity(state_dir: &Path) -> anyhow::Result<(String, String)> {
     let key = state_dir.join("tls-key.pem");
     if !cert.exists() {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-        crate::connect::write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
+        covenant_storage::write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
         std::fs::write(&cert, made.cert.pem())?;
     }
     Ok((std::fs::read_to_string(cert)?, std::fs::read_to_string(key)?))
@@ -177,14 +177,14 @@ pub fn init(name: &str, state: &Path, json: bool) -> anyhow::Result<String> {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state)?;
     }
-    crate::connect::write_private(&state.join(KEY_FILE), signer.to_private_string().as_bytes())?;
+    covenant_storage::write_private(&state.join(KEY_FILE), signer.to_private_string().as_bytes())?;
     let vkey = verifier_key(&signer);
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(state.join(VKEY_FILE))?;
     std::io::Write::write_all(&mut file, format!("{vkey}\n").as_bytes())?;
     tls_identity(state)?;
     let cert = state.join("tls-cert.pem");
     if json {
-        println!("{}", serde_json::json!({ "vkey": vkey, "cert": cert }));
+        println!("{}", serde_json::to_string(&crate::output::WitnessMade { cert, vkey: vkey.clone() })?);
     } else {
         println!("Made witness {name} in {} ({KEY_FILE} is 0600).", state.display());
         println!("Its verifier key, for `covenant root new --witness` and the server's witnesses.toml:\n{vkey}");

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod note;
 pub mod policy;
+pub mod provision;
 pub mod replay;
 pub mod root;
 pub mod state;

@@ -2,8 +2,6 @@
 //! and the server loads it. Its layout (every path in it) is
 //! [`crate::layout::DataDir`]'s.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -179,17 +177,10 @@ pub fn new_key() -> anyhow::Result<SigningKey> {
     Ok(SigningKey::from_seed(&seed))
 }
 
-/// Writes a file readable only by its owner (0600), refusing to overwrite.
+/// Writes a file readable only by its owner (0600), refusing to overwrite;
+/// the file and its folder synced ([`covenant_storage::write_private`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
+    Ok(covenant_storage::write_private(path, bytes)?)
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -64,6 +64,27 @@ pub fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
+/// Writes a private file (a key) at `path` on the real file system: only
+/// its owner may read it (0600), an existing file is never overwritten, and
+/// the contents and the new name are both made durable (the file and its
+/// folder synced), so a power cut right after cannot lose a key whose public
+/// half was already handed out. The one writer of key files for the server,
+/// the agent and the CLI.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("writing {} (it must not exist yet): {e}", path.display()))
+        })?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(folder)?.sync_all()
+}
+
 /// The real file system under one directory.
 #[derive(Debug, Clone)]
 pub struct FsStorage {

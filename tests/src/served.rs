@@ -451,9 +451,9 @@ pub fn check_ledger(server: &Path, devices: &[(&Path, &str)]) -> LedgerCheck {
     for (device, deployment) in devices {
         for slot in ["a", "b"] {
             let Ok(bytes) = std::fs::read(device.join("slots").join(slot).join("meta.json")) else { continue };
-            let meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            let Some(grant) = meta["grant"].as_array() else { continue };
-            let (release, index) = (grant[0].as_str().unwrap(), grant[1].as_u64().unwrap());
+            let meta: covenant_agent::store::SlotMeta = serde_json::from_slice(&bytes).unwrap();
+            let Some((release, index)) = meta.grant else { continue };
+            let release = release.to_string();
             let (_, header, body) = entries
                 .iter()
                 .find(|(i, ..)| *i == index)
@@ -461,7 +461,7 @@ pub fn check_ledger(server: &Path, devices: &[(&Path, &str)]) -> LedgerCheck {
             assert_eq!(header.kind, EntryKind::Grant, "entry {index}");
             let decision = Decision::parse(Envelope::parse(body).unwrap().payload()).unwrap();
             assert_eq!(decision.deployment, *deployment, "entry {index}");
-            assert_eq!(decision.release.map(|d| d.to_string()).as_deref(), Some(release), "entry {index}");
+            assert_eq!(decision.release.map(|d| d.to_string()).as_deref(), Some(release.as_str()), "entry {index}");
             installed_grants += 1;
         }
     }

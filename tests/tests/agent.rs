@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use covenant_agent::store::Store;
+use covenant_agent::output;
+use covenant_agent::store::{Store, Verdict};
 use covenant_storage::FsStorage;
 use covenant_tests::*;
 
@@ -25,16 +26,16 @@ async fn the_agent_installs_a_granted_release_and_its_report_is_logged() {
     let st = state_arg(&state);
     let (ok, out, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st, "--json"]));
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["outcome"], "installed", "{out}");
-    assert_eq!(v["version"], "1.1.0");
+    let v: output::Check = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.outcome, output::Outcome::Installed, "{out}");
+    assert_eq!(v.version.as_deref(), Some("1.1.0"));
     let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st, "--json"]));
     assert!(ok);
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["installed"]["version"], "1.1.0");
-    assert_eq!(status["installed"]["slot"], "b");
-    assert_eq!(status["verdict"]["verdict"], "granted");
-    assert_eq!(status["report_pending"], false);
+    let status: output::Status = serde_json::from_str(&out).unwrap();
+    assert_eq!(status.installed.version, "1.1.0");
+    assert_eq!(status.installed.slot, "b");
+    assert_eq!(status.verdict.as_ref().unwrap().verdict, Verdict::Granted);
+    assert!(!status.report_pending);
     // The grant and the install report are in the ledger.
     assert!(s.size().await >= before + 2);
     // The next check-in: nothing newer exists.
@@ -63,12 +64,12 @@ async fn a_withheld_update_is_explained_to_the_operator_in_words_and_as_data() {
     assert!(!out.contains("Some(") && !out.contains("{ "), "no debug formatting: {out}");
     let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st, "--json"]));
     assert!(ok);
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(status["verdict"]["verdict"], "withheld");
-    let unmet: Vec<&str> =
-        status["verdict"]["unmet"].as_array().unwrap().iter().map(|c| c["condition"].as_str().unwrap()).collect();
+    let status: output::Status = serde_json::from_str(&out).unwrap();
+    let verdict = status.verdict.unwrap();
+    assert_eq!(verdict.verdict, Verdict::Withheld);
+    let unmet: Vec<&str> = verdict.unmet.iter().map(|c| c.condition.as_str()).collect();
     assert_eq!(unmet, ["end_use_attested", "field_verified"]);
-    assert!(status["verdict"]["unmet"][0]["reason"].as_str().unwrap().len() > 10);
+    assert!(verdict.unmet[0].reason.len() > 10);
     s.stop().await;
 }
 
@@ -103,10 +104,70 @@ async fn the_daemon_installs_and_logs_each_verdict_once_not_on_every_poll() {
     assert!(status.success(), "the daemon stops cleanly on SIGINT");
     let text = std::fs::read_to_string(&log).unwrap();
     let polls = Store::new(FsStorage::new(&state).unwrap()).verdict().unwrap().unwrap();
-    assert_eq!(polls.verdict, "current");
+    assert_eq!(polls.verdict, Verdict::Current);
     assert_eq!(text.matches("is granted").count(), 1, "{text}");
     assert_eq!(text.matches("up to date").count(), 1, "{text}");
     assert!(text.contains("Installed version 1.1.0"), "{text}");
+    s.stop().await;
+}
+
+/// Issue #17: a device whose certificate the vendor revoked is refused
+/// (`Unauthenticated`: "this certificate has been revoked"). That is no
+/// network blip: the daemon used to retry it forever, saying only "the
+/// server: …; retrying". It stops at once, says why, and exits with the
+/// code a service manager is told not to restart on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_certificate_makes_the_daemon_stop_retrying_and_say_why() {
+    let s = Running::start_witnessed("agent-revoked").await;
+    cast(&s).await;
+    let state = enrolled_agent(&s, "lim-09").await;
+    let st = state_arg(&state);
+    // A working device first: its check-in is answered.
+    let (ok, _, err) = tokio::task::block_in_place(|| agent_cli(&["check", "--state", &st]));
+    assert!(ok, "{err}");
+    let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(state.join("cert.pem")).unwrap()).unwrap();
+    let fingerprint = covenant_core::digest::Sha256Digest::of(&der).to_string();
+    let revoke = covenant_cli::admin::IdentityCmd::Revoke { fingerprint, compromised_since: None };
+    admin(&s.admin(1), covenant_cli::admin::Admin::Identity(revoke)).await;
+    let config = state.join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("poll_seconds = 3600", "poll_seconds = 1");
+    std::fs::write(&config, text).unwrap();
+    let exe = tokio::task::block_in_place(|| binary("covenant-agent"));
+    let log = state.join("daemon.log");
+    let mut child = std::process::Command::new(&exe)
+        .args(["run", "--state", &st])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The old daemon backed off 5, 10, 20 … seconds, capped at the poll
+    // time, and never stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon is still retrying: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("the server refuses this device (Unauthenticated): this certificate has been revoked"),
+        "{text}"
+    );
+    assert!(text.contains("only the vendor can clear this"), "{text}");
+    assert!(!text.contains("retrying"), "not retried as a network blip: {text}");
+    // A single check says the same, with the same exit code.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(&exe).args(["check", "--state", &st]).output().unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("this certificate has been revoked"), "{err}");
     s.stop().await;
 }
 

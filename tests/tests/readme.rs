@@ -159,9 +159,9 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
         .arg(w.join("device"))
         .output()
         .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["installed"]["version"], "1.1.1", "{status:#}");
-    assert_eq!(status["deployment"], "lim-07");
+    let status: covenant_agent::output::Status = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status.installed.version, "1.1.1", "{status:#?}");
+    assert_eq!(status.deployment, "lim-07");
 
     // The ledger the server left: every grant the device installed under
     // is in it, for this deployment and that release; the whole ledger

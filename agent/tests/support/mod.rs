@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use covenant_agent::engine::{Agent, Chunks, ReportError, Settings, Transport};
+use covenant_agent::engine::{Agent, Chunks, ReportError, Settings, Transport, TransportError};
 use covenant_agent::store::{AgentIdentity, Slot, SlotMeta, Store};
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope::{self, Envelope};
@@ -401,7 +401,7 @@ pub struct FakeChunks {
 }
 
 impl Chunks for FakeChunks {
-    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, String> {
+    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, TransportError> {
         if self.at >= self.data.len() {
             return Ok(None);
         }
@@ -422,11 +422,11 @@ impl Chunks for FakeChunks {
 impl Transport for FakeServer {
     type Chunks = FakeChunks;
 
-    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, String> {
+    async fn root_chain(&mut self, from: u64) -> Result<Vec<Vec<u8>>, TransportError> {
         Ok(self.vendor.chain.iter().skip(from.saturating_sub(1) as usize).cloned().collect())
     }
 
-    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, String> {
+    async fn check_in(&mut self, checkin: Vec<u8>) -> Result<pb::CheckInResponse, TransportError> {
         self.checkins.push(checkin.clone());
         let mut standing = self.standing;
         if self.current_when_installed && !self.manifest.is_empty() {
@@ -443,11 +443,13 @@ impl Transport for FakeServer {
         })
     }
 
-    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<FakeChunks, String> {
+    async fn download(&mut self, release: Sha256Digest, offset: u64) -> Result<FakeChunks, TransportError> {
         self.download_offsets.push(offset);
-        let mut data = self.artifacts.get(&release).cloned().ok_or("no such release")?;
+        let mut data =
+            self.artifacts.get(&release).cloned().ok_or_else(|| TransportError::Network("no such release".into()))?;
         data.extend(std::iter::repeat_n(0xee, self.extra));
-        let data = data.get(offset as usize..).ok_or("offset past the end")?.to_vec();
+        let data =
+            data.get(offset as usize..).ok_or_else(|| TransportError::Network("offset past the end".into()))?.to_vec();
         Ok(FakeChunks { data, at: 0, offset, chunk: self.chunk, stall_at: self.stall_at })
     }
 
