@@ -134,7 +134,11 @@ pub fn tls_identity(state_dir: &Path) -> anyhow::Result<(String, String)> {
     if !cert.exists() {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
         covenant_storage::write_private(&key, made.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert, made.cert.pem())?;
+        // Under a temporary name, then renamed: whoever pins the certificate
+        // (a server reading witnesses.toml) never reads half of it.
+        let partial = state_dir.join("tls-cert.pem.tmp");
+        std::fs::write(&partial, made.cert.pem())?;
+        std::fs::rename(&partial, &cert)?;
     }
     Ok((std::fs::read_to_string(cert)?, std::fs::read_to_string(key)?))
 }
@@ -202,6 +206,9 @@ pub async fn serve(key: Option<&Path>, log: &str, state: &Path, listen: std::net
     let signer = NoteSigner::parse_private(text.trim()).context("the key file is not a C2SP private key")?;
     let log = NoteVerifier::parse(log.trim()).context("--log is not a C2SP verifier key")?;
     let node = WitnessNode::open(signer, log, state)?;
+    // The certificate exists before the line that names it: a server
+    // started on that line pins it at once.
+    tls_identity(state)?;
     let listener = TcpListener::bind(listen).await?;
     println!(
         "Witness {} for {} on {}; pin {} in the server's witnesses.toml.",

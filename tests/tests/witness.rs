@@ -335,3 +335,35 @@ async fn a_checkpoint_log_behind_what_an_outside_witness_cosigned_is_refused() {
     w.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The demo and operators start a server on the witness's first line, and the
+/// server pins the certificate that line names: it must exist, whole, by
+/// then (under load it once did not, and the server refused to start).
+#[test]
+fn a_witness_names_its_certificate_only_once_the_whole_file_exists() {
+    let dir = std::env::temp_dir().join(format!("covenant-witness-first-line-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("server");
+    datadir::init_dev(&data).unwrap();
+    let state = dir.join("witness");
+    let vkey = std::fs::read_to_string(data.join("ledger.vkey")).unwrap();
+    let mut child = std::process::Command::new(covenant_tests::binary("covenant"))
+        .args(["witness", "serve", "--key"])
+        .arg(data.join("keys/witness-dev.key"))
+        .args(["--log", vkey.trim(), "--state"])
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    // Read at once, before anything else can happen.
+    let cert = std::fs::read_to_string(state.join("tls-cert.pem"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("tls-cert.pem"), "{line}");
+    let cert = cert.expect("the certificate the first line names exists");
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----") && cert.trim_end().ends_with("-----END CERTIFICATE-----"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
