@@ -12,6 +12,8 @@
 //! [`Ledger::check`] runs the same recovery as a dry run that writes nothing.
 
 pub use covenant_storage as storage;
+mod machine;
+mod sequencer;
 pub mod store;
 pub mod views;
 
@@ -20,121 +22,21 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use covenant_core::digest::Sha256Digest;
 use covenant_core::digest::Timestamp;
-use covenant_core::keys::KeyId;
-use covenant_core::ledger::{self as entries, EntryHeader, EntryKind, SALT_LEN, SubjectTag};
+use covenant_core::ledger::SALT_LEN;
 use covenant_core::merkle::Hash;
-use covenant_core::note::{Checkpoint, NoteSigner, NoteVerifier, TlogProof};
+use covenant_core::note::{NoteSigner, NoteVerifier, TlogProof};
 use covenant_core::state::Rejection;
 use covenant_core::state::SignedCheckIn;
 use tokio::sync::{oneshot, watch};
 
+pub use machine::{Clock, NewEntry, NoteCounter, Prepared, Request, StateMachine, system_clock};
+use sequencer::{Msg, Queued, Sequencer, sign_checkpoint};
 use storage::Storage;
-use store::{
-    CosignedSlot, LedgerReader, LedgerWriter, NewRecord, OpenError, ReadError, RecoveryLimits, StoredBody, Witnessed,
-};
+use store::{CosignedSlot, LedgerReader, OpenError, ReadError, RecoveryLimits, StoredBody, Witnessed};
 
 /// The most entries a page of [`Ledger::headers`] returns.
 pub const MAX_PAGE: u64 = 1024;
-
-/// A state machine folded from the ledger, entry by entry: the validator
-/// and applier the sequencer runs before anything is written.
-pub trait StateMachine: Send + 'static {
-    /// Folds a stored entry when the ledger opens. An error refuses to open.
-    fn replay(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), String>;
-    /// Validates a new entry against the state folded so far and applies it.
-    /// A refused entry is never written.
-    fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection>;
-    /// Turns a request into the entry to append at `index` with ledger time
-    /// `time`, in ledger order, against exactly the state before it: the
-    /// place where a check-in ([`Request::Decide`]) is evaluated and its
-    /// decision signed. By default an [`Request::Append`] is its entry and
-    /// a check-in is refused (this state machine decides nothing).
-    fn prepare(&mut self, index: u64, time: Timestamp, request: Request) -> Result<Prepared, Rejection> {
-        let _ = (index, time);
-        match request {
-            Request::Append(entry) => Ok(Prepared::Append(entry)),
-            Request::Decide(_) => Err(Rejection::Unavailable("this ledger decides no check-ins".into())),
-        }
-    }
-    /// The header's subject tags for an entry concerning `subjects` whose
-    /// body digest is `body_digest` (see `covenant_core::ledger`). By
-    /// default none: a state machine without a subject keyring (the
-    /// annotation counter of the ledger's own tests) tags nothing.
-    fn tags(&self, subjects: &[String], body_digest: &Sha256Digest) -> Result<Vec<SubjectTag>, Rejection> {
-        let _ = (subjects, body_digest);
-        Ok(Vec::new())
-    }
-}
-
-/// What [`StateMachine::prepare`] makes of a request.
-#[derive(Debug, Clone)]
-pub enum Prepared {
-    /// Append this entry.
-    Append(NewEntry),
-    /// Append nothing: the entry at this index (if any) already says it.
-    Nothing(Option<u64>),
-}
-
-/// The annotation-only state of this stage: accepts well-formed notes and
-/// counts them. Issue #5 replaces it with the governance fold.
-#[derive(Debug, Default, Clone)]
-pub struct NoteCounter {
-    /// Notes folded.
-    pub notes: u64,
-}
-
-impl StateMachine for NoteCounter {
-    fn replay(&mut self, _index: u64, header: &EntryHeader, _body: &[u8]) -> Result<(), String> {
-        match header.kind {
-            EntryKind::Note => {
-                self.notes += 1;
-                Ok(())
-            }
-            #[allow(unreachable_patterns)] // EntryKind grows in later issues.
-            other => Err(format!("unexpected entry kind {other}")),
-        }
-    }
-
-    fn apply(&mut self, _index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
-        if header.kind != EntryKind::Note {
-            return Err(Rejection::Precondition(format!("entry kind {} is not accepted yet", header.kind)));
-        }
-        if body.is_empty() {
-            return Err(Rejection::Malformed("an annotation needs a body".into()));
-        }
-        self.notes += 1;
-        Ok(())
-    }
-}
-
-/// An entry to append.
-#[derive(Debug, Clone)]
-pub struct NewEntry {
-    /// Its kind.
-    pub kind: EntryKind,
-    /// The key that signed the body, if any.
-    pub actor: Option<KeyId>,
-    /// The subject ids it concerns: never written, only turned into the
-    /// header's subject tags by [`StateMachine::tags`].
-    pub subjects: Vec<String>,
-    /// The body: exact envelope bytes.
-    pub body: Vec<u8>,
-}
-
-/// What an appender asks the sequencer for.
-#[derive(Debug, Clone)]
-pub enum Request {
-    /// Append this entry (validated and applied by the state machine).
-    Append(NewEntry),
-    /// Decide a device's check-in in ledger order: the state machine
-    /// evaluates it against exactly the state at its index and turns it into
-    /// the signed decision to log, or into nothing when the standing one
-    /// says the same (then the append answers [`AppendError::Nothing`]).
-    /// Boxed: a verified check-in is several times an entry's size.
-    Decide(Box<SignedCheckIn>),
-}
 
 /// A signed checkpoint as handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,30 +161,6 @@ impl Default for LedgerConfig {
             witnessed: Vec::new(),
         }
     }
-}
-
-/// The source of ledger time (seconds); the sequencer never lets it go back.
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| Timestamp::since_epoch(std::time::SystemTime::now()))
-}
-
-type Reply = oneshot::Sender<Result<Appended, AppendError>>;
-
-/// A request waiting in the sequencer's queue, with where its answer goes.
-struct Queued {
-    request: Request,
-    reply: Reply,
-}
-
-/// What the sequencer is sent.
-enum Msg {
-    /// A request to decide and append.
-    Append(Queued),
-    /// A cosigned checkpoint arrived: publish it at the next flush.
-    Wake,
 }
 
 /// A handle to an open ledger. Cheap to clone; the sequencer stops when the
@@ -534,211 +412,5 @@ impl<S: Storage> Ledger<S> {
         {
             let _ = handle.join();
         }
-    }
-}
-
-fn sign_checkpoint(signer: &NoteSigner, size: u64, root: Hash) -> Result<SignedCheckpoint, String> {
-    let cp = Checkpoint { origin: signer.name().to_owned(), size, root_hash: root, extensions: Vec::new() };
-    let note = cp.sign(signer).map_err(|e| e.to_string())?;
-    Ok(SignedCheckpoint { size, root, note: note.to_text() })
-}
-
-/// An entry the state machine prepared, with where its answer goes.
-struct Appending {
-    entry: NewEntry,
-    reply: Reply,
-}
-
-struct Sequencer<S: Storage, M: StateMachine> {
-    writer: LedgerWriter<S>,
-    reader: Arc<LedgerReader<S>>,
-    signer: NoteSigner,
-    machine: M,
-    clock: Clock,
-    config: LedgerConfig,
-    last_time: Timestamp,
-    latest: watch::Sender<Arc<SignedCheckpoint>>,
-    /// Set after a storage failure: nothing more is written.
-    halted: Option<String>,
-}
-
-impl<S: Storage, M: StateMachine> Sequencer<S, M> {
-    fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        loop {
-            // Wait for work; when the ledger goes quiet with derived files
-            // not yet published, publish them.
-            let first = if self.writer.dirty() {
-                match rx.recv_timeout(self.config.flush_interval) {
-                    Ok(Msg::Append(r)) => r,
-                    Ok(Msg::Wake) => {
-                        if self.halted.is_none() && self.writer.flush_due(self.config.flush_interval) {
-                            self.flush();
-                        }
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if self.halted.is_none() {
-                            self.flush();
-                        }
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(Msg::Append(r)) => r,
-                    // Something to publish now: the next turn waits at most
-                    // a flush interval.
-                    Ok(Msg::Wake) => continue,
-                    Err(_) => break,
-                }
-            };
-            let mut batch = vec![first];
-            let deadline = Instant::now() + self.config.max_wait;
-            while batch.len() < self.config.max_batch {
-                let next = if self.config.max_wait.is_zero() {
-                    rx.try_recv().ok()
-                } else {
-                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-                };
-                match next {
-                    Some(Msg::Append(r)) => batch.push(r),
-                    Some(Msg::Wake) => {}
-                    None => break,
-                }
-            }
-            self.process(batch);
-            if self.halted.is_none() && self.writer.flush_due(self.config.flush_interval) {
-                self.flush();
-            }
-        }
-        if self.halted.is_none() {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Err(e) = self.writer.flush() {
-            self.halt(e.to_string());
-        }
-    }
-
-    /// Stops taking appends after a storage failure, logging the cause once:
-    /// every later appender gets the same error, and the operator one line.
-    fn halt(&mut self, reason: String) {
-        if self.halted.is_none() {
-            tracing::error!(
-                cause = %reason,
-                "the ledger stopped taking appends after a storage failure (is the disk full?); \
-                 restart the server to recover"
-            );
-            self.halted = Some(reason);
-        }
-    }
-
-    fn process(&mut self, batch: Vec<Queued>) {
-        if let Some(reason) = &self.halted {
-            for r in batch {
-                let _ = r.reply.send(Err(AppendError::Halted(Halt::Storage(reason.clone()))));
-            }
-            return;
-        }
-        // Validate and apply in order; refused entries get their answer now.
-        let mut accepted: Vec<(u64, NewRecord, Reply)> = Vec::new();
-        let now = (self.clock)().max(self.last_time);
-        for queued in batch {
-            let index = self.writer.size() + accepted.len() as u64;
-            let entry = match self.machine.prepare(index, now, queued.request) {
-                Ok(Prepared::Append(entry)) => entry,
-                Ok(Prepared::Nothing(standing)) => {
-                    let _ = queued.reply.send(Err(AppendError::Nothing(standing)));
-                    continue;
-                }
-                Err(rejection) => {
-                    let _ = queued.reply.send(Err(AppendError::Rejected(rejection)));
-                    continue;
-                }
-            };
-            let req = Appending { entry, reply: queued.reply };
-            let mut salt = [0u8; SALT_LEN];
-            if let Err(e) = getrandom::fill(&mut salt) {
-                let _ = req.reply.send(Err(AppendError::Halted(Halt::NoRandomness(e))));
-                continue;
-            }
-            // The header carries a subject tag per subject, never the ids.
-            let subjects = &req.entry.subjects;
-            if subjects.len() > entries::MAX_SUBJECTS
-                || !subjects.iter().all(|s| covenant_core::statements::is_valid_id(s))
-            {
-                let _ = req.reply.send(Err(AppendError::Malformed(entries::EntryError::BadSubjects.to_string())));
-                continue;
-            }
-            let body_digest = entries::body_digest(&salt, &req.entry.body);
-            let tags = match self.machine.tags(subjects, &body_digest) {
-                Ok(tags) => tags,
-                Err(rejection) => {
-                    let _ = req.reply.send(Err(AppendError::Rejected(rejection)));
-                    continue;
-                }
-            };
-            let header = EntryHeader { kind: req.entry.kind, time: now, actor: req.entry.actor, tags, body_digest };
-            let header_bytes = match header.to_bytes() {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = req.reply.send(Err(AppendError::Malformed(e.to_string())));
-                    continue;
-                }
-            };
-            match self.machine.apply(index, &header, &req.entry.body) {
-                Ok(()) => {
-                    accepted.push((index, NewRecord { header: header_bytes, salt, body: req.entry.body }, req.reply))
-                }
-                Err(rejection) => {
-                    let _ = req.reply.send(Err(AppendError::Rejected(rejection)));
-                }
-            }
-        }
-        if accepted.is_empty() {
-            return;
-        }
-        self.last_time = now;
-        let records: Vec<NewRecord> = accepted.iter().map(|(_, r, _)| r.clone()).collect();
-        match self.commit(&records) {
-            Ok(checkpoint) => {
-                for (index, record, reply) in accepted {
-                    let result = self
-                        .reader
-                        .inclusion_proof(index, checkpoint.size)
-                        .map(|proof| Appended {
-                            index,
-                            header: record.header,
-                            salt: record.salt,
-                            proof,
-                            checkpoint: checkpoint.clone(),
-                        })
-                        .map_err(|e| AppendError::Halted(Halt::Proof(e.to_string())));
-                    let _ = reply.send(result);
-                }
-            }
-            Err(reason) => {
-                // The state machine applied entries that are not durable: it
-                // is ahead of the ledger, so nothing more may be written.
-                self.halt(reason.clone());
-                for (_, _, reply) in accepted {
-                    let _ = reply.send(Err(AppendError::Halted(Halt::Storage(reason.clone()))));
-                }
-            }
-        }
-    }
-
-    /// Writes the batch, signs its checkpoint and makes that durable.
-    fn commit(&mut self, records: &[NewRecord]) -> Result<Arc<SignedCheckpoint>, String> {
-        let size = self.writer.write_batch(records).map_err(|e| e.to_string())?;
-        let root = self.reader.root(size).map_err(|e| e.to_string())?;
-        let checkpoint = sign_checkpoint(&self.signer, size, root)?;
-        self.writer.write_checkpoint(&checkpoint.note).map_err(|e| e.to_string())?;
-        let checkpoint = Arc::new(checkpoint);
-        self.latest.send_replace(checkpoint.clone());
-        Ok(checkpoint)
     }
 }
