@@ -18,15 +18,9 @@ use crate::digest::Sha256Digest;
 use crate::keys::{KeyId, KeySet, SigningKey};
 use crate::statements::{Payload, StatementError};
 
-/// The largest envelope accepted, in bytes. Statements set tighter limits of
-/// their own (an attestation: 16 KiB, a check-in: 4 KiB).
-pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
-
-/// The most signatures an envelope may carry; more is refused unread, so an
-/// attacker cannot make a verifier check thousands of signatures.
-/// Statements signed by one key set a tighter limit of their own
-/// ([`Payload::MAX_SIGNATURES`]).
-pub const MAX_SIGNATURES: usize = 32;
+// The envelope's limits are defined beside the `Payload` trait whose
+// defaults they are (so the two modules import one way only).
+pub use crate::statements::{MAX_ENVELOPE_BYTES, MAX_SIGNATURES};
 
 /// What an envelope adds to its base64 payload besides signatures, at most:
 /// the JSON keys and punctuation and a payload type of up to 128 bytes.

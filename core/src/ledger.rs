@@ -59,7 +59,7 @@ pub enum EntryError {
     BodyMismatch,
 }
 
-/// What an entry records. The set grows with the governance work (#4, #5).
+/// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -2,6 +2,7 @@
 //! attestations, an engineer's verifications, misuse signals), each within
 //! its submitter's bound, and the verdicts those entitled read.
 
+use covenant_core::envelope::Envelope;
 use covenant_core::ledger::EntryKind;
 use covenant_core::state::classify;
 use covenant_core::statements::{
@@ -70,10 +71,20 @@ impl pb::attestation_service_server::AttestationService for Node {
         let placed = classify(&body).map_err(refusal_status)?;
         // Every deployment named must be one of the caller's, checked here
         // with one answer for all: the fold's words ("not registered",
-        // "belongs to another customer") would tell which ids exist.
+        // "belongs to another customer") would tell which ids exist. The
+        // deployments are read from the body, not the header's subjects,
+        // which leave them out when there are MAX_SUBJECTS or more.
+        // (A body of another kind is refused below as such.)
+        let named: Vec<String> = match Envelope::parse(&body)
+            .ok()
+            .and_then(|env| InTotoStatement::<EndUseAttestation>::parse(env.payload()).ok())
+        {
+            Some(statement) => statement.deployments().map(str::to_owned).collect(),
+            None => placed.subjects.iter().skip(1).cloned().collect(),
+        };
         let own = placed.subjects.first() == Some(&caller.subject) && {
             let state = self.registry.state.read().map_err(|_| Status::internal("registry lock poisoned"))?;
-            placed.subjects.iter().skip(1).all(|d| state.deployment(d).is_some_and(|d| d.customer == caller.subject))
+            named.iter().all(|d| state.deployment(d).is_some_and(|d| d.customer == caller.subject))
         };
         if !own {
             return Err(Status::permission_denied("a customer attests for its own deployments only"));

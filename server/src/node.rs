@@ -244,7 +244,7 @@ impl Node {
             .identity(&holder.fingerprint)
             .ok_or_else(|| Status::unauthenticated("this certificate is not registered in the ledger"))?;
         if identity.revoked.is_some() {
-            return Err(Status::unauthenticated("this certificate has been revoked"));
+            return Err(Status::permission_denied("this certificate has been revoked"));
         }
         if identity.role != holder.role || identity.subject != holder.subject {
             return Err(Status::unauthenticated("this certificate's holder differs from its registration"));
@@ -289,7 +289,7 @@ impl Node {
 ///
 /// | cause | code |
 /// |---|---|
-/// | `NotRegistered` (a key no one registered) | `UNAUTHENTICATED` |
+/// | `NotRegistered` (a body signed by a key no one registered) | `PERMISSION_DENIED` |
 /// | `Revoked` (a revoked key) | `PERMISSION_DENIED` |
 /// | `NotAllowed` (a key that may not sign this) | `PERMISSION_DENIED` |
 /// | `Stale` (an expired or overtaken proposal, action or attestation) | `FAILED_PRECONDITION` |
@@ -302,8 +302,9 @@ impl Node {
 /// | `Unavailable` (this server cannot fold it now) | `UNAVAILABLE` |
 pub fn refusal_code(rejection: &Rejection) -> Code {
     match rejection {
-        Rejection::NotRegistered(_) => Code::Unauthenticated,
-        Rejection::Revoked(_) | Rejection::NotAllowed(_) => Code::PermissionDenied,
+        // The caller is authenticated (its certificate is); the body's
+        // signer is what is not registered.
+        Rejection::NotRegistered(_) | Rejection::Revoked(_) | Rejection::NotAllowed(_) => Code::PermissionDenied,
         Rejection::Stale(_) | Rejection::Precondition(_) => Code::FailedPrecondition,
         Rejection::DuplicateApproval(_) | Rejection::AlreadyRecorded(_) => Code::AlreadyExists,
         Rejection::BadSignature(_) | Rejection::Malformed(_) => Code::InvalidArgument,
@@ -342,9 +343,10 @@ pub(crate) fn checkin_status(e: CheckInError) -> Status {
     match e {
         CheckInError::AnotherDeployment => Status::permission_denied(e.to_string()),
         CheckInError::Refused(r) => refusal_status(r),
-        CheckInError::TooLarge { .. } | CheckInError::Clock { .. } | CheckInError::Policy(_) => {
-            Status::invalid_argument(e.to_string())
-        }
+        // The same cause, and so the same code, as when the sequencer
+        // evaluates it (`From<PolicyError> for Rejection`).
+        CheckInError::Policy(p) => refusal_status(p.into()),
+        CheckInError::TooLarge { .. } | CheckInError::Clock { .. } => Status::invalid_argument(e.to_string()),
         CheckInError::Append(e) => append_status(e),
         CheckInError::Read(e) => read_status(e),
         CheckInError::NoDecisionKey => Status::unavailable(e.to_string()),

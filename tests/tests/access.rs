@@ -385,14 +385,16 @@ async fn each_refusal_of_the_ledger_answers_with_the_code_of_its_cause() {
     let mut customer = AttestationServiceClient::new(w.s.conn(&w.c.customer).channel().await.unwrap());
     let mut engineer = AttestationServiceClient::new(w.s.conn(&w.c.engineer).channel().await.unwrap());
 
-    // A body signed by a key no one registered: UNAUTHENTICATED.
+    // A body signed by a key no one registered: PERMISSION_DENIED (the
+    // caller's certificate is valid; a certificate no one registered is
+    // UNAUTHENTICATED, server/tests/mtls.rs).
     let outsider = covenant_core::keys::SigningKey::from_seed(&[91; 32]);
     let file: covenant_cli::attest::AttestationFile =
         covenant_cli::admin::read_structured(&write_attestation(&w.c.customer)).unwrap();
     let statement = InTotoStatement::new(vec![deployment_subject("lim-07")], file.attestation.clone());
     let unregistered = envelope::sign(&statement, &[&outsider]);
     let got = customer.submit_attestation(pb::SubmitRequest { envelope: unregistered }).await;
-    assert_refused("a key no one registered", got, Code::Unauthenticated, "signed by a key no one registered");
+    assert_refused("a key no one registered", got, Code::PermissionDenied, "signed by a key no one registered");
 
     // A body signed by a revoked key, relayed by a registered engineer:
     // PERMISSION_DENIED.
@@ -437,5 +439,59 @@ async fn each_refusal_of_the_ledger_answers_with_the_code_of_its_cause() {
     };
     let got = customer.submit_attestation(pb::SubmitRequest { envelope: malformed }).await;
     assert_refused("a malformed body", got, Code::InvalidArgument, "the entry's body is refused");
+    w.s.stop().await;
+}
+
+/// A report the ledger refuses for good answers with a code the agent
+/// drops (agent/src/net.rs): one signed by a key no one registered once
+/// answered UNAUTHENTICATED, which the agent kept and resent for ever,
+/// blocking the reports after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_signed_by_an_unregistered_key_is_answered_with_a_code_the_agent_drops() {
+    let w = world_named("access-report-unregistered").await;
+    let outsider = covenant_core::keys::SigningKey::from_seed(&[92; 32]);
+    let report = InstallReport {
+        type_tag: ReportTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        grant_index: w.grant_index,
+        outcome: InstallOutcome::Failed,
+        from_version: "1.0.0".parse().unwrap(),
+        to_version: "1.1.0".parse().unwrap(),
+        last_checkpoint: CheckpointRef { size: 1, root_hash: Sha256Digest::of(b"x") },
+        time: now(),
+    };
+    let body = envelope::sign(&report, &[&outsider]);
+    let mut c = UpdateServiceClient::new(w.s.conn(&w.c.device).channel().await.unwrap());
+    let e = c.report(pb::ReportRequest { report: body }).await.unwrap_err();
+    let dropped =
+        [Code::InvalidArgument, Code::NotFound, Code::AlreadyExists, Code::PermissionDenied, Code::FailedPrecondition];
+    assert!(dropped.contains(&e.code()), "{:?} {}", e.code(), e.message());
+    w.s.stop().await;
+}
+
+/// A check-in naming another product is refused with the code of its
+/// cause (Precondition) by the handler's first evaluation too, as by the
+/// sequencer's (it once answered INVALID_ARGUMENT there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_of_another_product_answers_failed_precondition() {
+    let w = world_named("access-wrong-product").await;
+    let c = CheckIn {
+        type_tag: CheckInTag,
+        schema: SchemaV1,
+        deployment: "lim-07".into(),
+        product: "other".into(),
+        installed_version: "1.0.0".parse().unwrap(),
+        installed_baseline: "1.0.0".parse().unwrap(),
+        software_digests: Default::default(),
+        configuration_digest: Sha256Digest::of(b"verified configuration"),
+        last_checkpoint: None,
+        nonce: Sha256Digest::of(b"wrong product"),
+        time: now(),
+    };
+    let body = envelope::sign(&c, &[&key_of(&w.c.device)]);
+    let mut client = UpdateServiceClient::new(w.s.conn(&w.c.device).channel().await.unwrap());
+    let got = client.check_in(pb::CheckInRequest { checkin: body }).await;
+    assert_refused("another product", got, Code::FailedPrecondition, "runs lim, not other");
     w.s.stop().await;
 }

@@ -112,7 +112,7 @@ async fn the_daemon_installs_and_logs_each_verdict_once_not_on_every_poll() {
 }
 
 /// Issue #17: a device whose certificate the vendor revoked is refused
-/// (`Unauthenticated`: "this certificate has been revoked"). That is no
+/// (`PermissionDenied`: "this certificate has been revoked"). That is no
 /// network blip: the daemon used to retry it forever, saying only "the
 /// server: …; retrying". It stops at once, says why, and exits with the
 /// code a service manager is told not to restart on.
@@ -156,7 +156,7 @@ async fn a_revoked_device_certificate_makes_the_daemon_stop_retrying_and_say_why
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(3), "{text}");
     assert!(
-        text.contains("the server refuses this device (Unauthenticated): this certificate has been revoked"),
+        text.contains("the server refuses this device (PermissionDenied): this certificate has been revoked"),
         "{text}"
     );
     assert!(text.contains("only the vendor can clear this"), "{text}");

@@ -230,7 +230,7 @@ async fn nothing_invalid_is_appended() {
         (
             "unregistered key",
             envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&outsider]),
-            Code::Unauthenticated,
+            Code::PermissionDenied,
         ),
         (
             "expired",
@@ -337,7 +337,7 @@ async fn nothing_invalid_is_appended() {
     )
     .await;
     let e = eng_client.submit_verification(pb::SubmitRequest { envelope: b"{}".to_vec() }).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "a revoked engineer cannot even call: {}", e.message());
+    assert_eq!(e.code(), Code::PermissionDenied, "a revoked engineer cannot even call: {}", e.message());
     // Another engineer relaying a verification the revoked key signed.
     let good_att = envelope::sign(&statement(now, 4_000_000_000, &["lim-07"]), &[&key_of(&c.customer)]);
     att_client.submit_attestation(pb::SubmitRequest { envelope: good_att.clone() }).await.unwrap();

@@ -488,3 +488,32 @@ async fn a_customer_cannot_tell_another_customers_deployment_from_an_unknown_id(
     assert_eq!(answers[1], answers[3], "SubmitAttestation: another's and an unknown id answer alike");
     s.stop().await;
 }
+
+/// An attestation naming MAX_SUBJECTS (16) or more deployments carries
+/// only the customer as subject; the handler checks the deployments the
+/// body names, so another customer's deployment and an unknown id still
+/// answer alike (the fold's words and codes would tell them apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_cannot_tell_another_customers_deployment_from_an_unknown_id_with_sixteen_subjects() {
+    let s = Running::start("vis-enumerate-16").await;
+    let _c = cast_with(&s, "").await;
+    let (customer_y, _, _, _) = others(&s).await;
+    let dir = s.dir.join("enumerate-16");
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = dir.join("attestation.toml");
+    std::fs::write(&toml, covenant_cli::demo::attestation("min-y", "lim-08", "2099-01-01T00:00:00Z")).unwrap();
+    let file: covenant_cli::attest::AttestationFile = covenant_cli::admin::read_structured(&toml).unwrap();
+    let mut client = AttestationServiceClient::new(s.conn(&customer_y).channel().await.unwrap());
+    let mut answers = Vec::new();
+    for probe in ["lim-07", "lim-09"] {
+        // The probe sorts first; 15 made-up ids after it.
+        let mut subjects = vec![deployment_subject(probe)];
+        subjects.extend((1..16).map(|i| deployment_subject(&format!("zz-{i:02}"))));
+        let statement = InTotoStatement::new(subjects, file.attestation.clone());
+        let body = envelope::sign(&statement, &[&key_of(&customer_y)]);
+        let err = client.submit_attestation(pb::SubmitRequest { envelope: body }).await.unwrap_err();
+        answers.push((err.code(), err.message().to_owned()));
+    }
+    assert_eq!(answers[0], answers[1], "another's and an unknown id answer alike");
+    s.stop().await;
+}

@@ -1,7 +1,7 @@
 //! Admin actions (what a compliance officer does, signed with the officer's
 //! own key) and misuse signals (what an engineer or auditor reports).
 //!
-//! The set of actions grows with the governance work (#4, #5); each variant
+//! Each variant
 //! is validated here for its shape, and by the state fold for its meaning.
 
 use std::fmt;

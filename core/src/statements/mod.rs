@@ -72,6 +72,16 @@ pub(crate) fn invalid(field: &'static str, rule: &'static str) -> StatementError
     StatementError::Invalid { field, rule }
 }
 
+/// The largest envelope accepted, in bytes. Statements set tighter limits of
+/// their own (an attestation: 16 KiB, a check-in: 4 KiB).
+pub const MAX_ENVELOPE_BYTES: usize = 1 << 20;
+
+/// The most signatures an envelope may carry; more is refused unread, so an
+/// attacker cannot make a verifier check thousands of signatures.
+/// Statements signed by one key set a tighter limit of their own
+/// ([`Payload::MAX_SIGNATURES`]).
+pub const MAX_SIGNATURES: usize = 32;
+
 /// A signed payload type: its DSSE payload type, its size limit, its rules.
 pub trait Payload: Sized + Serialize + DeserializeOwned {
     /// The DSSE `payloadType`.
@@ -79,10 +89,10 @@ pub trait Payload: Sized + Serialize + DeserializeOwned {
     /// The largest payload accepted, in bytes.
     const MAX_BYTES: usize = 64 * 1024;
     /// The most signatures its envelope may carry.
-    const MAX_SIGNATURES: usize = crate::envelope::MAX_SIGNATURES;
+    const MAX_SIGNATURES: usize = MAX_SIGNATURES;
     /// The largest envelope of it accepted, in bytes (checked before the
     /// envelope is parsed).
-    const MAX_ENVELOPE_BYTES: usize = crate::envelope::MAX_ENVELOPE_BYTES;
+    const MAX_ENVELOPE_BYTES: usize = MAX_ENVELOPE_BYTES;
 
     /// Checks the statement's own rules (beyond its JSON shape).
     fn validate(&self) -> Result<(), StatementError>;

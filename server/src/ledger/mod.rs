@@ -45,7 +45,7 @@ pub struct SignedCheckpoint {
     pub size: u64,
     /// Root hash.
     pub root: Hash,
-    /// The C2SP signed note (log signature; cosignatures come with #4).
+    /// The C2SP signed note: the log's signature, and the witnesses' cosignatures once they cosigned it.
     pub note: String,
 }
 
