@@ -1,8 +1,8 @@
 //! Admin actions (what a compliance officer does, signed with the officer's
 //! own key) and misuse signals (what an engineer or auditor reports).
 //!
-//! Each variant
-//! is validated here for its shape, and by the state fold for its meaning.
+//! Each variant is validated here for its shape, and by the state fold for
+//! its meaning.
 
 use std::fmt;
 
