@@ -321,9 +321,12 @@ async fn a_revoked_certificate_is_refused_at_once() {
     let key = datadir::read_key(&server.identity("admin1").join("signing.key")).unwrap();
     let revoke = ActionKind::RevokeIdentity { certificate_sha256: Sha256Digest::of(&der), compromised_since: None };
     AdminServiceClient::new(admin1).act(pb::ActRequest { action: signed(revoke, &key) }).await.unwrap();
-    // The same open connection is refused on its next call.
+    // The same open connection is refused on its next call: the holder is
+    // known, and no longer permitted (an unknown certificate is
+    // UNAUTHENTICATED).
     let err = LedgerServiceClient::new(auditor).get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("revoked"), "{err}");
     server.stop().await;
 }
 
