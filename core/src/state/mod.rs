@@ -222,9 +222,8 @@ impl State {
         self.size += 1;
     }
 
-    /// Validates `header` + `body` as entry `index` against the state so far
-    /// and applies it. Ledger time never goes backwards.
-    pub fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
+    /// Entry `index` comes next, and its ledger time does not go backwards.
+    fn check_order(&self, index: u64, header: &EntryHeader) -> Result<(), Rejection> {
         if index != self.size {
             return reject(
                 Rejection::Precondition,
@@ -234,6 +233,13 @@ impl State {
         if self.last_time.is_some_and(|t| header.time < t) {
             return reject(Rejection::Precondition, format!("entry {index}'s ledger time goes backwards"));
         }
+        Ok(())
+    }
+
+    /// Validates `header` + `body` as entry `index` against the state so far
+    /// and applies it. Ledger time never goes backwards.
+    pub fn apply(&mut self, index: u64, header: &EntryHeader, body: &[u8]) -> Result<(), Rejection> {
+        self.check_order(index, header)?;
         if self.root.is_none() && header.kind != EntryKind::Root {
             return reject(Rejection::Precondition, "the first entry of a ledger must be its root");
         }
@@ -266,15 +272,7 @@ impl State {
         decision: &Decision,
         checkin: &SignedCheckIn,
     ) -> Result<(), Rejection> {
-        if index != self.size {
-            return reject(
-                Rejection::Precondition,
-                format!("entry {index} is out of order: {} entries folded", self.size),
-            );
-        }
-        if self.last_time.is_some_and(|t| header.time < t) {
-            return reject(Rejection::Precondition, format!("entry {index}'s ledger time goes backwards"));
-        }
+        self.check_order(index, header)?;
         let kind = if decision.verdict == Verdict::Grant { EntryKind::Grant } else { EntryKind::Withhold };
         if header.kind != kind || header.actor.is_none() {
             return reject(Rejection::Malformed, "the decision's header does not match it");
