@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod describe;
 pub mod digest;
 pub mod envelope;
 pub mod keys;

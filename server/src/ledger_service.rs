@@ -173,7 +173,7 @@ impl pb::ledger_service_server::LedgerService for Node {
 
 /// Whether `viewer` may read `body`, an entry of `kind`: its subjects and
 /// signer come from the body itself (the header names neither).
-fn may_read_body(
+pub(crate) fn may_read_body(
     state: &covenant_core::state::State,
     viewer: &covenant_core::visibility::Viewer<'_>,
     kind: covenant_core::ledger::EntryKind,

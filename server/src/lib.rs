@@ -16,6 +16,8 @@ pub mod ledger_service;
 pub mod limits;
 pub mod node;
 pub mod pki;
+pub mod query_service;
+pub mod seen;
 pub mod serve;
 pub mod update_service;
 pub mod witnesses;

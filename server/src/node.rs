@@ -85,6 +85,10 @@ pub struct Node {
     /// Attestations, verifications and signals added per submitter in the
     /// last period.
     pub(crate) submissions: Arc<SubmissionTable>,
+    /// The sled subject index (a subject's history).
+    pub(crate) subjects: crate::ledger::views::SubjectIndex,
+    /// When each deployment last checked in.
+    pub(crate) seen: crate::seen::LastSeen,
 }
 
 /// Download streams served at once, in total.

@@ -143,6 +143,7 @@ pub async fn run(
     // another history), caught up now, then after every checkpoint.
     let views = sled::open(dir.views()).context("opening the sled views")?;
     let subjects = crate::ledger::views::SubjectIndex::open(&views)?;
+    let seen = crate::seen::LastSeen::open(&views)?;
     let folded = tokio::task::block_in_place(|| subjects.catch_up(&ledger, subjects_of))?;
     tracing::info!(folded, "sled views caught up with the ledger");
     let following = {
@@ -180,6 +181,8 @@ pub async fn run(
         rate: config.rate_limit.map(|limit| Arc::new(RateLimiter::new(limit))),
         streams: Arc::new(StreamTable::new(config.streams_per_identity)),
         submissions: Arc::new(SubmissionTable::new(config.submissions)),
+        subjects,
+        seen,
     };
     // Every connection counts from accept until it closes: unauthenticated
     // in its own budget (the oldest evicted to make room), then, once its
@@ -217,6 +220,11 @@ pub async fn run(
         .add_service(gated(
             pb::update_service_server::UpdateServiceServer::new(node.clone())
                 .max_decoding_message_size(MAX_UPDATE_REQUEST),
+            &gate,
+        ))
+        .add_service(gated(
+            pb::query_service_server::QueryServiceServer::new(node.clone())
+                .max_decoding_message_size(MAX_LEDGER_REQUEST),
             &gate,
         ))
         .add_service(gated(

@@ -73,7 +73,9 @@ impl pb::update_service_server::UpdateService for Node {
             witnesses: self.witnesses,
             decision: self.decision.as_deref(),
         };
-        let answer = checkin::answer(&view, &bytes, &caller.subject, self.now()).await.map_err(checkin_status)?;
+        let now = self.now();
+        let answer = checkin::answer(&view, &bytes, &caller.subject, now).await.map_err(checkin_status)?;
+        self.seen.record(&caller.subject, now);
         Ok(Response::new(checkin_response(answer)))
     }
 

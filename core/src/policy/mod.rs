@@ -19,9 +19,11 @@ use crate::statements::{
 
 mod conditions;
 mod decisions;
+mod expiry;
 
 use conditions::Context;
 pub use decisions::{Logging, fold, grant_stands, logging};
+pub use expiry::{Expiries, expiries};
 
 /// The version of these rules; every decision records it.
 pub const POLICY_VERSION: u32 = 1;

@@ -57,7 +57,15 @@ impl State {
         }
         let valid = self.valid_admins()?;
         let threshold = self.admin_keys()?.threshold();
-        let act = Act { index, time: header.time, actor, digest: proposal_digest, threshold, valid_admins: &valid };
+        let act = Act {
+            index,
+            time: header.time,
+            actor,
+            digest: proposal_digest,
+            threshold,
+            why: &verified.why,
+            valid_admins: &valid,
+        };
         self.apply_action_kind(&act, &verified.action, &signers)?;
         self.actions.insert(proposal_digest, index);
         Ok(())

@@ -23,9 +23,9 @@ mod rejection;
 use std::collections::BTreeMap;
 
 pub use governance::{
-    ACTION_CLOCK_SKEW, ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, Customer, DECISION_SKEW, DecisionFact,
-    Deployment, Facts, LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal, ProposalKind, Release,
-    VerificationFact, legal_move, outcome_name, reasons_digest,
+    ACTION_CLOCK_SKEW, ACTION_WINDOW, AttestationFact, CHECKIN_WINDOW, Case, CaseMove, Customer, DECISION_SKEW,
+    DecisionFact, Deployment, Facts, LOGGING_PERIOD, MAX_DECISIONS_PER_PERIOD, PROPOSAL_LIFETIME, Proposal,
+    ProposalKind, Release, VerificationFact, legal_move, outcome_name, reasons_digest,
 };
 
 pub use classify::{Placement, classify, peek_root, placement};
@@ -385,7 +385,7 @@ impl State {
                 )?;
                 let signal = envelope::verify::<MisuseSignal>(body, &keys)
                     .map_err(|e| Rejection::envelope("the misuse signal", e))?;
-                self.gov.apply_signal(index, &signal)
+                self.gov.apply_signal(index, t, signer, &signal)
             }
             EntryKind::Grant | EntryKind::Withhold => {
                 let root = self.root.as_ref().ok_or_else(|| Rejection::Precondition("no root yet".into()))?;

@@ -108,6 +108,33 @@ impl SubjectIndex {
     }
 }
 
+impl SubjectIndex {
+    /// The indices of entries naming `subject` after index `after` (from
+    /// the first with `None`), oldest first, at most `limit`: a page of its
+    /// history.
+    pub fn entries_after(&self, subject: &str, after: Option<u64>, limit: usize) -> Result<Vec<u64>, ViewError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        let start = match after {
+            Some(i) => key(subject, i.saturating_add(1)),
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        // A subject id holds no NUL (ids are checked text), so the keys of
+        // `subject` are exactly those with its prefix.
+        for item in self.by_subject.range(start..).take(limit) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(index) = k.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) {
+                out.push(index);
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn key(subject: &str, index: u64) -> Vec<u8> {
     let mut k = subject.as_bytes().to_vec();
     k.push(0);

@@ -164,6 +164,8 @@ impl Facts {
             };
             return self.propose(act, kind, act.threshold);
         }
+        let recorded = if to == CaseState::Determined { determination } else { None };
+        c.moves.push(super::CaseMove { index: act.index, time: act.time, from: c.state, to, determination: recorded });
         c.state = to;
         if to == CaseState::Determined {
             c.determination = determination;

@@ -32,8 +32,9 @@ impl Facts {
             );
         }
         let digest = manifest.payload_digest();
+        let signers = manifest.signers().iter().copied().collect();
         self.versions.insert(key, digest);
-        self.releases.insert(digest, Release { index, digest, manifest: manifest.value().clone() });
+        self.releases.insert(digest, Release { index, digest, manifest: manifest.value().clone(), signers });
         Ok(())
     }
 
@@ -132,7 +133,13 @@ impl Facts {
         Ok(())
     }
 
-    pub(in crate::state) fn apply_signal(&mut self, index: u64, signal: &MisuseSignal) -> Result<(), Rejection> {
+    pub(in crate::state) fn apply_signal(
+        &mut self,
+        index: u64,
+        time: Timestamp,
+        reporter: Option<KeyId>,
+        signal: &MisuseSignal,
+    ) -> Result<(), Rejection> {
         let about = &signal.about;
         if !self.customers.contains_key(&about.customer) {
             return reject(Rejection::NotFound, format!("customer {} is not registered", about.customer));
@@ -154,6 +161,9 @@ impl Facts {
                 deployment: about.deployment.clone(),
                 state: CaseState::Received,
                 determination: None,
+                opened_at: time,
+                reporter,
+                moves: Vec::new(),
             },
         );
         Ok(())
@@ -209,6 +219,12 @@ impl Facts {
             issued_at: d.issued_at,
             expires_at: d.expires_at,
             reasons: reasons_digest(d),
+            unmet: d
+                .conditions
+                .iter()
+                .filter(|c| c.status == crate::statements::ConditionStatus::Unmet)
+                .cloned()
+                .collect(),
             checkin: d.checkin.clone(),
         });
         Ok(())

@@ -96,6 +96,8 @@ pub struct Release {
     pub digest: Sha256Digest,
     /// The manifest.
     pub manifest: ReleaseManifest,
+    /// The release keys whose signatures verified, in key id order.
+    pub signers: Vec<KeyId>,
 }
 
 /// An end-use attestation as recorded.
@@ -140,6 +142,29 @@ pub struct Case {
     /// Its state.
     pub state: CaseState,
     /// The determination, once made.
+    pub determination: Option<Determination>,
+    /// The ledger time of the signal that opened it.
+    pub opened_at: Timestamp,
+    /// The key that signed the signal (an engineer's or an auditor's): who
+    /// may see it is `covenant_core::visibility`'s rule for signals.
+    pub reporter: Option<KeyId>,
+    /// Every move that took effect, oldest first.
+    pub moves: Vec<CaseMove>,
+}
+
+/// A move of a misuse case that took effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseMove {
+    /// The entry that made it take effect (the move, or the approval that
+    /// reached the threshold).
+    pub index: u64,
+    /// That entry's ledger time.
+    pub time: Timestamp,
+    /// The state it left.
+    pub from: CaseState,
+    /// The state it entered.
+    pub to: CaseState,
+    /// The determination recorded with it (a move to determined).
     pub determination: Option<Determination>,
 }
 
@@ -259,6 +284,10 @@ pub struct Proposal {
     pub at: Timestamp,
     /// What it does.
     pub kind: ProposalKind,
+    /// The admin key that proposed it.
+    pub proposer: KeyId,
+    /// Why, in the proposer's words (the action's `why`).
+    pub why: String,
     /// The distinct admin keys that signed it or approved it.
     pub approvals: BTreeSet<KeyId>,
     /// Whether it took effect.
@@ -280,6 +309,8 @@ pub struct DecisionFact {
     pub expires_at: Option<Timestamp>,
     /// [`reasons_digest`] of the decision: what a withhold says.
     pub reasons: Sha256Digest,
+    /// The conditions the decision found unmet, with their reasons.
+    pub unmet: Vec<crate::statements::ConditionResult>,
     /// The exact check-in envelope the decision answered.
     pub checkin: Vec<u8>,
 }
@@ -347,6 +378,8 @@ pub(in crate::state) struct Act<'a> {
     pub(in crate::state) digest: Sha256Digest,
     /// Approvals a heavy action needs.
     pub(in crate::state) threshold: u32,
+    /// The action's `why`.
+    pub(in crate::state) why: &'a str,
     /// Admin keys of the current root that are not revoked.
     pub(in crate::state) valid_admins: &'a BTreeSet<KeyId>,
 }

@@ -108,7 +108,7 @@ impl Facts {
             p.in_force = effect.is_some();
         }
         if let Some(kind) = effect {
-            self.take_effect(&kind);
+            self.take_effect(&kind, act);
         }
         Ok(())
     }
@@ -116,22 +116,33 @@ impl Facts {
     /// Records a proposal needing `needed` approvals (its maker's counts);
     /// with one, it takes effect at once.
     pub(super) fn propose(&mut self, act: &Act<'_>, kind: ProposalKind, needed: u32) -> Result<(), Rejection> {
-        let Act { index, time: at, actor, digest, .. } = *act;
+        let Act { index, time: at, actor, digest, why, .. } = *act;
         if self.proposals.contains_key(&digest) {
             return reject(Rejection::AlreadyRecorded, "this exact proposal was already made");
         }
         let in_force = needed <= 1;
         if in_force {
-            self.take_effect(&kind);
+            self.take_effect(&kind, act);
         }
-        self.proposals.insert(digest, Proposal { index, at, kind, approvals: BTreeSet::from([actor]), in_force });
+        let proposal = Proposal {
+            index,
+            at,
+            kind,
+            proposer: actor,
+            why: why.to_owned(),
+            approvals: BTreeSet::from([actor]),
+            in_force,
+        };
+        self.proposals.insert(digest, proposal);
         Ok(())
     }
 
     /// Puts a proposal in force. Infallible: whoever calls it has checked
     /// that what it changes exists (a suspension's target, a case) and has
     /// not moved, so that no entry is refused after changing the state.
-    fn take_effect(&mut self, kind: &ProposalKind) {
+    /// `act` is the entry that puts it in force (the proposal itself, or the
+    /// approval that reached the threshold).
+    fn take_effect(&mut self, kind: &ProposalKind, act: &Act<'_>) {
         match kind {
             ProposalKind::Contract { contract, .. } => {
                 self.contracts.insert(contract.customer.clone(), contract.clone());
@@ -159,6 +170,13 @@ impl Facts {
             }
             ProposalKind::CaseMove { case, to, .. } => {
                 if let Some(c) = self.cases.get_mut(case) {
+                    c.moves.push(super::CaseMove {
+                        index: act.index,
+                        time: act.time,
+                        from: c.state,
+                        to: *to,
+                        determination: None,
+                    });
                     c.state = *to;
                 }
             }

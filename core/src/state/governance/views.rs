@@ -80,6 +80,22 @@ impl Facts {
         self.cases.get(id)
     }
 
+    /// Every proposal, with the digest of its payload (how an approval
+    /// names it), in digest order.
+    pub fn proposals(&self) -> impl Iterator<Item = (&Sha256Digest, &Proposal)> {
+        self.proposals.iter()
+    }
+
+    /// Every published release, by product then version.
+    pub fn releases(&self) -> impl Iterator<Item = &Release> {
+        self.versions.values().filter_map(|d| self.releases.get(d))
+    }
+
+    /// Every licence recorded for a customer.
+    pub fn licences_of<'a>(&'a self, customer: &'a str) -> impl Iterator<Item = &'a Licence> {
+        self.licences.values().filter(move |l| l.customer == customer)
+    }
+
     /// A proposal by the digest of its payload.
     pub fn proposal(&self, digest: &Sha256Digest) -> Option<&Proposal> {
         self.proposals.get(digest)
