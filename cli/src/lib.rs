@@ -10,6 +10,7 @@ pub mod connect;
 pub mod demo;
 pub mod keys;
 pub mod output;
+pub mod query;
 pub mod release;
 pub mod root;
 pub mod witness;
