@@ -154,6 +154,23 @@ pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
     dir
 }
 
+/// An auditor `id` whose scope is the customers `scope`: keys, identity
+/// issued and approved. Its identity folder.
+pub async fn scoped_auditor(s: &Running, id: &str, scope: &[&str]) -> PathBuf {
+    let dir = s.dir.join(format!("people/{id}"));
+    tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
+    std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
+    let issue = IdentityCmd::Issue {
+        role: IdentityRole::Auditor,
+        id: id.into(),
+        csr: dir.join("request.csr"),
+        out: dir.clone(),
+        scope: Some(scope.iter().map(|c| (*c).to_owned()).collect()),
+    };
+    issue_identity(s, issue).await;
+    dir
+}
+
 /// admin1 issues an identity; a customer's, engineer's or auditor's key
 /// signs what the conditions read, so admin2 approves it.
 pub async fn issue_identity(s: &Running, issue: IdentityCmd) {
