@@ -62,8 +62,9 @@ pub struct Change {
     pub words: String,
 }
 
-/// What `kind` would change once approved.
-pub fn change(kind: &ProposalKind) -> Change {
+/// What `kind` would change once approved; `release` names a release by
+/// its digest (`product version`) where the caller knows it.
+pub fn change(kind: &ProposalKind, release: impl Fn(&crate::digest::Sha256Digest) -> Option<String>) -> Change {
     let c = |kind, target: String, from: String, to: String, words: String| Change { kind, target, from, to, words };
     match kind {
         ProposalKind::Suspension { target, level, from } => c(
@@ -84,13 +85,16 @@ pub fn change(kind: &ProposalKind) -> Change {
             format!("{condition} waived until {until}"),
             format!("waive condition {condition} for deployment {deployment} until {until}"),
         ),
-        ProposalKind::SecurityFix { deployment, release } => c(
-            "security-fix",
-            format!("deployment {deployment}"),
-            String::new(),
-            format!("release {release}"),
-            format!("let security-fix release {release} through to deployment {deployment} under L2"),
-        ),
+        ProposalKind::SecurityFix { deployment, release: digest } => {
+            let named = release(digest).map_or_else(|| digest.to_string(), |n| format!("{n} ({digest})"));
+            c(
+                "security-fix",
+                format!("deployment {deployment}"),
+                String::new(),
+                format!("release {named}"),
+                format!("let security-fix release {named} through to deployment {deployment} under L2"),
+            )
+        }
         ProposalKind::Contract { contract, relaxes } => c(
             "contract",
             format!("customer {}", contract.customer),
@@ -302,5 +306,44 @@ fn action(a: &ActionKind) -> String {
             )
         } // `ActionKind` is `#[non_exhaustive]` only across crates; here every
           // kind is named, and a new one must be summarised above.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn names_are_the_payload_spellings() {
+        use CaseState as S;
+        for s in [S::Received, S::Triaged, S::Investigating, S::Determined, S::Remediation, S::Verified, S::Closed] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", case_state_name(s)));
+        }
+        use Determination as D;
+        for d in [D::Unsubstantiated, D::Inconclusive, D::Substantiated] {
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{}\"", determination_name(d)));
+        }
+    }
+
+    #[test]
+    fn a_suspension_says_from_and_to_and_a_security_fix_names_its_release() {
+        let kind = ProposalKind::Suspension {
+            target: SuspensionTarget::Customer("min-x".into()),
+            level: SuspensionLevel::L2,
+            from: SuspensionLevel::L1,
+        };
+        let c = change(&kind, |_| None);
+        assert_eq!((c.kind, c.from.as_str(), c.to.as_str()), ("suspension", "L1", "L2"));
+        assert_eq!(c.words, "set the suspension of customer min-x from L1 to L2");
+        let digest = crate::digest::Sha256Digest::of(b"m");
+        let kind = ProposalKind::SecurityFix { deployment: "lim-07".into(), release: digest };
+        let c = change(&kind, |d| (*d == digest).then(|| "lim 1.2.1".to_owned()));
+        assert!(c.words.starts_with("let security-fix release lim 1.2.1 ("), "{}", c.words);
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_entry_is_summarised_as_such() {
+        assert_eq!(summary(b"not json"), "an entry whose body could not be read");
     }
 }

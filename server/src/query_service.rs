@@ -268,7 +268,9 @@ impl pb::query_service_server::QueryService for Node {
             .collect();
         pending.sort_by_key(|(_, p)| p.index);
         let rows = pending.into_iter().map(|(digest, p)| {
-            let change = describe::change(&p.kind);
+            let change = describe::change(&p.kind, |d| {
+                state.facts().release(d).map(|r| format!("{} {}", r.manifest.product, r.manifest.version))
+            });
             let row = pb::ProposalRow {
                 digest: digest.to_string(),
                 index: p.index,
