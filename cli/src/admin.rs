@@ -264,7 +264,10 @@ async fn act(conn: &Connection, action: ActionKind, why: String, json: bool) -> 
     // read: it is registered only once a second admin approved it.
     let waits = matches!(
         action,
-        ActionKind::IssueIdentity { role: IdentityRole::Customer | IdentityRole::Engineer | IdentityRole::Auditor, .. }
+        ActionKind::IssueIdentity {
+            role: IdentityRole::Customer | IdentityRole::Engineer | IdentityRole::Auditor | IdentityRole::Reporter,
+            ..
+        }
     );
     // Actions that take effect at once or wait for a second admin,
     // depending on the ledger: what decides it, in words.

@@ -72,7 +72,7 @@ pub fn entitled(viewer: &Viewer<'_>, subject: &Subject<'_>) -> bool {
         IdentityRole::Customer => {
             matches!(subject, Subject::Deployment { customer, .. } if *customer == viewer.subject)
         }
-        IdentityRole::Deployment | IdentityRole::Engineer => false,
+        IdentityRole::Deployment | IdentityRole::Engineer | IdentityRole::Reporter => false,
     }
 }
 
@@ -85,8 +85,8 @@ pub fn entitled(viewer: &Viewer<'_>, subject: &Subject<'_>) -> bool {
 /// - Admins and full-scope auditors read every body.
 /// - Root and release bodies are the trust material every verifier needs:
 ///   everyone reads them.
-/// - A misuse signal: besides those, only its reporter (the engineer or
-///   auditor whose key signed it). Not a scoped auditor, not the customer:
+/// - A misuse signal: besides those, only its reporter (the engineer,
+///   auditor or reporter whose key signed it). Not a scoped auditor, not the customer:
 ///   the body names the reporter's key, which is the public actor of their
 ///   other entries.
 /// - Entries with no subject (revocations, notes, case moves, approvals,
@@ -104,6 +104,14 @@ pub fn entitled(viewer: &Viewer<'_>, subject: &Subject<'_>) -> bool {
 /// - A deployment, its key's registration, its decisions and its reports.
 /// - An engineer, its own registration and what it signed (verifications,
 ///   signals).
+/// - A reporter (an outside party), its own registration and the signals it
+///   signed.
+///
+/// The read side's case rows are the one place a caller learns what Case
+/// entries say without their bodies: a scoped auditor for its customers'
+/// cases, an engineer, auditor or reporter for the cases its signals
+/// opened; state and times only, never a reason (`docs/ledger.md`, "The
+/// read side").
 pub fn body_visible(
     viewer: &Viewer<'_>,
     kind: EntryKind,
@@ -141,7 +149,7 @@ pub fn body_visible(
                     IdentityRole::Deployment => {
                         matches!(kind, EntryKind::Identity | EntryKind::Grant | EntryKind::Withhold | EntryKind::Report)
                     }
-                    IdentityRole::Engineer => kind == EntryKind::Identity,
+                    IdentityRole::Engineer | IdentityRole::Reporter => kind == EntryKind::Identity,
                 }
         }
     }

@@ -235,7 +235,7 @@ fn contract_versions_go_one_at_a_time_and_one_contract_binds_a_customer() {
 }
 
 #[test]
-fn signals_come_from_engineers_and_auditors_only() {
+fn signals_come_from_engineers_auditors_and_reporters_only() {
     let (mut w, (ck, _, ek), _) = two_customers();
     let signal = |by: &covenant_core::keys::SigningKey, w: &World| {
         envelope::sign(
@@ -252,7 +252,7 @@ fn signals_come_from_engineers_and_auditors_only() {
         )
     };
     let body = signal(&ck, &w);
-    refused(&mut w, body, "must be signed by a registered engineer or auditor key");
+    refused(&mut w, body, "must be signed by a registered engineer or auditor or reporter key");
     let body = signal(&ek, &w);
     refused(&mut w, body, "lim-08 is not a registered deployment of min-x");
 }

@@ -497,3 +497,35 @@ fn adding_a_pre_release_comparator_to_a_licence_is_a_widening() {
     let old_rc = licence(">=1.0.0-rc.0, <2.0.0");
     assert_eq!(licence_relaxations(&old_rc, &licence(">=1.0.0-rc.0, <2.0.0, <1.5.0")), Vec::<String>::new());
 }
+
+/// Case ids (`case-N`) name misuse cases wherever a subject is asked for (a
+/// subject's history), so a customer or deployment may not take one.
+#[test]
+fn a_customer_or_deployment_id_spelled_like_a_case_is_refused() {
+    let action = |kind: ActionKind| AdminAction {
+        type_tag: ActionTag,
+        schema: SchemaV1,
+        action: kind,
+        why: "registration".into(),
+        evidence: vec![],
+        issued_at: covenant_core::digest::Timestamp::parse_rfc3339("2026-12-04T00:00:00Z").unwrap(),
+    };
+    let customer = |id: &str| {
+        action(ActionKind::RegisterCustomer { customer: id.into(), legal_name: "X".into(), country: "XA".into() })
+    };
+    let e = refused(&customer("case-12"));
+    assert!(e.to_string().contains("case-N names a misuse case"), "{e}");
+    let deployment = action(ActionKind::RegisterDeployment {
+        deployment: "case-7".into(),
+        customer: "min-x".into(),
+        product: "lim".into(),
+        site: Site { country: "XA".into(), site_id: "s1".into() },
+        provisioned_version: "1.0.0".parse().unwrap(),
+    });
+    assert!(refused(&deployment).to_string().contains("case-N names a misuse case"));
+    // Ids that only begin alike are fine.
+    for fine in ["case-study", "case-", "cases-1", "min-case-1"] {
+        let a = customer(fine);
+        roundtrip(&a);
+    }
+}

@@ -105,7 +105,7 @@ impl pb::attestation_service_server::AttestationService for Node {
 
     async fn submit_signal(&self, request: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
         let caller = self.caller(&request)?;
-        self.require(&caller, &[IdentityRole::Engineer, IdentityRole::Auditor])?;
+        self.require(&caller, &[IdentityRole::Engineer, IdentityRole::Auditor, IdentityRole::Reporter])?;
         let body = request.into_inner().envelope;
         within(&body, "signal", MisuseSignal::MAX_ENVELOPE_BYTES)?;
         // A scoped auditor opens cases only about customers in its scope (an

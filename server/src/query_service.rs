@@ -17,6 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::node::{Caller, Node};
 
+/// The most entries one history page answers (each is read and parsed).
+pub const MAX_HISTORY_ROWS: usize = 256;
 /// Rows per page when the request names no page size.
 pub const DEFAULT_PAGE_ROWS: usize = 500;
 /// The most rows one call answers.
@@ -71,10 +73,18 @@ impl Node {
         state.any_identity_of_key(key).map(|i| i.subject.clone()).unwrap_or_else(|| key.to_string())
     }
 
-    fn deployment_row(&self, state: &State, dep: &covenant_core::state::Deployment) -> pb::DeploymentRow {
+    /// A deployment's row, with its last check-in as the ledger knows it
+    /// (the server's own observation is added after the state is read).
+    /// A device is told when its grant ends, not when its customer's
+    /// attestation, verification or licence do (bodies it does not read).
+    fn deployment_row(caller: &Caller, state: &State, dep: &covenant_core::state::Deployment) -> pb::DeploymentRow {
         let facts = state.facts();
         let decision = facts.decisions_of(&dep.id).last();
-        let expiries = covenant_core::policy::expiries(state, dep);
+        let expiries = if caller.role == IdentityRole::Deployment {
+            covenant_core::policy::Expiries::default()
+        } else {
+            covenant_core::policy::expiries(state, dep)
+        };
         let withheld_since = decision.filter(|d| d.verdict == Verdict::Withhold).and_then(|_| {
             facts.decisions_of(&dep.id).iter().rev().take_while(|d| d.verdict == Verdict::Withhold).last()
         });
@@ -83,11 +93,6 @@ impl Node {
             .and_then(|r| facts.release(r))
             .map(|r| r.manifest.version.to_string())
             .unwrap_or_default();
-        let seen = self.seen.get(&dep.id);
-        let last_checkin = match (seen, decision.map(|d| d.issued_at)) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
         pb::DeploymentRow {
             id: dep.id.clone(),
             customer: dep.customer.clone(),
@@ -113,7 +118,7 @@ impl Node {
                 })
                 .unwrap_or_default(),
             suspension: facts.effective_suspension(dep).to_string(),
-            last_checkin: time(last_checkin),
+            last_checkin: time(decision.map(|d| d.issued_at)),
             grant_expires: time(decision.filter(|d| d.verdict == Verdict::Grant).and_then(|d| d.expires_at)),
             attestation_expires: time(expiries.attestation),
             verification_expires: time(expiries.verification),
@@ -139,7 +144,9 @@ impl Node {
             }
             ProposalKind::Contract { contract, .. } => customer(&contract.customer),
             ProposalKind::Licence { licence, .. } => customer(&licence.customer),
-            ProposalKind::CaseMove { case, .. } => state.facts().case(case).is_some_and(|c| customer(&c.customer)),
+            // A case move is a Case entry, read by admins and full-scope
+            // auditors only: its reason may lead to the reporter.
+            ProposalKind::CaseMove { .. } => false,
             ProposalKind::Deployment { deployment: d, .. } => customer(&d.customer),
             ProposalKind::Identity { .. } | ProposalKind::Revocation { .. } | ProposalKind::Compromise { .. } => false,
         }
@@ -147,8 +154,8 @@ impl Node {
 
     /// Whether the caller may see a case, and its reporter. Admins and
     /// full-scope auditors: every case, with the reporter; a scoped auditor:
-    /// its customers' cases, without; an engineer or auditor: the cases its
-    /// own signals opened, with itself as the reporter.
+    /// its customers' cases, without; an engineer, auditor or reporter: the
+    /// cases its own signals opened, with itself as the reporter.
     fn case_access(state: &State, caller: &Caller, case: &Case) -> Option<bool> {
         if reads_all(caller) {
             return Some(true);
@@ -194,6 +201,35 @@ impl Node {
         }
     }
 
+    /// The history rows of the entries at `indices` (all below the signed
+    /// size): header fields for every one, a summary where the caller may
+    /// read the body.
+    fn history_rows(&self, caller: &Caller, indices: &[u64]) -> Result<Vec<pb::HistoryRow>, Status> {
+        let mut read = Vec::with_capacity(indices.len());
+        for index in indices {
+            let header = self.ledger.headers(*index, index + 1).map_err(crate::node::read_status)?;
+            let body = self.ledger.body(*index).map_err(crate::node::read_status)?;
+            if let Some(header) = header.first().and_then(|h| covenant_core::ledger::EntryHeader::parse(h).ok()) {
+                read.push((*index, header, body.body));
+            }
+        }
+        let state = self.state()?;
+        let viewer = caller.viewer();
+        Ok(read
+            .into_iter()
+            .map(|(index, header, body)| {
+                let visible = crate::ledger_service::may_read_body(&state, &viewer, header.kind, &body);
+                pb::HistoryRow {
+                    index,
+                    time: header.time.to_string(),
+                    kind: header.kind.to_string(),
+                    summary: if visible { describe::summary(&body) } else { String::new() },
+                    body_visible: visible,
+                }
+            })
+            .collect())
+    }
+
     /// Whether the caller may read `subject`'s history: a customer or
     /// deployment it is entitled to, its own id, or a case it may see.
     /// Unknown and out of scope answer alike for those who do not read
@@ -214,8 +250,10 @@ impl Node {
         if let Some(case) = state.facts().case(subject) {
             return Self::case_access(state, caller, case).map(|_| Some(case)).ok_or_else(refused);
         }
-        let known =
-            state.deployment(subject).is_some() || state.customer(subject).is_some() || subject == caller.subject;
+        let known = state.deployment(subject).is_some()
+            || state.customer(subject).is_some()
+            || subject == caller.subject
+            || state.identities().any(|(_, i)| i.subject == subject);
         if known && entitled(&caller.viewer(), &Subject::resolve(state, subject)) { Ok(None) } else { Err(refused()) }
     }
 }
@@ -232,20 +270,34 @@ impl pb::query_service_server::QueryService for Node {
             &[IdentityRole::Admin, IdentityRole::Auditor, IdentityRole::Customer, IdentityRole::Deployment],
         )?;
         let req = request.into_inner();
-        let state = self.state()?;
-        let viewer = caller.viewer();
-        let rows = state
-            .facts()
-            .deployments()
-            .filter(|d| req.customer.is_empty() || d.customer == req.customer)
-            .filter(|d| entitled(&viewer, &Subject::Deployment { id: &d.id, customer: &d.customer }))
-            .map(|d| (d.id.clone(), d));
-        let (page, next_page_token) = paged(rows, &req.page_token, page_size(req.page_size));
-        let deployments = page.into_iter().map(|d| self.deployment_row(&state, d)).collect();
+        let (mut deployments, next_page_token, tree_size) = {
+            let state = self.state()?;
+            let viewer = caller.viewer();
+            let rows = state
+                .facts()
+                .deployments()
+                .filter(|d| req.customer.is_empty() || d.customer == req.customer)
+                .filter(|d| entitled(&viewer, &Subject::Deployment { id: &d.id, customer: &d.customer }))
+                .map(|d| (d.id.clone(), d));
+            let (page, next) = paged(rows, &req.page_token, page_size(req.page_size));
+            let rows: Vec<pb::DeploymentRow> =
+                page.into_iter().map(|d| Self::deployment_row(&caller, &state, d)).collect();
+            (rows, next, state.size())
+        };
+        // The last check-in: the newer of the ledger's and this server's
+        // observation, read after the state's lock is released.
+        for row in &mut deployments {
+            if let Some(seen) = self.seen.get(&row.id) {
+                let logged = Timestamp::parse_rfc3339(&row.last_checkin);
+                if logged.is_none_or(|t| seen > t) {
+                    row.last_checkin = seen.to_string();
+                }
+            }
+        }
         Ok(Response::new(pb::ListDeploymentsResponse {
             deployments,
             next_page_token,
-            tree_size: state.size(),
+            tree_size,
             now: self.now().to_string(),
         }))
     }
@@ -302,7 +354,10 @@ impl pb::query_service_server::QueryService for Node {
         request: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
         let caller = self.caller(&request)?;
-        self.require(&caller, &[IdentityRole::Admin, IdentityRole::Auditor, IdentityRole::Engineer])?;
+        self.require(
+            &caller,
+            &[IdentityRole::Admin, IdentityRole::Auditor, IdentityRole::Engineer, IdentityRole::Reporter],
+        )?;
         let req = request.into_inner();
         let state = self.state()?;
         let mut visible: Vec<(u64, pb::CaseRow)> = state
@@ -335,7 +390,7 @@ impl pb::query_service_server::QueryService for Node {
         let viewer = caller.viewer();
         // Which visible deployments run each (product, version), in one pass.
         let mut running: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
-        if caller.role != IdentityRole::Engineer {
+        if !matches!(caller.role, IdentityRole::Engineer | IdentityRole::Reporter) {
             for d in state.facts().deployments() {
                 if entitled(&viewer, &Subject::Deployment { id: &d.id, customer: &d.customer }) {
                     running.entry((d.product.clone(), d.installed_version.to_string())).or_default().push(d.id.clone());
@@ -375,7 +430,7 @@ impl pb::query_service_server::QueryService for Node {
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let size = page_size(req.page_size).min(crate::ledger::MAX_PAGE as usize);
+        let size = page_size(req.page_size).min(MAX_HISTORY_ROWS);
         let after: Option<u64> = if req.page_token.is_empty() {
             None
         } else {
@@ -409,29 +464,15 @@ impl pb::query_service_server::QueryService for Node {
                     .entries_after(&req.subject, after, size + 1)
                     .map_err(|e| Status::internal(format!("the subject index: {e}")))?,
             };
-            (indices, state.size())
+            // Entries are folded into the state before their batch is
+            // signed: answer up to the signed size, which the reads serve.
+            (indices, self.ledger.checkpoint().size)
         };
         let more = indices.len() > size;
         let indices: Vec<u64> = indices.into_iter().take(size).filter(|i| *i < tree_size).collect();
-        let mut entries = Vec::with_capacity(indices.len());
-        for index in &indices {
-            let header = self.ledger.headers(*index, index + 1).map_err(crate::node::read_status)?;
-            let body = self.ledger.body(*index).map_err(crate::node::read_status)?;
-            let Some(header) = header.first().and_then(|h| covenant_core::ledger::EntryHeader::parse(h).ok()) else {
-                continue;
-            };
-            let visible = {
-                let state = self.state()?;
-                crate::ledger_service::may_read_body(&state, &caller.viewer(), header.kind, &body.body)
-            };
-            entries.push(pb::HistoryRow {
-                index: *index,
-                time: header.time.to_string(),
-                kind: header.kind.to_string(),
-                summary: if visible { describe::summary(&body.body) } else { String::new() },
-                body_visible: visible,
-            });
-        }
+        // Reading and summarising entries is blocking work: off the async
+        // workers, the state's lock taken once per page.
+        let entries = tokio::task::block_in_place(|| self.history_rows(&caller, &indices))?;
         let next_page_token =
             if more { indices.last().map(|i| i.to_string()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(pb::GetHistoryResponse { entries, next_page_token, tree_size, now: self.now().to_string() }))

@@ -174,7 +174,7 @@ pub async fn scoped_auditor(s: &Running, id: &str, scope: &[&str]) -> PathBuf {
 /// admin1 issues an identity; a customer's, engineer's or auditor's key
 /// signs what the conditions read, so admin2 approves it.
 pub async fn issue_identity(s: &Running, issue: IdentityCmd) {
-    let person = matches!(&issue, IdentityCmd::Issue { role, .. } if matches!(role, IdentityRole::Customer | IdentityRole::Engineer | IdentityRole::Auditor));
+    let person = matches!(&issue, IdentityCmd::Issue { role, .. } if matches!(role, IdentityRole::Customer | IdentityRole::Engineer | IdentityRole::Auditor | IdentityRole::Reporter));
     let size = s.size().await;
     admin(&s.admin(1), Admin::Identity(issue)).await;
     if person {

@@ -23,7 +23,7 @@ use covenant_tests::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const CALLERS: [&str; 11] = [
+const CALLERS: [&str; 12] = [
     "admin",
     "customer (own)",
     "customer (other)",
@@ -35,20 +35,21 @@ const CALLERS: [&str; 11] = [
     "no certificate",
     "another CA",
     "revoked",
+    "reporter",
 ];
 
 /// Who may call what: the allowed callers of each RPC (by index into
 /// [`CALLERS`]). "own" is min-x and its deployment lim-07, the subject of
 /// every request; "other" is min-y and lim-08.
 const ALLOWED: [(&str, &[usize]); 22] = [
-    ("LedgerService.GetCheckpoint", &[0, 1, 2, 3, 4, 5, 6, 7]),
-    ("LedgerService.GetEntries", &[0, 1, 2, 3, 4, 5, 6, 7]),
-    ("LedgerService.GetInclusionProof", &[0, 1, 2, 3, 4, 5, 6, 7]),
-    ("LedgerService.GetConsistencyProof", &[0, 1, 2, 3, 4, 5, 6, 7]),
-    ("LedgerService.GetRootChain", &[0, 1, 2, 3, 4, 5, 6, 7]),
-    ("LedgerService.WatchCheckpoints", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.GetCheckpoint", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
+    ("LedgerService.GetEntries", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
+    ("LedgerService.GetInclusionProof", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
+    ("LedgerService.GetConsistencyProof", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
+    ("LedgerService.GetRootChain", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
+    ("LedgerService.WatchCheckpoints", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
     // Each caller gets the keys of its own subjects (tests/tests/visibility.rs).
-    ("LedgerService.GetSubjectKeys", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("LedgerService.GetSubjectKeys", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
     ("AdminService.Act", &[0]),
     ("AdminService.Publish", &[0]),
     ("AdminService.IssueIdentity", &[0]),
@@ -57,8 +58,9 @@ const ALLOWED: [(&str, &[usize]); 22] = [
     ("UpdateService.Report", &[6]),
     ("AttestationService.SubmitAttestation", &[1]),
     ("AttestationService.SubmitVerification", &[3]),
-    // The auditor of min-y's scope may not open a case against min-x.
-    ("AttestationService.SubmitSignal", &[3, 4]),
+    // The auditor of min-y's scope may not open a case against min-x; an
+    // outside reporter may signal about anyone.
+    ("AttestationService.SubmitSignal", &[3, 4, 11]),
     ("AttestationService.GetVerdict", &[0, 1, 4, 6]),
     // The read side: rows scoped as bodies are (which rows each caller gets
     // is tests/tests/queries.rs). Engineers are refused the fleet; only
@@ -66,8 +68,8 @@ const ALLOWED: [(&str, &[usize]); 22] = [
     // cases; every caller lists releases (their bodies are public to all).
     ("QueryService.ListDeployments", &[0, 1, 2, 4, 5, 6, 7]),
     ("QueryService.ListProposals", &[0, 4, 5]),
-    ("QueryService.ListCases", &[0, 3, 4, 5]),
-    ("QueryService.ListReleases", &[0, 1, 2, 3, 4, 5, 6, 7]),
+    ("QueryService.ListCases", &[0, 3, 4, 5, 11]),
+    ("QueryService.ListReleases", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
     // The history of lim-07: those entitled to it.
     ("QueryService.GetHistory", &[0, 1, 4, 6]),
 ];
@@ -120,6 +122,8 @@ async fn world_named(name: &str) -> World {
     let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(revoked.join("cert.pem")).unwrap()).unwrap();
     let fingerprint = Sha256Digest::of(&der).to_string();
     admin(&a1, Admin::Identity(IdentityCmd::Revoke { fingerprint, compromised_since: None })).await;
+    // An outside party that reports misuse (an NGO).
+    let reporter = person(&s, "reporter", "ngo-1").await;
     // lim-07 holds a grant; min-x's attestation is recorded.
     let r = check_in(&s, &c.device, "access").await;
     let grant_index = r.decision.as_ref().unwrap().index;
@@ -137,6 +141,7 @@ async fn world_named(name: &str) -> World {
         None,
         Some(forged),
         Some(revoked),
+        Some(reporter),
     ];
     World { s, c, folders, grant_index }
 }

@@ -7,32 +7,33 @@
 //! least privilege, and this table (B: the body is served; -: the header
 //! only). "x" is customer min-x and its deployment lim-07, which every
 //! entry of the table concerns; "y" is min-y and lim-08. eng-1 signed the
-//! verification and the signal.
+//! verification and the signal; ngo-1 is an outside reporter who did not
+//! (a reporter reads its own registration and its own signals only).
 //!
 //! ```text
-//!                 admin  aud   aud   aud   cust  cust  dep   dep   eng-1 eng-2
-//!                        full  x     y     x     y     x     y
-//! root            B      B     B     B     B     B     B     B     B     B
-//! identity(lim-07)B      B     B     -     B     -     B     -     -     -
-//! revocation      B      B     -     -     -     -     -     -     -     -
-//! note            B      B     -     -     -     -     -     -     -     -
-//! customer        B      B     B     -     B     -     -     -     -     -
-//! deployment      B      B     B     -     B     -     -     -     -     -
-//! contract        B      B     B     -     B     -     -     -     -     -
-//! release         B      B     B     B     B     B     B     B     B     B
-//! attestation     B      B     B     -     B     -     -     -     -     -
-//! verification    B      B     B     -     -     -     -     -     B     -
-//! signal          B      B     -     -     -     -     -     -     B     -
-//! case            B      B     -     -     -     -     -     -     -     -
-//! suspension      B      B     B     -     -     -     -     -     -     -
-//! security_fix    B      B     B     -     -     -     -     -     -     -
-//! waiver          B      B     B     -     -     -     -     -     -     -
-//! approval        B      B     -     -     -     -     -     -     -     -
-//! denied_party    B      B     -     -     -     -     -     -     -     -
-//! licence         B      B     B     -     B     -     -     -     -     -
-//! grant           B      B     B     -     B     -     B     -     -     -
-//! withhold        B      B     B     -     B     -     B     -     -     -
-//! report          B      B     B     -     B     -     B     -     -     -
+//!                 admin  aud   aud   aud   cust  cust  dep   dep   eng-1 eng-2 rep
+//!                        full  x     y     x     y     x     y                 ngo-1
+//! root            B      B     B     B     B     B     B     B     B     B     B
+//! identity(lim-07)B      B     B     -     B     -     B     -     -     -     -
+//! revocation      B      B     -     -     -     -     -     -     -     -     -
+//! note            B      B     -     -     -     -     -     -     -     -     -
+//! customer        B      B     B     -     B     -     -     -     -     -     -
+//! deployment      B      B     B     -     B     -     -     -     -     -     -
+//! contract        B      B     B     -     B     -     -     -     -     -     -
+//! release         B      B     B     B     B     B     B     B     B     B     B
+//! attestation     B      B     B     -     B     -     -     -     -     -     -
+//! verification    B      B     B     -     -     -     -     -     B     -     -
+//! signal          B      B     -     -     -     -     -     -     B     -     -
+//! case            B      B     -     -     -     -     -     -     -     -     -
+//! suspension      B      B     B     -     -     -     -     -     -     -     -
+//! security_fix    B      B     B     -     -     -     -     -     -     -     -
+//! waiver          B      B     B     -     -     -     -     -     -     -     -
+//! approval        B      B     -     -     -     -     -     -     -     -     -
+//! denied_party    B      B     -     -     -     -     -     -     -     -     -
+//! licence         B      B     B     -     B     -     -     -     -     -     -
+//! grant           B      B     B     -     B     -     B     -     -     -     -
+//! withhold        B      B     B     -     B     -     B     -     -     -     -
+//! report          B      B     B     -     B     -     B     -     -     -     -
 //! ```
 //!
 //! Why: a misuse signal names its reporter's key, which is the public actor
@@ -63,7 +64,7 @@ use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_tests::*;
 use tonic::Code;
 
-const CALLERS: [&str; 10] = [
+const CALLERS: [&str; 11] = [
     "admin",
     "auditor (full)",
     "auditor (min-x)",
@@ -74,31 +75,32 @@ const CALLERS: [&str; 10] = [
     "deployment lim-08",
     "engineer eng-1 (signer)",
     "engineer eng-2",
+    "reporter ngo-1",
 ];
 
 /// The table of the file's header: for each kind, one letter per caller.
 const BODIES: [(EntryKind, &str); 21] = [
-    (EntryKind::Root, "BBBBBBBBBB"),
-    (EntryKind::Identity, "BBB-B-B---"),
-    (EntryKind::Revocation, "BB--------"),
-    (EntryKind::Note, "BB--------"),
-    (EntryKind::Customer, "BBB-B-----"),
-    (EntryKind::Deployment, "BBB-B-----"),
-    (EntryKind::Contract, "BBB-B-----"),
-    (EntryKind::Release, "BBBBBBBBBB"),
-    (EntryKind::Attestation, "BBB-B-----"),
-    (EntryKind::Verification, "BBB-----B-"),
-    (EntryKind::Signal, "BB------B-"),
-    (EntryKind::Case, "BB--------"),
-    (EntryKind::Suspension, "BBB-------"),
-    (EntryKind::SecurityFix, "BBB-------"),
-    (EntryKind::Waiver, "BBB-------"),
-    (EntryKind::Approval, "BB--------"),
-    (EntryKind::DeniedParty, "BB--------"),
-    (EntryKind::Licence, "BBB-B-----"),
-    (EntryKind::Grant, "BBB-B-B---"),
-    (EntryKind::Withhold, "BBB-B-B---"),
-    (EntryKind::Report, "BBB-B-B---"),
+    (EntryKind::Root, "BBBBBBBBBBB"),
+    (EntryKind::Identity, "BBB-B-B----"),
+    (EntryKind::Revocation, "BB---------"),
+    (EntryKind::Note, "BB---------"),
+    (EntryKind::Customer, "BBB-B------"),
+    (EntryKind::Deployment, "BBB-B------"),
+    (EntryKind::Contract, "BBB-B------"),
+    (EntryKind::Release, "BBBBBBBBBBB"),
+    (EntryKind::Attestation, "BBB-B------"),
+    (EntryKind::Verification, "BBB-----B--"),
+    (EntryKind::Signal, "BB------B--"),
+    (EntryKind::Case, "BB---------"),
+    (EntryKind::Suspension, "BBB--------"),
+    (EntryKind::SecurityFix, "BBB--------"),
+    (EntryKind::Waiver, "BBB--------"),
+    (EntryKind::Approval, "BB---------"),
+    (EntryKind::DeniedParty, "BB---------"),
+    (EntryKind::Licence, "BBB-B------"),
+    (EntryKind::Grant, "BBB-B-B----"),
+    (EntryKind::Withhold, "BBB-B-B----"),
+    (EntryKind::Report, "BBB-B-B----"),
 ];
 
 struct World {
@@ -109,22 +111,6 @@ struct World {
     chosen: BTreeMap<EntryKind, u64>,
     /// Every entry: (header bytes, body), read as admin.
     entries: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// An auditor `id` whose scope is `scope`.
-async fn scoped_auditor(s: &Running, id: &str, scope: &str) -> PathBuf {
-    let dir = s.dir.join(format!("people/{id}"));
-    covenant_cli::keys::new(&dir, false, true).unwrap();
-    std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
-    let issue = IdentityCmd::Issue {
-        role: IdentityRole::Auditor,
-        id: id.into(),
-        csr: dir.join("request.csr"),
-        out: dir.clone(),
-        scope: Some(vec![scope.into()]),
-    };
-    issue_identity(s, issue).await;
-    dir
 }
 
 /// The other customer min-y with deployment lim-08, their keys, and the
@@ -143,8 +129,8 @@ async fn others(s: &Running) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     admin(&a1, lim08).await;
     let customer_y = person(s, "customer", "min-y").await;
     let device_y = person(s, "deployment", "lim-08").await;
-    let aud_x = scoped_auditor(s, "aud-x", "min-x").await;
-    let aud_y = scoped_auditor(s, "aud-y", "min-y").await;
+    let aud_x = scoped_auditor(s, "aud-x", &["min-x"]).await;
+    let aud_y = scoped_auditor(s, "aud-y", &["min-y"]).await;
     (customer_y, device_y, aud_x, aud_y)
 }
 
@@ -160,6 +146,7 @@ async fn world(name: &str) -> World {
     let c = cast(&s).await;
     let (customer_y, device_y, aud_x, aud_y) = others(&s).await;
     let eng2 = person(&s, "engineer", "eng-2").await;
+    let ngo = person(&s, "reporter", "ngo-1").await;
     let a1 = s.admin(1);
     // Attested and verified, lim-07 is granted 1.1.0 and reports installing it.
     let att = attest_via_cli(&s, &c.customer).await;
@@ -262,6 +249,7 @@ async fn world(name: &str) -> World {
         device_y,
         c.engineer.clone(),
         eng2,
+        ngo,
     ];
     World { s, folders, chosen, entries }
 }

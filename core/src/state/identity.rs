@@ -50,6 +50,9 @@ impl State {
                 Some("an engineer's key signs the field verifications the conditions read".into())
             }
             IdentityRole::Auditor => Some("an auditor's key signs misuse signals and reads ledger facts".into()),
+            IdentityRole::Reporter => {
+                Some("a reporter's key signs misuse signals, which open the cases the conditions read".into())
+            }
         };
         let Some(why) = why else {
             self.register(*certificate_sha256, identity);

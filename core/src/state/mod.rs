@@ -380,7 +380,7 @@ impl State {
                     .and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)));
                 let (_, keys) = self.registered_signer(
                     signer,
-                    &[IdentityRole::Engineer, IdentityRole::Auditor],
+                    &[IdentityRole::Engineer, IdentityRole::Auditor, IdentityRole::Reporter],
                     "a misuse signal",
                 )?;
                 let signal = envelope::verify::<MisuseSignal>(body, &keys)

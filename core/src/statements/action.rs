@@ -123,16 +123,21 @@ pub enum IdentityRole {
     Auditor,
     /// A deployment's agent.
     Deployment,
+    /// An outside party (an NGO, a journalist, a National Contact Point)
+    /// that reports misuse: it submits signals and reads the state of the
+    /// cases its own signals opened, nothing else.
+    Reporter,
 }
 
 impl IdentityRole {
     /// Every role, in the order of the enum.
-    pub const ALL: [IdentityRole; 5] = [
+    pub const ALL: [IdentityRole; 6] = [
         IdentityRole::Admin,
         IdentityRole::Customer,
         IdentityRole::Engineer,
         IdentityRole::Auditor,
         IdentityRole::Deployment,
+        IdentityRole::Reporter,
     ];
 
     /// The role's name, as payloads, certificates and the CLI spell it.
@@ -143,6 +148,7 @@ impl IdentityRole {
             IdentityRole::Engineer => "engineer",
             IdentityRole::Auditor => "auditor",
             IdentityRole::Deployment => "deployment",
+            IdentityRole::Reporter => "reporter",
         }
     }
 }
@@ -155,7 +161,7 @@ impl std::fmt::Display for IdentityRole {
 
 /// A role name that is none of [`IdentityRole`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: use admin, customer, engineer, auditor or deployment")]
+#[error("unknown role {0:?}: use admin, customer, engineer, auditor, deployment or reporter")]
 pub struct UnknownRole(pub String);
 
 impl std::str::FromStr for IdentityRole {
@@ -283,6 +289,18 @@ pub enum ActionKind {
     },
 }
 
+/// Refuses a customer or deployment id spelled like a misuse case's
+/// (`case-` and digits): case ids name cases wherever a subject is asked for
+/// (a subject's history), so no customer or deployment may take one.
+fn check_not_a_case(field: &'static str, id: &str) -> Result<(), StatementError> {
+    match id.strip_prefix("case-") {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(super::invalid(field, "case-N names a misuse case; choose another id"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Payload of `application/vnd.covenant.action.v1+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,11 +352,13 @@ impl Payload for AdminAction {
             ActionKind::RevokeIdentity { .. } | ActionKind::Approve { .. } => Ok(()),
             ActionKind::RegisterCustomer { customer, legal_name, country } => {
                 check_id("action.customer", customer)?;
+                check_not_a_case("action.customer", customer)?;
                 check_text("action.legal_name", legal_name)?;
                 check_country("action.country", country)
             }
             ActionKind::RegisterDeployment { deployment, customer, product, site, .. } => {
                 check_id("action.deployment", deployment)?;
+                check_not_a_case("action.deployment", deployment)?;
                 check_id("action.customer", customer)?;
                 check_id("action.product", product)?;
                 check_country("action.site.country", &site.country)?;

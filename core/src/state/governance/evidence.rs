@@ -212,7 +212,13 @@ impl Facts {
         }
         self.last_decision_time = Some(d.issued_at);
         self.answered.insert((d.deployment.clone(), checkin.nonce));
-        self.decisions.entry(d.deployment.clone()).or_default().push(DecisionFact {
+        let decisions = self.decisions.entry(d.deployment.clone()).or_default();
+        // Only the standing decision's unmet reasons are read (the fleet):
+        // an older one's are dropped, so they do not pile up.
+        if let Some(previous) = decisions.last_mut() {
+            previous.unmet = Vec::new();
+        }
+        decisions.push(DecisionFact {
             index,
             verdict: d.verdict,
             release: d.release,

@@ -309,7 +309,8 @@ pub struct DecisionFact {
     pub expires_at: Option<Timestamp>,
     /// [`reasons_digest`] of the decision: what a withhold says.
     pub reasons: Sha256Digest,
-    /// The conditions the decision found unmet, with their reasons.
+    /// The conditions the decision found unmet, with their reasons; kept for
+    /// the standing (newest) decision only, empty once a newer one is logged.
     pub unmet: Vec<crate::statements::ConditionResult>,
     /// The exact check-in envelope the decision answered.
     pub checkin: Vec<u8>,
