@@ -111,10 +111,18 @@ impl pb::attestation_service_server::AttestationService for Node {
         // A scoped auditor opens cases only about customers in its scope (an
         // engineer's work is not bounded by customer).
         if caller.role == IdentityRole::Auditor && caller.scope.is_some() {
-            let placed = classify(&body).map_err(refusal_status)?;
+            classify(&body).map_err(refusal_status)?;
+            // The header names no subject: whom the signal concerns is in
+            // its body (which classify has just parsed).
+            let about = Envelope::parse(&body)
+                .ok()
+                .and_then(|e| MisuseSignal::parse(e.payload()).ok())
+                .map(|s| s.about)
+                .ok_or_else(|| Status::invalid_argument("the signal does not parse"))?;
             let state = self.registry.state.read().map_err(|_| Status::internal("registry lock poisoned"))?;
             let viewer = caller.viewer();
-            if !placed.subjects.iter().all(|s| entitled(&viewer, &Subject::resolve(&state, s))) {
+            let subjects = std::iter::once(about.customer.as_str()).chain(about.deployment.as_deref());
+            if !subjects.into_iter().all(|s| entitled(&viewer, &Subject::resolve(&state, s))) {
                 return Err(Status::permission_denied("an auditor signals only about customers in its scope"));
             }
         }

@@ -459,10 +459,30 @@ impl pb::query_service_server::QueryService for Node {
                     v.truncate(size + 1);
                     v
                 }
-                None => self
-                    .subjects
-                    .entries_after(&req.subject, after, size + 1)
-                    .map_err(|e| Status::internal(format!("the subject index: {e}")))?,
+                None => {
+                    let mut v = self
+                        .subjects
+                        .entries_after(&req.subject, after, size + 1)
+                        .map_err(|e| Status::internal(format!("the subject index: {e}")))?;
+                    // Signals carry no subject tag (their header must not
+                    // tell the customer one was filed), so the index does
+                    // not list them: those who read every body get the
+                    // signals about the subject from the cases.
+                    if reads_all(&caller) {
+                        v.extend(
+                            state
+                                .facts()
+                                .cases()
+                                .filter(|c| c.customer == req.subject || c.deployment.as_deref() == Some(&req.subject))
+                                .map(case_opened)
+                                .filter(|i| after.is_none_or(|a| *i > a)),
+                        );
+                        v.sort_unstable();
+                        v.dedup();
+                        v.truncate(size + 1);
+                    }
+                    v
+                }
             };
             // Entries are folded into the state before their batch is
             // signed: answer up to the signed size, which the reads serve.

@@ -505,3 +505,22 @@ async fn a_customer_cannot_tell_another_customers_deployment_from_an_unknown_id_
     assert_eq!(answers[0], answers[1], "another's and an unknown id answer alike");
     s.stop().await;
 }
+
+/// A misuse signal's header carries no subject tag: a customer holding its
+/// own and its deployments' subject keys finds none of the signals about
+/// it, so it cannot tell that (or when) someone reported it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_cannot_tell_that_a_signal_about_it_was_filed() {
+    let w = world("vis-signal-tags").await;
+    let keys = subject_keys(&w.s, &w.folders[4]).await;
+    assert!(keys.contains_key("min-x") && keys.contains_key("lim-07"));
+    let signal = w.chosen[&EntryKind::Signal];
+    let header = EntryHeader::parse(&w.entries[signal as usize].0).unwrap();
+    assert!(header.tags.is_empty(), "a signal's header is tagged: {:?}", header.tags);
+    for (index, (bytes, _)) in w.entries.iter().enumerate() {
+        let header = EntryHeader::parse(bytes).unwrap();
+        let found = keys.values().any(|k| header.tags.contains(&k.tag(&header.body_digest)));
+        assert!(!(found && header.kind == EntryKind::Signal), "min-x's keys find the signal at entry {index}");
+    }
+    w.s.stop().await;
+}

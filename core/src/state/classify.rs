@@ -68,10 +68,13 @@ pub fn classify(body: &[u8]) -> Result<Placement, Rejection> {
             placed(kind, subjects)
         }
         MisuseSignal::PAYLOAD_TYPE => {
-            let s = MisuseSignal::parse(env.payload()).map_err(bad)?;
-            let subjects = std::iter::once(s.about.customer).chain(s.about.deployment).collect();
-            // No actor: who reported a misuse is never shown with the header.
-            Ok(Placement { kind: EntryKind::Signal, actor: None, subjects })
+            MisuseSignal::parse(env.payload()).map_err(bad)?;
+            // No actor and no subject: who reported a misuse is never shown
+            // with the header, and neither is whom it concerns. A tag of the
+            // customer or its deployment would let the customer (who holds
+            // those subject keys) see that, and exactly when, someone
+            // reported it, and guess who from the time.
+            Ok(Placement { kind: EntryKind::Signal, actor: None, subjects: vec![] })
         }
         Decision::PAYLOAD_TYPE => {
             let d = Decision::parse(env.payload()).map_err(bad)?;
