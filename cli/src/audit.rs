@@ -76,6 +76,35 @@ pub enum Audit {
     /// before it and the check-in it carries. Exits non-zero on any
     /// mismatch, naming each by index. Needs an admin or full-scope auditor.
     Replay,
+    /// Writes an evidence pack: the entries about a customer, a deployment,
+    /// a case or everything (bodies only within your scope), each with its
+    /// inclusion proof against one witnessed checkpoint, with the root chain,
+    /// every header (for the completeness check), an index.json sorted under
+    /// the due-diligence headings and decisions.csv. It verifies with
+    /// `covenant audit verify-export` and no server (docs/evidence.md).
+    Export {
+        /// What to export (one of --customer, --deployment, --case, --all).
+        #[command(flatten)]
+        select: crate::evidence::Select,
+        /// Only entries at or after this ledger time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only entries at or before this ledger time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// The folder to write (new or empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Verifies an evidence pack with nothing but its files: the root chain
+    /// (from --root if given, else trusting the pack's first root), the
+    /// witnessed checkpoint, every header against it, every entry's body,
+    /// proof and signature, and that no entry of the selection is missing.
+    /// Exits non-zero naming the first failure.
+    VerifyExport {
+        /// The pack's folder.
+        dir: PathBuf,
+    },
 }
 
 /// What the auditor keeps between runs.
@@ -148,6 +177,45 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                     report.previous_size,
                     report.cosignatures,
                     report.witness_threshold
+                )
+            })
+        }
+        Audit::Export { select, from, to, out } => {
+            let trusted = provisioned_root(conn, root)?;
+            let done = crate::evidence::export(conn, trusted, &select, &from, &to, &out).await?;
+            print(json, &done, || {
+                format!(
+                    "Wrote the evidence pack {}: {} entries ({} withheld, outside your scope) against the witnessed checkpoint of size {}. Check it with: covenant audit verify-export {}",
+                    done.out.display(),
+                    done.entries,
+                    done.withheld,
+                    done.tree_size,
+                    done.out.display()
+                )
+            })
+        }
+        Audit::VerifyExport { dir } => {
+            let report = crate::evidence::verify_export(&dir, root)
+                .with_context(|| format!("the evidence pack {} does not verify", dir.display()))?;
+            print(json, &report, || {
+                format!(
+                    "The evidence pack {} verifies: {} entries ({} withheld) of {} selection{}, complete for entries {}, against the checkpoint of size {} (root {}) with {} of {} witness cosignatures; root version {}{}.",
+                    dir.display(),
+                    report.entries,
+                    report.withheld,
+                    report.selection.kind,
+                    report.selection.id.as_deref().map(|i| format!(" {i}")).unwrap_or_default(),
+                    report.range.map(|(a, b)| format!("{a} to {b}")).unwrap_or_else(|| "none".into()),
+                    report.tree_size,
+                    report.root_hash,
+                    report.cosignatures,
+                    report.witness_threshold,
+                    report.root_version,
+                    if report.trusted_on_first_use {
+                        " (the pack's first root trusted on first use; pass --root to check it against yours)"
+                    } else {
+                        ""
+                    }
                 )
             })
         }

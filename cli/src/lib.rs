@@ -8,6 +8,7 @@ pub mod attest;
 pub mod audit;
 pub mod connect;
 pub mod demo;
+pub mod evidence;
 pub mod keys;
 pub mod output;
 pub mod query;

@@ -11,6 +11,7 @@
 pub mod describe;
 pub mod digest;
 pub mod envelope;
+pub mod evidence;
 pub mod keys;
 pub mod ledger;
 pub mod merkle;

@@ -1,0 +1,455 @@
+//! `covenant audit export` and `covenant audit verify-export`: the evidence
+//! pack (`docs/evidence.md`). Export reads the ledger over mutual TLS as the
+//! caller (bodies only within its scope), checks the witnessed checkpoint
+//! it builds on, and writes the folder; verification reads the folder alone
+//! and runs `covenant_core::evidence::verify_pack`, which names the first
+//! failure.
+//!
+//! The folder: `index.json` (the selection, its range, the subject keys
+//! for the completeness check, what was withheld, the entries under the
+//! due-diligence headings), `checkpoint` (the signed note with its
+//! cosignatures), `roots/<version>.json` (the root chain), `headers` (every
+//! header of the tree, one per line), `entries.jsonl` (the selected
+//! entries: salt, body, inclusion proof) and `decisions.csv`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use covenant_core::describe;
+use covenant_core::digest::Timestamp;
+use covenant_core::envelope::Envelope;
+use covenant_core::evidence::{
+    HEADINGS, Item, PACK_FORMAT, PackEntry, PackIndex, PackReport, Section, Selection, Withheld, heading,
+};
+use covenant_core::keys::KeyId;
+use covenant_core::ledger::{EntryHeader, EntryKind, SubjectKey};
+use covenant_core::merkle::{self, MemoryTree};
+use covenant_core::note;
+use covenant_core::root::walk_chain;
+use covenant_core::statements::{ActionKind, AdminAction, Decision, Payload as _, RootMetadata};
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use tonic::transport::Channel;
+
+use crate::connect::Connection;
+
+/// Entries asked for per page (the server's limit).
+const PAGE: u64 = 1024;
+
+/// What to export.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Select {
+    /// A customer: its entries and its deployments'.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// One deployment's entries.
+    #[arg(long)]
+    pub deployment: Option<String>,
+    /// A misuse case (case-N): its signal, its moves and their approvals,
+    /// and what was recorded about its customer while it ran.
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Every entry.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `covenant audit export`'s answer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Exported {
+    /// The folder written.
+    pub out: PathBuf,
+    /// The checkpoint's size it builds on.
+    pub tree_size: u64,
+    /// Entries written, and entries of the selection withheld (bodies the
+    /// caller may not read).
+    pub entries: u64,
+    /// See `entries`.
+    pub withheld: u64,
+}
+
+fn parse_time(s: &Option<String>, what: &str) -> anyhow::Result<Option<Timestamp>> {
+    s.as_deref()
+        .map(|t| Timestamp::parse_rfc3339(t).with_context(|| format!("--{what} {t:?} is not an RFC 3339 time")))
+        .transpose()
+}
+
+fn progress(what: &str, done: u64, of: u64) {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{what}: {done} of {of}");
+        if done == of {
+            eprintln!();
+        }
+    }
+}
+
+/// Writes the evidence pack of `select` to `out` (which must not exist or
+/// be empty).
+pub async fn export(
+    conn: &Connection,
+    trusted: covenant_core::root::TrustedRoot,
+    select: &Select,
+    from: &Option<String>,
+    to: &Option<String>,
+    out: &Path,
+) -> anyhow::Result<Exported> {
+    let (from, to) = (parse_time(from, "from")?, parse_time(to, "to")?);
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("{} exists and is not empty: name a new folder for the pack", out.display());
+    }
+    let channel = conn.channel().await?;
+    let mut ledger = LedgerServiceClient::new(channel.clone());
+    let mut query = covenant_proto::v1::query_service_client::QueryServiceClient::new(channel);
+
+    // The witnessed checkpoint the pack builds on, checked as a verifier will.
+    let roots = ledger.get_root_chain(pb::GetRootChainRequest { from_version: 1 }).await?.into_inner().roots;
+    let newest = walk_chain(&trusted, roots.iter().map(Vec::as_slice), crate::now())
+        .context("the server's root chain does not follow from the trusted root")?;
+    let log = newest.ledger_verifiers()?.into_iter().next().context("the root names no ledger key")?;
+    let cp = ledger.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner().note;
+    let verified = note::open_checkpoint(&cp, &log).context("the checkpoint is not signed by the ledger key")?;
+    let (witnesses, _) = newest.witness_policy()?;
+    verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), 0).context(
+        "the server's newest checkpoint lacks the witness threshold; wait for the witnesses to cosign and export again",
+    )?;
+    let size = verified.checkpoint().size;
+
+    // The selection's subjects, and their keys (the completeness check).
+    let (kind, id) = match select {
+        Select { customer: Some(c), .. } => ("customer", Some(c.clone())),
+        Select { deployment: Some(d), .. } => ("deployment", Some(d.clone())),
+        Select { case: Some(c), .. } => ("case", Some(c.clone())),
+        _ => ("all", None),
+    };
+    let mut subjects: Vec<String> = Vec::new();
+    // The cases the pack carries (signals carry no subject tag, so they are
+    // found through the cases the caller may list), by id, with the index
+    // of the signal that opened each.
+    let mut cases: BTreeMap<String, u64> = BTreeMap::new();
+    let listed = match crate::query::cases(&mut query).await {
+        Ok(listed) => listed.cases,
+        // Customers and devices may not list cases: their packs hold none.
+        Err(_) if kind != "case" => vec![],
+        Err(e) => return Err(e.context("listing the cases")),
+    };
+    match (kind, &id) {
+        ("customer", Some(c)) => {
+            subjects.push(c.clone());
+            let rows = crate::query::fleet(&mut query, Some(c), Default::default()).await?;
+            subjects.extend(rows.deployments.into_iter().map(|d| d.id));
+            cases.extend(listed.iter().filter(|x| x.customer == *c).map(|x| (x.id.clone(), x.opened_index)));
+        }
+        ("deployment", Some(d)) => {
+            subjects.push(d.clone());
+            cases.extend(listed.iter().filter(|x| x.deployment == *d).map(|x| (x.id.clone(), x.opened_index)));
+        }
+        ("case", Some(c)) => {
+            let case = listed.into_iter().find(|x| x.id == *c).with_context(|| format!("no case {c} you may see"))?;
+            cases.insert(case.id.clone(), case.opened_index);
+            subjects.push(case.customer);
+            subjects.extend((!case.deployment.is_empty()).then_some(case.deployment));
+        }
+        _ => {}
+    }
+    let case_signal = cases.values().min().copied();
+    let signals: BTreeSet<u64> = cases.values().copied().collect();
+    let keys = ledger.get_subject_keys(pb::GetSubjectKeysRequest {}).await?.into_inner().keys;
+    let keys: BTreeMap<String, SubjectKey> = keys
+        .into_iter()
+        .filter(|k| subjects.contains(&k.subject))
+        .filter_map(|k| Some((k.subject, SubjectKey(k.key.try_into().ok()?))))
+        .collect();
+    if let Some(missing) = subjects.iter().find(|s| !keys.contains_key(*s)) {
+        bail!("your identity is not entitled to {missing}: it cannot export a pack about it");
+    }
+
+    // Pass 1: every header (the tree, the selection, the identities).
+    std::fs::create_dir_all(out.join("roots")).with_context(|| format!("creating {}", out.display()))?;
+    let mut headers_file = std::io::BufWriter::new(std::fs::File::create(out.join("headers"))?);
+    let mut tree = MemoryTree::new();
+    let mut selected: BTreeSet<u64> = BTreeSet::new();
+    let mut kinds: BTreeMap<u64, (EntryKind, Timestamp, String)> = BTreeMap::new();
+    let mut identities: Vec<u64> = Vec::new();
+    let mut case_candidates: Vec<u64> = Vec::new();
+    let mut index = 0;
+    while index < size {
+        let end = (index + PAGE).min(size);
+        let page = ledger
+            .get_entries(pb::GetEntriesRequest { start: index, end, with_bodies: false })
+            .await?
+            .into_inner()
+            .entries;
+        if page.len() as u64 != end - index {
+            bail!("the server returned {} entries for {index}..{end}", page.len());
+        }
+        for e in page {
+            if e.header.contains(&b'\n') {
+                bail!("entry {}'s header holds a newline", e.index);
+            }
+            headers_file.write_all(&e.header)?;
+            headers_file.write_all(b"\n")?;
+            tree.push_leaf(&e.header);
+            let header = EntryHeader::parse(&e.header).with_context(|| format!("entry {}'s header", e.index))?;
+            if header.kind == EntryKind::Identity {
+                identities.push(e.index);
+            }
+            let in_time = from.is_none_or(|f| header.time >= f) && to.is_none_or(|t| header.time <= t);
+            let tagged = keys.values().any(|k| header.tags.contains(&k.tag(&header.body_digest)));
+            let after = case_signal.is_some_and(|s| e.index >= s);
+            if after && matches!(header.kind, EntryKind::Case | EntryKind::Approval) {
+                case_candidates.push(e.index);
+            }
+            let ours = match kind {
+                "all" => true,
+                // A case: its signal, and what was recorded about its
+                // customer from then on.
+                "case" => signals.contains(&e.index) || (after && tagged),
+                _ => tagged || signals.contains(&e.index),
+            };
+            if ours && in_time {
+                selected.insert(e.index);
+            }
+            kinds.insert(e.index, (header.kind, header.time, hex::encode(merkle::leaf_hash(&e.header))));
+        }
+        index = end;
+        progress("headers", index, size);
+    }
+    headers_file.flush()?;
+    if tree.root() != verified.checkpoint().root_hash {
+        bail!("the headers the server served do not reproduce its signed checkpoint of size {size}");
+    }
+
+    // A case's moves and their approvals: found by their bodies.
+    let mut bodies: BTreeMap<u64, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    let mut wanted_keys: BTreeSet<KeyId> = BTreeSet::new();
+    if !cases.is_empty() && kind != "all" {
+        let mut moves_proposed = BTreeSet::new();
+        for i in &case_candidates {
+            let (body, salt) = fetch(&mut ledger, *i).await?;
+            let Some(action) = Envelope::parse(&body).ok().and_then(|e| AdminAction::parse(e.payload()).ok()) else {
+                continue;
+            };
+            let ours = match &action.action {
+                ActionKind::CaseTransition { case, .. } => {
+                    let ours = cases.contains_key(case);
+                    if ours && let Ok(env) = Envelope::parse(&body) {
+                        // How an approval names this move, if it is a proposal.
+                        moves_proposed.insert(covenant_core::digest::Sha256Digest::of(env.payload()));
+                    }
+                    ours
+                }
+                ActionKind::Approve { proposal } => moves_proposed.contains(proposal),
+                _ => false,
+            };
+            let in_time =
+                kinds.get(i).is_some_and(|(_, t, _)| from.is_none_or(|f| *t >= f) && to.is_none_or(|x| *t <= x));
+            if ours && in_time {
+                selected.insert(*i);
+                wanted_keys.extend(signers_to_register(&body));
+                bodies.insert(*i, (body, salt));
+            }
+        }
+    }
+    let range = selected.first().copied().zip(selected.last().copied());
+
+    // Pass 2: the selected bodies, and the registrations of their signers.
+    let mut withheld = Vec::new();
+    let targets: Vec<u64> = selected.iter().copied().collect();
+    for chunk in targets.chunks(PAGE as usize) {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
+        let mut start = *first;
+        while start <= *last {
+            let end = (start + PAGE).min(last + 1);
+            let page =
+                ledger.get_entries(pb::GetEntriesRequest { start, end, with_bodies: true }).await?.into_inner().entries;
+            for e in page {
+                if !selected.contains(&e.index) || bodies.contains_key(&e.index) {
+                    continue;
+                }
+                let (entry_kind, _, _) = kinds.get(&e.index).cloned().context("an entry past the headers")?;
+                if e.body.is_empty() {
+                    if matches!(entry_kind, EntryKind::Grant | EntryKind::Withhold) {
+                        bail!("your identity cannot read decision {}: a pack never withholds a decision", e.index);
+                    }
+                    withheld.push(Withheld { index: e.index, kind: entry_kind });
+                    continue;
+                }
+                wanted_keys.extend(signers_to_register(&e.body));
+                bodies.insert(e.index, (e.body, e.salt));
+            }
+            start = end;
+        }
+        progress("bodies", bodies.len() as u64, selected.len() as u64);
+    }
+    // The identity entries that registered those keys.
+    let mut found: BTreeSet<KeyId> = BTreeSet::new();
+    for i in identities {
+        if found.len() == wanted_keys.len() {
+            break;
+        }
+        if let Some((body, _)) = bodies.get(&i) {
+            if let Some(k) = registered_key(body).filter(|k| wanted_keys.contains(k)) {
+                found.insert(k);
+            }
+            continue;
+        }
+        let (body, salt) = fetch(&mut ledger, i).await?;
+        if let Some(k) = registered_key(&body)
+            && wanted_keys.contains(&k)
+        {
+            found.insert(k);
+            bodies.insert(i, (body, salt));
+        }
+    }
+    if let Some(k) = wanted_keys.iter().find(|k| !found.contains(k)) {
+        bail!("your identity cannot read the registration of key {k}, which signed an entry of the pack");
+    }
+
+    // Write the entries with their proofs, the index, the CSV, the roots and the checkpoint.
+    let mut entries_file = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
+    let mut sections: BTreeMap<&'static str, Vec<Item>> = BTreeMap::new();
+    let mut csv =
+        String::from("index,time,deployment,verdict,release,expires_at,unmet_conditions,suspension,leaf_hash\n");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (i, (body, salt)) in &bodies {
+        let proof = merkle::inclusion_proof(&tree, *i, size).map_err(|e| anyhow::anyhow!("proof of entry {i}: {e}"))?;
+        let line = PackEntry {
+            index: *i,
+            salt: hex::encode(salt),
+            body: b64.encode(body),
+            proof: proof.iter().map(hex::encode).collect(),
+        };
+        serde_json::to_writer(&mut entries_file, &line)?;
+        entries_file.write_all(b"\n")?;
+        let (k, time, leaf) = kinds.get(i).cloned().context("an entry past the headers")?;
+        sections.entry(heading(k)).or_default().push(Item {
+            index: *i,
+            time,
+            kind: k,
+            summary: describe::summary(body),
+            leaf_hash: leaf.clone(),
+        });
+        if let Some(d) = Envelope::parse(body).ok().and_then(|e| Decision::parse(e.payload()).ok()) {
+            let unmet: Vec<&str> = d
+                .conditions
+                .iter()
+                .filter(|c| c.status == covenant_core::statements::ConditionStatus::Unmet)
+                .map(|c| c.condition.as_str())
+                .collect();
+            csv.push_str(&format!(
+                "{i},{time},{},{},{},{},{},{},{leaf}\n",
+                d.deployment,
+                if d.verdict == covenant_core::statements::Verdict::Grant { "grant" } else { "withhold" },
+                d.release.map(|r| r.to_string()).unwrap_or_default(),
+                d.expires_at.map(|t| t.to_string()).unwrap_or_default(),
+                unmet.join(";"),
+                d.suspension,
+            ));
+        }
+    }
+    entries_file.flush()?;
+    let index = PackIndex {
+        format: PACK_FORMAT.into(),
+        selection: Selection { kind: kind.into(), id, from, to },
+        tree_size: size,
+        range,
+        subject_keys: keys.iter().map(|(s, k)| (s.clone(), hex::encode(k.0))).collect(),
+        withheld: withheld.clone(),
+        sections: HEADINGS
+            .iter()
+            .filter_map(|h| sections.remove(h).map(|items| Section { heading: (*h).to_owned(), items }))
+            .collect(),
+    };
+    std::fs::write(out.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
+    std::fs::write(out.join("decisions.csv"), csv)?;
+    std::fs::write(out.join("checkpoint"), &cp)?;
+    for r in &roots {
+        let version = Envelope::parse(r).ok().and_then(|e| RootMetadata::parse(e.payload()).ok()).map(|m| m.version);
+        let version = version.context("a root of the chain does not parse")?;
+        std::fs::write(out.join("roots").join(format!("{version}.json")), r)?;
+    }
+    Ok(Exported {
+        out: out.to_path_buf(),
+        tree_size: size,
+        entries: bodies.len() as u64,
+        withheld: withheld.len() as u64,
+    })
+}
+
+async fn fetch(ledger: &mut LedgerServiceClient<Channel>, index: u64) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let e = ledger
+        .get_entries(pb::GetEntriesRequest { start: index, end: index + 1, with_bodies: true })
+        .await?
+        .into_inner()
+        .entries
+        .into_iter()
+        .next()
+        .with_context(|| format!("entry {index} was not served"))?;
+    Ok((e.body, e.salt))
+}
+
+/// The keys whose registrations a verifier needs for `body`: the signer of
+/// what a person or device signed, and a decision's device.
+fn signers_to_register(body: &[u8]) -> Vec<KeyId> {
+    let Ok(placed) = covenant_core::state::classify(body) else { return vec![] };
+    let first = || Envelope::parse(body).ok()?.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+    match placed.kind {
+        EntryKind::Attestation | EntryKind::Verification | EntryKind::Report | EntryKind::Signal => {
+            first().into_iter().collect()
+        }
+        EntryKind::Grant | EntryKind::Withhold => Envelope::parse(body)
+            .ok()
+            .and_then(|e| Decision::parse(e.payload()).ok())
+            .and_then(|d| {
+                Envelope::parse(&d.checkin).ok()?.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid))
+            })
+            .into_iter()
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// The signing key an identity entry registers.
+fn registered_key(body: &[u8]) -> Option<KeyId> {
+    let action = AdminAction::parse(Envelope::parse(body).ok()?.payload()).ok()?;
+    match action.action {
+        ActionKind::IssueIdentity { signing_key, .. } => Some(signing_key.key_id()),
+        _ => None,
+    }
+}
+
+/// Verifies the pack in `dir` with nothing but its files (and `trusted`, a
+/// root the verifier holds, if given).
+pub fn verify_export(dir: &Path, trusted: Option<&Path>) -> anyhow::Result<PackReport> {
+    let read =
+        |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
+    let index: PackIndex = serde_json::from_slice(&read("index.json")?).context("index.json is not a pack index")?;
+    let mut roots: Vec<(u64, Vec<u8>)> = Vec::new();
+    for f in std::fs::read_dir(dir.join("roots")).context("reading the pack's roots/")? {
+        let path = f?.path();
+        let version: u64 = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{} is not named VERSION.json", path.display()))?;
+        roots.push((version, std::fs::read(&path)?));
+    }
+    roots.sort();
+    let roots: Vec<Vec<u8>> = roots.into_iter().map(|(_, r)| r).collect();
+    let trusted = trusted.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+    let checkpoint = read("checkpoint")?;
+    let headers = std::io::BufReader::new(std::fs::File::open(dir.join("headers")).context("opening headers")?);
+    let headers = headers.split(b'\n').map(|l| l.map_err(|e| format!("reading headers: {e}")));
+    let entries =
+        std::io::BufReader::new(std::fs::File::open(dir.join("entries.jsonl")).context("opening entries.jsonl")?);
+    let entries = entries.lines().enumerate().map(|(n, l)| {
+        let l = l.map_err(|e| format!("reading line {}: {e}", n + 1))?;
+        serde_json::from_str::<PackEntry>(&l).map_err(|e| format!("line {} is not an entry: {e}", n + 1))
+    });
+    Ok(covenant_core::evidence::verify_pack(&index, &roots, trusted.as_deref(), &checkpoint, headers, entries)?)
+}

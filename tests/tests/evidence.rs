@@ -1,0 +1,238 @@
+//! The evidence pack (`covenant audit export`, `verify-export`,
+//! `docs/evidence.md`): a pack of each selection kind from a story like the
+//! demo's verifies with nothing but its files, and a pack with one flipped
+//! byte in a body, a proof, a header or the checkpoint, or with a decision
+//! removed, is refused with the failure named (one test per mutation).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use covenant_cli::admin::Admin;
+use covenant_cli::audit::Audit;
+use covenant_cli::evidence::Select;
+use covenant_core::digest::Sha256Digest;
+use covenant_core::evidence::PackEntry;
+use covenant_core::statements::*;
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
+use covenant_tests::*;
+
+struct Story {
+    s: Running,
+    case: String,
+}
+
+/// min-x's lim-07 attested, verified, granted and installed; a misuse case
+/// triaged (lim-07 withheld); min-y's lim-08 beside it, which no min-x pack
+/// may name.
+async fn story(name: &str) -> Story {
+    let s = Running::start_witnessed(name).await;
+    let c = cast(&s).await;
+    let a1 = s.admin(1);
+    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
+    let lim08 = Admin::Deployment {
+        id: "lim-08".into(),
+        customer: "min-y".into(),
+        product: "lim".into(),
+        country: "XB".into(),
+        site: "s2".into(),
+        provisioned_version: "1.0.0".into(),
+    };
+    register_deployment(&s, lim08).await;
+    let att = attest_via_cli(&s, &c.customer).await;
+    let ver = verification(&std::fs::read(att).unwrap(), Sha256Digest::of(b"verified configuration"), &c.engineer);
+    let mut eng = AttestationServiceClient::new(s.conn(&c.engineer).channel().await.unwrap());
+    eng.submit_verification(pb::SubmitRequest { envelope: ver }).await.unwrap();
+    let granted = check_in(&s, &c.device, "grant").await;
+    assert_eq!(decision_of(&granted).verdict, Verdict::Grant);
+    let case_index = s.size().await;
+    covenant_cli::attest::signal(
+        &s.conn(&c.engineer),
+        "min-x".into(),
+        Some("lim-07".into()),
+        "field_engineer",
+        "seen".into(),
+        vec![],
+        true,
+    )
+    .await
+    .unwrap();
+    let case = format!("case-{case_index}");
+    admin(&a1, Admin::Case { case: case.clone(), to: "triaged".into(), determination: None }).await;
+    assert_eq!(decision_of(&check_in(&s, &c.device, "withhold").await).verdict, Verdict::Withhold);
+    Story { s, case }
+}
+
+async fn export(st: &Story, select: Select, name: &str) -> PathBuf {
+    let out = st.s.dir.join(format!("packs/{name}"));
+    let cmd = Audit::Export { select, from: None, to: None, out: out.clone() };
+    covenant_cli::audit::run(cmd, &st.s.admin(1), None, true).await.unwrap();
+    out
+}
+
+fn select(customer: Option<&str>, deployment: Option<&str>, case: Option<&str>, all: bool) -> Select {
+    Select {
+        customer: customer.map(Into::into),
+        deployment: deployment.map(Into::into),
+        case: case.map(Into::into),
+        all,
+    }
+}
+
+fn copy(pack: &Path, to: &str) -> PathBuf {
+    let dir = pack.with_file_name(to);
+    std::fs::create_dir_all(dir.join("roots")).unwrap();
+    for f in ["index.json", "checkpoint", "headers", "entries.jsonl", "decisions.csv"] {
+        std::fs::copy(pack.join(f), dir.join(f)).unwrap();
+    }
+    for r in std::fs::read_dir(pack.join("roots")).unwrap() {
+        let r = r.unwrap().path();
+        std::fs::copy(&r, dir.join("roots").join(r.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn entries(pack: &Path) -> Vec<PackEntry> {
+    std::fs::read_to_string(pack.join("entries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_entries(pack: &Path, entries: &[PackEntry]) {
+    let text: String = entries.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+    std::fs::write(pack.join("entries.jsonl"), text).unwrap();
+}
+
+fn body_of(e: &PackEntry) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(&e.body).unwrap()
+}
+
+/// The index of the pack's first grant.
+fn grant(pack: &Path) -> usize {
+    entries(pack)
+        .iter()
+        .position(|e| {
+            covenant_core::state::classify(&body_of(e)).unwrap().kind == covenant_core::ledger::EntryKind::Grant
+        })
+        .expect("the pack holds the grant")
+}
+
+fn refused(pack: &Path, says: &str) {
+    let e = covenant_cli::evidence::verify_export(pack, None).expect_err("the mutated pack must be refused");
+    let text = format!("{e:#}");
+    assert!(text.contains(says), "expected {says:?} in {text:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_of_each_selection_verifies_offline() {
+    let st = story("pack-kinds").await;
+    let kinds = [
+        ("customer", select(Some("min-x"), None, None, false)),
+        ("deployment", select(None, Some("lim-07"), None, false)),
+        ("case", select(None, None, Some(&st.case), false)),
+        ("all", select(None, None, None, true)),
+    ];
+    for (name, sel) in kinds {
+        let pack = export(&st, sel, name).await;
+        let report = covenant_cli::evidence::verify_export(&pack, None).unwrap();
+        assert_eq!(report.selection.kind, name);
+        assert!(report.entries > 0 && report.cosignatures >= 1, "{name}: {report:?}");
+        let index = std::fs::read_to_string(pack.join("index.json")).unwrap();
+        let csv = std::fs::read_to_string(pack.join("decisions.csv")).unwrap();
+        // A case's pack starts at its signal: the withhold the case caused,
+        // not the grant before it.
+        let decision = if name == "case" { ",lim-07,withhold,,,no_open_case," } else { ",lim-07,grant," };
+        assert!(csv.lines().any(|l| l.contains(decision)), "{name}: {csv}");
+        if name != "all" {
+            // Nothing of the other customer: not in the index, not in a body.
+            assert!(!index.contains("min-y") && !index.contains("lim-08"), "{name}'s index names min-y");
+            for e in entries(&pack) {
+                let body = String::from_utf8_lossy(&body_of(&e)).into_owned();
+                assert!(!body.contains("lim-08") && !body.contains("Ministry Y"), "{name}: entry {}", e.index);
+            }
+        }
+        if name != "deployment" {
+            assert!(index.contains("Red flags: signals and cases"), "{name}: the case is in the pack");
+        }
+        assert!(index.contains("Technical safeguards"), "{name}");
+    }
+    // The trusted root of the verifier's own can anchor the chain.
+    let pack = st.s.dir.join("packs/customer");
+    let report = covenant_cli::evidence::verify_export(&pack, Some(&st.s.dir.join("root.json"))).unwrap();
+    assert!(!report.trusted_on_first_use);
+    st.s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mutation_of_a_pack_is_refused_and_named() {
+    let st = story("pack-mutations").await;
+    let pack = export(&st, select(Some("min-x"), None, None, false), "original").await;
+    covenant_cli::evidence::verify_export(&pack, None).unwrap();
+
+    // A flipped byte in a body.
+    let dir = copy(&pack, "body");
+    let mut es = entries(&dir);
+    let g = grant(&dir);
+    let mut body = body_of(&es[g]);
+    let mid = body.len() / 2;
+    body[mid] ^= 1;
+    es[g].body = base64::engine::general_purpose::STANDARD.encode(&body);
+    write_entries(&dir, &es);
+    refused(&dir, &format!("entry {}: its body does not match its header", es[g].index));
+
+    // A flipped byte in a proof.
+    let dir = copy(&pack, "proof");
+    let mut es = entries(&dir);
+    let g = grant(&dir);
+    let h = &mut es[g].proof[0];
+    let flipped = if h.starts_with('0') { "1" } else { "0" };
+    h.replace_range(0..1, flipped);
+    write_entries(&dir, &es);
+    refused(&dir, &format!("entry {}: its inclusion proof does not verify", es[g].index));
+
+    // A flipped byte in a header the pack does not carry a body for (the
+    // root's, entry 0): the headers no longer make the checkpoint's tree.
+    let dir = copy(&pack, "header");
+    let text = std::fs::read_to_string(dir.join("headers")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let at = lines[0].find("\"body_digest\":\"").unwrap() + "\"body_digest\":\"".len();
+    let c = if &lines[0][at..at + 1] == "0" { "1" } else { "0" };
+    lines[0].replace_range(at..at + 1, c);
+    std::fs::write(dir.join("headers"), lines.join("\n") + "\n").unwrap();
+    refused(&dir, "the headers: they do not reproduce the checkpoint's root hash");
+
+    // A flipped byte in the checkpoint's root hash line.
+    let dir = copy(&pack, "checkpoint");
+    let mut cp = std::fs::read(dir.join("checkpoint")).unwrap();
+    let third_line = cp.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 1;
+    cp[third_line] = if cp[third_line] == b'A' { b'B' } else { b'A' };
+    std::fs::write(dir.join("checkpoint"), cp).unwrap();
+    refused(&dir, "the checkpoint: ledger signature");
+
+    // A decision removed.
+    let dir = copy(&pack, "decision");
+    let mut es = entries(&dir);
+    let g = grant(&dir);
+    let removed = es.remove(g);
+    write_entries(&dir, &es);
+    refused(
+        &dir,
+        &format!("the pack is incomplete: entry {} (grant) concerns the selection but is missing", removed.index),
+    );
+
+    // A decision listed as withheld instead.
+    let dir = copy(&pack, "withheld");
+    let mut es = entries(&dir);
+    let g = grant(&dir);
+    let removed = es.remove(g);
+    write_entries(&dir, &es);
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["withheld"] = serde_json::json!([{ "index": removed.index, "kind": "grant" }]);
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    refused(&dir, "is a decision, which a pack never withholds");
+    st.s.stop().await;
+}
