@@ -490,3 +490,25 @@ pub fn check_ledger(server: &Path, devices: &[(&Path, &str)]) -> LedgerCheck {
     assert_eq!(replayed.decisions as usize, grants + withholds);
     LedgerCheck { size, grants, withholds, installed_grants }
 }
+
+/// The workspace's folder.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The Python interpreter of the test environment (`target/pyenv`, which
+/// `.ci/test` makes, or `$COVENANT_PYTHON`); a missing one fails the test and
+/// says how to make it (never a silent skip).
+pub fn python() -> PathBuf {
+    let python = match std::env::var_os("COVENANT_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => workspace().join("target/pyenv/bin/python"),
+    };
+    assert!(
+        python.exists(),
+        "no Python environment at {}: run `.ci/test` (the README's test command), which makes it \
+         from tests/python/requirements.txt, or set COVENANT_PYTHON to a Python with those packages",
+        python.display()
+    );
+    python
+}

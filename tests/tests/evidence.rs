@@ -236,3 +236,33 @@ async fn each_mutation_of_a_pack_is_refused_and_named() {
     refused(&dir, "is a decision, which a pack never withholds");
     st.s.stop().await;
 }
+
+/// The independent check: `tests/python/verify_pack.py`, written from
+/// `docs/evidence.md` alone, verifies the pack the Rust exporter wrote, and
+/// refuses one with a decision removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_verifier_written_from_the_docs_verifies_a_pack() {
+    let st = story("pack-python").await;
+    let pack = export(&st, select(Some("min-x"), None, None, false), "python").await;
+    let run = |dir: &Path| {
+        let out = std::process::Command::new(python())
+            .arg(workspace().join("tests/python/verify_pack.py"))
+            .arg(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = run(&pack);
+    let n = entries(&pack).len();
+    assert!(ok && said.starts_with(&format!("OK {n} ")), "verify_pack.py: {said}");
+    let dir = copy(&pack, "python-decision");
+    let mut es = entries(&dir);
+    let removed = es.remove(grant(&dir));
+    write_entries(&dir, &es);
+    let (ok, said) = run(&dir);
+    assert!(!ok && said.contains(&format!("entry {} (grant) is missing", removed.index)), "verify_pack.py: {said}");
+    st.s.stop().await;
+}

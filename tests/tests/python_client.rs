@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use covenant_cli::admin::Admin;
 use covenant_core::digest::Sha256Digest;
@@ -22,26 +22,6 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use covenant_server::datadir;
 use covenant_tests::*;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// The Python interpreter of the test environment; a missing one fails the
-/// test and says how to make it (never a silent skip).
-fn python() -> PathBuf {
-    let python = match std::env::var_os("COVENANT_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => workspace().join("target/pyenv/bin/python"),
-    };
-    assert!(
-        python.exists(),
-        "no Python environment at {}: run `.ci/test` (the README's test command), which makes it \
-         from tests/python/requirements.txt, or set COVENANT_PYTHON to a Python with those packages",
-        python.display()
-    );
-    python
-}
 
 /// Runs `covenant_client.py ARGS`; panics with its output unless it succeeds.
 fn client(python: &Path, args: &[&str]) -> String {
