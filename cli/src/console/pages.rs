@@ -283,7 +283,7 @@ struct FleetPage<'a> {
     current: &'static str,
     now: String,
     tree_size: u64,
-    total: usize,
+    count: String,
     filtered: bool,
     headings: Vec<Heading>,
     rows: Vec<FleetLine>,
@@ -315,7 +315,7 @@ pub(super) async fn fleet(frame: &Frame, client: &mut QueryServiceClient<Channel
         }
         Err(e) => return failure(frame, current, "the fleet", &e),
     };
-    let total = fleet.deployments.len();
+    let count = crate::counted(fleet.deployments.len(), "deployment", "deployments");
     let customer = FleetQuery::filter(&q.customer);
     let verdict = FleetQuery::filter(&q.verdict);
     let flag = FleetQuery::filter(&q.flag);
@@ -370,7 +370,7 @@ pub(super) async fn fleet(frame: &Frame, client: &mut QueryServiceClient<Channel
         current,
         now: when(&fleet.now),
         tree_size: fleet.tree_size,
-        total,
+        count,
         filtered: customer.is_some() || verdict.is_some() || flag.is_some(),
         headings,
         rows,
@@ -597,6 +597,7 @@ struct CasesPage<'a> {
     frame: &'a Frame,
     current: &'static str,
     now: String,
+    count: String,
     with_reporter: bool,
     cases: Vec<CaseLine>,
 }
@@ -627,6 +628,7 @@ pub(super) async fn cases(frame: &Frame, client: &mut QueryServiceClient<Channel
         Err(e) => return failure(frame, current, "cases", &e),
     };
     let with_reporter = list.cases.iter().any(|c| !c.reporter.is_empty());
+    let count = crate::counted(list.cases.len(), "case", "cases");
     let cases = list
         .cases
         .into_iter()
@@ -654,7 +656,7 @@ pub(super) async fn cases(frame: &Frame, client: &mut QueryServiceClient<Channel
             reporter: c.reporter,
         })
         .collect();
-    page(StatusCode::OK, &CasesPage { frame, current, now: when(&list.now), with_reporter, cases })
+    page(StatusCode::OK, &CasesPage { frame, current, now: when(&list.now), count, with_reporter, cases })
 }
 
 struct ReleaseRowLine {
@@ -675,6 +677,7 @@ struct ReleasesPage<'a> {
     frame: &'a Frame,
     current: &'static str,
     now: String,
+    count: String,
     releases: Vec<ReleaseRowLine>,
 }
 
@@ -685,6 +688,7 @@ pub(super) async fn releases(frame: &Frame, client: &mut QueryServiceClient<Chan
         Ok(r) => r,
         Err(e) => return failure(frame, current, "releases", &e),
     };
+    let count = crate::counted(list.releases.len(), "release", "releases");
     let releases = list
         .releases
         .into_iter()
@@ -700,7 +704,7 @@ pub(super) async fn releases(frame: &Frame, client: &mut QueryServiceClient<Chan
             running: r.running.into_iter().map(|d| (format!("/deployments/{}", encode(&d)), d)).collect(),
         })
         .collect();
-    page(StatusCode::OK, &ReleasesPage { frame, current, now: when(&list.now), releases })
+    page(StatusCode::OK, &ReleasesPage { frame, current, now: when(&list.now), count, releases })
 }
 
 // ---------------------------------------------------------------------------
