@@ -836,3 +836,53 @@ fn local_witnesses(root: &Path) -> Vec<String> {
         .map(|(w, _)| w.iter().map(|v| v.name().to_owned()).collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn frame() -> Frame {
+        Frame { role: "customer".into(), subject: "min-x".into(), server: "https://127.0.0.1:8443".into() }
+    }
+
+    /// What a customer or engineer wrote reaches the page as text: askama
+    /// escapes it, so a reason cannot inject markup or script.
+    #[test]
+    fn text_people_wrote_is_escaped_never_markup() {
+        let frame = frame();
+        let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)> & \"quoted\"";
+        let page = page(
+            StatusCode::OK,
+            &ErrorPage {
+                frame: &frame,
+                current: "",
+                title: hostile.into(),
+                message: hostile.into(),
+                hint: hostile.into(),
+            },
+        );
+        let html = page.body.unwrap();
+        assert!(!html.contains("<script>") && !html.contains("<img"), "{html}");
+        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{html}");
+    }
+
+    #[test]
+    fn fleet_links_encode_their_filters() {
+        let q = FleetQuery {
+            sort: None,
+            dir: None,
+            customer: Some("a&b c".into()),
+            verdict: Some(String::new()),
+            flag: Some("dark".into()),
+        };
+        assert_eq!(q.href("customer", "desc"), "/?sort=customer&dir=desc&customer=a%26b%20c&flag=dark");
+    }
+
+    #[test]
+    fn times_read_as_a_person_reads_them() {
+        assert_eq!(when("2026-12-04T12:34:56Z"), "2026-12-04 12:34 UTC");
+        assert_eq!(when(""), "—");
+        assert!(version_key("1.10.0") > version_key("1.9.0"));
+    }
+}
