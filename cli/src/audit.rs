@@ -335,18 +335,6 @@ async fn verify_online(
     state_path: &Path,
     bodies: bool,
 ) -> anyhow::Result<Verified> {
-    // Follow the root chain the server serves from the root we trust.
-    let chain = client.get_root_chain(pb::GetRootChainRequest { from_version: 1 }).await?.into_inner().roots;
-    let trusted = walk_chain(&provisioned, chain.iter().map(Vec::as_slice), now())
-        .context("the server's root chain does not follow from the trusted root")?;
-    let log = ledger_verifier(&trusted)?;
-    let cp = client.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
-    let verified: VerifiedCheckpoint =
-        note::open_checkpoint(&cp.note, &log).context("the checkpoint is not signed by the ledger key")?;
-    let (witnesses, threshold) = trusted.witness_policy()?;
-    let cosignatures = verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), 0)?.len();
-    let (size, root) = (verified.checkpoint().size, verified.checkpoint().root_hash);
-
     // Where we stopped last time.
     let previous: Option<AuditState> = match std::fs::read(state_path) {
         Ok(bytes) => Some(
@@ -356,8 +344,74 @@ async fn verify_online(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", state_path.display())),
     };
+    let checked = check_online(client, provisioned, previous.as_ref(), bodies).await?;
+    let tmp = state_path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&checked.state)?)?;
+    std::fs::rename(&tmp, state_path)?;
+    Ok(checked.report)
+}
+
+/// What verifying the ledger now found, for a page that shows it (the
+/// console's ledger page): the same checks as `covenant audit verify`,
+/// from entry 0, with no audit state read or written.
+#[derive(Debug, Clone)]
+pub struct LedgerVerification {
+    /// What `covenant audit verify --json` prints.
+    pub report: Verified,
+    /// The checkpoint's signed note, as served.
+    pub checkpoint: String,
+    /// The witnesses the root names (their note key names).
+    pub witnesses: Vec<String>,
+    /// The witness cosignatures that verified.
+    pub cosigned: Vec<note::Cosignature>,
+}
+
+/// Verifies the ledger now as `covenant audit verify` does (root chain,
+/// checkpoint signature, cosignatures, the tree recomputed from every
+/// header), trusting the root in `root`, without an audit state.
+pub async fn verify_now(channel: Channel, root: &Path) -> anyhow::Result<LedgerVerification> {
+    let bytes = std::fs::read(root).with_context(|| format!("reading the trusted root {}", root.display()))?;
+    let provisioned = TrustedRoot::provision(&bytes, now(), RootPolicy { allow_development: true })
+        .with_context(|| format!("the root in {} is not trusted", root.display()))?;
+    let mut client = LedgerServiceClient::new(channel);
+    let checked = check_online(&mut client, provisioned, None, false).await?;
+    Ok(LedgerVerification {
+        report: checked.report,
+        checkpoint: checked.state.checkpoint,
+        witnesses: checked.witnesses,
+        cosigned: checked.cosigned,
+    })
+}
+
+/// What one online check found, and the state to keep after it.
+struct Checked {
+    report: Verified,
+    state: AuditState,
+    witnesses: Vec<String>,
+    cosigned: Vec<note::Cosignature>,
+}
+
+async fn check_online(
+    client: &mut LedgerServiceClient<Channel>,
+    provisioned: TrustedRoot,
+    previous: Option<&AuditState>,
+    bodies: bool,
+) -> anyhow::Result<Checked> {
+    // Follow the root chain the server serves from the root we trust.
+    let chain = client.get_root_chain(pb::GetRootChainRequest { from_version: 1 }).await?.into_inner().roots;
+    let trusted = walk_chain(&provisioned, chain.iter().map(Vec::as_slice), now())
+        .context("the server's root chain does not follow from the trusted root")?;
+    let log = ledger_verifier(&trusted)?;
+    let cp = client.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
+    let verified: VerifiedCheckpoint =
+        note::open_checkpoint(&cp.note, &log).context("the checkpoint is not signed by the ledger key")?;
+    let (witnesses, threshold) = trusted.witness_policy()?;
+    let cosigned = verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), 0)?;
+    let cosignatures = cosigned.len();
+    let (size, root) = (verified.checkpoint().size, verified.checkpoint().root_hash);
+
     let mut range = CompactRange::new();
-    if let Some(prev) = &previous {
+    if let Some(prev) = previous {
         let old_root = decode_hash(&prev.root)?;
         if size < prev.size {
             bail!("FORK: the ledger shrank from size {} to {size}", prev.size);
@@ -428,10 +482,7 @@ async fn verify_online(
         peaks: range.peaks().iter().map(hex::encode).collect(),
         checkpoint: String::from_utf8_lossy(&cp.note).into_owned(),
     };
-    let tmp = state_path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
-    std::fs::rename(&tmp, state_path)?;
-    Ok(Verified {
+    let report = Verified {
         size,
         root: hex::encode(root),
         previous_size,
@@ -440,7 +491,8 @@ async fn verify_online(
         cosignatures,
         witness_threshold: threshold,
         development_root: trusted.metadata().development,
-    })
+    };
+    Ok(Checked { report, state, witnesses: witnesses.iter().map(|w| w.name().to_owned()).collect(), cosigned })
 }
 
 /// The subject keys the server gives this caller (every subject's, for an

@@ -342,6 +342,7 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
         step: 0,
     };
     let result = story(&mut d);
+    let (server_bin, me, data) = (d.server_bin.clone(), d.me.clone(), d.data.clone());
     drop(d);
     if !keep {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -349,6 +350,21 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
         println!("\nThe demo's files are in {}.", tmp.display());
     }
     result?;
+    if keep {
+        // The demo's server stopped with it: serve its data directory again
+        // (on the default port), then open the console as an admin.
+        println!(
+            "\nTo browse its ledger in the console, serve it again and run the console as an admin, then open \
+             http://{}/:\n   {} serve --data {} &\n   {} --server https://127.0.0.1:8443 --identity {} console",
+            crate::console::DEFAULT_LISTEN,
+            server_bin.display(),
+            data.display(),
+            me.display(),
+            data.join("identities/admin1").display()
+        );
+    } else {
+        println!("\n(`covenant demo --keep` keeps its folder, and prints the command that opens it in the console.)");
+    }
     println!("\nThe demo took {:.0} s.", started.elapsed().as_secs_f64());
     Ok(())
 }

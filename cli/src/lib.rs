@@ -7,6 +7,7 @@ pub mod admin;
 pub mod attest;
 pub mod audit;
 pub mod connect;
+pub mod console;
 pub mod demo;
 pub mod evidence;
 pub mod keys;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use covenant_cli::{admin, attest, audit, connect, keys, release, root, witness};
+use covenant_cli::{admin, attest, audit, connect, console, keys, release, root, witness};
 
 /// Covenant's command line for compliance officers, customers, field
 /// engineers and auditors.
@@ -77,6 +77,16 @@ enum Command {
         /// The deployment id.
         deployment: String,
     },
+    /// A read-only console in the browser, served on this machine: it calls
+    /// the server as --identity (the browser never holds a certificate) and
+    /// shows the fleet, each deployment, proposals, cases, releases and the
+    /// ledger, as that identity may see them.
+    Console {
+        /// Where to listen. Loopback by default; any other address lets
+        /// whoever reaches it read as this identity.
+        #[arg(long, default_value = covenant_cli::console::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +147,7 @@ fn main() {
                     attest::signal(&args.conn, customer, deployment, &source, summary, evidence, args.json).await
                 }
                 Command::Status { deployment } => attest::status(&args.conn, deployment, args.json).await,
+                Command::Console { listen } => console::run(&args.conn, listen).await,
                 Command::Witness(witness::Witness::Init { name, state }) => {
                     witness::init(&name, &state, args.json).map(|_| ())
                 }

@@ -129,6 +129,26 @@ fn parse(t: &str) -> Option<Timestamp> {
     if t.is_empty() { None } else { Timestamp::parse_rfc3339(t) }
 }
 
+/// What can end for a deployment, and what to do about each, in the order
+/// of `DeploymentRow`'s fields (attestation, verification, licence, grant).
+pub const ENDS: [(&str, &str); 4] = [
+    ("attestation", "submit a renewed end-use attestation (covenant attest new)"),
+    ("verification", "ask the vendor to schedule a field verification"),
+    ("licence", "renew the export licence with the licensing authority"),
+    ("grant", "the device renews its grant at its next check-in"),
+];
+
+/// Every end a deployment has (whatever its distance), with what to do:
+/// the deployment's page lists them all, the fleet flags the near ones.
+pub fn ends(row: &FleetRow) -> Vec<Expiring> {
+    let at = [&row.attestation_expires, &row.verification_expires, &row.licence_expires, &row.grant_expires];
+    ENDS.into_iter()
+        .zip(at)
+        .filter(|(_, at)| !at.is_empty())
+        .map(|((what, action), at)| Expiring { what: what.into(), at: at.clone(), action: action.into() })
+        .collect()
+}
+
 /// The flags of one deployment at `now`.
 pub fn flag(row: &pb::DeploymentRow, now: Timestamp, options: &FleetOptions) -> (Vec<String>, Vec<Expiring>) {
     let mut flags = Vec::new();
@@ -139,13 +159,8 @@ pub fn flag(row: &pb::DeploymentRow, now: Timestamp, options: &FleetOptions) -> 
     }
     let horizon = now.plus_seconds(options.expiring_days.saturating_mul(DAY));
     let mut expiring = Vec::new();
-    let ends = [
-        ("attestation", &row.attestation_expires, "submit a renewed end-use attestation (covenant attest new)"),
-        ("verification", &row.verification_expires, "ask the vendor to schedule a field verification"),
-        ("licence", &row.licence_expires, "renew the export licence with the licensing authority"),
-        ("grant", &row.grant_expires, "the device renews its grant at its next check-in"),
-    ];
-    for (what, at, action) in ends {
+    let ends = [&row.attestation_expires, &row.verification_expires, &row.licence_expires, &row.grant_expires];
+    for ((what, action), at) in ENDS.into_iter().zip(ends) {
         if parse(at).is_some_and(|t| t <= horizon) {
             expiring.push(Expiring { what: what.into(), at: at.clone(), action: action.into() });
         }
@@ -192,8 +207,28 @@ pub async fn client(conn: &Connection) -> anyhow::Result<QueryServiceClient<Chan
     Ok(QueryServiceClient::new(conn.channel().await?))
 }
 
+/// The server's refusal or failure of a query: its words are the message
+/// (what the CLI prints), its code what a caller branches on (the console
+/// shows a polite page for `PermissionDenied` and "cannot reach the server"
+/// for `Unavailable`).
+#[derive(Debug, Clone)]
+pub struct ServerError {
+    /// The gRPC status code.
+    pub code: tonic::Code,
+    /// The server's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
 fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", s.message())
+    ServerError { code: s.code(), message: s.message().to_owned() }.into()
 }
 
 /// Every deployment the caller may see (of `customer`, if named), with
