@@ -350,9 +350,13 @@ async fn the_console_shows_each_page_as_its_identity_may_see_it_in_headless_chro
     assert_has(&fleet, &["customer min-x", "lim-07"], "the customer's fleet");
     assert!(!fleet.contains("lim-08") && !fleet.contains("min-y"), "min-x sees min-y's deployment:\n{fleet}");
     // Its deployment's page gives the reason in the customer's words, never
-    // the case behind it (who reported what stays with the vendor).
+    // the case behind it (who reported what stays with the vendor): not even
+    // that a signal was filed (signals carry no subject tag), while the
+    // admin's page above lists it.
     let own = page(&customer_base, "/deployments/lim-07", "customer-deployment");
-    assert_has(&own, &["Withheld", reason.as_str(), "signal"], "the customer's lim-07");
+    assert_has(&own, &["Withheld", reason.as_str(), "attestation"], "the customer's lim-07");
+    assert!(!own.contains("<span class=\"kind\">signal</span>"), "the customer's history lists the signal:\n{own}");
+    assert!(lim07.contains("<span class=\"kind\">signal</span>"), "the admin's history lists the signal");
     assert!(!own.contains("journalists") && !own.contains("eng-1") && !own.contains(&case), "{own}");
     let hidden = dom(&format!("{customer_base}/deployments/lim-08"));
     assert_has(&hidden, &["No such deployment"], "min-y's deployment in min-x's console");
