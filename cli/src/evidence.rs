@@ -225,12 +225,11 @@ pub async fn export(
     }
 
     // A case's moves and their approvals: found by their bodies.
-    let mut bodies: BTreeMap<u64, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
     let mut wanted_keys: BTreeSet<KeyId> = BTreeSet::new();
     if !cases.is_empty() && kind != "all" {
         let mut moves_proposed = BTreeSet::new();
         for i in &case_candidates {
-            let (body, salt) = fetch(&mut ledger, *i).await?;
+            let (body, _) = fetch(&mut ledger, *i).await?;
             let Some(action) = Envelope::parse(&body).ok().and_then(|e| AdminAction::parse(e.payload()).ok()) else {
                 continue;
             };
@@ -250,15 +249,26 @@ pub async fn export(
                 kinds.get(i).is_some_and(|(_, t, _)| from.is_none_or(|f| *t >= f) && to.is_none_or(|x| *t <= x));
             if ours && in_time {
                 selected.insert(*i);
-                wanted_keys.extend(signers_to_register(&body));
-                bodies.insert(*i, (body, salt));
             }
         }
     }
     let range = selected.first().copied().zip(selected.last().copied());
 
-    // Pass 2: the selected bodies, and the registrations of their signers.
+    // Pass 2: the selected bodies, each written out as it comes (bodies are
+    // never all held), and the keys whose registrations they need.
     let mut withheld = Vec::new();
+    let part = out.join("entries.jsonl.part");
+    let mut pack = PackWriter {
+        out: std::io::BufWriter::new(std::fs::File::create(&part)?),
+        tree: &tree,
+        size,
+        kinds: &kinds,
+        sections: BTreeMap::new(),
+        csv: String::from("index,time,deployment,verdict,release,expires_at,unmet_conditions,suspension,leaf_hash\n"),
+        written: 0,
+    };
+    let mut found: BTreeSet<KeyId> = BTreeSet::new();
+    let mut registrations_in_pack: BTreeSet<KeyId> = BTreeSet::new();
     let targets: Vec<u64> = selected.iter().copied().collect();
     for chunk in targets.chunks(PAGE as usize) {
         let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
@@ -268,7 +278,7 @@ pub async fn export(
             let page =
                 ledger.get_entries(pb::GetEntriesRequest { start, end, with_bodies: true }).await?.into_inner().entries;
             for e in page {
-                if !selected.contains(&e.index) || bodies.contains_key(&e.index) {
+                if !selected.contains(&e.index) {
                     continue;
                 }
                 let (entry_kind, _, _) = kinds.get(&e.index).cloned().context("an entry past the headers")?;
@@ -280,55 +290,114 @@ pub async fn export(
                     continue;
                 }
                 wanted_keys.extend(signers_to_register(&e.body));
-                bodies.insert(e.index, (e.body, e.salt));
+                registrations_in_pack.extend(registered_key(&e.body));
+                let line = pack.entry(e.index, &e.body, &e.salt)?;
+                pack.out.write_all(line.as_bytes())?;
             }
             start = end;
         }
-        progress("bodies", bodies.len() as u64, selected.len() as u64);
+        progress("bodies", pack.written, selected.len() as u64);
     }
-    // The identity entries that registered those keys.
-    let mut found: BTreeSet<KeyId> = BTreeSet::new();
+    pack.out.flush()?;
+    // The identity entries that registered those keys, when not already in
+    // the pack: few, held until they are merged in by index.
+    found.extend(wanted_keys.iter().filter(|k| registrations_in_pack.contains(k)).copied());
+    let mut registrations: BTreeMap<u64, String> = BTreeMap::new();
     for i in identities {
         if found.len() == wanted_keys.len() {
             break;
         }
-        if let Some((body, _)) = bodies.get(&i) {
-            if let Some(k) = registered_key(body).filter(|k| wanted_keys.contains(k)) {
-                found.insert(k);
-            }
+        if selected.contains(&i) {
             continue;
         }
         let (body, salt) = fetch(&mut ledger, i).await?;
         if let Some(k) = registered_key(&body)
             && wanted_keys.contains(&k)
+            && found.insert(k)
         {
-            found.insert(k);
-            bodies.insert(i, (body, salt));
+            registrations.insert(i, pack.entry(i, &body, &salt)?);
         }
     }
     if let Some(k) = wanted_keys.iter().find(|k| !found.contains(k)) {
         bail!("your identity cannot read the registration of key {k}, which signed an entry of the pack");
     }
+    // entries.jsonl: the written entries and the registrations, by index.
+    {
+        let mut entries_file = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
+        let written = std::io::BufReader::new(std::fs::File::open(&part)?);
+        let mut pending = registrations.into_iter().peekable();
+        for line in written.lines() {
+            let line = line?;
+            let index = serde_json::from_str::<PackEntry>(&line)?.index;
+            while let Some((_, r)) = pending.next_if(|(i, _)| *i < index) {
+                entries_file.write_all(r.as_bytes())?;
+            }
+            entries_file.write_all(line.as_bytes())?;
+            entries_file.write_all(b"\n")?;
+        }
+        for (_, r) in pending {
+            entries_file.write_all(r.as_bytes())?;
+        }
+        entries_file.flush()?;
+        std::fs::remove_file(&part)?;
+    }
+    let written = pack.written;
+    let PackWriter { mut sections, csv, .. } = pack;
+    let index = PackIndex {
+        format: PACK_FORMAT.into(),
+        selection: Selection { kind: kind.into(), id, from, to },
+        tree_size: size,
+        range,
+        subject_keys: keys.iter().map(|(s, k)| (s.clone(), hex::encode(k.0))).collect(),
+        withheld: withheld.clone(),
+        sections: HEADINGS
+            .iter()
+            .filter_map(|h| {
+                sections.remove(h).map(|mut items| {
+                    items.sort_by_key(|i| i.index);
+                    Section { heading: (*h).to_owned(), items }
+                })
+            })
+            .collect(),
+    };
+    std::fs::write(out.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
+    std::fs::write(out.join("decisions.csv"), csv)?;
+    std::fs::write(out.join("checkpoint"), &cp)?;
+    for r in &roots {
+        let version = Envelope::parse(r).ok().and_then(|e| RootMetadata::parse(e.payload()).ok()).map(|m| m.version);
+        let version = version.context("a root of the chain does not parse")?;
+        std::fs::write(out.join("roots").join(format!("{version}.json")), r)?;
+    }
+    Ok(Exported { out: out.to_path_buf(), tree_size: size, entries: written, withheld: withheld.len() as u64 })
+}
 
-    // Write the entries with their proofs, the index, the CSV, the roots and the checkpoint.
-    let mut entries_file = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
-    let mut sections: BTreeMap<&'static str, Vec<Item>> = BTreeMap::new();
-    let mut csv =
-        String::from("index,time,deployment,verdict,release,expires_at,unmet_conditions,suspension,leaf_hash\n");
-    let b64 = base64::engine::general_purpose::STANDARD;
-    for (i, (body, salt)) in &bodies {
-        let proof = merkle::inclusion_proof(&tree, *i, size).map_err(|e| anyhow::anyhow!("proof of entry {i}: {e}"))?;
+/// Turns entries into `entries.jsonl` lines (with their proofs), and keeps
+/// the index's items and the CSV's rows as it goes.
+struct PackWriter<'a> {
+    out: std::io::BufWriter<std::fs::File>,
+    tree: &'a MemoryTree,
+    size: u64,
+    kinds: &'a BTreeMap<u64, (EntryKind, Timestamp, String)>,
+    sections: BTreeMap<&'static str, Vec<Item>>,
+    csv: String,
+    written: u64,
+}
+
+impl PackWriter<'_> {
+    /// The line of entry `i` (ending in a newline); its item and CSV row
+    /// are kept.
+    fn entry(&mut self, i: u64, body: &[u8], salt: &[u8]) -> anyhow::Result<String> {
+        let proof =
+            merkle::inclusion_proof(self.tree, i, self.size).map_err(|e| anyhow::anyhow!("proof of entry {i}: {e}"))?;
         let line = PackEntry {
-            index: *i,
+            index: i,
             salt: hex::encode(salt),
-            body: b64.encode(body),
+            body: base64::engine::general_purpose::STANDARD.encode(body),
             proof: proof.iter().map(hex::encode).collect(),
         };
-        serde_json::to_writer(&mut entries_file, &line)?;
-        entries_file.write_all(b"\n")?;
-        let (k, time, leaf) = kinds.get(i).cloned().context("an entry past the headers")?;
-        sections.entry(heading(k)).or_default().push(Item {
-            index: *i,
+        let (k, time, leaf) = self.kinds.get(&i).cloned().context("an entry past the headers")?;
+        self.sections.entry(heading(k)).or_default().push(Item {
+            index: i,
             time,
             kind: k,
             summary: describe::summary(body),
@@ -341,7 +410,7 @@ pub async fn export(
                 .filter(|c| c.status == covenant_core::statements::ConditionStatus::Unmet)
                 .map(|c| c.condition.as_str())
                 .collect();
-            csv.push_str(&format!(
+            self.csv.push_str(&format!(
                 "{i},{time},{},{},{},{},{},{},{leaf}\n",
                 d.deployment,
                 if d.verdict == covenant_core::statements::Verdict::Grant { "grant" } else { "withhold" },
@@ -351,34 +420,9 @@ pub async fn export(
                 d.suspension,
             ));
         }
+        self.written += 1;
+        Ok(serde_json::to_string(&line)? + "\n")
     }
-    entries_file.flush()?;
-    let index = PackIndex {
-        format: PACK_FORMAT.into(),
-        selection: Selection { kind: kind.into(), id, from, to },
-        tree_size: size,
-        range,
-        subject_keys: keys.iter().map(|(s, k)| (s.clone(), hex::encode(k.0))).collect(),
-        withheld: withheld.clone(),
-        sections: HEADINGS
-            .iter()
-            .filter_map(|h| sections.remove(h).map(|items| Section { heading: (*h).to_owned(), items }))
-            .collect(),
-    };
-    std::fs::write(out.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
-    std::fs::write(out.join("decisions.csv"), csv)?;
-    std::fs::write(out.join("checkpoint"), &cp)?;
-    for r in &roots {
-        let version = Envelope::parse(r).ok().and_then(|e| RootMetadata::parse(e.payload()).ok()).map(|m| m.version);
-        let version = version.context("a root of the chain does not parse")?;
-        std::fs::write(out.join("roots").join(format!("{version}.json")), r)?;
-    }
-    Ok(Exported {
-        out: out.to_path_buf(),
-        tree_size: size,
-        entries: bodies.len() as u64,
-        withheld: withheld.len() as u64,
-    })
 }
 
 async fn fetch(ledger: &mut LedgerServiceClient<Channel>, index: u64) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
