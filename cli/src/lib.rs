@@ -11,6 +11,7 @@ pub mod demo;
 pub mod keys;
 pub mod output;
 pub mod query;
+pub mod read;
 pub mod release;
 pub mod root;
 pub mod witness;
