@@ -561,13 +561,13 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
 pub fn proposal_words(p: &crate::query::ProposalRow) -> String {
     let approvers = if p.approvers.is_empty() { String::new() } else { format!(" ({})", p.approvers.join(", ")) };
     format!(
-        "Proposal {} (ledger entry {}), a {} change of {}:\n  {}\n  proposed by {} at {}\n  why: {}\n  \
+        "Proposal of ledger entry {} ({}, {}):\n  {}\n  digest {}\n  proposed by {} at {}\n  why: {}\n  \
          approvals so far: {} of {}{approvers}\n  lapses unapproved at {}\n",
-        p.digest,
         p.index,
         Untrusted(&p.kind),
         Untrusted(&p.target),
         Untrusted(&p.change),
+        p.digest,
         Untrusted(&p.proposer),
         p.proposed_at,
         Untrusted(&p.why),

@@ -155,13 +155,21 @@ impl Table {
                 }
             }
         }
+        // The last column starts here; a last cell that would run past the
+        // width is wrapped under itself.
+        let last_at: usize = widths.iter().rev().skip(1).map(|w| w + 2).sum();
         let join = |cells: &mut dyn Iterator<Item = &str>| {
             let mut out = String::new();
             let cells: Vec<&str> = cells.collect();
             for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-                out.push_str(c);
                 if i + 1 < cells.len() {
+                    out.push_str(c);
                     out.push_str(&" ".repeat(w.saturating_sub(c.chars().count()) + 2));
+                } else if last_at + c.chars().count() > WIDTH && last_at + 20 <= WIDTH {
+                    let lines = wrap(c, WIDTH - last_at);
+                    out.push_str(&lines.join(&format!("\n{}", " ".repeat(last_at))));
+                } else {
+                    out.push_str(c);
                 }
             }
             out.push('\n');
@@ -584,6 +592,29 @@ mod tests {
         assert!(text.contains("1 of 2"), "{text}");
         assert!(text.contains(r"why: court order\u{1b}[2J"), "{text}");
         assert!(!text.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn a_long_summary_wraps_under_its_column() {
+        let history = History {
+            subject: "lim-07".into(),
+            tree_size: 20,
+            entries: vec![query::HistoryRow {
+                index: 17,
+                time: "2026-12-04T16:59:00Z".into(),
+                kind: "attestation".into(),
+                summary: "end-use attestation by min-x for 1 deployment, valid 2026-01-01T00:00:00Z to \
+                          2036-01-01T00:00:00Z"
+                    .into(),
+                body_visible: true,
+            }],
+        };
+        let text = history_text(&history);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "ENTRY  TIME (UTC)        KIND         SUMMARY");
+        assert!(lines[1].starts_with("17     2026-12-04 16:59  attestation  end-use attestation by min-x"), "{text}");
+        assert_eq!(lines[2], format!("{}2026-01-01T00:00:00Z to 2036-01-01T00:00:00Z", " ".repeat(38)));
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
     }
 
     #[test]
