@@ -24,12 +24,27 @@ use covenant_tests::*;
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
 
+/// Held while a server of this file opens its ledger and while a child
+/// process is spawned. A child forked between `init --dev` closing the
+/// ledger and `serve` opening it would hold a copy of the lock file's
+/// descriptor until it execs, and `serve` would find the ledger in use;
+/// these tests run child processes while others start servers.
+static FORKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// [`Running::start_configured`], returning once the server answers.
+async fn start(name: &str, configure: impl FnOnce(&mut covenant_server::serve::ServeConfig)) -> Running {
+    let _one = FORKS.lock().await;
+    let s = Running::start_configured(name, false, configure).await;
+    s.size().await;
+    s
+}
+
 /// A server whose clock reads the returned cell (Unix seconds), starting at
 /// the system's time.
 async fn with_settable_clock(name: &str) -> (Running, Arc<AtomicI64>) {
     let t = Arc::new(AtomicI64::new(now().unix()));
     let read = t.clone();
-    let s = Running::start_configured(name, false, move |config| {
+    let s = start(name, move |config| {
         config.clock = Arc::new(move || Timestamp::from_unix(read.load(Ordering::SeqCst)));
     })
     .await;
@@ -48,6 +63,7 @@ fn flags_of<'a>(fleet: &'a Fleet, id: &str) -> &'a [String] {
 /// Runs the `covenant` binary as `identity` on `s` with `args`, stdin from
 /// /dev/null (not a terminal); returns (exit code, stdout, stderr).
 async fn covenant(s: &Running, identity: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let forking = FORKS.lock().await;
     let mut cmd = Command::new(binary("covenant"));
     cmd.env_remove("COVENANT_SERVER")
         .env_remove("COVENANT_IDENTITY")
@@ -56,8 +72,12 @@ async fn covenant(s: &Running, identity: &Path, args: &[&str]) -> (Option<i32>, 
         .arg("--identity")
         .arg(identity)
         .args(args)
-        .stdin(Stdio::null());
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    drop(forking);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
@@ -117,7 +137,7 @@ async fn a_device_that_stopped_checking_in_is_dark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attestation_expiring_in_ten_days_is_expiring() {
-    let s = Running::start("fleet-expiring").await;
+    let s = start("fleet-expiring", |_| ()).await;
     let c = cast(&s).await;
     // The customer attests until ten days (and an hour) from now.
     let until = now().plus_seconds(10 * DAY + HOUR);
@@ -167,7 +187,7 @@ async fn row_expiring(s: &Running) -> Vec<query::Expiring> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspension_proposal_shows_until_approved() {
-    let s = Running::start("fleet-proposals").await;
+    let s = start("fleet-proposals", |_| ()).await;
     let c = cast(&s).await;
     // L2 needs the admin threshold (docs/policy.md, "Dual control").
     let suspend = Admin::Suspend { customer: Some("min-x".into()), deployment: None, level: "L2".into() };
@@ -212,7 +232,7 @@ async fn a_suspension_proposal_shows_until_approved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_without_yes_on_a_non_terminal_refuses() {
-    let s = Running::start("fleet-approve").await;
+    let s = start("fleet-approve", |_| ()).await;
     cast(&s).await;
     let index = s.size().await;
     let suspend = Admin::Suspend { customer: Some("min-x".into()), deployment: None, level: "L2".into() };
@@ -251,7 +271,7 @@ async fn approve_without_yes_on_a_non_terminal_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_read_commands_print_tables_and_json() {
-    let s = Running::start("fleet-read").await;
+    let s = start("fleet-read", |_| ()).await;
     let c = cast(&s).await;
     check_in(&s, &c.device, "n1").await;
     let signal = s.size().await;
