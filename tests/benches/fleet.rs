@@ -4,11 +4,14 @@
 //! several runs, against the target of under a second.
 //!
 //! The server's data directory is seeded before it serves, as the
-//! check-ins benchmark does: 1,000 customers with 10 deployments each and a
-//! contract each (an attestation and a field verification required, so
-//! every row computes its expiries), signed admin actions appended straight
-//! to the ledger. Then the server opens it (folding every entry) and the
-//! timing uses the real service.
+//! check-ins benchmark does: 1,000 customers with 10 deployments each, each
+//! device's key, a contract each (an attestation and a field verification
+//! required, so every row computes its expiries) and release 1.1.0, signed
+//! and appended straight to the ledger; then every deployment's check-in,
+//! decided by the ledger's sequencer (a withhold with its reasons, nothing
+//! being attested), so every row carries a standing decision. Then the
+//! server opens it (folding every entry) and the timing uses the real
+//! service.
 //!
 //! Beside the total it prints where the time goes: one page of 1,000 rows
 //! (server row building, encoding and transfer), the same call filtered to
@@ -33,7 +36,7 @@ use covenant_proto::v1 as pb;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
 use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
-use covenant_tests::device::{now, numbered_device};
+use covenant_tests::device::{manifest, now, numbered_device, signed_checkin};
 use covenant_tests::load::arg;
 use tokio::net::TcpListener;
 
@@ -87,18 +90,38 @@ fn populate(dir: &Path) {
     }
     let deployments: Vec<Vec<Vec<u8>>> = (0..DEPLOYMENTS)
         .map(|d| {
-            vec![sign(ActionKind::RegisterDeployment {
-                deployment: numbered_device(d).0,
-                customer: format!("cust-{}", d % CUSTOMERS),
-                product: "lim".into(),
-                site: Site { country: "XA".into(), site_id: "s1".into() },
-                provisioned_version: "1.0.0".parse().unwrap(),
-            })]
+            vec![
+                sign(ActionKind::RegisterDeployment {
+                    deployment: numbered_device(d).0,
+                    customer: format!("cust-{}", d % CUSTOMERS),
+                    product: "lim".into(),
+                    site: Site { country: "XA".into(), site_id: "s1".into() },
+                    provisioned_version: "1.0.0".parse().unwrap(),
+                }),
+                // The device's key, so that it can check in (no certificate:
+                // its check-in is decided below, not over the wire).
+                sign(ActionKind::IssueIdentity {
+                    role: IdentityRole::Deployment,
+                    subject: numbered_device(d).0,
+                    signing_key: numbered_device(d).1.public(),
+                    certificate_sha256: Sha256Digest::of(format!("certificate of {d}").as_bytes()),
+                    scope: None,
+                }),
+            ]
         })
         .collect();
-    let (ledger, _) = datadir::open_ledger(dir).unwrap();
+    // Release 1.1.0, which every deployment is then withheld (nothing is
+    // attested): each row carries a standing decision and its reasons.
+    let release = {
+        let bytes = b"image 1.1.0";
+        let m = manifest("1.1.0", "lim-1.1.0", Sha256Digest::of(bytes), bytes.len() as u64);
+        let k1 = datadir::read_key(&dir.join("keys/release-1.key")).unwrap();
+        let k2 = datadir::read_key(&dir.join("keys/release-2.key")).unwrap();
+        vec![vec![envelope::sign(&m, &[&k1, &k2])]]
+    };
+    let (ledger, registry) = datadir::open_ledger(dir).unwrap();
     let ledger = Arc::new(ledger);
-    for units in [&customers, &deployments, &contracts] {
+    for units in [&customers, &deployments, &contracts, &release] {
         std::thread::scope(|s| {
             for part in units.chunks(units.len().div_ceil(32)) {
                 let ledger = ledger.clone();
@@ -112,6 +135,28 @@ fn populate(dir: &Path) {
             }
         });
     }
+    // Every deployment checks in once, decided by the sequencer as the
+    // server decides a check-in (verified against the state first).
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for d in 0..DEPLOYMENTS {
+            let (deployment, key) = numbered_device(d);
+            let nonce = Sha256Digest::of(format!("{d}").as_bytes());
+            let body = signed_checkin(&deployment, "1.0.0", Sha256Digest::of(b"config"), None, nonce, &key);
+            let signed = registry.state.read().unwrap().verify_checkin(&body).unwrap();
+            let ledger = ledger.clone();
+            tasks.spawn(async move { ledger.decide(signed).await.unwrap() });
+            // A bounded number in flight.
+            while tasks.len() >= 512 {
+                tasks.join_next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+    drop(rt);
     Arc::try_unwrap(ledger).map_err(|_| "shared").unwrap().close();
 }
 
@@ -134,7 +179,8 @@ fn main() {
     let built = Instant::now();
     populate(&dir);
     println!(
-        "registered {CUSTOMERS} customers, {DEPLOYMENTS} deployments and their contracts in {:.1} s",
+        "registered {CUSTOMERS} customers, {DEPLOYMENTS} deployments, their keys and contracts, and decided a \
+         check-in of each in {:.1} s",
         built.elapsed().as_secs_f64()
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -162,6 +208,11 @@ fn main() {
             }
         };
         assert_eq!(first.deployments.len(), DEPLOYMENTS);
+        assert!(
+            first.deployments.iter().all(|d| d.verdict == "withhold" && d.unmet.len() == 2),
+            "{:?}",
+            first.deployments[0]
+        );
         println!("server open and first fleet in {:.1} s", opened.elapsed().as_secs_f64());
 
         // The whole command's work: every page, every row flagged.
