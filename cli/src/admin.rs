@@ -2,6 +2,7 @@
 //! signed with the officer's own key (the certificate only opens the door),
 //! appended to the ledger; the answer is the entry's index and its proof.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -14,6 +15,7 @@ use covenant_core::statements::{
     ActionKind, ActionTag, AdminAction, CaseState, Contract, DeniedParty, Determination, IdentityRole, Licence,
     Payload as _, SchemaV1, Site, SuspensionLevel, SuspensionTarget,
 };
+use covenant_core::text::Untrusted;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 
@@ -164,10 +166,19 @@ pub enum Admin {
         #[arg(long)]
         release: String,
     },
-    /// Approves a proposal, named by the digest its proposer was given.
+    /// Approves a proposal, named by the digest its proposer was given
+    /// (`covenant proposals` lists those awaiting approval, with their
+    /// digests). Shows the proposal in words first (what it changes, who
+    /// proposed it and why, approvals so far) and, on a terminal, asks
+    /// before signing. Without a terminal (a script, a pipe) it refuses
+    /// unless --yes is given.
     Approve {
         /// The proposal's digest (64 hex digits).
         proposal: String,
+        /// Approve without asking: for scripts, and required when stdin is
+        /// not a terminal.
+        #[arg(long)]
+        yes: bool,
     },
     /// Records an entry of a denied-party list.
     Deny {
@@ -477,8 +488,28 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             let why = "security fix under L2 proposed".to_owned();
             act(conn, ActionKind::ProposeSecurityFix { deployment, release }, why, json).await
         }
-        Admin::Approve { proposal } => {
+        Admin::Approve { proposal, yes } => {
             let proposal = digest_arg("the proposal", &proposal)?;
+            let mut client = crate::query::client(conn).await?;
+            let listed =
+                crate::query::proposals(&mut client).await.context("listing the proposals awaiting approval")?;
+            let Some(row) = listed.proposals.iter().find(|p| p.digest == proposal.to_string()) else {
+                anyhow::bail!(
+                    "no proposal has this digest among those awaiting approval that you may see: it is unknown, \
+                     expired or already in force (`covenant proposals` lists them); nothing was signed"
+                );
+            };
+            let terminal = std::io::stdin().is_terminal();
+            // What is about to be signed, in words; under --json on stderr,
+            // and only for a person asked to confirm (stdout is the answer).
+            if !json {
+                print!("{}", proposal_words(row));
+            } else if !yes && terminal {
+                eprint!("{}", proposal_words(row));
+            }
+            if !confirm(yes, terminal, &mut std::io::stdin().lock(), &mut std::io::stderr())? {
+                anyhow::bail!("not approved: nothing was signed");
+            }
             act(conn, ActionKind::Approve { proposal }, format!("approved {proposal}"), json).await
         }
         Admin::Deny { list, name, country } => {
@@ -525,6 +556,53 @@ pub async fn run(cmd: Admin, conn: &Connection, json: bool) -> anyhow::Result<()
             .await
         }
     }
+}
+
+/// A proposal awaiting approval in words: what it changes, who proposed
+/// it, when and why (the proposer's text, escaped), the approvals so far
+/// and when it lapses.
+pub fn proposal_words(p: &crate::query::ProposalRow) -> String {
+    let approvers = if p.approvers.is_empty() { String::new() } else { format!(" ({})", p.approvers.join(", ")) };
+    format!(
+        "Proposal of ledger entry {} ({}, {}):\n  {}\n  digest {}\n  proposed by {} at {}\n  why: {}\n  \
+         approvals so far: {} of {}{approvers}\n  lapses unapproved at {}\n",
+        p.index,
+        Untrusted(&p.kind),
+        Untrusted(&p.target),
+        Untrusted(&p.change),
+        p.digest,
+        Untrusted(&p.proposer),
+        p.proposed_at,
+        Untrusted(&p.why),
+        p.approvers.len(),
+        p.threshold,
+        p.expires_at,
+    )
+}
+
+/// Whether to go on with an approval: at once with `--yes`; on a terminal
+/// only if the person types `y` or `yes` at the prompt; never from a
+/// non-terminal without `--yes` (an error saying to pass it).
+pub fn confirm(
+    yes: bool,
+    terminal: bool,
+    input: &mut dyn std::io::BufRead,
+    prompt: &mut dyn std::io::Write,
+) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !terminal {
+        anyhow::bail!(
+            "stdin is not a terminal, so there is no one to confirm this approval: pass --yes to approve from a \
+             script; nothing was signed"
+        );
+    }
+    write!(prompt, "Approve this proposal? [y/N] ")?;
+    prompt.flush()?;
+    let mut answer = String::new();
+    input.read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// Has the CA sign a certificate request and registers it, with the signing
@@ -593,4 +671,30 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
     let body = pem.split("-----BEGIN CERTIFICATE-----").nth(1)?.split("-----END CERTIFICATE-----").next()?;
     let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ask(yes: bool, terminal: bool, typed: &str) -> (anyhow::Result<bool>, String) {
+        let mut prompt = Vec::new();
+        let answer = confirm(yes, terminal, &mut typed.as_bytes(), &mut prompt);
+        (answer, String::from_utf8(prompt).unwrap())
+    }
+
+    #[test]
+    fn an_approval_goes_on_with_yes_or_a_typed_yes_only() {
+        assert!(ask(true, false, "").0.unwrap());
+        let (answer, prompt) = ask(false, true, "y\n");
+        assert!(answer.unwrap());
+        assert_eq!(prompt, "Approve this proposal? [y/N] ");
+        assert!(ask(false, true, "YES\n").0.unwrap());
+        assert!(!ask(false, true, "\n").0.unwrap());
+        assert!(!ask(false, true, "no\n").0.unwrap());
+        assert!(!ask(false, true, "").0.unwrap());
+        let refused = ask(false, false, "y\n").0.unwrap_err().to_string();
+        assert!(refused.contains("--yes"), "{refused}");
+    }
 }

@@ -331,18 +331,23 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner();
+    let ending = ending_soon(conn, &deployment).await?;
+    let expiring = ending.as_ref().map(|f| f.deployments.iter().flat_map(|d| d.expiring.clone()).collect());
     if answer.decision.is_empty() {
         if json {
-            println!("{}", serde_json::to_string(&output::NoDecision { deployment, verdict: None })?);
+            let expiring = expiring.unwrap_or_default();
+            println!("{}", serde_json::to_string(&output::NoDecision { deployment, expiring, verdict: None })?);
         } else {
             println!("No decision has been logged for {deployment} yet: it has not checked in, or it is current.");
+            print_expiring(ending.as_ref());
         }
         return Ok(());
     }
     let env = Envelope::parse(&answer.decision)?;
     let d = Decision::parse(env.payload())?;
     if json {
-        println!("{}", serde_json::to_string(&output::Standing { decision: d, index: answer.index })?);
+        let expiring = expiring.unwrap_or_default();
+        println!("{}", serde_json::to_string(&output::Standing { decision: d, expiring, index: answer.index })?);
         return Ok(());
     }
     let verdict = match d.verdict {
@@ -369,5 +374,29 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
     if let Some(finding) = &d.finding {
         println!("  finding: {finding}");
     }
+    print_expiring(ending.as_ref());
     Ok(())
+}
+
+/// The deployment's row with what ends within the default window (30
+/// days), or `None` when the caller may not list deployments (an engineer)
+/// or does not see this one: the verdict stands on its own then.
+async fn ending_soon(conn: &Connection, deployment: &str) -> anyhow::Result<Option<crate::query::Fleet>> {
+    let mut client = crate::query::client(conn).await?;
+    match crate::query::deployment(&mut client, deployment, crate::query::FleetOptions::default()).await {
+        Ok(found) => Ok(found),
+        Err(s) if s.code() == tonic::Code::PermissionDenied => Ok(None),
+        Err(s) => Err(anyhow::anyhow!("{}", s.message()).context("reading what expires soon")),
+    }
+}
+
+fn print_expiring(ending: Option<&crate::query::Fleet>) {
+    let Some(fleet) = ending else { return };
+    let items: Vec<_> = fleet.deployments.iter().flat_map(|d| &d.expiring).collect();
+    if items.is_empty() {
+        println!("Nothing it depends on expires within {} days.", fleet.options.expiring_days);
+    }
+    for e in items {
+        println!("Expiring: {}", Untrusted(&crate::read::expiring_words(e, &fleet.now)));
+    }
 }

@@ -264,7 +264,7 @@ impl Demo {
     }
 
     fn approve(&self, proposal: &Recorded) -> anyhow::Result<()> {
-        self.admin::<Recorded>(2, &["approve", &proposal.action_digest])?;
+        self.admin::<Recorded>(2, &["approve", "--yes", &proposal.action_digest])?;
         Ok(())
     }
 }

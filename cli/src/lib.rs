@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod keys;
 pub mod output;
 pub mod query;
+pub mod read;
 pub mod release;
 pub mod root;
 pub mod witness;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use covenant_cli::{admin, attest, audit, connect, console, keys, release, root, witness};
+use covenant_cli::{admin, attest, audit, connect, console, keys, read, release, root, witness};
 
 /// Covenant's command line for compliance officers, customers, field
 /// engineers and auditors.
@@ -71,8 +71,11 @@ enum Command {
     /// Engineers and auditors: report a misuse signal (never shown to the customer).
     #[command(subcommand)]
     Signal(SignalCmd),
-    /// A deployment's standing verdict and its reasons (customers see their
-    /// own deployments; admins and auditors their scope).
+    /// A deployment's standing verdict and its reasons, and what expires soon.
+    ///
+    /// After the verdict, what ends within 30 days (attestation,
+    /// verification, licence, grant) and what to do about it. Customers see
+    /// their own deployments; admins and auditors their scope.
     Status {
         /// The deployment id.
         deployment: String,
@@ -86,6 +89,46 @@ enum Command {
         /// whoever reaches it read as this identity.
         #[arg(long, default_value = covenant_cli::console::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+    },
+    /// The fleet: one line per deployment, flagged dark, expiring or stuck.
+    ///
+    /// Each line: version, verdict, suspension, last check-in. dark: no
+    /// check-in for --dark-after poll intervals; expiring: an attestation,
+    /// verification, licence or grant ends within --expiring-days; stuck:
+    /// withheld for longer than --stuck-days. Admins and full-scope
+    /// auditors see every deployment, a scoped auditor its customers', a
+    /// customer its own; engineers are refused (a field engineer reads what
+    /// they signed, not the fleet).
+    Fleet(read::FleetArgs),
+    /// The proposals awaiting approval, each with its approve command.
+    ///
+    /// Suspensions, waivers, contracts, licences, identities...: what each
+    /// changes, who proposed it and why, approvals so far, when it lapses,
+    /// and the command that approves it. Admins and full-scope auditors see
+    /// all, a scoped auditor those about its customers; others are refused.
+    Proposals,
+    /// The misuse cases: state, determination, age, last move.
+    ///
+    /// Admins and full-scope auditors see all, with the reporter; a scoped
+    /// auditor its customers' cases, without it; an engineer or an outside
+    /// reporter the cases its own signals opened. Customers are refused
+    /// (their decision names a contact).
+    Cases,
+    /// Every release, with the deployments running it.
+    ///
+    /// Product, version, class, baseline, size, and the deployments running
+    /// it among those you may see. Anyone may list.
+    Releases,
+    /// The ledger entries of one customer, deployment or case, oldest first.
+    ///
+    /// Each with a one-line summary where you may read its body. Admins and
+    /// full-scope auditors: any subject; a scoped auditor its customers' and
+    /// their deployments' and cases'; a customer itself and its
+    /// deployments; an engineer or reporter the cases its signals opened.
+    /// Anything else answers as unknown.
+    History {
+        /// A customer id, a deployment id or a case id (case-N).
+        subject: String,
     },
 }
 
@@ -148,6 +191,11 @@ fn main() {
                 }
                 Command::Status { deployment } => attest::status(&args.conn, deployment, args.json).await,
                 Command::Console { listen } => console::run(&args.conn, listen).await,
+                Command::Fleet(fleet) => read::fleet(&args.conn, &fleet, args.json).await,
+                Command::Proposals => read::proposals(&args.conn, args.json).await,
+                Command::Cases => read::cases(&args.conn, args.json).await,
+                Command::Releases => read::releases(&args.conn, args.json).await,
+                Command::History { subject } => read::history(&args.conn, &subject, args.json).await,
                 Command::Witness(witness::Witness::Init { name, state }) => {
                     witness::init(&name, &state, args.json).map(|_| ())
                 }

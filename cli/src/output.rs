@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use covenant_core::statements::{Decision, Roles};
 use serde::{Deserialize, Serialize};
 
+use crate::query::Expiring;
+
 /// `covenant admin …` (every action) and `covenant admin identity issue`:
 /// the ledger entry that recorded the action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +97,11 @@ pub struct VerificationWritten {
 pub struct Standing {
     /// The standing decision.
     pub decision: Decision,
+    /// What ends within 30 days (attestation, verification, licence,
+    /// grant) and what to do about it; empty when nothing does or the
+    /// caller may not list deployments. Absent from older answers.
+    #[serde(default)]
+    pub expiring: Vec<Expiring>,
     /// Its ledger index.
     pub index: u64,
 }
@@ -104,6 +111,9 @@ pub struct Standing {
 pub struct NoDecision {
     /// The deployment asked about.
     pub deployment: String,
+    /// As in [`Standing`].
+    #[serde(default)]
+    pub expiring: Vec<Expiring>,
     /// Always `null`.
     pub verdict: Option<String>,
 }
@@ -325,8 +335,8 @@ mod tests {
                 "mismatches": [{ "index": 9, "field": "verdict", "detail": "d" }] }),
         );
         same(
-            to(&NoDecision { deployment: "lim-07".into(), verdict: None }),
-            serde_json::json!({ "deployment": "lim-07", "verdict": null }),
+            to(&NoDecision { deployment: "lim-07".into(), expiring: vec![], verdict: None }),
+            serde_json::json!({ "deployment": "lim-07", "expiring": [], "verdict": null }),
         );
         same(
             to(&WitnessMade { cert: PathBuf::from("/w/tls-cert.pem"), vkey: "v".into() }),

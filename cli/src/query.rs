@@ -264,6 +264,39 @@ pub async fn fleet(
     Ok(Fleet { now, tree_size, options, deployments })
 }
 
+/// One deployment's row with its flags (a [`Fleet`] of that row alone, for
+/// the server's time), if the caller may list deployments and sees it. Pages in id order and stops at the page that
+/// reaches `id`, so a customer's call is one page and an admin's a few.
+/// A caller refused the list (an engineer) gets the refusal itself, so
+/// that it can tell "may not list" from a failure.
+pub async fn deployment(
+    client: &mut QueryServiceClient<Channel>,
+    id: &str,
+    options: FleetOptions,
+) -> Result<Option<Fleet>, tonic::Status> {
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_deployments(pb::ListDeploymentsRequest {
+                customer: String::new(),
+                page_token: token,
+                page_size: 1_000,
+            })
+            .await?
+            .into_inner();
+        let past = page.deployments.last().is_some_and(|d| d.id.as_str() >= id);
+        if let Some(row) = page.deployments.into_iter().find(|d| d.id == id) {
+            let at = parse(&page.now).ok_or_else(|| tonic::Status::internal("the server's time is not RFC 3339"))?;
+            let deployments = vec![fleet_row(row, at, &options)];
+            return Ok(Some(Fleet { now: page.now, tree_size: page.tree_size, options, deployments }));
+        }
+        if past || page.next_page_token.is_empty() {
+            return Ok(None);
+        }
+        token = page.next_page_token;
+    }
+}
+
 /// A proposal awaiting approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalRow {

@@ -185,7 +185,7 @@ pub async fn issue_identity(s: &Running, issue: IdentityCmd) {
 /// admin2 approves the proposal recorded as entry `index`.
 pub async fn approve_entry(s: &Running, index: u64) {
     let proposal = proposal_digest(s, index).await;
-    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string(), yes: true }).await;
 }
 
 /// The identity folders of the story's people and device.
@@ -269,7 +269,9 @@ pub async fn register_deployment(s: &Running, registration: Admin) {
     let size = s.size().await;
     admin(&s.admin(1), registration).await;
     let proposal = proposal_digest(s, size).await;
-    match covenant_cli::admin::run(Admin::Approve { proposal: proposal.to_string() }, &s.admin(2), true).await {
+    match covenant_cli::admin::run(Admin::Approve { proposal: proposal.to_string(), yes: true }, &s.admin(2), true)
+        .await
+    {
         Ok(()) => {}
         // Registered at once: nothing to approve.
         Err(e) if e.to_string().contains("no proposal has this digest") => {}

@@ -147,6 +147,10 @@ fn every_command_block_of_the_readme_walkthrough_runs() {
         "No end-use attestation covers deployment lim-07",
         "an L2 suspension does not allow capability releases",
         "0 mismatches",
+        // The read side: what awaits approval, the fleet, the cases.
+        "1 proposal awaiting approval",
+        "DEPLOYMENT  CUSTOMER  VERSION  VERDICT",
+        "1 case, 1 open.",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in the walkthrough's output:\n{text}");
     }

@@ -133,7 +133,7 @@ async fn a_deployment_gets_its_update_only_while_the_conditions_hold() {
     admin(&a1, Admin::Case { case, to: "closed".into(), determination: None }).await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "n4a").await).verdict, Verdict::Withhold);
     let proposal = proposal_digest(&s, size).await;
-    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string(), yes: true }).await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "n4").await).verdict, Verdict::Grant);
 
     // An L2 suspension proposed by one admin has no effect...
@@ -142,7 +142,7 @@ async fn a_deployment_gets_its_update_only_while_the_conditions_hold() {
     assert_eq!(decision_of(&check_in(&s, &c.device, "n5").await).verdict, Verdict::Grant);
     // ...until a second admin approves it: then the update is withheld.
     let proposal = proposal_digest(&s, size).await;
-    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string(), yes: true }).await;
     let d = decision_of(&check_in(&s, &c.device, "n6").await);
     assert_eq!((d.verdict, d.suspension), (Verdict::Withhold, SuspensionLevel::L2));
     assert!(d.withheld_above[0].reasons.iter().any(|r| r.contains("L2 suspension does not allow capability")));
@@ -152,7 +152,7 @@ async fn a_deployment_gets_its_update_only_while_the_conditions_hold() {
     admin(&a1, Admin::Suspend { customer: Some("min-x".into()), deployment: None, level: "none".into() }).await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "n7").await).verdict, Verdict::Withhold);
     let proposal = proposal_digest(&s, size).await;
-    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string() }).await;
+    admin(&s.admin(2), Admin::Approve { proposal: proposal.to_string(), yes: true }).await;
     assert_eq!(decision_of(&check_in(&s, &c.device, "n8").await).verdict, Verdict::Grant);
 
     // The auditor replays the whole ledger: clean.

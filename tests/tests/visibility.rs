@@ -219,7 +219,7 @@ async fn world(name: &str) -> World {
     let entries: Vec<(Vec<u8>, Vec<u8>)> =
         all_entries(&s, &s.dir.join("identities/admin1"), true).await.into_iter().map(|e| (e.header, e.body)).collect();
     let waiver = Sha256Digest::of(Envelope::parse(&entries[waiver_index as usize].1).unwrap().payload());
-    admin(&s.admin(2), Admin::Approve { proposal: waiver.to_string() }).await;
+    admin(&s.admin(2), Admin::Approve { proposal: waiver.to_string(), yes: true }).await;
     let entries: Vec<(Vec<u8>, Vec<u8>)> =
         all_entries(&s, &s.dir.join("identities/admin1"), true).await.into_iter().map(|e| (e.header, e.body)).collect();
 
