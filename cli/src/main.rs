@@ -94,7 +94,8 @@ enum Command {
     ///
     /// Each line: version, verdict, suspension, last check-in. dark: no
     /// check-in for --dark-after poll intervals; expiring: an attestation,
-    /// verification, licence or grant ends within --expiring-days; stuck:
+    /// verification or licence ends within --expiring-days (a grant, renewed
+    /// at each check-in, within a day); stuck:
     /// withheld for longer than --stuck-days. Admins and full-scope
     /// auditors see every deployment, a scoped auditor its customers', a
     /// customer its own; engineers are refused (a field engineer reads what

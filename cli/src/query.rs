@@ -12,6 +12,10 @@ use tonic::transport::Channel;
 
 use crate::connect::Connection;
 
+/// A standing grant counts as *expiring* once it ends within this many
+/// seconds (a day), not the whole window: grants are renewed at every
+/// check-in.
+pub const GRANT_EXPIRING_SECONDS: i64 = 86_400;
 /// How many days make the *expiring* window by default.
 pub const DEFAULT_EXPIRING_DAYS: i64 = 30;
 /// The agent's default poll interval (`agent.toml`'s `poll_seconds`).
@@ -30,7 +34,7 @@ pub struct FleetOptions {
     pub poll_seconds: i64,
     /// *dark*: no check-in for this many poll intervals.
     pub dark_after: i64,
-    /// *expiring*: an attestation, verification, licence or grant ends
+    /// *expiring*: an attestation, verification or licence ends
     /// within this many days.
     pub expiring_days: i64,
     /// *stuck*: withheld for longer than this many days.
@@ -158,10 +162,17 @@ pub fn flag(row: &pb::DeploymentRow, now: Timestamp, options: &FleetOptions) -> 
         flags.push("dark".to_owned());
     }
     let horizon = now.plus_seconds(options.expiring_days.saturating_mul(DAY));
+    // A grant is renewed at each check-in and lasts days (the contract's
+    // grant_validity_seconds), so within a 30-day window every granted
+    // deployment would be flagged: a grant counts only once it ends within
+    // GRANT_EXPIRING_SECONDS (and the window), when a device that still
+    // polls should already have renewed it.
+    let grant_horizon = now.plus_seconds(GRANT_EXPIRING_SECONDS).min(horizon);
     let mut expiring = Vec::new();
     let ends = [&row.attestation_expires, &row.verification_expires, &row.licence_expires, &row.grant_expires];
     for ((what, action), at) in ENDS.into_iter().zip(ends) {
-        if parse(at).is_some_and(|t| t <= horizon) {
+        let within = if what == "grant" { grant_horizon } else { horizon };
+        if parse(at).is_some_and(|t| t <= within) {
             expiring.push(Expiring { what: what.into(), at: at.clone(), action: action.into() });
         }
     }
@@ -617,6 +628,19 @@ mod tests {
         assert_eq!(flags, vec!["expiring"]);
         assert_eq!(what[0].what, "attestation");
         assert!(flag(&row("", "2027-01-13T12:00:00Z", "", ""), now, &o).0.is_empty());
+    }
+
+    #[test]
+    fn a_grant_counts_as_expiring_only_within_a_day() {
+        let now = Timestamp::parse_rfc3339("2026-12-04T12:00:00Z").unwrap();
+        let o = FleetOptions::default();
+        let mut r = row("", "", "grant", "");
+        r.grant_expires = "2026-12-09T12:00:00Z".into();
+        assert!(flag(&r, now, &o).0.is_empty(), "a grant renewed at each check-in, five days left");
+        r.grant_expires = "2026-12-05T06:00:00Z".into();
+        let (flags, what) = flag(&r, now, &o);
+        assert_eq!(flags, vec!["expiring"]);
+        assert_eq!(what[0].what, "grant");
     }
 
     #[test]

@@ -30,8 +30,9 @@ pub struct FleetArgs {
     #[arg(long, value_name = "N", default_value_t = query::DEFAULT_DARK_AFTER,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub dark_after: i64,
-    /// expiring: an attestation, verification, licence or grant ends within
-    /// this many days.
+    /// expiring: an attestation, verification or licence ends within this
+    /// many days (a grant, renewed at each check-in, once it ends within a
+    /// day).
     #[arg(long, value_name = "DAYS", default_value_t = query::DEFAULT_EXPIRING_DAYS,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub expiring_days: i64,
@@ -345,8 +346,8 @@ pub fn fleet_text(fleet: &Fleet, flag: Option<&str>) -> String {
     )));
     let o = &fleet.options;
     out.push_str(&paragraph(&format!(
-        "Flags: dark = no check-in for {} poll intervals of {} ({}); expiring = an attestation, verification, \
-         licence or grant ends within {}; stuck = withheld for more than {}. `covenant status DEPLOYMENT` gives \
+        "Flags: dark = no check-in for {} poll intervals of {} ({}); expiring = an attestation, verification \
+         or licence ends within {} (a grant within a day); stuck = withheld for more than {}. `covenant status DEPLOYMENT` gives \
          a verdict's reasons, `covenant history DEPLOYMENT` its entries.",
         o.dark_after,
         span(o.poll_seconds),

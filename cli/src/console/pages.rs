@@ -206,7 +206,10 @@ fn flag_meaning(flag: &str, o: &FleetOptions) -> String {
             o.poll_seconds.saturating_mul(o.dark_after) / 3_600
         ),
         "expiring" => {
-            format!("an attestation, field verification, licence or grant ends within {} days", o.expiring_days)
+            format!(
+                "an attestation, field verification or licence ends within {} days, or a grant within a day",
+                o.expiring_days
+            )
         }
         "stuck" => format!("withheld for more than {} days", o.stuck_days),
         other => other.to_owned(),
