@@ -59,6 +59,10 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// How long taking a directory's lock waits for a holder that is about to
+/// let go (a child process between fork and exec) before it fails.
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The parent directory of a relative path (`""` for top-level names).
 pub fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(dir, _)| dir)
@@ -195,7 +199,19 @@ impl Storage for FsStorage {
             return Ok(());
         }
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.path("LOCK"))?;
-        file.try_lock().map_err(|_| {
+        // A lock just released can stay held for a moment: a child process
+        // that another thread of this process started between fork and exec
+        // holds a copy of every descriptor, the lock's included, until its
+        // exec closes them. So a few tries over LOCK_PATIENCE before "in
+        // use": long enough for an exec, far too short to hide a second
+        // owner.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut taken = file.try_lock();
+        while taken.is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            taken = file.try_lock();
+        }
+        taken.map_err(|_| {
             io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(

@@ -24,16 +24,11 @@ use covenant_tests::*;
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
 
-/// Held while a server of this file opens its ledger and while a child
-/// process is spawned. A child forked between `init --dev` closing the
-/// ledger and `serve` opening it would hold a copy of the lock file's
-/// descriptor until it execs, and `serve` would find the ledger in use;
-/// these tests run child processes while others start servers.
-static FORKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// [`Running::start_configured`], returning once the server answers.
+/// [`Running::start_configured`], returning once the server answers. (A
+/// child process spawned by another test between `init --dev` closing the
+/// ledger and `serve` opening it holds the lock's descriptor until it
+/// execs: the storage waits `covenant_storage::LOCK_PATIENCE` for that.)
 async fn start(name: &str, configure: impl FnOnce(&mut covenant_server::serve::ServeConfig)) -> Running {
-    let _one = FORKS.lock().await;
     let s = Running::start_configured(name, false, configure).await;
     s.size().await;
     s
@@ -63,7 +58,6 @@ fn flags_of<'a>(fleet: &'a Fleet, id: &str) -> &'a [String] {
 /// Runs the `covenant` binary as `identity` on `s` with `args`, stdin from
 /// /dev/null (not a terminal); returns (exit code, stdout, stderr).
 async fn covenant(s: &Running, identity: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let forking = FORKS.lock().await;
     let mut cmd = Command::new(binary("covenant"));
     cmd.env_remove("COVENANT_SERVER")
         .env_remove("COVENANT_IDENTITY")
@@ -76,7 +70,6 @@ async fn covenant(s: &Running, identity: &Path, args: &[&str]) -> (Option<i32>, 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    drop(forking);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
