@@ -89,6 +89,11 @@ enum Command {
         /// whoever reaches it read as this identity.
         #[arg(long, default_value = covenant_cli::console::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// Allow --listen on an address other than loopback. Whoever reaches
+        /// it reads the ledger as this identity, over plain HTTP, with no
+        /// login: refused unless you pass this.
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// The fleet: one line per deployment, flagged dark, expiring or stuck.
     ///
@@ -191,7 +196,7 @@ fn main() {
                     attest::signal(&args.conn, customer, deployment, &source, summary, evidence, args.json).await
                 }
                 Command::Status { deployment } => attest::status(&args.conn, deployment, args.json).await,
-                Command::Console { listen } => console::run(&args.conn, listen).await,
+                Command::Console { listen, allow_remote } => console::run(&args.conn, listen, allow_remote).await,
                 Command::Fleet(fleet) => read::fleet(&args.conn, &fleet, args.json).await,
                 Command::Proposals => read::proposals(&args.conn, args.json).await,
                 Command::Cases => read::cases(&args.conn, args.json).await,

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -38,7 +38,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The security headers every answer carries: no script, no frame, no
 /// referrer, no sniffing, no cache (pages show what one identity may see).
 const SECURITY_HEADERS: [(&str, &str); 5] = [
-    ("content-security-policy", "default-src 'none'; style-src 'self'; img-src 'self'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'self'; \
+         base-uri 'none'",
+    ),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
     ("x-content-type-options", "nosniff"),
@@ -63,10 +67,19 @@ impl Console {
 
 /// `covenant console --listen ADDR`: binds (loopback unless told
 /// otherwise), prints the URL to open, and serves until Ctrl-C.
-pub async fn run(conn: &Connection, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(conn: &Connection, listen: SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+    // Off loopback the Host check protects nothing (anyone can send the
+    // listen address as the Host) and the pages travel as plain HTTP: only
+    // when the person says so.
+    if !listen.ip().to_canonical().is_loopback() && !allow_remote {
+        bail!(
+            "{listen} is not a loopback address: anyone who can reach it would read the ledger as this identity, \
+             over plain HTTP. Listen on 127.0.0.1 or [::1], or pass --allow-remote if that is what you want"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let bound = listener.local_addr()?;
-    if !bound.ip().is_loopback() {
+    if !bound.ip().to_canonical().is_loopback() {
         eprintln!(
             "warning: the console listens on {bound}, not on loopback: anyone who can reach this address reads the \
              ledger as this identity ({})",
@@ -111,15 +124,27 @@ pub async fn serve(
 /// and `localhost:PORT` when it is loopback.
 fn allowed_hosts(bound: SocketAddr) -> Vec<String> {
     let mut hosts = vec![bound.to_string()];
-    if bound.ip().is_loopback() {
+    if bound.ip().to_canonical().is_loopback() {
         hosts.push(format!("localhost:{}", bound.port()));
     }
     hosts
 }
 
 /// Why a request is refused before any page is built, or `None`.
-fn refusal(hosts: &[String], method: &Method, headers: &HeaderMap) -> Option<(StatusCode, String)> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+fn refusal(
+    hosts: &[String],
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Option<(StatusCode, String)> {
+    // Exactly one Host, and an absolute-form target (`GET http://a/ ...`)
+    // naming the same authority: what the check reads is what is served.
+    let mut all = headers.get_all(header::HOST).iter();
+    let host = match (all.next(), all.next()) {
+        (Some(h), None) => h.to_str().ok(),
+        _ => None,
+    };
+    let host = host.filter(|h| uri.authority().is_none_or(|a| a.as_str() == *h));
     let Some(host) = host.filter(|h| hosts.iter().any(|allowed| allowed == h)) else {
         // A page on another site that resolves its own name to this address
         // (DNS rebinding) sends its own name as the Host: refused.
@@ -129,14 +154,23 @@ fn refusal(hosts: &[String], method: &Method, headers: &HeaderMap) -> Option<(St
                 "This console answers only requests addressed to {}; this one was addressed to {:?}. Open the \
                  console at http://{}/.",
                 hosts.join(" or "),
-                host.unwrap_or("nothing"),
+                host.unwrap_or("nothing or several"),
                 hosts.first().map_or("", String::as_str)
             ),
         ));
     };
-    if let Some(origin) = headers.get(header::ORIGIN)
-        && origin.to_str().ok() != Some(format!("http://{host}").as_str())
-    {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let foreign_origin = match (origins.next(), origins.next()) {
+        (None, _) => false,
+        (Some(origin), None) => origin.to_str().ok() != Some(format!("http://{host}").as_str()),
+        (Some(_), Some(_)) => true,
+    };
+    // A request another site's page started (an image, a link, a form)
+    // carries no Origin on a GET, but browsers say where it came from:
+    // only the console's own pages and what the person typed are served.
+    let cross_site =
+        headers.get("sec-fetch-site").is_some_and(|v| !matches!(v.to_str().ok(), Some("same-origin" | "none")));
+    if foreign_origin || cross_site {
         return Some((
             StatusCode::FORBIDDEN,
             "This console refuses requests sent by another site's page (the Origin is not the console's own)."
@@ -156,7 +190,7 @@ fn refusal(hosts: &[String], method: &Method, headers: &HeaderMap) -> Option<(St
 /// Refuses foreign hosts, foreign origins and methods other than GET and
 /// HEAD, and sets the security headers on every answer.
 async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next) -> Response {
-    let mut response = match refusal(&console.hosts, request.method(), request.headers()) {
+    let mut response = match refusal(&console.hosts, request.method(), request.uri(), request.headers()) {
         Some((status, why)) => {
             let mut r = (status, why).into_response();
             if status == StatusCode::METHOD_NOT_ALLOWED {
@@ -220,7 +254,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
+            h.append(*k, HeaderValue::from_static(v));
         }
         h
     }
@@ -228,7 +262,8 @@ mod tests {
     #[test]
     fn only_its_own_host_and_origin_and_only_reads_are_answered() {
         let hosts = allowed_hosts("127.0.0.1:8080".parse().unwrap());
-        let ok = |m: &Method, h: &[(&'static str, &'static str)]| refusal(&hosts, m, &headers(h)).map(|r| r.0);
+        let path: axum::http::Uri = "/".parse().unwrap();
+        let ok = |m: &Method, h: &[(&'static str, &'static str)]| refusal(&hosts, m, &path, &headers(h)).map(|r| r.0);
         assert_eq!(ok(&Method::GET, &[("host", "127.0.0.1:8080")]), None);
         assert_eq!(ok(&Method::HEAD, &[("host", "localhost:8080")]), None);
         assert_eq!(ok(&Method::GET, &[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")]), None);
@@ -241,6 +276,22 @@ mod tests {
         );
         assert_eq!(ok(&Method::GET, &[("host", "127.0.0.1:8080"), ("origin", "null")]), Some(StatusCode::FORBIDDEN));
         assert_eq!(ok(&Method::POST, &[("host", "127.0.0.1:8080")]), Some(StatusCode::METHOD_NOT_ALLOWED));
+        // A second Host or Origin, an absolute-form target naming another
+        // authority, a request another site's page started: refused.
+        let two_hosts = [("host", "127.0.0.1:8080"), ("host", "evil.example")];
+        assert_eq!(ok(&Method::GET, &two_hosts), Some(StatusCode::MISDIRECTED_REQUEST));
+        let two_origins = [("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080"), ("origin", "http://x")];
+        assert_eq!(ok(&Method::GET, &two_origins), Some(StatusCode::FORBIDDEN));
+        let absolute: axum::http::Uri = "http://evil.example/".parse().unwrap();
+        let got = refusal(&hosts, &Method::GET, &absolute, &headers(&[("host", "127.0.0.1:8080")])).map(|r| r.0);
+        assert_eq!(got, Some(StatusCode::MISDIRECTED_REQUEST));
+        for site in ["cross-site", "same-site"] {
+            let h = [("host", "127.0.0.1:8080"), ("sec-fetch-site", site)];
+            assert_eq!(ok(&Method::GET, &h), Some(StatusCode::FORBIDDEN), "{site}");
+        }
+        for site in ["same-origin", "none"] {
+            assert_eq!(ok(&Method::GET, &[("host", "127.0.0.1:8080"), ("sec-fetch-site", site)]), None, "{site}");
+        }
         // Bound elsewhere than loopback, `localhost` is not this console.
         let wide = allowed_hosts("192.0.2.1:8080".parse().unwrap());
         assert_eq!(wide, ["192.0.2.1:8080"]);

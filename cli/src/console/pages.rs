@@ -489,7 +489,12 @@ pub(super) async fn deployment(frame: &Frame, client: &mut QueryServiceClient<Ch
         ),
         Err(e) => (Vec::new(), format!("{e:#}")),
     };
-    let mut commands = vec![(format!("covenant status {id}"), "the same verdict in the terminal".to_owned())];
+    // A command to paste is shown only for an id the ledger could hold: a
+    // server's answer never becomes shell text that does something else.
+    let mut commands = Vec::new();
+    if covenant_core::statements::is_valid_id(id) {
+        commands.push((format!("covenant status {id}"), "the same verdict in the terminal".to_owned()));
+    }
     if row.unmet.iter().any(|u| u.condition == "end_use_attested") && frame.role == "customer" {
         commands.push((
             "covenant attest new --from attestation.toml --out attestation.dsse".into(),
@@ -562,7 +567,11 @@ pub(super) async fn proposals(frame: &Frame, client: &mut QueryServiceClient<Cha
         .proposals
         .into_iter()
         .map(|p| ProposalLine {
-            command: if frame.is_admin() { format!("covenant admin approve {}", p.digest) } else { String::new() },
+            command: if frame.is_admin() && is_digest(&p.digest) {
+                format!("covenant admin approve {}", p.digest)
+            } else {
+                String::new()
+            },
             change: p.change,
             kind: p.kind,
             target: p.target,
@@ -637,7 +646,9 @@ pub(super) async fn cases(frame: &Frame, client: &mut QueryServiceClient<Channel
         .into_iter()
         .map(|c| CaseLine {
             command: match next_state(&c.state) {
-                Some(next) if frame.is_admin() => format!("covenant admin case {} --to {next}", c.id),
+                Some(next) if frame.is_admin() && covenant_core::statements::is_valid_id(&c.id) => {
+                    format!("covenant admin case {} --to {next}", c.id)
+                }
                 _ => String::new(),
             },
             moves: c
@@ -838,6 +849,11 @@ fn local_witnesses(root: &Path) -> Vec<String> {
         .and_then(|r| r.witness_policy().ok())
         .map(|(w, _)| w.iter().map(|v| v.name().to_owned()).collect())
         .unwrap_or_default()
+}
+
+/// 64 lowercase hex digits: a digest as the server spells one.
+fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
