@@ -104,6 +104,10 @@ pub enum Audit {
     VerifyExport {
         /// The pack's folder.
         dir: PathBuf,
+        /// Refuse a pack that lists any entry of its selection as withheld
+        /// (one the exporter could not read, or chose not to show).
+        #[arg(long)]
+        require_complete: bool,
     },
 }
 
@@ -194,15 +198,27 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                 )
             })
         }
-        Audit::VerifyExport { dir } => {
+        Audit::VerifyExport { dir, require_complete } => {
             let report = crate::evidence::verify_export(&dir, root)
                 .with_context(|| format!("the evidence pack {} does not verify", dir.display()))?;
+            let withheld: u64 = report.withheld.values().sum();
+            if require_complete && withheld > 0 {
+                bail!(
+                    "the evidence pack {} verifies, but withholds {} of its selection ({}): --require-complete \
+                     refuses it",
+                    dir.display(),
+                    crate::counted(usize::try_from(withheld).unwrap_or(usize::MAX), "entry", "entries"),
+                    report.withheld.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+                );
+            }
             print(json, &report, || {
                 format!(
-                    "The evidence pack {} verifies: {} entries ({} withheld) of {} selection{}, complete for entries {}, against the checkpoint of size {} (root {}) with {} of {} witness cosignatures; root version {}{}.",
+                    "The evidence pack {} verifies: {} entries ({} withheld) of {} selection{}, complete for entries \
+                     {}, against the checkpoint of size {} (root {}) with {} of {} witness cosignatures; root version \
+                     {}{}.",
                     dir.display(),
                     report.entries,
-                    report.withheld,
+                    withheld,
                     report.selection.kind,
                     report.selection.id.as_deref().map(|i| format!(" {i}")).unwrap_or_default(),
                     report.range.map(|(a, b)| format!("{a} to {b}")).unwrap_or_else(|| "none".into()),
@@ -212,9 +228,13 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                     report.witness_threshold,
                     report.root_version,
                     if report.trusted_on_first_use {
-                        " (the pack's first root trusted on first use; pass --root to check it against yours)"
+                        format!(
+                            " (the pack's first root was trusted on first use: compare its SHA-256 {} with the \
+                             vendor's published root, or pass --root)",
+                            report.first_root_sha256
+                        )
                     } else {
-                        ""
+                        String::new()
                     }
                 )
             })

@@ -5,7 +5,7 @@
 //! and runs `covenant_core::evidence::verify_pack`, which names the first
 //! failure.
 //!
-//! The folder: `index.json` (the selection, its range, the subject keys
+//! The folder: `index.json` (the selection, the subject keys
 //! for the completeness check, what was withheld, the entries under the
 //! due-diligence headings), `checkpoint` (the signed note with its
 //! cosignatures), `roots/<version>.json` (the root chain), `headers` (every
@@ -18,12 +18,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use covenant_core::describe;
 use covenant_core::digest::Timestamp;
 use covenant_core::envelope::Envelope;
-use covenant_core::evidence::{
-    HEADINGS, Item, PACK_FORMAT, PackEntry, PackIndex, PackReport, Section, Selection, Withheld, heading,
-};
+use covenant_core::evidence::{Item, PACK_FORMAT, PackEntry, PackIndex, PackReport, Selection, Withheld};
 use covenant_core::keys::KeyId;
 use covenant_core::ledger::{EntryHeader, EntryKind, SubjectKey};
 use covenant_core::merkle::{self, MemoryTree};
@@ -113,8 +110,8 @@ pub async fn export(
     let log = newest.ledger_verifiers()?.into_iter().next().context("the root names no ledger key")?;
     let cp = ledger.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner().note;
     let verified = note::open_checkpoint(&cp, &log).context("the checkpoint is not signed by the ledger key")?;
-    let (witnesses, _) = newest.witness_policy()?;
-    verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), 0).context(
+    let (witnesses, threshold) = newest.witness_policy()?;
+    verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), threshold).context(
         "the server's newest checkpoint lacks the witness threshold; wait for the witnesses to cosign and export again",
     )?;
     let size = verified.checkpoint().size;
@@ -173,7 +170,8 @@ pub async fn export(
     let mut headers_file = std::io::BufWriter::new(std::fs::File::create(out.join("headers"))?);
     let mut tree = MemoryTree::new();
     let mut selected: BTreeSet<u64> = BTreeSet::new();
-    let mut kinds: BTreeMap<u64, (EntryKind, Timestamp, String)> = BTreeMap::new();
+    // Each entry's kind and time, by index (16 bytes an entry).
+    let mut kinds: Vec<(EntryKind, Timestamp)> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     let mut identities: Vec<u64> = Vec::new();
     let mut case_candidates: Vec<u64> = Vec::new();
     let mut index = 0;
@@ -211,10 +209,13 @@ pub async fn export(
                 "case" => signals.contains(&e.index) || (after && tagged),
                 _ => tagged || signals.contains(&e.index),
             };
-            if ours && in_time {
+            // The registrations of the selection's customer and deployments
+            // go in whatever the range: they bind its subject keys.
+            let registers = tagged && matches!(header.kind, EntryKind::Customer | EntryKind::Deployment);
+            if (ours && in_time) || registers {
                 selected.insert(e.index);
             }
-            kinds.insert(e.index, (header.kind, header.time, hex::encode(merkle::leaf_hash(&e.header))));
+            kinds.push((header.kind, header.time));
         }
         index = end;
         progress("headers", index, size);
@@ -245,14 +246,14 @@ pub async fn export(
                 ActionKind::Approve { proposal } => moves_proposed.contains(proposal),
                 _ => false,
             };
-            let in_time =
-                kinds.get(i).is_some_and(|(_, t, _)| from.is_none_or(|f| *t >= f) && to.is_none_or(|x| *t <= x));
+            let in_time = kinds
+                .get(usize::try_from(*i).unwrap_or(usize::MAX))
+                .is_some_and(|(_, t)| from.is_none_or(|f| *t >= f) && to.is_none_or(|x| *t <= x));
             if ours && in_time {
                 selected.insert(*i);
             }
         }
     }
-    let range = selected.first().copied().zip(selected.last().copied());
 
     // Pass 2: the selected bodies, each written out as it comes (bodies are
     // never all held), and the keys whose registrations they need.
@@ -263,25 +264,29 @@ pub async fn export(
         tree: &tree,
         size,
         kinds: &kinds,
-        sections: BTreeMap::new(),
-        csv: String::from("index,time,deployment,verdict,release,expires_at,unmet_conditions,suspension,leaf_hash\n"),
+        items: Vec::new(),
+        csv: String::from(covenant_core::evidence::CSV_HEADER),
         written: 0,
     };
     let mut found: BTreeSet<KeyId> = BTreeSet::new();
     let mut registrations_in_pack: BTreeSet<KeyId> = BTreeSet::new();
-    let targets: Vec<u64> = selected.iter().copied().collect();
-    for chunk in targets.chunks(PAGE as usize) {
-        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
-        let mut start = *first;
-        while start <= *last {
-            let end = (start + PAGE).min(last + 1);
+    // Runs of selected indices (a gap of up to RUN_GAP joined), each read
+    // in pages: a customer's entries spread over a long ledger cost a page
+    // per run, not every body between them.
+    for (run_start, run_end) in runs(&selected) {
+        let mut start = run_start;
+        while start < run_end {
+            let end = (start + PAGE).min(run_end);
             let page =
                 ledger.get_entries(pb::GetEntriesRequest { start, end, with_bodies: true }).await?.into_inner().entries;
             for e in page {
                 if !selected.contains(&e.index) {
                     continue;
                 }
-                let (entry_kind, _, _) = kinds.get(&e.index).cloned().context("an entry past the headers")?;
+                let (entry_kind, _) = kinds
+                    .get(usize::try_from(e.index).unwrap_or(usize::MAX))
+                    .copied()
+                    .context("an entry past the headers")?;
                 if e.body.is_empty() {
                     if matches!(entry_kind, EntryKind::Grant | EntryKind::Withhold) {
                         bail!("your identity cannot read decision {}: a pack never withholds a decision", e.index);
@@ -342,23 +347,18 @@ pub async fn export(
         std::fs::remove_file(&part)?;
     }
     let written = pack.written;
-    let PackWriter { mut sections, csv, .. } = pack;
+    let PackWriter { items, csv, .. } = pack;
+    // The CSV in index order, as the verifier rebuilds it.
+    let mut rows: Vec<&str> = csv.lines().skip(1).collect();
+    rows.sort_by_key(|r| r.split(',').next().and_then(|i| i.parse::<u64>().ok()));
+    let csv = rows.iter().fold(String::from(covenant_core::evidence::CSV_HEADER), |acc, r| acc + r + "\n");
     let index = PackIndex {
         format: PACK_FORMAT.into(),
         selection: Selection { kind: kind.into(), id, from, to },
         tree_size: size,
-        range,
         subject_keys: keys.iter().map(|(s, k)| (s.clone(), hex::encode(k.0))).collect(),
         withheld: withheld.clone(),
-        sections: HEADINGS
-            .iter()
-            .filter_map(|h| {
-                sections.remove(h).map(|mut items| {
-                    items.sort_by_key(|i| i.index);
-                    Section { heading: (*h).to_owned(), items }
-                })
-            })
-            .collect(),
+        sections: covenant_core::evidence::sections(items),
     };
     std::fs::write(out.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
     std::fs::write(out.join("decisions.csv"), csv)?;
@@ -368,7 +368,24 @@ pub async fn export(
         let version = version.context("a root of the chain does not parse")?;
         std::fs::write(out.join("roots").join(format!("{version}.json")), r)?;
     }
+    // The exporter checks what it wrote as a verifier will.
+    verify_export(out, None).context("the pack just written does not verify")?;
     Ok(Exported { out: out.to_path_buf(), tree_size: size, entries: written, withheld: withheld.len() as u64 })
+}
+
+/// The largest gap between two selected indices read in one run.
+const RUN_GAP: u64 = 64;
+
+/// `selected` as half-open runs `[start, end)`, gaps up to [`RUN_GAP`] joined.
+fn runs(selected: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &i in selected {
+        match out.last_mut() {
+            Some((_, end)) if i < *end + RUN_GAP => *end = i + 1,
+            _ => out.push((i, i + 1)),
+        }
+    }
+    out
 }
 
 /// Turns entries into `entries.jsonl` lines (with their proofs), and keeps
@@ -377,8 +394,8 @@ struct PackWriter<'a> {
     out: std::io::BufWriter<std::fs::File>,
     tree: &'a MemoryTree,
     size: u64,
-    kinds: &'a BTreeMap<u64, (EntryKind, Timestamp, String)>,
-    sections: BTreeMap<&'static str, Vec<Item>>,
+    kinds: &'a [(EntryKind, Timestamp)],
+    items: Vec<Item>,
     csv: String,
     written: u64,
 }
@@ -395,31 +412,11 @@ impl PackWriter<'_> {
             body: base64::engine::general_purpose::STANDARD.encode(body),
             proof: proof.iter().map(hex::encode).collect(),
         };
-        let (k, time, leaf) = self.kinds.get(&i).cloned().context("an entry past the headers")?;
-        self.sections.entry(heading(k)).or_default().push(Item {
-            index: i,
-            time,
-            kind: k,
-            summary: describe::summary(body),
-            leaf_hash: leaf.clone(),
-        });
-        if let Some(d) = Envelope::parse(body).ok().and_then(|e| Decision::parse(e.payload()).ok()) {
-            let unmet: Vec<&str> = d
-                .conditions
-                .iter()
-                .filter(|c| c.status == covenant_core::statements::ConditionStatus::Unmet)
-                .map(|c| c.condition.as_str())
-                .collect();
-            self.csv.push_str(&format!(
-                "{i},{time},{},{},{},{},{},{},{leaf}\n",
-                d.deployment,
-                if d.verdict == covenant_core::statements::Verdict::Grant { "grant" } else { "withhold" },
-                d.release.map(|r| r.to_string()).unwrap_or_default(),
-                d.expires_at.map(|t| t.to_string()).unwrap_or_default(),
-                unmet.join(";"),
-                d.suspension,
-            ));
-        }
+        let (k, time) =
+            self.kinds.get(usize::try_from(i).unwrap_or(usize::MAX)).copied().context("an entry past the headers")?;
+        let leaf = self.tree.leaf_hash(i).map(hex::encode).context("an entry past the tree")?;
+        self.items.push(covenant_core::evidence::item(i, time, k, &leaf, body));
+        self.csv.extend(covenant_core::evidence::csv_row(i, time, &leaf, body));
         self.written += 1;
         Ok(serde_json::to_string(&line)? + "\n")
     }
@@ -487,13 +484,60 @@ pub fn verify_export(dir: &Path, trusted: Option<&Path>) -> anyhow::Result<PackR
     let roots: Vec<Vec<u8>> = roots.into_iter().map(|(_, r)| r).collect();
     let trusted = trusted.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
     let checkpoint = read("checkpoint")?;
+    let csv = read("decisions.csv")?;
     let headers = std::io::BufReader::new(std::fs::File::open(dir.join("headers")).context("opening headers")?);
-    let headers = headers.split(b'\n').map(|l| l.map_err(|e| format!("reading headers: {e}")));
+    let headers = lines(headers, MAX_HEADER_LINE, "headers");
     let entries =
         std::io::BufReader::new(std::fs::File::open(dir.join("entries.jsonl")).context("opening entries.jsonl")?);
-    let entries = entries.lines().enumerate().map(|(n, l)| {
-        let l = l.map_err(|e| format!("reading line {}: {e}", n + 1))?;
-        serde_json::from_str::<PackEntry>(&l).map_err(|e| format!("line {} is not an entry: {e}", n + 1))
+    let entries = lines(entries, MAX_ENTRY_LINE, "entries.jsonl").enumerate().map(|(n, l)| {
+        let l = l?;
+        serde_json::from_slice::<PackEntry>(&l).map_err(|e| format!("line {} is not an entry: {e}", n + 1))
     });
-    Ok(covenant_core::evidence::verify_pack(&index, &roots, trusted.as_deref(), &checkpoint, headers, entries)?)
+    Ok(covenant_core::evidence::verify_pack(&index, &roots, trusted.as_deref(), &checkpoint, headers, entries, &csv)?)
+}
+
+/// The longest `headers` line read (a header is at most 8 KiB).
+const MAX_HEADER_LINE: usize = 16 * 1024;
+/// The longest `entries.jsonl` line read (a 1 MiB envelope in base64, its
+/// salt and proof).
+const MAX_ENTRY_LINE: usize = 2 * 1024 * 1024;
+
+/// The lines of `r`, each of which must end in `\n` and be at most `max`
+/// bytes: a line past it, or a last line without its newline, is an error
+/// naming `what` (the format requires the newline; a verifier must not read
+/// without bound).
+fn lines(r: impl std::io::BufRead, max: usize, what: &'static str) -> impl Iterator<Item = Result<Vec<u8>, String>> {
+    let mut r = r.take(0);
+    let mut n = 0u64;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        n += 1;
+        let mut line = Vec::new();
+        r.set_limit(max as u64 + 1);
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) => {
+                done = true;
+                None
+            }
+            Ok(_) if line.last() == Some(&b'\n') => {
+                line.pop();
+                Some(Ok(line))
+            }
+            Ok(_) => {
+                done = true;
+                Some(Err(if line.len() > max {
+                    format!("{what}: line {n} is longer than {max} bytes")
+                } else {
+                    format!("{what}: line {n} does not end with a newline")
+                }))
+            }
+            Err(e) => {
+                done = true;
+                Some(Err(format!("{what}: reading line {n}: {e}")))
+            }
+        }
+    })
 }

@@ -7,19 +7,27 @@
 //! flat in the ledger's size.
 //!
 //! What a pack proves, step by step (each failure named):
-//! 1. the root chain walks from the first root (or one the verifier trusts);
+//! 1. the root chain walks from the pack's first root, and holds the root
+//!    the verifier trusts (if it names one);
 //! 2. the checkpoint is signed by the ledger key of the newest root and
 //!    cosigned by its witness threshold;
 //! 3. the headers, one per entry from 0, are exactly the checkpoint's tree;
 //! 4. each entry's body matches its header's salted digest and its kind and
-//!    signer, its inclusion proof reaches the checkpoint's root, and its
+//!    signer, its inclusion proof reaches the checkpoint's root, its
 //!    signature verifies (root keys for roots, releases, admin actions and
 //!    decisions; for what a person or device signed, the key the pack's own
-//!    identity entries registered);
-//! 5. the pack is complete for its selection: within its range, every
+//!    identity entries registered), and each subject key of the index that
+//!    names one of its subjects reproduces one of its tags (so the keys are
+//!    bound to their names by the witnessed tree);
+//! 5. the pack is complete for its selection: within the range the
+//!    verifier derives from the selection alone (the whole tree, from a
+//!    case's signal on, within `from`/`to` by the headers' times), every
 //!    header tagged with one of its subjects (or, for `all`, every header)
-//!    is in the pack or listed as withheld, and no grant or withhold is
-//!    withheld.
+//!    is in the pack or listed as withheld, no grant or withhold is
+//!    withheld, and the selection's own registrations are in the pack (so
+//!    its subject keys cannot be left out or replaced);
+//! 6. the index's sections and the CSV are exactly those the verified
+//!    bodies give.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,7 +39,7 @@ use crate::keys::{KeyId, KeySet, PublicKey};
 use crate::ledger::{EntryHeader, EntryKind, SubjectKey};
 use crate::merkle::{self, CompactRange, Hash};
 use crate::note::{self, NoteVerifier};
-use crate::root::{RootPolicy, TrustedRoot, walk_chain};
+use crate::root::{RootPolicy, TrustedRoot};
 use crate::statements::{ActionKind, AdminAction, CheckIn, Decision, Payload, ReleaseManifest, RootMetadata};
 
 /// The pack format's name and version, in `index.json`.
@@ -101,10 +109,6 @@ pub struct PackIndex {
     pub selection: Selection,
     /// The checkpoint's tree size (how many lines `headers` has).
     pub tree_size: u64,
-    /// The range the pack is complete for, inclusive (none: nothing was
-    /// selected).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<(u64, u64)>,
     /// The subject keys of the selection's subjects (hex), with which anyone
     /// finds every header of those subjects: the completeness check.
     #[serde(default)]
@@ -233,6 +237,18 @@ pub enum PackError {
     /// An entry line is malformed, out of order, or outside the pack's range.
     #[error("entries.jsonl: {0}")]
     Entries(String),
+    /// A subject key of the index does not reproduce the tag of an entry
+    /// naming its subject, or the selection's own key is missing.
+    #[error("the subject key of {subject}: {why}")]
+    SubjectKey {
+        /// The subject.
+        subject: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The index's sections or the CSV are not what the verified bodies give.
+    #[error("{0}")]
+    Listing(String),
 }
 
 /// What a verified pack showed.
@@ -252,12 +268,17 @@ pub struct PackReport {
     pub witness_threshold: usize,
     /// Entries whose body, proof and signature verified.
     pub entries: u64,
-    /// Entries of the selection listed as withheld.
-    pub withheld: u64,
-    /// The range the pack is complete for.
+    /// Entries of the selection listed as withheld, by kind: the exporter
+    /// could not read them, or chose not to say (a verifier who needs them
+    /// all refuses a pack with any).
+    pub withheld: BTreeMap<EntryKind, u64>,
+    /// The range the pack is complete for, as the verifier derived it.
     pub range: Option<(u64, u64)>,
     /// Whether the first root was trusted on first use (no `--root`).
     pub trusted_on_first_use: bool,
+    /// SHA-256 of the pack's first root (`roots/1.json`): compare it with
+    /// the vendor's published root when no `--root` was given.
+    pub first_root_sha256: String,
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
@@ -279,11 +300,101 @@ struct RootKeys {
 /// The identities the pack's own identity entries registered, by key.
 type Registered = BTreeMap<KeyId, (crate::statements::IdentityRole, String, PublicKey)>;
 
-/// Verifies a pack. `roots` are the root envelopes, oldest first;
-/// `trusted` a root the verifier already trusts (else the first of
-/// `roots`, trusted on first use); `headers` every header from index 0;
-/// `entries` the entry lines in index order. Nothing is read but what is
-/// handed in.
+/// What the selection is, as the verifier reads it from the index alone.
+enum Selected {
+    All,
+    Customer(String),
+    Deployment(String),
+    Case(u64),
+}
+
+impl Selected {
+    fn of(s: &Selection) -> Result<Self, PackError> {
+        let id = || s.id.clone().ok_or_else(|| PackError::Index(format!("a {} selection names its id", s.kind)));
+        Ok(match s.kind.as_str() {
+            "all" => Selected::All,
+            "customer" => Selected::Customer(id()?),
+            "deployment" => Selected::Deployment(id()?),
+            "case" => Selected::Case(
+                id()?
+                    .strip_prefix("case-")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| PackError::Index("a case selection names case-N".into()))?,
+            ),
+            other => return Err(PackError::Index(format!("unknown selection kind {other:?}"))),
+        })
+    }
+}
+
+/// The CSV's first line.
+pub const CSV_HEADER: &str = "index,time,deployment,verdict,release,expires_at,unmet_conditions,suspension,leaf_hash\n";
+
+/// The CSV row of a decision entry (none for other entries): what the
+/// exporter writes and the verifier rebuilds.
+pub fn csv_row(index: u64, time: Timestamp, leaf_hash: &str, body: &[u8]) -> Option<String> {
+    let d = Envelope::parse(body).ok().and_then(|e| Decision::parse(e.payload()).ok())?;
+    let unmet: Vec<&str> = d
+        .conditions
+        .iter()
+        .filter(|c| c.status == crate::statements::ConditionStatus::Unmet)
+        .map(|c| c.condition.as_str())
+        .collect();
+    Some(format!(
+        "{index},{time},{},{},{},{},{},{},{leaf_hash}\n",
+        d.deployment,
+        if d.verdict == crate::statements::Verdict::Grant { "grant" } else { "withhold" },
+        d.release.map(|r| r.to_string()).unwrap_or_default(),
+        d.expires_at.map(|t| t.to_string()).unwrap_or_default(),
+        unmet.join(";"),
+        d.suspension,
+    ))
+}
+
+/// The index item of an entry.
+pub fn item(index: u64, time: Timestamp, kind: EntryKind, leaf_hash: &str, body: &[u8]) -> Item {
+    Item { index, time, kind, summary: crate::describe::summary(body), leaf_hash: leaf_hash.to_owned() }
+}
+
+/// The sections of the index from its items (any order): under the
+/// headings in [`HEADINGS`] order, each by index.
+pub fn sections(items: impl IntoIterator<Item = Item>) -> Vec<Section> {
+    let mut by: BTreeMap<&'static str, Vec<Item>> = BTreeMap::new();
+    for i in items {
+        by.entry(heading(i.kind)).or_default().push(i);
+    }
+    HEADINGS
+        .iter()
+        .filter_map(|h| {
+            by.remove(h).map(|mut items| {
+                items.sort_by_key(|i| i.index);
+                Section { heading: (*h).to_owned(), items }
+            })
+        })
+        .collect()
+}
+
+/// Kinds that register a party or a key: the only entries a pack may carry
+/// outside its range (what its other entries' signatures and subject keys
+/// rest on).
+fn registration(kind: EntryKind) -> bool {
+    matches!(kind, EntryKind::Identity | EntryKind::Customer | EntryKind::Deployment)
+}
+
+/// The selection's own registrations seen in the pack, and what they say.
+#[derive(Default)]
+struct Seen {
+    customers: BTreeSet<String>,
+    /// deployment → its customer, from deployment registrations.
+    deployments: BTreeMap<String, String>,
+    /// The case's signal: (customer, deployment).
+    signal: Option<(String, Option<String>)>,
+}
+
+/// Verifies a pack. `roots` are the root envelopes, oldest first (version
+/// 1 first); `trusted` a root the verifier already trusts, which must be
+/// one of them (else the first is trusted on first use); `headers` every
+/// header from index 0; `entries` the entry lines in index order; `csv`
+/// the bytes of `decisions.csv`. Nothing is read but what is handed in.
 pub fn verify_pack<H, E>(
     index: &PackIndex,
     roots: &[Vec<u8>],
@@ -291,6 +402,7 @@ pub fn verify_pack<H, E>(
     checkpoint: &[u8],
     headers: H,
     entries: E,
+    csv: &[u8],
 ) -> Result<PackReport, PackError>
 where
     H: IntoIterator<Item = Result<Vec<u8>, String>>,
@@ -299,38 +411,40 @@ where
     if index.format != PACK_FORMAT {
         return Err(PackError::Index(format!("format {:?}, not {PACK_FORMAT}", index.format)));
     }
-    // Steps 3 and 5 read the headers once, front to back; the entries are
-    // merged in as their index comes. The checkpoint and roots come first.
+    let selected = Selected::of(&index.selection)?;
+    // 1. The chain from the pack's first root. Signatures only: a pack is
+    // evidence of what was signed and outlives the roots' expiry, so each
+    // root is taken as of just before its own expiry.
     let first = roots.first().ok_or_else(|| PackError::Roots("the pack holds no root".into()))?;
-    let anchor = trusted.unwrap_or(first);
-    // Roots are checked as of the newest root's own issue (a pack outlives
-    // root expiry: it is evidence of what was, not a device's trust).
-    let as_of = roots
-        .iter()
-        .filter_map(|r| Envelope::parse(r).ok().and_then(|e| RootMetadata::parse(e.payload()).ok()))
-        .map(|m| m.expires.plus_seconds(-1))
-        .min()
-        .ok_or_else(|| PackError::Roots("no root parses".into()))?;
-    let start = TrustedRoot::provision(anchor, as_of, RootPolicy { allow_development: true })
-        .map_err(|e| PackError::Roots(e.to_string()))?;
+    let first_meta = Envelope::parse(first)
+        .ok()
+        .and_then(|e| RootMetadata::parse(e.payload()).ok())
+        .ok_or_else(|| PackError::Roots("roots/1.json does not parse".into()))?;
+    let mut newest =
+        TrustedRoot::provision(first, first_meta.expires.plus_seconds(-1), RootPolicy { allow_development: true })
+            .map_err(|e| PackError::Roots(format!("the first root: {e}")))?;
     let mut keys = RootKeys::default();
-    let mut collect = |root: &TrustedRoot| -> Result<(), PackError> {
+    let collect = |root: &TrustedRoot, keys: &mut RootKeys| -> Result<(), PackError> {
         let bad = |e: crate::root::RootError| PackError::Roots(e.to_string());
         keys.admin.extend(root.admin_keys().map_err(bad)?.keys().map(|(id, k)| (*id, *k)));
         keys.decision.extend(root.decision_keys().map_err(bad)?.keys().map(|(id, k)| (*id, *k)));
         keys.release.push(root.release_keys().map_err(bad)?);
         Ok(())
     };
-    collect(&start)?;
-    let mut newest = start.clone();
+    collect(&newest, &mut keys)?;
     for next in roots.iter().skip(1) {
-        let rotated = walk_chain(&newest, [next.as_slice()], as_of).map_err(|e| PackError::Roots(e.to_string()))?;
-        if rotated.version() != newest.version() {
-            collect(&rotated)?;
+        newest = newest.rotate(next).map_err(|e| PackError::Roots(e.to_string()))?;
+        collect(&newest, &mut keys)?;
+    }
+    if let Some(t) = trusted {
+        let payload = |b: &[u8]| Envelope::parse(b).ok().map(|e| e.payload().to_vec());
+        let want = payload(t).ok_or_else(|| PackError::Roots("the trusted root does not parse".into()))?;
+        if !roots.iter().any(|r| payload(r).as_ref() == Some(&want)) {
+            return Err(PackError::Roots("the root you trust is not in the pack's chain".into()));
         }
-        newest = rotated;
     }
     keys.root_bodies = roots.iter().cloned().collect();
+    // 2. The checkpoint, with the witness threshold.
     let log: NoteVerifier = newest
         .ledger_verifiers()
         .ok()
@@ -340,8 +454,8 @@ where
         note::open_checkpoint(checkpoint, &log).map_err(|e| PackError::Checkpoint(format!("ledger signature: {e}")))?;
     let (witnesses, threshold) = newest.witness_policy().map_err(|e| PackError::Roots(e.to_string()))?;
     let cosignatures = verified
-        .require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), 0)
-        .map_err(|e| PackError::Checkpoint(format!("witness cosignatures: {e}")))?
+        .require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), threshold)
+        .map_err(|e| PackError::Checkpoint(format!("witness cosignatures (the root asks {threshold}): {e}")))?
         .len();
     let size = verified.checkpoint().size;
     let root_hash = verified.checkpoint().root_hash;
@@ -351,18 +465,35 @@ where
             index.tree_size
         )));
     }
-    let subject_keys: Vec<SubjectKey> = index
+    let subject_keys: BTreeMap<&str, SubjectKey> = index
         .subject_keys
         .iter()
-        .map(|(s, k)| hex32(k).map(SubjectKey).ok_or_else(|| PackError::Index(format!("the subject key of {s}"))))
+        .map(|(s, k)| {
+            hex32(k)
+                .map(|k| (s.as_str(), SubjectKey(k)))
+                .ok_or_else(|| PackError::Index(format!("the subject key of {s}")))
+        })
         .collect::<Result<_, _>>()?;
     let withheld: BTreeMap<u64, EntryKind> = index.withheld.iter().map(|w| (w.index, w.kind)).collect();
-    let everything = index.selection.kind == "all";
+    let (from, to) = (index.selection.from, index.selection.to);
+    let in_range = |i: u64, h: &EntryHeader| {
+        let after = match selected {
+            Selected::Case(n) => i >= n,
+            _ => true,
+        };
+        after && from.is_none_or(|f| h.time >= f) && to.is_none_or(|t| h.time <= t)
+    };
 
+    // 3 to 5: the headers front to back, the entries merged in by index.
     let mut range = CompactRange::new();
     let mut entries = entries.into_iter().peekable();
     let mut registered = Registered::new();
+    let mut seen = Seen::default();
+    let mut items = Vec::new();
+    let mut rows = String::from(CSV_HEADER);
     let mut verified_entries = 0u64;
+    let mut covered: Option<(u64, u64)> = None;
+    let mut listed_withheld = 0usize;
     for (i, header_bytes) in headers.into_iter().enumerate() {
         let i = i as u64;
         let bytes = header_bytes.map_err(PackError::Headers)?;
@@ -372,6 +503,10 @@ where
         let leaf = merkle::leaf_hash(&bytes);
         range.push(leaf);
         let header = EntryHeader::parse(&bytes).map_err(|e| PackError::Header { index: i, why: e.to_string() })?;
+        let inside = in_range(i, &header);
+        if inside {
+            covered = Some(covered.map_or((i, i), |(a, _)| (a, i)));
+        }
         let next_is_this = match entries.peek() {
             Some(Ok(e)) => e.index == i,
             Some(Err(e)) => return Err(PackError::Entries(e.clone())),
@@ -379,15 +514,18 @@ where
         };
         if next_is_this {
             let Some(Ok(entry)) = entries.next() else { continue };
-            check_entry(&entry, &header, &leaf, size, &root_hash, &keys, &mut registered)?;
-            if let Some((a, b)) = index.range
-                && (i < a || i > b)
-            {
-                // Signer identities may come before the range: only they.
-                if header.kind != EntryKind::Identity {
-                    return Err(PackError::Entries(format!("entry {i} is outside the pack's range {a}..={b}")));
-                }
+            if !inside && !registration(header.kind) {
+                return Err(PackError::Entries(format!(
+                    "entry {i} ({}) is outside the selection's range",
+                    header.kind
+                )));
             }
+            let body = check_entry(&entry, &header, &leaf, size, &root_hash, &keys, &mut registered)?;
+            bind_subjects(i, &header, &body, &subject_keys)?;
+            note_selection(i, &body, &selected, &mut seen);
+            let leaf_hex = hex::encode(leaf);
+            items.push(item(i, header.time, header.kind, &leaf_hex, &body));
+            rows.extend(csv_row(i, header.time, &leaf_hex, &body));
             verified_entries += 1;
             if let Some(Ok(e)) = entries.peek()
                 && e.index <= i
@@ -398,11 +536,11 @@ where
         }
         // Not in the pack: it must not be part of the selection, unless it
         // is listed as withheld (and a decision never is).
-        let Some((a, b)) = index.range else { continue };
-        if i < a || i > b {
+        if !inside {
             continue;
         }
-        let ours = everything || subject_keys.iter().any(|k| header.tags.contains(&k.tag(&header.body_digest)));
+        let ours = matches!(selected, Selected::All)
+            || subject_keys.values().any(|k| header.tags.contains(&k.tag(&header.body_digest)));
         if !ours {
             continue;
         }
@@ -421,7 +559,7 @@ where
                     why: "is a decision, which a pack never withholds".into(),
                 });
             }
-            Some(_) => {}
+            Some(_) => listed_withheld += 1,
             None => {
                 return Err(PackError::Incomplete {
                     index: i,
@@ -443,6 +581,24 @@ where
             Err(e) => e,
         }));
     }
+    if listed_withheld != withheld.len() {
+        return Err(PackError::Index("it lists as withheld an entry that is not the selection's".into()));
+    }
+    selection_keys(&selected, &seen, &subject_keys)?;
+    // 6. The listings are what the bodies say.
+    if index.sections != sections(items) {
+        return Err(PackError::Listing(
+            "index.json's sections are not those the verified entries give (an item missing, added or changed)".into(),
+        ));
+    }
+    if csv != rows.as_bytes() {
+        return Err(PackError::Listing("decisions.csv is not the one the verified decisions give".into()));
+    }
+    let mut by_kind = BTreeMap::new();
+    for w in &index.withheld {
+        *by_kind.entry(w.kind).or_insert(0) += 1;
+    }
+    use sha2::Digest as _;
     Ok(PackReport {
         selection: index.selection.clone(),
         tree_size: size,
@@ -451,13 +607,102 @@ where
         cosignatures,
         witness_threshold: threshold,
         entries: verified_entries,
-        withheld: index.withheld.len() as u64,
-        range: index.range,
+        withheld: by_kind,
+        range: covered,
         trusted_on_first_use: trusted.is_none(),
+        first_root_sha256: hex::encode(sha2::Sha256::digest(first)),
     })
 }
 
-/// Step 4 for one entry: body, kind and signer, proof, signature.
+/// Each subject key of the index that names one of the entry's subjects
+/// must reproduce one of its tags: the witnessed header binds the key to
+/// its name.
+fn bind_subjects(
+    index: u64,
+    header: &EntryHeader,
+    body: &[u8],
+    keys: &BTreeMap<&str, SubjectKey>,
+) -> Result<(), PackError> {
+    let subjects = crate::state::classify(body).map(|p| p.subjects).unwrap_or_default();
+    for s in subjects {
+        if let Some(k) = keys.get(s.as_str())
+            && !header.tags.contains(&k.tag(&header.body_digest))
+        {
+            return Err(PackError::SubjectKey {
+                subject: s,
+                why: format!("it does not reproduce a tag of entry {index}, which names it"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Records what the selection's completeness rests on: its customer's and
+/// deployments' registrations, a case's signal.
+fn note_selection(index: u64, body: &[u8], selected: &Selected, seen: &mut Seen) {
+    let Ok(env) = Envelope::parse(body) else { return };
+    if let Ok(action) = AdminAction::parse(env.payload()) {
+        match action.action {
+            ActionKind::RegisterCustomer { customer, .. } => {
+                seen.customers.insert(customer);
+            }
+            ActionKind::RegisterDeployment { deployment, customer, .. } => {
+                seen.deployments.insert(deployment, customer);
+            }
+            _ => {}
+        }
+    } else if let (Selected::Case(n), Ok(signal)) = (selected, crate::statements::MisuseSignal::parse(env.payload()))
+        && *n == index
+    {
+        seen.signal = Some((signal.about.customer, signal.about.deployment));
+    }
+}
+
+/// The selection's own subjects have keys, bound by their registrations in
+/// the pack: a key left out, or one that binds nothing, would hide every
+/// entry of its subject.
+fn selection_keys(selected: &Selected, seen: &Seen, keys: &BTreeMap<&str, SubjectKey>) -> Result<(), PackError> {
+    let need = |subject: &str, registered: bool| -> Result<(), PackError> {
+        let missing = |why: &str| PackError::SubjectKey { subject: subject.to_owned(), why: why.to_owned() };
+        if !keys.contains_key(subject) {
+            return Err(missing("the selection's subject has no key in the index"));
+        }
+        if !registered {
+            return Err(missing("its registration is not in the pack, so nothing binds its key"));
+        }
+        Ok(())
+    };
+    match selected {
+        Selected::All => Ok(()),
+        Selected::Customer(c) => {
+            need(c, seen.customers.contains(c))?;
+            for (d, customer) in &seen.deployments {
+                if customer == c {
+                    need(d, true)?;
+                }
+            }
+            Ok(())
+        }
+        Selected::Deployment(d) => need(d, seen.deployments.contains_key(d)),
+        Selected::Case(n) => {
+            let Some((customer, deployment)) = &seen.signal else {
+                return Err(PackError::Incomplete {
+                    index: *n,
+                    kind: EntryKind::Signal,
+                    why: "is the case's signal and is not in the pack".into(),
+                });
+            };
+            need(customer, seen.customers.contains(customer))?;
+            if let Some(d) = deployment {
+                need(d, seen.deployments.contains_key(d))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Step 4 for one entry: body, kind and signer, proof, signature. Returns
+/// the body.
 fn check_entry(
     entry: &PackEntry,
     header: &EntryHeader,
@@ -466,7 +711,7 @@ fn check_entry(
     root: &Hash,
     keys: &RootKeys,
     registered: &mut Registered,
-) -> Result<(), PackError> {
+) -> Result<Vec<u8>, PackError> {
     let index = entry.index;
     let body_err = |why: String| PackError::Body { index, why };
     let salt = hex32(&entry.salt).ok_or_else(|| body_err("the salt is not 32 bytes of hex".into()))?;
@@ -546,7 +791,7 @@ fn check_entry(
             }
         }
     }
-    Ok(())
+    Ok(body)
 }
 
 /// The leaf hash of header bytes, hex (what the index and the report show).

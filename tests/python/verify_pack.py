@@ -72,14 +72,29 @@ def main(pack):
     # 3 to 5 in one pass over the headers, the entries merged in by index.
     keys = {s: bytes.fromhex(k) for s, k in index.get("subject_keys", {}).items()}
     withheld = {w["index"]: w["kind"] for w in index.get("withheld", [])}
-    rng = index.get("range")
-    everything = index["selection"]["kind"] == "all"
+    sel = index["selection"]
+    if sel["kind"] not in ("all", "customer", "deployment", "case"):
+        raise Failed(f"index.json: unknown selection kind {sel['kind']!r}")
+    everything = sel["kind"] == "all"
+    # The range comes from the selection alone, never from the pack.
+    case_n = int(sel["id"][len("case-"):]) if sel["kind"] == "case" else 0
+    start_t = cv.parse_time(sel["from"]) if sel.get("from") else None
+    end_t = cv.parse_time(sel["to"]) if sel.get("to") else None
+
+    def in_range(i, header):
+        t = cv.parse_time(header["time"])
+        return i >= case_n and (start_t is None or t >= start_t) and (end_t is None or t <= end_t)
+
     entries = [json.loads(line) for line in read("entries.jsonl").decode().splitlines() if line]
     by_index = {}
+    last = -1
     for e in entries:
-        if e["index"] in by_index:
-            raise Failed(f"entries.jsonl: entry {e['index']} twice")
+        if e["index"] <= last:
+            raise Failed(f"entries.jsonl: entry {e['index']} is out of order or repeated")
+        last = e["index"]
         by_index[e["index"]] = e
+    seen_customers, seen_deployments, signal_about = set(), {}, None
+    withheld_found = 0
     registered = {}  # key id -> public key, from identity entries of the pack
     stack = []  # the compact range: (height, hash)
     count = 0
@@ -97,11 +112,28 @@ def main(pack):
             stack.append((height, h))
             count += 1
             header = json.loads(raw)
+            inside = in_range(i, header)
             e = by_index.get(i)
             if e is not None:
-                check_entry(i, e, header, leaf, cp, admin, decision, registered, chain)
+                if not inside and header["kind"] not in ("identity", "customer", "deployment"):
+                    raise Failed(f"entries.jsonl: entry {i} is outside the selection's range")
+                payload_type, payload = check_entry(i, e, header, leaf, cp, admin, decision, registered, chain)
+                # Each subject key naming one of the entry's subjects must
+                # reproduce one of its tags (evidence.md, step 4).
+                digest = bytes.fromhex(header["body_digest"])
+                for subject in subjects_of(payload_type, payload):
+                    k = keys.get(subject)
+                    if k is not None and hmac.new(k, digest, hashlib.sha256).digest()[:16].hex() not in header.get("tags", []):
+                        raise Failed(f"the subject key of {subject}: it does not reproduce a tag of entry {i}")
+                action = payload.get("action", {}) if payload_type == ACTION_TYPE else {}
+                if action.get("what") == "register_customer":
+                    seen_customers.add(action["customer"])
+                if action.get("what") == "register_deployment":
+                    seen_deployments[action["deployment"]] = action["customer"]
+                if payload_type == SIGNAL_TYPE and i == case_n:
+                    signal_about = payload["about"]
                 continue
-            if rng is None or not (rng[0] <= i <= rng[1]):
+            if not inside:
                 continue
             digest = bytes.fromhex(header["body_digest"])
             tagged = any(
@@ -113,6 +145,7 @@ def main(pack):
                 raise Failed(f"the pack is incomplete: entry {i} ({header['kind']}) is missing")
             if withheld[i] in ("grant", "withhold") or withheld[i] != header["kind"]:
                 raise Failed(f"the pack is incomplete: entry {i} is withheld as {withheld[i]}")
+            withheld_found += 1
     if count != cp.size:
         raise Failed(f"the headers: {count} lines, the checkpoint's tree has {cp.size}")
     # The root: fold the peaks from the right.
@@ -124,7 +157,56 @@ def main(pack):
     missing = [i for i in by_index if i >= cp.size]
     if missing:
         raise Failed(f"entries.jsonl: entry {missing[0]} is past the tree")
+    if withheld_found != len(withheld):
+        raise Failed("index.json: it lists as withheld an entry that is not the selection's")
+    # The selection's own subjects have keys, bound by their registrations.
+    need = []
+    if sel["kind"] == "customer":
+        need = [(sel["id"], sel["id"] in seen_customers)]
+        need += [(d, True) for d, c in seen_deployments.items() if c == sel["id"]]
+    elif sel["kind"] == "deployment":
+        need = [(sel["id"], sel["id"] in seen_deployments)]
+    elif sel["kind"] == "case":
+        if signal_about is None:
+            raise Failed(f"the pack is incomplete: entry {case_n} (signal) is missing")
+        need = [(signal_about["customer"], signal_about["customer"] in seen_customers)]
+        if signal_about.get("deployment"):
+            need.append((signal_about["deployment"], signal_about["deployment"] in seen_deployments))
+    for subject, registered_in_pack in need:
+        if subject not in keys or not registered_in_pack:
+            raise Failed(f"the subject key of {subject}: missing, or not bound by its registration in the pack")
     return len(entries), cp.size
+
+
+def subjects_of(payload_type, payload):
+    """The ids an entry's body names, as docs/formats.md section 14 lists them."""
+    if payload_type == ACTION_TYPE:
+        a = payload["action"]
+        what = a.get("what")
+        if what == "issue_identity":
+            return [a["subject"]]
+        if what == "register_customer":
+            return [a["customer"]]
+        if what == "register_deployment":
+            return [a["customer"], a["deployment"]]
+        if what == "set_contract":
+            return [a["contract"]["customer"]]
+        if what == "propose_suspension":
+            return list(a["target"].values())
+        if what in ("propose_waiver", "propose_security_fix"):
+            return [a["deployment"]]
+        if what == "record_licence":
+            return [a["licence"]["customer"]]
+        return []
+    if payload_type in (cv.DECISION_TYPE, cv.REPORT_TYPE):
+        return [payload["deployment"]]
+    if payload_type == INTOTO_TYPE:
+        p = payload["predicate"]
+        if "deployment" in p:
+            return [p["deployment"]]
+        names = sorted({s["name"] for s in payload["subject"]})
+        return [p["customer"]] + (names if len(names) < 16 else [])
+    return []
 
 
 def check_entry(i, e, header, leaf, cp, admin, decision, registered, chain):
@@ -136,6 +218,7 @@ def check_entry(i, e, header, leaf, cp, admin, decision, registered, chain):
         raise Failed(f"entry {i}: its inclusion proof does not verify")
     env, payload = envelope_payload(body)
     kind, ptype, signer = header["kind"], env["payloadType"], first_keyid(body)
+    parsed = json.loads(payload)
     try:
         if kind == "root":
             if body not in chain:
@@ -172,6 +255,7 @@ def check_entry(i, e, header, leaf, cp, admin, decision, registered, chain):
                 continue
         if not ok:
             raise Failed(f"entry {i}: its signature: no root's release threshold")
+    return ptype, parsed
 
 
 if __name__ == "__main__":

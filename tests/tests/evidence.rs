@@ -264,5 +264,133 @@ async fn a_python_verifier_written_from_the_docs_verifies_a_pack() {
     write_entries(&dir, &es);
     let (ok, said) = run(&dir);
     assert!(!ok && said.contains(&format!("entry {} (grant) is missing", removed.index)), "verify_pack.py: {said}");
+    // The decisions removed and lim-07's key left out, or replaced: the
+    // Python verifier refuses both too.
+    for (name, key) in [("python-no-key", None), ("python-false-key", Some("11".repeat(32)))] {
+        let dir = copy(&pack, name);
+        let mut es = entries(&dir);
+        es.retain(|e| {
+            !matches!(kind_of(e), covenant_core::ledger::EntryKind::Grant | covenant_core::ledger::EntryKind::Withhold)
+        });
+        write_entries(&dir, &es);
+        set_index(&dir, |i| match &key {
+            Some(k) => i["subject_keys"]["lim-07"] = serde_json::json!(k),
+            None => {
+                i["subject_keys"].as_object_mut().unwrap().remove("lim-07");
+            }
+        });
+        let (ok, said) = run(&dir);
+        assert!(!ok && said.contains("the subject key of lim-07"), "{name}: verify_pack.py: {said}");
+    }
+    // The checkpoint without its cosignature.
+    let dir = copy(&pack, "python-no-witness");
+    let cp = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    let stripped: String = cp.lines().filter(|l| !l.contains("witness")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("checkpoint"), stripped).unwrap();
+    let (ok, said) = run(&dir);
+    assert!(!ok && said.contains("witness"), "verify_pack.py: {said}");
     st.s.stop().await;
+}
+
+fn set_index(pack: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pack.join("index.json")).unwrap()).unwrap();
+    edit(&mut index);
+    std::fs::write(pack.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// The exporter controls the files: each way of shrinking what the pack
+/// must hold, or of making its listings say something else, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_that_hides_what_its_selection_holds_is_refused() {
+    let st = story("pack-hiding").await;
+    let pack = export(&st, select(Some("min-x"), None, None, false), "original").await;
+
+    // The checkpoint without its witness cosignature.
+    let dir = copy(&pack, "no-witness");
+    let cp = std::fs::read_to_string(dir.join("checkpoint")).unwrap();
+    let stripped: String = cp.lines().filter(|l| !l.contains("witness")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(stripped, cp, "the checkpoint carried a cosignature");
+    std::fs::write(dir.join("checkpoint"), stripped).unwrap();
+    refused(&dir, "the checkpoint: witness cosignatures");
+
+    // The decisions removed and lim-07's key replaced by another: the key
+    // no longer reproduces the tag of lim-07's registration.
+    let dir = copy(&pack, "false-key");
+    let mut es = entries(&dir);
+    es.retain(|e| {
+        !matches!(kind_of(e), covenant_core::ledger::EntryKind::Grant | covenant_core::ledger::EntryKind::Withhold)
+    });
+    write_entries(&dir, &es);
+    set_index(&dir, |i| i["subject_keys"]["lim-07"] = serde_json::json!("11".repeat(32)));
+    refused(&dir, "the subject key of lim-07: it does not reproduce a tag of entry");
+
+    // The decisions removed and lim-07's key left out.
+    let dir = copy(&pack, "no-key");
+    let mut es = entries(&dir);
+    es.retain(|e| {
+        !matches!(kind_of(e), covenant_core::ledger::EntryKind::Grant | covenant_core::ledger::EntryKind::Withhold)
+    });
+    write_entries(&dir, &es);
+    set_index(&dir, |i| {
+        i["subject_keys"].as_object_mut().unwrap().remove("lim-07");
+    });
+    refused(&dir, "the subject key of lim-07: the selection's subject has no key in the index");
+
+    // A narrower selection claimed (a time window that ends before the
+    // decisions) while the entries stay: refused, as outside the range.
+    let dir = copy(&pack, "narrowed");
+    set_index(&dir, |i| i["selection"]["to"] = serde_json::json!("2000-01-01T00:00:00Z"));
+    refused(&dir, "is outside the selection's range");
+
+    // An item dropped from the index, a CSV row changed.
+    let dir = copy(&pack, "sections");
+    set_index(&dir, |i| {
+        let items = i["sections"][0]["items"].as_array_mut().unwrap();
+        items.pop();
+    });
+    refused(&dir, "index.json's sections are not those the verified entries give");
+    let dir = copy(&pack, "csv");
+    let csv = std::fs::read_to_string(dir.join("decisions.csv")).unwrap().replace(",grant,", ",withhold,");
+    std::fs::write(dir.join("decisions.csv"), csv).unwrap();
+    refused(&dir, "decisions.csv is not the one the verified decisions give");
+
+    // The headers' last newline cut.
+    let dir = copy(&pack, "newline");
+    let mut h = std::fs::read(dir.join("headers")).unwrap();
+    h.pop();
+    std::fs::write(dir.join("headers"), h).unwrap();
+    refused(&dir, "does not end with a newline");
+
+    // An attestation listed as withheld: shown, and refused when the
+    // verifier asks for a complete pack.
+    let dir = copy(&pack, "withheld-attestation");
+    let mut es = entries(&dir);
+    let at = es.iter().position(|e| kind_of(e) == covenant_core::ledger::EntryKind::Attestation).unwrap();
+    let removed = es.remove(at);
+    write_entries(&dir, &es);
+    set_index(&dir, |i| {
+        i["withheld"] = serde_json::json!([{ "index": removed.index, "kind": "attestation" }]);
+        let items = i["sections"][0]["items"].as_array_mut().unwrap();
+        items.retain(|it| it["index"] != removed.index);
+        if items.is_empty() {
+            i["sections"].as_array_mut().unwrap().remove(0);
+        }
+    });
+    let report = covenant_cli::evidence::verify_export(&dir, None).unwrap();
+    assert_eq!(report.withheld.get(&covenant_core::ledger::EntryKind::Attestation), Some(&1));
+    let cmd = Audit::VerifyExport { dir: dir.clone(), require_complete: true };
+    let e = covenant_cli::audit::run(cmd, &st.s.admin(1), None, true).await.unwrap_err();
+    assert!(format!("{e:#}").contains("withholds 1 entry"), "{e:#}");
+
+    // A root the verifier trusts that is not the pack's.
+    let other = covenant_tests::Running::start("pack-other-root").await;
+    let e = covenant_cli::evidence::verify_export(&pack, Some(&other.dir.join("root.json"))).unwrap_err();
+    assert!(format!("{e:#}").contains("the root you trust is not in the pack's chain"), "{e:#}");
+    other.stop().await;
+    st.s.stop().await;
+}
+
+fn kind_of(e: &PackEntry) -> covenant_core::ledger::EntryKind {
+    covenant_core::state::classify(&body_of(e)).unwrap().kind
 }
