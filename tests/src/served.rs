@@ -233,6 +233,26 @@ pub fn min_x_deployment(id: &str) -> Admin {
     }
 }
 
+/// The registration of deployment lim-08 of customer min-y: product lim at
+/// site XB/s2, provisioned with 1.0.0.
+pub fn min_y_deployment() -> Admin {
+    Admin::Deployment {
+        id: "lim-08".into(),
+        customer: "min-y".into(),
+        product: "lim".into(),
+        country: "XB".into(),
+        site: "s2".into(),
+        provisioned_version: "1.0.0".into(),
+    }
+}
+
+/// The other customer of the scoping tests: min-y (Ministry Y, XB) with
+/// deployment lim-08 ([`min_y_deployment`]), no contract, no keys.
+pub async fn min_y(s: &Running) {
+    admin(&s.admin(1), Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
+    register_deployment(s, min_y_deployment()).await;
+}
+
 /// As [`cast`], with a contract of `conditions` (TOML `[[conditions]]`).
 pub async fn cast_with(s: &Running, conditions: &str) -> Cast {
     let a1 = s.admin(1);

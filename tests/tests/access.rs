@@ -91,19 +91,7 @@ async fn world_named(name: &str) -> World {
     let s = Running::start(name).await;
     let c = cast_with(&s, "").await;
     let a1 = s.admin(1);
-    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
-    admin(
-        &a1,
-        Admin::Deployment {
-            id: "lim-08".into(),
-            customer: "min-y".into(),
-            product: "lim".into(),
-            country: "XB".into(),
-            site: "s2".into(),
-            provisioned_version: "1.0.0".into(),
-        },
-    )
-    .await;
+    min_y(&s).await;
     let other_customer = person(&s, "customer", "min-y").await;
     let other_device = person(&s, "deployment", "lim-08").await;
     // An auditor whose scope is min-y only.

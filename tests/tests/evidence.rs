@@ -31,16 +31,7 @@ async fn story(name: &str) -> Story {
     let s = Running::start_witnessed(name).await;
     let c = cast(&s).await;
     let a1 = s.admin(1);
-    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
-    let lim08 = Admin::Deployment {
-        id: "lim-08".into(),
-        customer: "min-y".into(),
-        product: "lim".into(),
-        country: "XB".into(),
-        site: "s2".into(),
-        provisioned_version: "1.0.0".into(),
-    };
-    register_deployment(&s, lim08).await;
+    min_y(&s).await;
     let att = attest_via_cli(&s, &c.customer).await;
     let ver = verification(&std::fs::read(att).unwrap(), Sha256Digest::of(b"verified configuration"), &c.engineer);
     let mut eng = AttestationServiceClient::new(s.conn(&c.engineer).channel().await.unwrap());

@@ -62,19 +62,7 @@ async fn each_query_answers_each_role_exactly_its_rows() {
     let s = Running::start("queries").await;
     let c = cast(&s).await;
     let a1 = s.admin(1);
-    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
-    register_deployment(
-        &s,
-        Admin::Deployment {
-            id: "lim-08".into(),
-            customer: "min-y".into(),
-            product: "lim".into(),
-            country: "XB".into(),
-            site: "s2".into(),
-            provisioned_version: "1.0.0".into(),
-        },
-    )
-    .await;
+    min_y(&s).await;
     let customer_y = person(&s, "customer", "min-y").await;
     let device_y = person(&s, "deployment", "lim-08").await;
     let auditor_y = scoped_auditor(&s, "auditor-y", &["min-y"]).await;

@@ -116,17 +116,7 @@ struct World {
 /// The other customer min-y with deployment lim-08, their keys, and the
 /// scoped auditors.
 async fn others(s: &Running) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let a1 = s.admin(1);
-    admin(&a1, Admin::Customer { id: "min-y".into(), name: "Ministry Y".into(), country: "XB".into() }).await;
-    let lim08 = Admin::Deployment {
-        id: "lim-08".into(),
-        customer: "min-y".into(),
-        product: "lim".into(),
-        country: "XB".into(),
-        site: "s2".into(),
-        provisioned_version: "1.0.0".into(),
-    };
-    admin(&a1, lim08).await;
+    min_y(s).await;
     let customer_y = person(s, "customer", "min-y").await;
     let device_y = person(s, "deployment", "lim-08").await;
     let aud_x = scoped_auditor(s, "aud-x", &["min-x"]).await;
