@@ -108,12 +108,26 @@ pub async fn export(
     let newest = walk_chain(&trusted, roots.iter().map(Vec::as_slice), crate::now())
         .context("the server's root chain does not follow from the trusted root")?;
     let log = newest.ledger_verifiers()?.into_iter().next().context("the root names no ledger key")?;
-    let cp = ledger.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner().note;
-    let verified = note::open_checkpoint(&cp, &log).context("the checkpoint is not signed by the ledger key")?;
     let (witnesses, threshold) = newest.witness_policy()?;
-    verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), threshold).context(
-        "the server's newest checkpoint lacks the witness threshold; wait for the witnesses to cosign and export again",
-    )?;
+    let witnesses: Vec<&note::NoteVerifier> = witnesses.iter().collect();
+    // The newest checkpoint is cosigned a moment after it is signed: wait
+    // for the witness threshold (bounded) rather than fail at once.
+    let deadline = std::time::Instant::now() + WITNESS_WAIT;
+    let (cp, verified) = loop {
+        let cp = ledger.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner().note;
+        let verified = note::open_checkpoint(&cp, &log).context("the checkpoint is not signed by the ledger key")?;
+        match verified.require_cosignatures(&witnesses, threshold) {
+            Ok(_) => break (cp, verified),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the server's newest checkpoint still lacks the witness threshold after {} s; check that \
+                     the witnesses run, then export again",
+                    WITNESS_WAIT.as_secs()
+                )));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
     let size = verified.checkpoint().size;
 
     // The selection's subjects, and their keys (the completeness check).
@@ -174,6 +188,9 @@ pub async fn export(
     let mut kinds: Vec<(EntryKind, Timestamp)> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     let mut identities: Vec<u64> = Vec::new();
     let mut case_candidates: Vec<u64> = Vec::new();
+    // Approvals (untagged) in the selection's time: those of a proposal in
+    // the pack go in, so that the report says who approved it.
+    let mut approval_candidates: Vec<u64> = Vec::new();
     let mut index = 0;
     while index < size {
         let end = (index + PAGE).min(size);
@@ -201,6 +218,9 @@ pub async fn export(
             let after = case_signal.is_some_and(|s| e.index >= s);
             if after && matches!(header.kind, EntryKind::Case | EntryKind::Approval) {
                 case_candidates.push(e.index);
+            }
+            if header.kind == EntryKind::Approval && in_time && kind != "all" {
+                approval_candidates.push(e.index);
             }
             let ours = match kind {
                 "all" => true,
@@ -270,6 +290,11 @@ pub async fn export(
     };
     let mut found: BTreeSet<KeyId> = BTreeSet::new();
     let mut registrations_in_pack: BTreeSet<KeyId> = BTreeSet::new();
+    // The payload digests of the admin actions written (how approvals name
+    // a proposal).
+    let mut proposed: BTreeSet<covenant_core::digest::Sha256Digest> = BTreeSet::new();
+    // The admin keys that signed the pack's actions (named if possible).
+    let mut named: BTreeSet<KeyId> = BTreeSet::new();
     // Runs of selected indices (a gap of up to RUN_GAP joined), each read
     // in pages: a customer's entries spread over a long ledger cost a page
     // per run, not every body between them.
@@ -296,6 +321,12 @@ pub async fn export(
                 }
                 wanted_keys.extend(signers_to_register(&e.body));
                 registrations_in_pack.extend(registered_key(&e.body));
+                if let Ok(env) = Envelope::parse(&e.body)
+                    && AdminAction::parse(env.payload()).is_ok()
+                {
+                    proposed.insert(covenant_core::digest::Sha256Digest::of(env.payload()));
+                    named.extend(env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)));
+                }
                 let line = pack.entry(e.index, &e.body, &e.salt)?;
                 pack.out.write_all(line.as_bytes())?;
             }
@@ -304,22 +335,47 @@ pub async fn export(
         progress("bodies", pack.written, selected.len() as u64);
     }
     pack.out.flush()?;
+    let mut registrations: BTreeMap<u64, String> = BTreeMap::new();
+    // The approvals of the pack's proposals (a reader that may not read
+    // approvals gets none: the report says none is in the pack).
+    for i in approval_candidates {
+        if selected.contains(&i) || registrations.contains_key(&i) {
+            continue;
+        }
+        let (body, salt) = fetch(&mut ledger, i).await?;
+        let approves = Envelope::parse(&body)
+            .ok()
+            .and_then(|env| AdminAction::parse(env.payload()).ok())
+            .is_some_and(|a| matches!(a.action, ActionKind::Approve { proposal } if proposed.contains(&proposal)));
+        if approves {
+            named.extend(
+                Envelope::parse(&body)
+                    .ok()
+                    .and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid))),
+            );
+            registrations.insert(i, pack.entry(i, &body, &salt)?);
+        }
+    }
     // The identity entries that registered those keys, when not already in
     // the pack: few, held until they are merged in by index.
     found.extend(wanted_keys.iter().filter(|k| registrations_in_pack.contains(k)).copied());
-    let mut registrations: BTreeMap<u64, String> = BTreeMap::new();
+    // The admins who signed the pack's actions are named too, where the
+    // caller may read their registrations (the report shows who proposed
+    // and who approved); their signatures need only the root.
+    named.retain(|k| !registrations_in_pack.contains(k));
+    let mut named_found: BTreeSet<KeyId> = BTreeSet::new();
     for i in identities {
-        if found.len() == wanted_keys.len() {
+        if found.len() == wanted_keys.len() && named_found.len() == named.len() {
             break;
         }
         if selected.contains(&i) {
             continue;
         }
         let (body, salt) = fetch(&mut ledger, i).await?;
-        if let Some(k) = registered_key(&body)
-            && wanted_keys.contains(&k)
-            && found.insert(k)
-        {
+        let Some(k) = registered_key(&body) else { continue };
+        let needed = wanted_keys.contains(&k) && found.insert(k);
+        let naming = named.contains(&k) && named_found.insert(k);
+        if needed || naming {
             registrations.insert(i, pack.entry(i, &body, &salt)?);
         }
     }
@@ -368,10 +424,16 @@ pub async fn export(
         let version = version.context("a root of the chain does not parse")?;
         std::fs::write(out.join("roots").join(format!("{version}.json")), r)?;
     }
-    // The exporter checks what it wrote as a verifier will.
-    verify_export(out, None).context("the pack just written does not verify")?;
+    // The exporter checks what it wrote as a verifier will, then writes the
+    // report a person reads from the verified files.
+    let report = verify_export(out, None).context("the pack just written does not verify")?;
+    crate::report::write(out, &report)?;
     Ok(Exported { out: out.to_path_buf(), tree_size: size, entries: written, withheld: withheld.len() as u64 })
 }
+
+/// How long export waits for the newest checkpoint's witness cosignatures
+/// (a witness round, its retry and a margin, as the server waits for one).
+const WITNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The largest gap between two selected indices read in one run.
 const RUN_GAP: u64 = 64;

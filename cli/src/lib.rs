@@ -15,6 +15,7 @@ pub mod output;
 pub mod query;
 pub mod read;
 pub mod release;
+pub mod report;
 pub mod root;
 pub mod witness;
 

@@ -15,8 +15,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use covenant_cli::admin::Admin;
 use covenant_cli::attest::Verify;
@@ -25,85 +24,8 @@ use covenant_core::digest::Sha256Digest;
 use covenant_core::statements::{ConditionStatus, Verdict};
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
+use covenant_tests::browser::{chromium, run_chromium, target_dir};
 use covenant_tests::*;
-
-/// How long one Chromium run may take before it is killed.
-const CHROMIUM_LIMIT: Duration = Duration::from_secs(60);
-
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("COVENANT_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(
-        path.is_file(),
-        "headless Chromium is required: install Debian's `chromium` package (apt-get install chromium), or name \
-         the browser in COVENANT_CHROMIUM ({} does not exist)",
-        path.display()
-    );
-    path
-}
-
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/<test> -> target
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap().to_path_buf()
-}
-
-/// Runs headless Chromium with a fresh profile and `args`, killed after
-/// [`CHROMIUM_LIMIT`]; returns its standard output.
-fn run_chromium(args: &[String]) -> String {
-    let profile = std::env::temp_dir().join(format!(
-        "covenant-console-chromium-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-    ));
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + CHROMIUM_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium {args:?} did not finish within {CHROMIUM_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    let _ = std::fs::remove_dir_all(&profile);
-    assert!(status.success(), "chromium {args:?} failed: {status}\n{err}");
-    out
-}
 
 /// The DOM Chromium built from `url`.
 fn dom(url: &str) -> String {

@@ -385,3 +385,62 @@ async fn a_pack_that_hides_what_its_selection_holds_is_refused() {
 fn kind_of(e: &PackEntry) -> covenant_core::ledger::EntryKind {
     covenant_core::state::classify(&body_of(e)).unwrap().kind
 }
+
+/// `report.html`, the pack as a person reads it: one self-contained file
+/// (no script, nothing fetched), loaded in headless Chromium with the
+/// network cut off; it shows the decisions with their reasons, the case, who
+/// proposed and who approved the suspension, the signers; it prints to PDF;
+/// and a customer's pack names no other customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_reads_in_a_browser_without_network_and_prints() {
+    covenant_tests::browser::chromium();
+    let st = story("pack-report").await;
+    let size = st.s.size().await;
+    let suspend = Admin::Suspend { customer: Some("min-x".into()), deployment: None, level: "L2".into() };
+    admin(&st.s.admin(1), suspend).await;
+    approve_entry(&st.s, size).await;
+    let pack = export(&st, select(Some("min-x"), None, None, false), "report").await;
+    let html = std::fs::read_to_string(pack.join("report.html")).unwrap();
+    for outside in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(outside), "report.html reaches outside itself: {outside}");
+    }
+    for other in ["min-y", "lim-08", "Ministry Y"] {
+        assert!(!html.contains(other), "min-x's report names {other}");
+    }
+    let url = format!("file://{}", pack.join("report.html").display());
+    let offline = ["--proxy-server=127.0.0.1:9".to_owned(), "--proxy-bypass-list=<-loopback>".to_owned()];
+    let dom = tokio::task::block_in_place(|| {
+        covenant_tests::browser::run_chromium(&[&offline[..], &["--dump-dom".to_owned(), url.clone()]].concat())
+    });
+    let expect = [
+        "Evidence pack: customer min-x",
+        "withheld",
+        "granted",
+        "A compliance review concerning deployment lim-07 is open",
+        &st.case,
+        "triaged",
+        "suspension of customer min-x to L2 proposed",
+        "admin1 (admin)",
+        "admin2 (admin)",
+        "eng-1 (engineer)",
+        "How to check this report",
+    ];
+    for want in expect {
+        assert!(dom.contains(want), "the report does not show {want:?}:\n{dom}");
+    }
+    let shots = covenant_tests::browser::target_dir().join("evidence-report");
+    std::fs::create_dir_all(&shots).unwrap();
+    let (pdf, png) = (shots.join("report.pdf"), shots.join("report.png"));
+    let _ = std::fs::remove_file(&pdf);
+    let _ = std::fs::remove_file(&png);
+    tokio::task::block_in_place(|| {
+        let print = [format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".to_owned(), url.clone()];
+        covenant_tests::browser::run_chromium(&[&offline[..], &print].concat());
+        let shot = [format!("--screenshot={}", png.display()), "--window-size=1280,1600".to_owned(), url.clone()];
+        covenant_tests::browser::run_chromium(&[&offline[..], &shot].concat());
+    });
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF"), "{} is not a PDF", pdf.display());
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
+    println!("report: {} {}", pdf.display(), png.display());
+    st.s.stop().await;
+}
