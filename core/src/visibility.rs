@@ -59,8 +59,17 @@ impl<'a> Subject<'a> {
 /// deployments. A deployment: itself. Everyone: its own subject id.
 pub fn entitled(viewer: &Viewer<'_>, subject: &Subject<'_>) -> bool {
     let in_scope = |customer: &str| viewer.scope.is_none_or(|scope| scope.iter().any(|c| c == customer));
+    // Its own subject, of its own kind: a customer is its customer id, a
+    // deployment its deployment id, a person (admin, engineer, auditor,
+    // reporter) a person's id. A person whose id happens to spell a
+    // customer's or deployment's (a reporter naming itself `min-x`) is not
+    // that customer.
     let own = match subject {
-        Subject::Customer(id) | Subject::Deployment { id, .. } | Subject::Other(id) => *id == viewer.subject,
+        Subject::Customer(id) => viewer.role == IdentityRole::Customer && *id == viewer.subject,
+        Subject::Deployment { id, .. } => viewer.role == IdentityRole::Deployment && *id == viewer.subject,
+        Subject::Other(id) => {
+            !matches!(viewer.role, IdentityRole::Customer | IdentityRole::Deployment) && *id == viewer.subject
+        }
     };
     own || match viewer.role {
         IdentityRole::Admin => true,
@@ -189,6 +198,25 @@ mod tests {
         assert!(entitled(&customer, &lim07) && !entitled(&customer, &lim08));
         let device = Viewer { role: IdentityRole::Deployment, subject: "lim-07", scope: None };
         assert!(entitled(&device, &lim07) && !entitled(&device, &Subject::Customer("min-x")));
+    }
+
+    #[test]
+    fn a_person_whose_id_spells_a_customers_is_not_that_customer() {
+        let customer = Subject::Customer("min-x");
+        let device = Subject::Deployment { id: "lim-07", customer: "min-x" };
+        for role in [IdentityRole::Reporter, IdentityRole::Engineer] {
+            let as_customer = Viewer { role, subject: "min-x", scope: None };
+            assert!(!entitled(&as_customer, &customer), "{role} named min-x");
+            let as_device = Viewer { role, subject: "lim-07", scope: None };
+            assert!(!entitled(&as_device, &device), "{role} named lim-07");
+            assert!(entitled(&as_customer, &Subject::Other("min-x")), "its own person id");
+        }
+        let scoped = ["min-y".to_owned()];
+        let auditor = Viewer { role: IdentityRole::Auditor, subject: "min-x", scope: Some(&scoped) };
+        assert!(!entitled(&auditor, &customer), "a scoped auditor named min-x");
+        // The customer and the device are still their own subjects.
+        assert!(entitled(&Viewer { role: IdentityRole::Customer, subject: "min-x", scope: None }, &customer));
+        assert!(entitled(&Viewer { role: IdentityRole::Deployment, subject: "lim-07", scope: None }, &device));
     }
 
     #[test]

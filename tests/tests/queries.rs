@@ -307,6 +307,33 @@ async fn each_query_answers_each_role_exactly_its_rows() {
         assert_eq!(e.code(), Code::PermissionDenied, "{other} as the reporter");
     }
 
+    // A reporter whose id spells a customer's (min-y) is not that customer:
+    // no history of it, no subject key of it.
+    let impostor = s.dir.join("people/impostor");
+    tokio::task::block_in_place(|| covenant_cli::keys::new(&impostor, false, true)).unwrap();
+    std::fs::copy(s.dir.join("root.json"), impostor.join("root.json")).unwrap();
+    let issue = covenant_cli::admin::IdentityCmd::Issue {
+        role: IdentityRole::Reporter,
+        id: "min-y".into(),
+        csr: impostor.join("request.csr"),
+        out: impostor.clone(),
+        scope: None,
+    };
+    issue_identity(&s, issue).await;
+    let e = query(&s, &impostor)
+        .await
+        .get_history(pb::GetHistoryRequest { subject: "min-y".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "the reporter named min-y read min-y's history");
+    let mut ledger =
+        covenant_proto::v1::ledger_service_client::LedgerServiceClient::new(s.conn(&impostor).channel().await.unwrap());
+    let keys = ledger.get_subject_keys(pb::GetSubjectKeysRequest {}).await.unwrap().into_inner().keys;
+    let got: Vec<&str> = keys.iter().map(|k| k.subject.as_str()).collect();
+    // Keys are per id, so the key of its own id would be the customer's:
+    // it gets none.
+    assert!(!got.contains(&"min-y"), "the reporter named min-y got min-y's subject key: {got:?}");
+
     // An unknown subject: NOT_FOUND to those who read everything, refused
     // alike to the others, so ids cannot be enumerated.
     let unknown = pb::GetHistoryRequest { subject: "lim-99".into(), ..Default::default() };
