@@ -307,8 +307,11 @@ async fn each_query_answers_each_role_exactly_its_rows() {
         assert_eq!(e.code(), Code::PermissionDenied, "{other} as the reporter");
     }
 
-    // A reporter whose id spells a customer's (min-y) is not that customer:
-    // no history of it, no subject key of it.
+    // A reporter whose id spells a customer's (min-y) is refused at issue,
+    // and a customer whose id is a person's (eng-1) at registration: keys
+    // are per id, so either would share the other's subject key.
+    // (`visibility::entitled` also counts a person's own id only as a
+    // person's: its unit test.)
     let impostor = s.dir.join("people/impostor");
     tokio::task::block_in_place(|| covenant_cli::keys::new(&impostor, false, true)).unwrap();
     std::fs::copy(s.dir.join("root.json"), impostor.join("root.json")).unwrap();
@@ -319,20 +322,13 @@ async fn each_query_answers_each_role_exactly_its_rows() {
         out: impostor.clone(),
         scope: None,
     };
-    issue_identity(&s, issue).await;
-    let e = query(&s, &impostor)
-        .await
-        .get_history(pb::GetHistoryRequest { subject: "min-y".into(), ..Default::default() })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "the reporter named min-y read min-y's history");
-    let mut ledger =
-        covenant_proto::v1::ledger_service_client::LedgerServiceClient::new(s.conn(&impostor).channel().await.unwrap());
-    let keys = ledger.get_subject_keys(pb::GetSubjectKeysRequest {}).await.unwrap().into_inner().keys;
-    let got: Vec<&str> = keys.iter().map(|k| k.subject.as_str()).collect();
-    // Keys are per id, so the key of its own id would be the customer's:
-    // it gets none.
-    assert!(!got.contains(&"min-y"), "the reporter named min-y got min-y's subject key: {got:?}");
+    let size = s.size().await;
+    let e = covenant_cli::admin::run(Admin::Identity(issue), &s.admin(1), true).await.unwrap_err();
+    assert!(format!("{e:#}").contains("a person's identity needs an id of its own"), "{e:#}");
+    let customer = Admin::Customer { id: "eng-1".into(), name: "Engineer Ltd".into(), country: "XA".into() };
+    let e = covenant_cli::admin::run(customer, &s.admin(1), true).await.unwrap_err();
+    assert!(format!("{e:#}").contains("is a person's id; a customer needs an id of its own"), "{e:#}");
+    assert_eq!(s.size().await, size, "nothing was recorded");
 
     // An unknown subject: NOT_FOUND to those who read everything, refused
     // alike to the others, so ids cannot be enumerated.

@@ -97,9 +97,21 @@ impl State {
             }
             ActionKind::ProposeSuspension { target, level } => self.gov.propose_suspension(act, target, *level),
             ActionKind::RegisterCustomer { customer, legal_name, country } => {
+                if self.person_named(customer) {
+                    return reject(
+                        Rejection::Precondition,
+                        format!("{customer} is a person's id; a customer needs an id of its own"),
+                    );
+                }
                 self.gov.register_customer(customer, legal_name, country)
             }
             ActionKind::RegisterDeployment { deployment, customer, product, site, provisioned_version } => {
+                if self.person_named(deployment) {
+                    return reject(
+                        Rejection::Precondition,
+                        format!("{deployment} is a person's id; a deployment needs an id of its own"),
+                    );
+                }
                 self.gov.register_deployment(act, deployment, customer, product, site, provisioned_version)
             }
             ActionKind::SetContract { contract } => self.gov.set_contract(act, contract),

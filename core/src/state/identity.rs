@@ -221,7 +221,28 @@ impl State {
         if *role != IdentityRole::Auditor && scope.is_some() {
             return reject(Rejection::Precondition, "only an auditor's identity carries a scope");
         }
+        // A person's id that spells a customer's or a deployment's would
+        // share that subject's key (keys are per id): refused, so that the
+        // approving admins see the mistake (`visibility::entitled` gives
+        // such a person nothing of the customer's all the same).
+        let person = !matches!(role, IdentityRole::Customer | IdentityRole::Deployment);
+        if person && (self.gov.customer(subject).is_some() || self.gov.deployment(subject).is_some()) {
+            return reject(
+                Rejection::Precondition,
+                format!(
+                    "{subject} is a registered customer or deployment id; a person's identity needs an id of its own"
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// Whether a person (admin, engineer, auditor, reporter) was ever
+    /// registered under `id`.
+    pub(super) fn person_named(&self, id: &str) -> bool {
+        self.identities
+            .values()
+            .any(|i| i.subject == id && !matches!(i.role, IdentityRole::Customer | IdentityRole::Deployment))
     }
 
     fn register(&mut self, certificate_sha256: Sha256Digest, identity: Identity) {
