@@ -462,14 +462,7 @@ async fn check_online(
     let mut index = start;
     while index < size {
         let end = (index + PAGE).min(size);
-        let entries = client
-            .get_entries(pb::GetEntriesRequest { start: index, end, with_bodies: bodies })
-            .await?
-            .into_inner()
-            .entries;
-        if entries.len() as u64 != end - index {
-            bail!("the server returned {} entries for {index}..{end}", entries.len());
-        }
+        let entries = crate::ledger_page(client, index, end, bodies).await?;
         for e in entries {
             let header =
                 EntryHeader::parse(&e.header).with_context(|| format!("entry {}'s header is malformed", e.index))?;
@@ -547,14 +540,7 @@ async fn replay_online(
     let mut index = 0;
     while index < size {
         let end = (index + PAGE).min(size);
-        let page = client
-            .get_entries(pb::GetEntriesRequest { start: index, end, with_bodies: true })
-            .await?
-            .into_inner()
-            .entries;
-        if page.len() as u64 != end - index {
-            bail!("the server returned {} entries for {index}..{end}", page.len());
-        }
+        let page = crate::ledger_page(client, index, end, true).await?;
         for e in page {
             let header =
                 EntryHeader::parse(&e.header).with_context(|| format!("entry {}'s header is malformed", e.index))?;

@@ -194,14 +194,7 @@ pub async fn export(
     let mut index = 0;
     while index < size {
         let end = (index + PAGE).min(size);
-        let page = ledger
-            .get_entries(pb::GetEntriesRequest { start: index, end, with_bodies: false })
-            .await?
-            .into_inner()
-            .entries;
-        if page.len() as u64 != end - index {
-            bail!("the server returned {} entries for {index}..{end}", page.len());
-        }
+        let page = crate::ledger_page(&mut ledger, index, end, false).await?;
         for e in page {
             if e.header.contains(&b'\n') {
                 bail!("entry {}'s header holds a newline", e.index);
@@ -302,8 +295,7 @@ pub async fn export(
         let mut start = run_start;
         while start < run_end {
             let end = (start + PAGE).min(run_end);
-            let page =
-                ledger.get_entries(pb::GetEntriesRequest { start, end, with_bodies: true }).await?.into_inner().entries;
+            let page = crate::ledger_page(&mut ledger, start, end, true).await?;
             for e in page {
                 if !selected.contains(&e.index) {
                     continue;
@@ -325,7 +317,7 @@ pub async fn export(
                     && AdminAction::parse(env.payload()).is_ok()
                 {
                     proposed.insert(covenant_core::digest::Sha256Digest::of(env.payload()));
-                    named.extend(env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)));
+                    named.extend(env.first_signer());
                 }
                 let line = pack.entry(e.index, &e.body, &e.salt)?;
                 pack.out.write_all(line.as_bytes())?;
@@ -348,11 +340,7 @@ pub async fn export(
             .and_then(|env| AdminAction::parse(env.payload()).ok())
             .is_some_and(|a| matches!(a.action, ActionKind::Approve { proposal } if proposed.contains(&proposal)));
         if approves {
-            named.extend(
-                Envelope::parse(&body)
-                    .ok()
-                    .and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid))),
-            );
+            named.extend(Envelope::parse(&body).ok().and_then(|e| e.first_signer()));
             registrations.insert(i, pack.entry(i, &body, &salt)?);
         }
     }
@@ -500,7 +488,7 @@ async fn fetch(ledger: &mut LedgerServiceClient<Channel>, index: u64) -> anyhow:
 /// what a person or device signed, and a decision's device.
 fn signers_to_register(body: &[u8]) -> Vec<KeyId> {
     let Ok(placed) = covenant_core::state::classify(body) else { return vec![] };
-    let first = || Envelope::parse(body).ok()?.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+    let first = || Envelope::parse(body).ok()?.first_signer();
     match placed.kind {
         EntryKind::Attestation | EntryKind::Verification | EntryKind::Report | EntryKind::Signal => {
             first().into_iter().collect()
@@ -508,9 +496,7 @@ fn signers_to_register(body: &[u8]) -> Vec<KeyId> {
         EntryKind::Grant | EntryKind::Withhold => Envelope::parse(body)
             .ok()
             .and_then(|e| Decision::parse(e.payload()).ok())
-            .and_then(|d| {
-                Envelope::parse(&d.checkin).ok()?.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid))
-            })
+            .and_then(|d| Envelope::parse(&d.checkin).ok()?.first_signer())
             .into_iter()
             .collect(),
         _ => vec![],

@@ -30,3 +30,23 @@ pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
 pub(crate) fn now() -> covenant_core::digest::Timestamp {
     covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now())
 }
+
+/// Entries `start..end` of the ledger (with the bodies the caller may read
+/// when `with_bodies`), refused unless the server served exactly those: the
+/// one page read of `audit` and `evidence`.
+pub(crate) async fn ledger_page(
+    client: &mut covenant_proto::v1::ledger_service_client::LedgerServiceClient<tonic::transport::Channel>,
+    start: u64,
+    end: u64,
+    with_bodies: bool,
+) -> anyhow::Result<Vec<covenant_proto::v1::LedgerEntry>> {
+    let entries = client
+        .get_entries(covenant_proto::v1::GetEntriesRequest { start, end, with_bodies })
+        .await?
+        .into_inner()
+        .entries;
+    if entries.len() as u64 != end - start || entries.iter().zip(start..).any(|(e, i)| e.index != i) {
+        anyhow::bail!("the server returned {} entries for {start}..{end}, not those", entries.len());
+    }
+    Ok(entries)
+}

@@ -133,7 +133,7 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
         if let Ok(action) = AdminAction::parse(env.payload())
             && let ActionKind::Approve { proposal } = action.action
         {
-            let signer = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+            let signer = env.first_signer();
             approvals.entry(proposal).or_default().push(name(&signer));
         }
     }
@@ -144,7 +144,7 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
     for (i, body) in &bodies {
         let Some((kind, time, leaf)) = meta.get(i).cloned() else { continue };
         let Ok(env) = Envelope::parse(body) else { continue };
-        let signer = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+        let signer = env.first_signer();
         match kind {
             EntryKind::Grant | EntryKind::Withhold => {
                 let Ok(d) = Decision::parse(env.payload()) else { continue };

@@ -228,6 +228,12 @@ impl Envelope {
         &self.signatures
     }
 
+    /// The key id the first signature names, unverified: who claims to have
+    /// signed what one person or device signs (the fold then checks it).
+    pub fn first_signer(&self) -> Option<crate::keys::KeyId> {
+        self.signatures.first().and_then(|s| crate::keys::KeyId::from_hex(&s.keyid))
+    }
+
     /// The distinct keys of `keys` with a valid signature over this envelope.
     /// Unknown key ids and bad signatures are ignored; a key that signed
     /// twice is counted once.

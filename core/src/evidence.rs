@@ -735,7 +735,7 @@ fn check_entry(
     let sig = |why: String| PackError::Signature { index, why };
     let env = Envelope::parse(&body).map_err(|e| sig(e.to_string()))?;
     let single = |k: &PublicKey| KeySet::single(*k);
-    let first_signer = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+    let first_signer = env.first_signer();
     let person = |id: Option<KeyId>, registered: &Registered| {
         id.and_then(|id| registered.get(&id).map(|(_, _, k)| *k)).ok_or_else(|| {
             sig(format!(
@@ -760,7 +760,7 @@ fn check_entry(
                 first_signer.and_then(|id| keys.decision.get(&id)).ok_or_else(|| sig("not a decision key".into()))?;
             let decision = envelope::verify::<Decision>(&body, &single(key)).map_err(|e| sig(e.to_string()))?;
             let checkin_env = Envelope::parse(&decision.checkin).map_err(|e| sig(format!("its check-in: {e}")))?;
-            let device = checkin_env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+            let device = checkin_env.first_signer();
             let device_key = person(device, registered)?;
             envelope::verify::<CheckIn>(&decision.checkin, &single(&device_key))
                 .map_err(|e| sig(format!("its check-in: {e}")))?;

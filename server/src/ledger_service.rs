@@ -5,7 +5,6 @@
 use std::pin::Pin;
 
 use covenant_core::envelope::Envelope;
-use covenant_core::keys::KeyId;
 use covenant_core::statements::IdentityRole;
 use covenant_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -186,9 +185,7 @@ pub(crate) fn may_read_body(
         return viewer.role == IdentityRole::Admin || (viewer.role == IdentityRole::Auditor && viewer.scope.is_none());
     };
     // A signal's header names no actor; its signer is the envelope's.
-    let signer_key = placed.actor.or_else(|| {
-        Envelope::parse(body).ok().and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)))
-    });
+    let signer_key = placed.actor.or_else(|| Envelope::parse(body).ok().and_then(|e| e.first_signer()));
     let signer = signer_key.and_then(|k| state.any_identity_of_key(&k)).map(|i| (i.role, i.subject.as_str()));
     let subjects: Vec<Subject<'_>> = placed.subjects.iter().map(|s| Subject::resolve(state, s)).collect();
     body_visible(viewer, kind, &subjects, signer)

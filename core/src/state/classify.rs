@@ -56,7 +56,7 @@ pub fn placement(action: &ActionKind) -> (EntryKind, Vec<String>) {
 /// here; [`crate::state::State::apply`] verifies.
 pub fn classify(body: &[u8]) -> Result<Placement, Rejection> {
     let env = Envelope::parse(body).map_err(|e| Rejection::Malformed(format!("the entry's body is refused: {e}")))?;
-    let first = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+    let first = env.first_signer();
     let bad = |e: crate::statements::StatementError| Rejection::Malformed(format!("the entry's body is refused: {e}"));
     let placed = |kind, subjects| Ok(Placement { kind, actor: first, subjects });
     match env.payload_type() {

@@ -375,9 +375,7 @@ impl State {
             EntryKind::Signal => {
                 // The header names no actor (a customer reading headers must
                 // not learn who reported); the signer comes from the body.
-                let signer = Envelope::parse(body)
-                    .ok()
-                    .and_then(|e| e.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid)));
+                let signer = Envelope::parse(body).ok().and_then(|e| e.first_signer());
                 let (_, keys) = self.registered_signer(
                     signer,
                     &[IdentityRole::Engineer, IdentityRole::Auditor, IdentityRole::Reporter],
@@ -438,7 +436,7 @@ impl State {
         if self.gov.deployment(&claimed.deployment).is_none() {
             return reject(Rejection::NotFound, format!("deployment {} is not registered", claimed.deployment));
         }
-        let signer = env.signatures().first().and_then(|s| KeyId::from_hex(&s.keyid));
+        let signer = env.first_signer();
         let (identity, keys) = self.registered_signer(signer, &[IdentityRole::Deployment], "a check-in")?;
         if identity.subject != claimed.deployment {
             return reject(Rejection::NotAllowed, "a check-in is signed by the deployment it names");
