@@ -49,6 +49,38 @@ pub enum Audit {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
+    /// The public transparency report: per period, the grants, withholds,
+    /// suspensions raised and lifted, and cases opened and closed, counted
+    /// from the entries' public headers alone, with the checkpoint they hash
+    /// to. From the server (any identity), or with --ledger from a plain copy
+    /// of the ledger's published files and --root, with no identity: both
+    /// give the same output for the same checkpoint. Text by default, --json
+    /// for scripts, --html for one self-contained page (docs/ledger.md,
+    /// "The transparency report").
+    ///
+    /// Example: covenant audit transparency --ledger public/ --root root.json
+    /// --from 2026-01-01 --to 2027-01-01 --period quarter --html > report.html
+    Transparency {
+        /// Count a copy of the published files (`checkpoint` and `tile/`,
+        /// the server's `ledger/public/`) instead of asking a server.
+        #[arg(long, value_name = "DIR")]
+        ledger: Option<PathBuf>,
+        /// The first instant counted: a date (2026-01-01, midnight UTC) or
+        /// an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// The instant after the last counted (exclusive), as --from.
+        #[arg(long)]
+        to: String,
+        /// The length of one row: day, week (ISO, from Monday), month,
+        /// quarter or year, in UTC.
+        #[arg(long, default_value = "month")]
+        period: covenant_core::transparency::Period,
+        /// Print one self-contained HTML page (no script, nothing fetched)
+        /// instead of text.
+        #[arg(long)]
+        html: bool,
+    },
     /// Prints the latest checkpoint (C2SP signed note with cosignatures).
     Checkpoint,
     /// Writes entry INDEX's header bytes (the Merkle leaf) to stdout.
@@ -238,6 +270,24 @@ pub async fn run(cmd: Audit, conn: &Connection, root: Option<&Path>, json: bool)
                     }
                 )
             })
+        }
+        Audit::Transparency { ledger, from, to, period, html } => {
+            if html && json {
+                bail!("choose one of --html and --json");
+            }
+            let from = crate::transparency::parse_instant(&from, "from")?;
+            let to = crate::transparency::parse_instant(&to, "to")?;
+            let trusted = provisioned_root(conn, root)?;
+            let report = match ledger {
+                Some(dir) => crate::transparency::from_files(&dir, &trusted, from, to, period)?,
+                None => crate::transparency::from_server(conn.channel().await?, &trusted, from, to, period).await?,
+            };
+            if html {
+                print!("{}", crate::transparency::html(&report)?);
+                Ok(())
+            } else {
+                print(json, &report, || crate::transparency::text(&report).trim_end().to_owned())
+            }
         }
         Audit::Replay => {
             let mut client = LedgerServiceClient::new(conn.channel().await?);

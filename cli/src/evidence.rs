@@ -209,7 +209,7 @@ pub async fn export(
             let in_time = from.is_none_or(|f| header.time >= f) && to.is_none_or(|t| header.time <= t);
             let tagged = keys.values().any(|k| header.tags.contains(&k.tag(&header.body_digest)));
             let after = case_signal.is_some_and(|s| e.index >= s);
-            if after && matches!(header.kind, EntryKind::Case | EntryKind::Approval) {
+            if after && matches!(header.kind, EntryKind::Case | EntryKind::CaseClosure | EntryKind::Approval) {
                 case_candidates.push(e.index);
             }
             if header.kind == EntryKind::Approval && in_time && kind != "all" {

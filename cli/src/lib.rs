@@ -17,6 +17,7 @@ pub mod read;
 pub mod release;
 pub mod report;
 pub mod root;
+pub mod transparency;
 pub mod witness;
 
 /// `n` and the noun that agrees with it: "1 mismatch", "0 mismatches".

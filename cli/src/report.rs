@@ -180,7 +180,7 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
                 let about = describe::summary(body);
                 cases.insert(id.clone(), CaseLine { id, about, opened: time, index: *i, leaf, moves: vec![] });
             }
-            EntryKind::Case => {
+            EntryKind::Case | EntryKind::CaseClosure => {
                 if let Ok(action) = AdminAction::parse(env.payload())
                     && let ActionKind::CaseTransition { case, .. } = &action.action
                     && let Some(c) = cases.get_mut(case)
@@ -195,6 +195,7 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
                 }
             }
             EntryKind::Suspension
+            | EntryKind::SuspensionLift
             | EntryKind::Waiver
             | EntryKind::SecurityFix
             | EntryKind::Contract

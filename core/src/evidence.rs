@@ -148,10 +148,12 @@ pub fn heading(kind: EntryKind) -> &'static str {
         EntryKind::Grant | EntryKind::Withhold | EntryKind::Report => {
             "Technical safeguards: every grant and withhold with its reasons, and installs"
         }
-        EntryKind::Signal | EntryKind::Case => "Red flags: signals and cases",
-        EntryKind::Suspension | EntryKind::Waiver | EntryKind::SecurityFix | EntryKind::Approval => {
-            "Suspensions, waivers and security fixes, with their approvals"
-        }
+        EntryKind::Signal | EntryKind::Case | EntryKind::CaseClosure => "Red flags: signals and cases",
+        EntryKind::Suspension
+        | EntryKind::SuspensionLift
+        | EntryKind::Waiver
+        | EntryKind::SecurityFix
+        | EntryKind::Approval => "Suspensions, waivers and security fixes, with their approvals",
         EntryKind::Note => "Notes (such as \"authority notified\")",
         EntryKind::Root
         | EntryKind::Identity
@@ -778,7 +780,9 @@ fn check_entry(
         | EntryKind::Deployment
         | EntryKind::Contract
         | EntryKind::Case
+        | EntryKind::CaseClosure
         | EntryKind::Suspension
+        | EntryKind::SuspensionLift
         | EntryKind::SecurityFix
         | EntryKind::Waiver
         | EntryKind::Approval

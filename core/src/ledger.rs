@@ -86,10 +86,15 @@ pub enum EntryKind {
     Verification,
     /// A misuse signal (an engineer or auditor key); it opens a case.
     Signal,
-    /// A misuse case moved along its lifecycle.
+    /// A misuse case moved along its lifecycle, to any state but closed.
     Case,
-    /// A suspension proposed (in force at once, or after approval).
+    /// A misuse case closed (a case moved to `closed`).
+    CaseClosure,
+    /// A suspension proposed at a level above none (in force at once, or
+    /// after approval).
     Suspension,
+    /// A suspension's lifting proposed (level none; in force after approval).
+    SuspensionLift,
     /// A security fix under L2 proposed for one deployment.
     SecurityFix,
     /// A waiver of one condition proposed.
@@ -123,7 +128,9 @@ impl fmt::Display for EntryKind {
             EntryKind::Verification => "verification",
             EntryKind::Signal => "signal",
             EntryKind::Case => "case",
+            EntryKind::CaseClosure => "case_closure",
             EntryKind::Suspension => "suspension",
+            EntryKind::SuspensionLift => "suspension_lift",
             EntryKind::SecurityFix => "security_fix",
             EntryKind::Waiver => "waiver",
             EntryKind::Approval => "approval",

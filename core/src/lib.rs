@@ -24,6 +24,7 @@ pub mod state;
 pub mod statements;
 pub mod text;
 pub mod tiles;
+pub mod transparency;
 pub mod update;
 pub mod visibility;
 pub mod witness;

@@ -136,9 +136,12 @@ pub fn body_visible(
     match kind {
         EntryKind::Signal => signed_by_viewer,
         EntryKind::Verification => signed_by_viewer || (viewer.role == IdentityRole::Auditor && all_entitled),
-        EntryKind::Revocation | EntryKind::Note | EntryKind::Case | EntryKind::Approval | EntryKind::DeniedParty => {
-            false
-        }
+        EntryKind::Revocation
+        | EntryKind::Note
+        | EntryKind::Case
+        | EntryKind::CaseClosure
+        | EntryKind::Approval
+        | EntryKind::DeniedParty => false,
         _ => {
             all_entitled
                 && match viewer.role {

@@ -1211,3 +1211,60 @@ fn a_compromise_proposal_is_refused_on_approval_once_another_compromise_was_reco
     let e = w.act(ActionKind::RevokeIdentity { certificate_sha256: cert, compromised_since: None }, 0).unwrap_err();
     assert!(e.to_string().contains("already revoked"), "{e}");
 }
+
+// ---- Issue 19: the transparency report counts header kinds -------------------
+
+/// Closing a case and lifting a suspension get kinds of their own, which the
+/// public transparency report counts; a closing labelled as a plain case
+/// move (hiding it from the count) or a lifting labelled as a raise is
+/// refused, like any header that does not match its body.
+#[test]
+fn a_closing_or_lifting_hidden_under_another_kind_is_refused() {
+    let (mut w, (_, _, ek), _) = two_customers();
+    let case = w.signal(&ek, "min-x", Some("lim-07"));
+    w.act(ActionKind::CaseTransition { case: case.clone(), to: CaseState::Triaged, determination: None }, 0).unwrap();
+    let triaged = w.entries.len() - 1;
+    assert_eq!(w.entries[triaged].0.kind, EntryKind::Case);
+    let raise = ActionKind::ProposeSuspension {
+        target: SuspensionTarget::Customer("min-x".into()),
+        level: SuspensionLevel::L1,
+    };
+    w.act(raise, 0).unwrap();
+    assert_eq!(w.entries[w.entries.len() - 1].0.kind, EntryKind::Suspension);
+
+    for (what, kind, hidden) in [
+        (
+            ActionKind::CaseTransition { case: case.clone(), to: CaseState::Closed, determination: None },
+            EntryKind::CaseClosure,
+            EntryKind::Case,
+        ),
+        (
+            ActionKind::ProposeSuspension {
+                target: SuspensionTarget::Customer("min-x".into()),
+                level: SuspensionLevel::None,
+            },
+            EntryKind::SuspensionLift,
+            EntryKind::Suspension,
+        ),
+    ] {
+        let body = w.action_body(what, 0);
+        let index = w.entries.len() as u64;
+        let tags = match kind {
+            EntryKind::SuspensionLift => {
+                w.state.keyring().tags(&["min-x".into()], &body_digest(&[0; 32], &body)).unwrap()
+            }
+            _ => vec![],
+        };
+        let honest = EntryHeader {
+            kind,
+            time: w.now,
+            actor: Some(w.keys.admin[0].key_id()),
+            tags,
+            body_digest: body_digest(&[0; 32], &body),
+        };
+        let mislabelled = EntryHeader { kind: hidden, ..honest.clone() };
+        let err = w.state.apply(index, &mislabelled, &body).unwrap_err().to_string();
+        assert!(err.contains(&format!("the body is a {kind} entry, but the header says {hidden}")), "{err}");
+        assert_eq!(w.append(body).map(|i| w.entries[i as usize].0.kind).unwrap(), kind);
+    }
+}

@@ -30,6 +30,46 @@ pub const DEV_LEDGER_NAME: &str = "covenant.localhost/ledger";
 /// The development witness's note name.
 pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
 
+/// The ledger format this server writes and folds, named in `DATA/FORMAT`
+/// (`docs/ledger.md`, "Ledger formats"). Format 2 gave a case's closing and
+/// a suspension's lifting header kinds of their own (`case_closure`,
+/// `suspension_lift`) and took the subject tags off misuse signals; the
+/// fold derives every header from its body, so a ledger written in
+/// another format cannot be folded by this server.
+pub const LEDGER_FORMAT: u32 = 2;
+
+/// The first line of `DATA/FORMAT`.
+fn format_line() -> String {
+    format!("covenant ledger format {LEDGER_FORMAT}")
+}
+
+/// Refuses a data directory whose ledger is written in another format than
+/// [`LEDGER_FORMAT`], saying what to do, before anything is folded or
+/// written.
+pub fn check_format(dir: &Path) -> anyhow::Result<()> {
+    let path = DataDir::new(dir).format();
+    let found = match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().next().unwrap_or_default().trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if found == format_line() {
+        return Ok(());
+    }
+    let written = match found.strip_prefix("covenant ledger format ") {
+        Some(n) => format!("ledger format {n}"),
+        None if found.is_empty() => "ledger format 1 (it has no FORMAT file)".to_owned(),
+        None => format!("an unknown format ({:?})", found.chars().take(64).collect::<String>()),
+    };
+    bail!(
+        "{} holds a ledger written in {written}; this server reads and writes ledger format {LEDGER_FORMAT} \
+         (docs/ledger.md, \"Ledger formats\"). Its entries' headers would not match what this server derives \
+         from their bodies, so it will not open it. Keep serving it with the release that wrote it (its \
+         published tiles and evidence packs stay verifiable), or start a new ledger with `covenant-server init`.",
+        dir.display()
+    )
+}
+
 /// The state folded from the ledger, shared between the sequencer (which
 /// applies entries, and evaluates check-ins in ledger order with the
 /// decision key) and the services (which read it to authorize calls).
@@ -218,6 +258,7 @@ pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegis
 /// As [`open_ledger`], with the ledger's time from `clock` (`serve` passes
 /// the one clock it was started with).
 pub fn open_ledger_with(dir: &Path, clock: Clock) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
+    check_format(dir)?;
     let data = DataDir::new(dir);
     let ledger_key = read_key(&data.ledger_key())?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
@@ -422,6 +463,7 @@ fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
 fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_name: &str) -> anyhow::Result<OnlineKeys> {
     let data = DataDir::new(dir);
     std::fs::create_dir_all(data.keys())?;
+    write_public(&data.format(), format!("{}\n", format_line()).as_bytes())?;
     let decision = new_key()?;
     let ledger_key = new_key()?;
     write_key(&data.decision_key(), &decision)?;

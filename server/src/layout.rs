@@ -3,6 +3,7 @@
 //! own files under `ledger/` are `ledger::store`'s).
 //!
 //! ```text
+//! DIR/FORMAT                    the ledger format the data was written in
 //! DIR/root.json                 the root of trust, version 1 (DSSE envelope)
 //! DIR/ca.pem, ca.key            the vendor's CA (key 0600)
 //! DIR/server.pem, server.key    the server's TLS certificate
@@ -45,6 +46,12 @@ impl DataDir {
     /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// `FORMAT`: which ledger format the directory's ledger is written in
+    /// (`crate::datadir::LEDGER_FORMAT`).
+    pub fn format(&self) -> PathBuf {
+        self.root.join("FORMAT")
     }
 
     /// `root.json`: the root of trust the ledger began with (or the newest

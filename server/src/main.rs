@@ -197,6 +197,7 @@ fn main_result() -> anyhow::Result<()> {
 /// `check`: the recovery `serve` runs, as a dry run that writes nothing, so
 /// it fails wherever `serve` would refuse to start.
 fn check(data: &std::path::Path) -> anyhow::Result<()> {
+    covenant_server::datadir::check_format(data)?;
     let layout = covenant_server::layout::DataDir::new(data);
     let vkey = std::fs::read_to_string(layout.ledger_vkey()).context("reading ledger.vkey")?;
     let verifier = covenant_core::note::NoteVerifier::parse(vkey.trim())?;

@@ -25,7 +25,9 @@
 //! verification    B      B     B     -     -     -     -     -     B     -     -
 //! signal          B      B     -     -     -     -     -     -     B     -     -
 //! case            B      B     -     -     -     -     -     -     -     -     -
+//! case_closure    B      B     -     -     -     -     -     -     -     -     -
 //! suspension      B      B     B     -     -     -     -     -     -     -     -
+//! suspension_lift B      B     B     -     -     -     -     -     -     -     -
 //! security_fix    B      B     B     -     -     -     -     -     -     -     -
 //! waiver          B      B     B     -     -     -     -     -     -     -     -
 //! approval        B      B     -     -     -     -     -     -     -     -     -
@@ -79,7 +81,7 @@ const CALLERS: [&str; 11] = [
 ];
 
 /// The table of the file's header: for each kind, one letter per caller.
-const BODIES: [(EntryKind, &str); 21] = [
+const BODIES: [(EntryKind, &str); 23] = [
     (EntryKind::Root, "BBBBBBBBBBB"),
     (EntryKind::Identity, "BBB-B-B----"),
     (EntryKind::Revocation, "BB---------"),
@@ -92,7 +94,9 @@ const BODIES: [(EntryKind, &str); 21] = [
     (EntryKind::Verification, "BBB-----B--"),
     (EntryKind::Signal, "BB------B--"),
     (EntryKind::Case, "BB---------"),
+    (EntryKind::CaseClosure, "BB---------"),
     (EntryKind::Suspension, "BBB--------"),
+    (EntryKind::SuspensionLift, "BBB--------"),
     (EntryKind::SecurityFix, "BBB--------"),
     (EntryKind::Waiver, "BBB--------"),
     (EntryKind::Approval, "BB---------"),
@@ -175,7 +179,7 @@ async fn world(name: &str) -> World {
     .await
     .unwrap();
     let case = format!("case-{signal_index}");
-    admin(&a1, Admin::Case { case, to: "triaged".into(), determination: None }).await;
+    admin(&a1, Admin::Case { case: case.clone(), to: "triaged".into(), determination: None }).await;
     // The ledger records 1.1.0 installed (the report), so a newer release is
     // what the case withholds.
     publish(&s, "1.2.0", "capability", "1.2.0").await;
@@ -201,6 +205,9 @@ async fn world(name: &str) -> World {
     };
     admin(&a1, licence).await;
     admin(&a1, Admin::Note { text: "authority notified".into(), why: None }).await;
+    // A lifting and a closing proposed (left unapproved: the case stays open).
+    admin(&a1, Admin::Suspend { customer: None, deployment: Some("lim-07".into()), level: "none".into() }).await;
+    admin(&a1, Admin::Case { case, to: "closed".into(), determination: None }).await;
     let revoked = person(&s, "engineer", "eng-r").await;
     let der = covenant_server::pki::pem_to_der(&std::fs::read_to_string(revoked.join("cert.pem")).unwrap()).unwrap();
     let fingerprint = Sha256Digest::of(&der).to_string();

@@ -10,8 +10,8 @@ use crate::keys::KeyId;
 use crate::ledger::{EntryKind, MAX_SUBJECTS};
 use crate::state::rejection::{Rejection, reject};
 use crate::statements::{
-    ActionKind, AdminAction, Decision, EndUseAttestation, FieldVerification, InTotoStatement, InstallReport,
-    MisuseSignal, Payload, ReleaseManifest, RootMetadata, SuspensionTarget, Verdict,
+    ActionKind, AdminAction, CaseState, Decision, EndUseAttestation, FieldVerification, InTotoStatement, InstallReport,
+    MisuseSignal, Payload, ReleaseManifest, RootMetadata, SuspensionLevel, SuspensionTarget, Verdict,
 };
 
 /// Where an entry goes: the header fields that follow from its body.
@@ -33,10 +33,16 @@ pub fn placement(action: &ActionKind) -> (EntryKind, Vec<String>) {
         ActionKind::Note { .. } => (EntryKind::Note, vec![]),
         ActionKind::IssueIdentity { subject, .. } => (EntryKind::Identity, one(subject)),
         ActionKind::RevokeIdentity { .. } => (EntryKind::Revocation, vec![]),
+        // A closing and a lifting have kinds of their own, so that the
+        // public transparency report counts them from headers alone.
+        ActionKind::CaseTransition { to: CaseState::Closed, .. } => (EntryKind::CaseClosure, vec![]),
         ActionKind::CaseTransition { .. } => (EntryKind::Case, vec![]),
-        ActionKind::ProposeSuspension { target, .. } => match target {
-            SuspensionTarget::Customer(id) | SuspensionTarget::Deployment(id) => (EntryKind::Suspension, one(id)),
-        },
+        ActionKind::ProposeSuspension { target, level } => {
+            let kind = if *level == SuspensionLevel::None { EntryKind::SuspensionLift } else { EntryKind::Suspension };
+            match target {
+                SuspensionTarget::Customer(id) | SuspensionTarget::Deployment(id) => (kind, one(id)),
+            }
+        }
         ActionKind::Approve { .. } => (EntryKind::Approval, vec![]),
         ActionKind::RegisterCustomer { customer, .. } => (EntryKind::Customer, one(customer)),
         ActionKind::RegisterDeployment { deployment, customer, .. } => {

@@ -417,7 +417,9 @@ impl State {
             | EntryKind::Deployment
             | EntryKind::Contract
             | EntryKind::Case
+            | EntryKind::CaseClosure
             | EntryKind::Suspension
+            | EntryKind::SuspensionLift
             | EntryKind::SecurityFix
             | EntryKind::Waiver
             | EntryKind::Approval
