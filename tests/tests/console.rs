@@ -238,9 +238,28 @@ async fn the_console_shows_each_page_as_its_identity_may_see_it_in_headless_chro
             "installed",
             "signal",
             "covenant status lim-07",
+            "Evidence report of lim-07",
+            "/evidence?deployment=lim-07",
         ],
         "lim-07's page",
     );
+    // The console links the evidence pack's report (#19): built on request
+    // by `audit export`, served with a policy that allows its inline styles
+    // and nothing else.
+    let report = page(&admin_base, "/evidence?deployment=lim-07", "admin-evidence-report");
+    assert_has(
+        &report,
+        &["Evidence pack: deployment lim-07", "withheld", "granted", "How to check this report"],
+        "lim-07's evidence report",
+    );
+    let (code, answer) =
+        raw(&admin_base, "GET /evidence?deployment=lim-07 HTTP/1.1\r\nHost: ADDR\r\nConnection: close\r\n\r\n");
+    assert_eq!(code, 200, "{answer}");
+    let policy = answer.lines().find(|l| l.to_ascii_lowercase().starts_with("content-security-policy:")).unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("style-src 'unsafe-inline'"), "{policy}");
+    assert!(!policy.contains("script") && !answer.contains("x-covenant-self-contained"), "{policy}");
+    let which = dom(&format!("{admin_base}/evidence?deployment=lim-07&customer=min-x"));
+    assert_has(&which, &["Which evidence report?"], "an evidence report of two subjects");
     let lim08 = dom(&format!("{admin_base}/deployments/lim-08"));
     assert_has(&lim08, &["Granted", "offered", "1.1.0"], "lim-08's page");
 
@@ -250,6 +269,7 @@ async fn the_console_shows_each_page_as_its_identity_may_see_it_in_headless_chro
 
     let cases = page(&admin_base, "/cases", "admin-cases");
     assert_has(&cases, &[case.as_str(), "triaged", "min-x", "eng-1", "received → triaged"], "the cases");
+    assert!(cases.contains(&format!("/evidence?case={case}")), "the cases page links each case's evidence report");
 
     let releases = page(&admin_base, "/releases", "admin-releases");
     assert_has(&releases, &["1.0.0", "1.1.0", "capability", "lim-07"], "the releases");
@@ -280,6 +300,12 @@ async fn the_console_shows_each_page_as_its_identity_may_see_it_in_headless_chro
     assert!(!own.contains("<span class=\"kind\">signal</span>"), "the customer's history lists the signal:\n{own}");
     assert!(lim07.contains("<span class=\"kind\">signal</span>"), "the admin's history lists the signal");
     assert!(!own.contains("journalists") && !own.contains("eng-1") && !own.contains(&case), "{own}");
+    // Its own evidence report names neither the case nor who reported; min-y's is not built.
+    let own_report = dom(&format!("{customer_base}/evidence?deployment=lim-07"));
+    assert_has(&own_report, &["Evidence pack: deployment lim-07", "withheld"], "the customer's evidence report");
+    assert!(!own_report.contains("eng-1") && !own_report.contains(&case), "{own_report}");
+    let other_report = dom(&format!("{customer_base}/evidence?deployment=lim-08"));
+    assert!(!other_report.contains("Evidence pack") && !other_report.contains("granted"), "{other_report}");
     let hidden = dom(&format!("{customer_base}/deployments/lim-08"));
     assert_has(&hidden, &["No such deployment"], "min-y's deployment in min-x's console");
     let proposals = page(&customer_base, "/proposals", "customer-proposals");

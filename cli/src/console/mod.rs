@@ -53,6 +53,8 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 /// request over the one channel) and who the console runs as.
 struct Console {
     channel: Channel,
+    /// The connection itself, for what opens its own channel (an export).
+    conn: Connection,
     frame: Frame,
     root: PathBuf,
     /// The `Host` values this console answers to.
@@ -104,7 +106,13 @@ pub async fn serve(
     let dir = conn.identity_dir()?.to_path_buf();
     let frame = Frame::of(&dir, conn.server.as_deref().unwrap_or_default())?;
     let channel = conn.channel().await?;
-    let console = Arc::new(Console { channel, frame, root: dir.join("root.json"), hosts: allowed_hosts(bound) });
+    let console = Arc::new(Console {
+        channel,
+        conn: conn.clone(),
+        frame,
+        root: dir.join("root.json"),
+        hosts: allowed_hosts(bound),
+    });
     let app = Router::new()
         .route("/", get(fleet))
         .route("/deployments/{id}", get(deployment))
@@ -112,6 +120,7 @@ pub async fn serve(
         .route("/cases", get(cases))
         .route("/releases", get(releases))
         .route("/ledger", get(ledger))
+        .route("/evidence", get(evidence))
         .route("/style.css", get(style))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(console.clone(), guard))
@@ -203,8 +212,20 @@ async fn guard(State(console): State<Arc<Console>>, request: Request, next: Next
     for (name, value) in SECURITY_HEADERS {
         response.headers_mut().insert(name, HeaderValue::from_static(value));
     }
+    // The evidence report is one self-contained page with its styles
+    // inline (so that it works from a USB stick): it may use those, and
+    // still nothing else.
+    if response.headers_mut().remove(REPORT_MARK).is_some() {
+        response.headers_mut().insert("content-security-policy", HeaderValue::from_static(REPORT_POLICY));
+    }
     response
 }
+
+/// The header a handler sets on the evidence report (removed before it is sent).
+const REPORT_MARK: header::HeaderName = header::HeaderName::from_static("x-covenant-self-contained");
+/// The evidence report's content security policy: inline styles, nothing else.
+const REPORT_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'";
 
 /// An HTML answer, or a plain 500 if a template failed to render.
 fn html(page: Page) -> Response {
@@ -236,6 +257,15 @@ async fn releases(State(c): State<Arc<Console>>) -> Response {
 
 async fn ledger(State(c): State<Arc<Console>>) -> Response {
     html(pages::ledger(&c.frame, c.channel.clone(), &c.root).await)
+}
+
+async fn evidence(State(c): State<Arc<Console>>, Query(q): Query<pages::EvidenceQuery>) -> Response {
+    match pages::evidence(&c.frame, &c.conn, &c.root, q).await {
+        Ok(report) => {
+            ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (REPORT_MARK, "1")], report).into_response()
+        }
+        Err(page) => html(page),
+    }
 }
 
 async fn style() -> Response {

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use anyhow::Context as _;
 use askama::Template;
 use axum::http::StatusCode;
 use covenant_core::digest::Timestamp;
@@ -14,6 +15,7 @@ use covenant_proto::v1::query_service_client::QueryServiceClient;
 use serde::Deserialize;
 use tonic::transport::Channel;
 
+use crate::connect::Connection;
 use crate::query::{self, Expiring, FleetOptions, FleetRow, HistoryRow, ServerError, Unmet};
 
 /// The stylesheet, served at `/style.css` (the content security policy
@@ -144,6 +146,62 @@ struct RefusedPage<'a> {
 
 fn permission_denied(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ServerError>().is_some_and(|s| s.code == tonic::Code::PermissionDenied)
+}
+
+// ---------------------------------------------------------------------------
+// The evidence report.
+// ---------------------------------------------------------------------------
+
+/// `/evidence?customer=C` (or `deployment=D`, `case=case-N`): which pack's
+/// report to show.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct EvidenceQuery {
+    customer: Option<String>,
+    deployment: Option<String>,
+    case: Option<String>,
+}
+
+/// Packs exported by this console, for unique folder names.
+static PACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The evidence pack's `report.html` for one customer, deployment or case,
+/// as this identity may export it: the pack is written by exactly `covenant
+/// audit export` (which verifies what it wrote) into a fresh folder under
+/// the system's temporary folder, its report read, and the folder removed.
+/// `Ok` is the report's HTML; `Err` a page saying why not.
+pub(super) async fn evidence(frame: &Frame, conn: &Connection, root: &Path, q: EvidenceQuery) -> Result<String, Page> {
+    let refused = |title: &str, message: String| {
+        let hint = "Open the report from a deployment's page or the cases page.".to_owned();
+        Err(page(StatusCode::BAD_REQUEST, &ErrorPage { frame, current: "", title: title.to_owned(), message, hint }))
+    };
+    let chosen = [&q.customer, &q.deployment, &q.case].iter().filter(|v| v.is_some()).count();
+    if chosen != 1 {
+        return refused("Which evidence report?", "Name one customer, deployment or case.".to_owned());
+    }
+    let id = q.customer.as_deref().or(q.deployment.as_deref()).or(q.case.as_deref()).unwrap_or_default();
+    if !covenant_core::statements::is_valid_id(id) {
+        return refused("No such subject", "That is not an identifier the ledger could hold.".to_owned());
+    }
+    let select = crate::evidence::Select { customer: q.customer, deployment: q.deployment, case: q.case, all: false };
+    let out = std::env::temp_dir().join(format!(
+        "covenant-console-pack-{}-{}",
+        std::process::id(),
+        PACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let made = async {
+        let bytes = std::fs::read(root).with_context(|| format!("reading the trusted root {}", root.display()))?;
+        let trusted = covenant_core::root::TrustedRoot::provision(
+            &bytes,
+            crate::now(),
+            covenant_core::root::RootPolicy { allow_development: true },
+        )
+        .context("the identity's root is not trusted")?;
+        crate::evidence::export(conn, trusted, &select, &None, &None, &out).await?;
+        std::fs::read_to_string(out.join("report.html")).context("reading the pack's report.html")
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&out);
+    made.map_err(|e| failure(frame, "", "the evidence report", &e))
 }
 
 /// The fallback for an unknown path.
@@ -445,6 +503,8 @@ struct DeploymentPage<'a> {
     releases: Vec<ReleaseLine>,
     releases_error: String,
     commands: Vec<(String, String)>,
+    /// Whether to link the deployment's evidence report (a valid id only).
+    evidence: bool,
 }
 
 /// `/deployments/{id}`: the verdict and its reasons, what ends when,
@@ -494,6 +554,10 @@ pub(super) async fn deployment(frame: &Frame, client: &mut QueryServiceClient<Ch
     let mut commands = Vec::new();
     if covenant_core::statements::is_valid_id(id) {
         commands.push((format!("covenant status {id}"), "the same verdict in the terminal".to_owned()));
+        commands.push((
+            format!("covenant audit export --deployment {id} --out pack-{id}"),
+            "its evidence pack, to keep and verify offline (the report is linked above)".to_owned(),
+        ));
     }
     if row.unmet.iter().any(|u| u.condition == "end_use_attested") && frame.role == "customer" {
         commands.push((
@@ -504,6 +568,7 @@ pub(super) async fn deployment(frame: &Frame, client: &mut QueryServiceClient<Ch
         commands.push(("covenant attest submit attestation.dsse".into(), "submit it to the server".into()));
     }
     let template = DeploymentPage {
+        evidence: covenant_core::statements::is_valid_id(id),
         frame,
         current,
         verdict_word: verdict_word(&row.verdict),
