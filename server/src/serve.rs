@@ -202,6 +202,32 @@ pub async fn run(
     };
     let incoming = crate::accept::incoming(listener, peers, tls, limits);
     let gate = crate::accept::CertificateGate::new(CERTLESS_RATE_LIMIT);
+    // The standard health check: every service serving from here on (the
+    // ledger is open and folded, the views caught up), not serving once the
+    // stop begins. And reflection over the descriptor sets, so that
+    // grpcurl-style tools list and call the services with no .proto.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICES {
+        health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+    }
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    // Exactly the services served (the descriptor set also holds the
+    // witnesses' service, which this server does not run), the two
+    // reflection versions included.
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(covenant_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+        for name in SERVICES.into_iter().chain(STANDARD_SERVICES) {
+            builder = builder.with_service_name(name);
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1().context("building the reflection service")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("building the reflection service")?;
     Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
@@ -232,10 +258,21 @@ pub async fn run(
                 .max_decoding_message_size(MAX_ATTESTATION_REQUEST),
             &gate,
         ))
+        .add_service(gated(health_service, &gate))
+        .add_service(gated(reflection_v1, &gate))
+        .add_service(gated(reflection_v1alpha, &gate))
         .serve_with_incoming_shutdown(incoming, {
             let closed = closed.clone();
+            let mut health = health;
             async move {
                 shutdown.await;
+                // Not serving, said to every watcher; then each status is
+                // cleared, which ends the health watch streams (a graceful
+                // stop waits for open streams).
+                for name in SERVICES.into_iter().chain([""]) {
+                    health.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+                    health.clear_service_status(name).await;
+                }
                 // Streams end as the server begins to stop: a graceful stop
                 // waits for every call under way, and a watch waits for the
                 // next checkpoint, so a client holding one open would
@@ -261,6 +298,20 @@ pub async fn run(
 
 /// `service` behind the certificate gate (no certificate, no decoding), with
 /// malformed frames answered InvalidArgument.
+/// The `covenant.v1` services this server serves, by their full names (what
+/// the health check answers for; the empty name is the server as a whole).
+pub const SERVICES: [&str; 5] = [
+    "covenant.v1.LedgerService",
+    "covenant.v1.AdminService",
+    "covenant.v1.UpdateService",
+    "covenant.v1.QueryService",
+    "covenant.v1.AttestationService",
+];
+
+/// The standard services beside them: the health check and reflection.
+pub const STANDARD_SERVICES: [&str; 3] =
+    ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
+
 fn gated<S>(
     service: S,
     gate: &crate::accept::CertificateGate,

@@ -41,7 +41,7 @@ const CALLERS: [&str; 12] = [
 /// Who may call what: the allowed callers of each RPC (by index into
 /// [`CALLERS`]). "own" is min-x and its deployment lim-07, the subject of
 /// every request; "other" is min-y and lim-08.
-const ALLOWED: [(&str, &[usize]); 22] = [
+const ALLOWED: [(&str, &[usize]); 25] = [
     ("LedgerService.GetCheckpoint", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
     ("LedgerService.GetEntries", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
     ("LedgerService.GetInclusionProof", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
@@ -72,6 +72,11 @@ const ALLOWED: [(&str, &[usize]); 22] = [
     ("QueryService.ListReleases", &[0, 1, 2, 3, 4, 5, 6, 7, 11]),
     // The history of lim-07: those entitled to it.
     ("QueryService.GetHistory", &[0, 1, 4, 6]),
+    // The standard services (issue #21): any certificate of this CA, even a
+    // revoked one, since they say nothing about the ledger; never without.
+    ("grpc.health.v1.Health.Check", &[0, 1, 2, 3, 4, 5, 6, 7, 10, 11]),
+    ("grpc.health.v1.Health.Watch", &[0, 1, 2, 3, 4, 5, 6, 7, 10, 11]),
+    ("grpc.reflection.v1.ServerReflection.ServerReflectionInfo", &[0, 1, 2, 3, 4, 5, 6, 7, 10, 11]),
 ];
 
 struct World {
@@ -335,6 +340,36 @@ async fn call(w: &World, rpc: &str, caller: usize, n: usize) -> Result<(), Code>
             .await
             .map(|_| ())
             .map_err(status),
+        "grpc.health.v1.Health.Check" => tonic_health::pb::health_client::HealthClient::new(ch)
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .map(|_| ())
+            .map_err(status),
+        "grpc.health.v1.Health.Watch" => {
+            let request = tonic_health::pb::HealthCheckRequest { service: "covenant.v1.UpdateService".into() };
+            let mut stream = tonic_health::pb::health_client::HealthClient::new(ch)
+                .watch(request)
+                .await
+                .map_err(status)?
+                .into_inner();
+            stream.message().await.map_err(status)?.map(|_| ()).ok_or(Code::Unknown)
+        }
+        "grpc.reflection.v1.ServerReflection.ServerReflectionInfo" => {
+            use tonic_reflection::pb::v1::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+            };
+            let ask = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = ServerReflectionClient::new(ch)
+                .server_reflection_info(tokio_stream::iter([ask]))
+                .await
+                .map_err(status)?
+                .into_inner();
+            stream.message().await.map_err(status)?.map(|_| ()).ok_or(Code::Unknown)
+        }
         other => panic!("no request for {other}"),
     }
 }
@@ -374,6 +409,10 @@ async fn exactly_the_allowed_cells_answer() {
                 (Ok(()), true) => true,
                 // Refused by the TLS handshake: no RPC ran.
                 (Err(_), false) if *who == "another CA" => true,
+                // Calls without a certificate are also rate-limited as a
+                // whole (the certificate gate): past the limit they are
+                // refused as exhausted, still before any RPC runs.
+                (Err(Code::ResourceExhausted), false) if *who == "no certificate" => true,
                 (Err(Code::Unauthenticated | Code::PermissionDenied), false) => true,
                 _ => false,
             };
