@@ -65,6 +65,9 @@ pub struct CheckInAnswer {
     pub consistency: Vec<Hash>,
     /// The granted release's manifest (envelope bytes; empty if none).
     pub release_manifest: Vec<u8>,
+    /// Whether this check-in's decision was logged now (a new entry), not
+    /// a standing one answered again.
+    pub logged: bool,
 }
 
 /// A ledger entry as an answer carries it.
@@ -184,16 +187,20 @@ pub async fn answer<S: Storage>(
         (checkin, now, fast)
     };
     let (deployment, nonce, last_checkpoint) = (checkin.deployment.clone(), checkin.nonce, checkin.last_checkpoint);
+    let mut logged = false;
     let standing = match fast {
         Some(standing) => standing,
         // Then in ledger order, by the sequencer, which logs the decision.
         None => match view.ledger.decide(checkin).await {
-            Ok(done) => Some(done.index),
+            Ok(done) => {
+                logged = true;
+                Some(done.index)
+            }
             Err(AppendError::Nothing(standing)) => standing,
             Err(e) => return Err(CheckInError::Append(e)),
         },
     };
-    let mut answer = CheckInAnswer::default();
+    let mut answer = CheckInAnswer { logged, ..CheckInAnswer::default() };
     let freshness_standing = match standing {
         None => FreshnessStanding::Current,
         Some(index) => {

@@ -258,14 +258,24 @@ pub fn open_ledger(dir: &Path) -> anyhow::Result<(Ledger<FsStorage>, SharedRegis
 /// As [`open_ledger`], with the ledger's time from `clock` (`serve` passes
 /// the one clock it was started with).
 pub fn open_ledger_with(dir: &Path, clock: Clock) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
+    open_ledger_measured(dir, clock, crate::metrics::LedgerMetrics::default())
+}
+
+/// As [`open_ledger_with`], the sequencer recording into `metrics`.
+pub fn open_ledger_measured(
+    dir: &Path,
+    clock: Clock,
+    metrics: crate::metrics::LedgerMetrics,
+) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
     check_format(dir)?;
     let data = DataDir::new(dir);
     let ledger_key = read_key(&data.ledger_key())?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
     let registry = registry_for(dir)?;
     let storage = Arc::new(FsStorage::new(data.ledger())?);
-    let ledger = Ledger::open(storage, signer, registry.clone(), clock, ledger_config(dir)?)
-        .with_context(|| format!("opening the ledger in {}", data.ledger().display()))?;
+    let ledger =
+        Ledger::open(storage, signer, registry.clone(), clock, LedgerConfig { metrics, ..ledger_config(dir)? })
+            .with_context(|| format!("opening the ledger in {}", data.ledger().display()))?;
     Ok((ledger, registry))
 }
 

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod ledger;
 pub mod ledger_service;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod pki;
 pub mod query_service;

@@ -104,6 +104,18 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// Where to serve the Prometheus metrics (plain HTTP, `GET /metrics`
+        /// only; docs/operations.md), or `off`. Keep it on loopback or a
+        /// network only your monitoring reaches: the counts are the
+        /// vendor's business. If the address is taken, the server serves
+        /// without metrics and logs a warning.
+        #[arg(long, default_value = "127.0.0.1:9184", value_name = "ADDR|off")]
+        metrics: String,
+        /// A deployment counts as dark in the metrics when it checked in
+        /// before but not for this many seconds (default: three of the
+        /// agent's default poll intervals).
+        #[arg(long, default_value_t = 3 * 3600, value_name = "SECONDS")]
+        dark_after: u64,
     },
     /// Checks the stored ledger exactly as `serve` recovers it, without
     /// changing anything: every journal record and body, the fold, the
@@ -188,7 +200,7 @@ fn main_result() -> anyhow::Result<()> {
             println!("Appended as ledger entry {index}.");
             Ok(())
         }
-        Command::Serve { data, listen } => serve(data, listen),
+        Command::Serve { data, listen, metrics, dark_after } => serve(data, listen, &metrics, dark_after),
         Command::Check { data } => check(&data),
         Command::DebugAppendLoad { data, key_seed, appenders } => debug_append_load(data, &key_seed, appenders),
     }
@@ -236,12 +248,35 @@ fn counted_bytes(entries: u64, bytes: u64) -> String {
     format!("{entries} {noun} ({bytes} bytes)")
 }
 
-fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr, metrics: &str, dark_after: u64) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let metrics = match metrics {
+        "off" => None,
+        addr => {
+            let addr: std::net::SocketAddr =
+                addr.parse().with_context(|| format!("--metrics {addr:?} is neither an address (IP:PORT) nor off"))?;
+            if !addr.ip().to_canonical().is_loopback() {
+                eprintln!("warning: the metrics are served on {addr}, not on loopback: whoever reaches it reads them");
+            }
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    eprintln!("warning: no metrics: {addr} cannot be bound ({e}); serving without them");
+                    None
+                }
+            }
+        }
+    };
+    let mut config = covenant_server::serve::ServeConfig::new(data.clone());
+    config.dark_after = std::time::Duration::from_secs(dark_after);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
         println!("Serving {} on {} (mutual TLS).", data.display(), listener.local_addr()?);
+        if let Some(m) = &metrics {
+            println!("Metrics on http://{}/metrics.", m.local_addr()?);
+        }
+        config.metrics = metrics;
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
@@ -249,7 +284,7 @@ fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr) -> anyhow::Resu
                 _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
             }
         };
-        covenant_server::serve::run(covenant_server::serve::ServeConfig::new(data), listener, shutdown).await
+        covenant_server::serve::run(config, listener, shutdown).await
     })
 }
 

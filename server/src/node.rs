@@ -89,6 +89,8 @@ pub struct Node {
     pub(crate) subjects: crate::ledger::views::SubjectIndex,
     /// When each deployment last checked in.
     pub(crate) seen: crate::seen::LastSeen,
+    /// The metrics (`crate::metrics`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Download streams served at once, in total.

@@ -75,7 +75,19 @@ pub struct ServeConfig {
     /// Attestations, verifications and signals per submitter and period
     /// (default [`SUBMISSION_LIMITS`]).
     pub submissions: SubmissionLimits,
+    /// The metrics listener (plain HTTP, `GET /metrics` only; `None`: no
+    /// metrics served). `serve --metrics ADDR` binds it.
+    pub metrics: Option<Arc<std::net::TcpListener>>,
+    /// A deployment that checked in before but not for this long counts as
+    /// dark in the metrics (default [`DARK_AFTER`]: three of the agent's
+    /// default poll intervals).
+    pub dark_after: Duration,
 }
+
+/// The default [`ServeConfig::dark_after`]: three hours, three of the
+/// agent's default 3,600-second poll intervals (`covenant fleet` flags dark
+/// by the same rule).
+pub const DARK_AFTER: Duration = Duration::from_secs(3 * 3600);
 
 impl std::fmt::Debug for ServeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +124,8 @@ impl ServeConfig {
             certless_grace: CERTLESS_GRACE,
             max_connections: MAX_CONNECTIONS,
             submissions: SUBMISSION_LIMITS,
+            metrics: None,
+            dark_after: DARK_AFTER,
         }
     }
 }
@@ -129,8 +143,10 @@ pub async fn run(
     let descriptors = crate::accept::raise_descriptor_limit();
     let max_connections = crate::accept::connection_cap(config.max_connections, descriptors)?;
     let dir = DataDir::new(&config.data);
-    let (ledger, registry) =
-        tokio::task::block_in_place(|| datadir::open_ledger_with(&config.data, config.clock.clone()))?;
+    let metrics = crate::metrics::Metrics::new();
+    let (ledger, registry) = tokio::task::block_in_place(|| {
+        datadir::open_ledger_measured(&config.data, config.clock.clone(), metrics.ledger.clone())
+    })?;
     let read = |path: PathBuf| {
         std::fs::read_to_string(&path).with_context(|| {
             format!("reading {}", path.file_name().map_or(path.display(), |n| std::path::Path::new(n).display()))
@@ -161,7 +177,8 @@ pub async fn run(
     };
     let witnesses = crate::witnesses::load(dir.path())?;
     let witness_count = witnesses.len();
-    let (cosigned, gathering) = crate::witnesses::spawn(ledger.clone(), log, witnesses);
+    metrics.witnesses_are(&witnesses.iter().map(|w| w.name.clone()).collect::<Vec<_>>());
+    let (cosigned, gathering) = crate::witnesses::spawn(ledger.clone(), log, witnesses, metrics.witnesses.clone());
     let decision = registry.decision_key.clone();
     let (closed, closing) = tokio::sync::watch::channel(false);
     let node = Node {
@@ -183,6 +200,11 @@ pub async fn run(
         submissions: Arc::new(SubmissionTable::new(config.submissions)),
         subjects,
         seen,
+        metrics,
+    };
+    let metrics_server = match &config.metrics {
+        Some(listener) => Some(serve_metrics(listener, node.clone(), config.dark_after)?),
+        None => None,
     };
     // Every connection counts from accept until it closes: unauthenticated
     // in its own budget (the oldest evicted to make room), then, once its
@@ -289,6 +311,10 @@ pub async fn run(
     let _ = gathering.await;
     following.abort();
     let _ = following.await;
+    if let Some(task) = metrics_server {
+        task.abort();
+        let _ = task.await;
+    }
     let _ = views.flush();
     // A cosignature under way on a blocking thread still holds the ledger
     // for a moment after its task was aborted: wait for it (bounded).
@@ -298,6 +324,74 @@ pub async fn run(
 
 /// `service` behind the certificate gate (no certificate, no decoding), with
 /// malformed frames answered InvalidArgument.
+/// Serves `GET /metrics` on `listener` (plain HTTP), and nothing else.
+fn serve_metrics(
+    listener: &std::net::TcpListener,
+    node: Node,
+    dark_after: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = listener.try_clone().context("the metrics listener")?;
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let node = node.clone();
+                async move {
+                    let scrape = tokio::task::block_in_place(|| scrape(&node, dark_after));
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        node.metrics.encode(&scrape),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "only /metrics is served here\n") });
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    }))
+}
+
+/// What a scrape reads from the state: the checkpoints' sizes, and each
+/// deployment's standing grant and last check-in.
+fn scrape(node: &Node, dark_after: Duration) -> crate::metrics::Scrape {
+    let now = node.now();
+    let week = now.plus_seconds(7 * 86_400);
+    let dark_since = now.plus_seconds(-i64::try_from(dark_after.as_secs()).unwrap_or(i64::MAX));
+    let witnessed_size = node.cosigned.witnessed.read().ok().and_then(|c| c.as_ref().map(|c| c.size)).unwrap_or(0);
+    let mut out = crate::metrics::Scrape {
+        checkpoint_size: node.ledger.checkpoint().size,
+        witnessed_size,
+        now: now.unix(),
+        ..Default::default()
+    };
+    if let Ok(state) = node.registry.state.read() {
+        for d in state.facts().deployments() {
+            let standing = state.facts().decisions_of(&d.id).last();
+            if let Some(expires) =
+                standing.filter(|s| s.verdict == covenant_core::statements::Verdict::Grant).and_then(|s| s.expires_at)
+                && expires > now
+                && expires <= week
+            {
+                out.grants_expiring += 1;
+            }
+            match node.seen.get(&d.id) {
+                Some(at) if at < dark_since => out.devices_dark += 1,
+                Some(_) => {}
+                None => out.devices_never_seen += 1,
+            }
+        }
+    }
+    out
+}
+
 /// The `covenant.v1` services this server serves, by their full names (what
 /// the health check answers for; the empty name is the server as a whole).
 pub const SERVICES: [&str; 5] = [

@@ -3,7 +3,7 @@
 
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope;
-use covenant_core::ledger::EntryKind;
+use covenant_core::ledger::{EntryHeader, EntryKind};
 use covenant_core::note::TlogProof;
 use covenant_core::policy;
 use covenant_core::state::classify;
@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::artifacts;
 use crate::checkin::{self, CheckInAnswer, LedgerView};
 use crate::datadir;
+use crate::metrics::{OutcomeLabel, VerdictLabel};
 use crate::node::{Node, async_stream_with, checkin_status, read_status, refusal_status, within};
 
 /// The chunk a download sends (at most one more goes out after a grant is
@@ -60,6 +61,22 @@ impl Node {
     }
 }
 
+/// A download stream open: counted while it lives.
+struct Active(prometheus_client::metrics::gauge::Gauge);
+
+impl Active {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Active {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[tonic::async_trait]
 impl pb::update_service_server::UpdateService for Node {
     async fn check_in(&self, request: Request<pb::CheckInRequest>) -> Result<Response<pb::CheckInResponse>, Status> {
@@ -74,8 +91,25 @@ impl pb::update_service_server::UpdateService for Node {
             decision: self.decision.as_deref(),
         };
         let now = self.now();
-        let answer = checkin::answer(&view, &bytes, &caller.subject, now).await.map_err(checkin_status)?;
+        let answer = match checkin::answer(&view, &bytes, &caller.subject, now).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: "refused" }).inc();
+                return Err(checkin_status(e));
+            }
+        };
         self.seen.record(&caller.subject, now);
+        let verdict = answer
+            .decision
+            .as_ref()
+            .and_then(|d| EntryHeader::parse(&d.header).ok())
+            .map(|h| if h.kind == EntryKind::Grant { "grant" } else { "withhold" });
+        self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: verdict.unwrap_or("current") }).inc();
+        if answer.logged
+            && let Some(verdict) = verdict
+        {
+            self.metrics.decisions.get_or_create(&VerdictLabel { verdict }).inc();
+        }
         Ok(Response::new(checkin_response(answer)))
     }
 
@@ -122,6 +156,7 @@ impl pb::update_service_server::UpdateService for Node {
         // queued chunk and the one in the transport still go out.
         let stream = async_stream_with(self.closing.clone(), 1, move |tx| async move {
             let _slot = slot;
+            let _active = Active::new(&node.metrics.downloads_active);
             let mut offset = req.offset;
             let mut checked_at = u64::MAX;
             // The window of the progress rule: when it began, and where.
@@ -178,6 +213,7 @@ impl pb::update_service_server::UpdateService for Node {
                     return;
                 }
                 permit.send(Ok(pb::DownloadChunk { offset, data }));
+                node.metrics.download_bytes.inc_by(want as u64);
                 offset += want as u64;
             }
         });

@@ -427,6 +427,7 @@ pub fn spawn<S: Storage>(
     ledger: Ledger<S>,
     log: NoteVerifier,
     witnesses: Vec<WitnessConfig>,
+    metrics: crate::metrics::WitnessMetrics,
 ) -> (Arc<Gathered>, tokio::task::JoinHandle<()>) {
     let gathered = Arc::new(Gathered::default());
     let out = gathered.clone();
@@ -487,11 +488,14 @@ pub fn spawn<S: Storage>(
                     let Ok((peer, result)) = joined else { continue };
                     match result {
                         Ok(line) => {
+                            metrics.cosigned(&peer.config.name, cp.size);
                             lines.push((peer.config.name.clone(), line));
                             publish(&lines);
                         }
                         Err(e) => {
                             out.missing.fetch_add(1, Ordering::Relaxed);
+                            let now = covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now());
+                            metrics.failed(&peer.config.name, now.unix());
                             tracing::warn!(witness = %peer.config.name, size = cp.size, "no cosignature: {e:#}");
                         }
                     }

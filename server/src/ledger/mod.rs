@@ -132,6 +132,9 @@ pub struct LedgerConfig {
     /// ledger's folder): opening refuses a ledger smaller than one, or
     /// holding another tree at its size.
     pub witnessed: Vec<Witnessed>,
+    /// Where the sequencer records its batches, queue and checkpoints
+    /// (`crate::metrics`; the default records into nothing registered).
+    pub metrics: crate::metrics::LedgerMetrics,
 }
 
 /// The default [`LedgerConfig::max_batch`].
@@ -159,6 +162,7 @@ impl Default for LedgerConfig {
             cache_tiles: 4096,
             flush_interval: Duration::from_secs(1),
             witnessed: Vec::new(),
+            metrics: crate::metrics::LedgerMetrics::default(),
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct Ledger<S: Storage> {
     cosigned: Arc<CosignedSlot>,
     latest: watch::Receiver<Arc<SignedCheckpoint>>,
     thread: Arc<Mutex<Option<thread::JoinHandle<()>>>>,
+    /// Requests queued for the sequencer (counted up here, down as taken).
+    queued: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl<S: Storage> Clone for Ledger<S> {
@@ -181,6 +187,7 @@ impl<S: Storage> Clone for Ledger<S> {
             cosigned: self.cosigned.clone(),
             latest: self.latest.clone(),
             thread: self.thread.clone(),
+            queued: self.queued.clone(),
         }
     }
 }
@@ -229,6 +236,7 @@ impl<S: Storage> Ledger<S> {
         };
         let (latest_tx, latest) = watch::channel(Arc::new(checkpoint));
         let (tx, rx) = mpsc::channel::<Msg>();
+        let queued = config.metrics.queue_depth.clone();
         let sequencer = Sequencer {
             writer,
             reader: reader.clone(),
@@ -245,7 +253,7 @@ impl<S: Storage> Ledger<S> {
         let handle = thread::Builder::new()
             .name("covenant-sequencer".into())
             .spawn(move || tracing::dispatcher::with_default(&dispatch, || sequencer.run(rx)))?;
-        Ok(Ledger { tx, reader, cosigned, latest, thread: Arc::new(Mutex::new(Some(handle))) })
+        Ok(Ledger { tx, reader, cosigned, latest, thread: Arc::new(Mutex::new(Some(handle))), queued })
     }
 
     /// Checks the ledger in `storage` exactly as [`Ledger::open`] reads it,
@@ -293,16 +301,22 @@ impl<S: Storage> Ledger<S> {
     /// Sends a request to the sequencer and waits for its answer.
     pub async fn request(&self, request: Request) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Msg::Append(Queued { request, reply })).map_err(|_| AppendError::Closed)?;
+        self.queued.inc();
+        self.tx.send(Msg::Append(Queued { request, reply })).map_err(|_| {
+            self.queued.dec();
+            AppendError::Closed
+        })?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 
     /// As [`Ledger::append`], blocking the calling thread.
     pub fn append_blocking(&self, entry: NewEntry) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Append(Queued { request: Request::Append(entry), reply }))
-            .map_err(|_| AppendError::Closed)?;
+        self.queued.inc();
+        self.tx.send(Msg::Append(Queued { request: Request::Append(entry), reply })).map_err(|_| {
+            self.queued.dec();
+            AppendError::Closed
+        })?;
         rx.blocking_recv().map_err(|_| AppendError::Closed)?
     }
 

@@ -67,7 +67,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
             // not yet published, publish them.
             let first = if self.writer.dirty() {
                 match rx.recv_timeout(self.config.flush_interval) {
-                    Ok(Msg::Append(r)) => r,
+                    Ok(Msg::Append(r)) => self.taken(r),
                     Ok(Msg::Wake) => {
                         if self.halted.is_none() && self.writer.flush_due(self.config.flush_interval) {
                             self.flush();
@@ -84,7 +84,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                 }
             } else {
                 match rx.recv() {
-                    Ok(Msg::Append(r)) => r,
+                    Ok(Msg::Append(r)) => self.taken(r),
                     // Something to publish now: the next turn waits at most
                     // a flush interval.
                     Ok(Msg::Wake) => continue,
@@ -100,12 +100,16 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                     rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
                 };
                 match next {
-                    Some(Msg::Append(r)) => batch.push(r),
+                    Some(Msg::Append(r)) => batch.push(self.taken(r)),
                     Some(Msg::Wake) => {}
                     None => break,
                 }
             }
+            let started = Instant::now();
+            let entries = batch.len();
             self.process(batch);
+            self.config.metrics.batch_entries.observe(entries as f64);
+            self.config.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
             if self.halted.is_none() && self.writer.flush_due(self.config.flush_interval) {
                 self.flush();
             }
@@ -113,6 +117,12 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
         if self.halted.is_none() {
             self.flush();
         }
+    }
+
+    /// A request taken off the queue.
+    fn taken(&self, r: Queued) -> Queued {
+        self.config.metrics.queue_depth.dec();
+        r
     }
 
     fn flush(&mut self) {
@@ -236,6 +246,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
         let checkpoint = sign_checkpoint(&self.signer, size, root)?;
         self.writer.write_checkpoint(&checkpoint.note).map_err(|e| e.to_string())?;
         let checkpoint = Arc::new(checkpoint);
+        self.config.metrics.checkpoint_signed.set((self.clock)().unix());
         self.latest.send_replace(checkpoint.clone());
         Ok(checkpoint)
     }
