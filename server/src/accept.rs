@@ -311,6 +311,13 @@ impl tonic::service::Interceptor for CertificateGate {
 /// with tonic's words (which name the limit). Only answers that carry their
 /// status in the headers (an error before any message, as these always
 /// are) are looked at, and only decoded when they do.
+///
+/// It is also where every refused call is logged, once: the RPC, the code
+/// and the status's words (never a body or a key; the words are the
+/// server's own), at `info` under the target `covenant::refusal`. A call
+/// refused before any message (every refusal of a handler) carries its
+/// status in the headers; an error after messages began (a download cut
+/// off) ends in trailers and is logged where it is decided.
 #[derive(Debug, Clone)]
 pub struct FramingErrors<S>(pub S);
 
@@ -332,13 +339,14 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
-        FramingFuture(self.0.call(request))
+        let rpc = request.uri().path().chars().take(128).collect();
+        FramingFuture(self.0.call(request), rpc)
     }
 }
 
-/// The future of [`FramingErrors`].
+/// The future of [`FramingErrors`], with the RPC's path for the log.
 #[derive(Debug)]
-pub struct FramingFuture<F>(F);
+pub struct FramingFuture<F>(F, String);
 
 impl<F, E, R> std::future::Future for FramingFuture<F>
 where
@@ -357,6 +365,13 @@ where
                 status.message()
             ))
             .add_header(response.headers_mut());
+        }
+        if response.headers().contains_key("grpc-status")
+            && let Some(status) = tonic::Status::from_header_map(response.headers())
+            && status.code() != tonic::Code::Ok
+        {
+            let cause: String = status.message().chars().take(512).collect();
+            tracing::info!(target: "covenant::refusal", rpc = %self.1, code = ?status.code(), cause = %cause, "refused");
         }
         Poll::Ready(Ok(response))
     }

@@ -116,6 +116,12 @@ enum Command {
         /// agent's default poll intervals).
         #[arg(long, default_value_t = 3 * 3600, value_name = "SECONDS")]
         dark_after: u64,
+        /// How the log is written (on standard output): `text` for people,
+        /// `json` (one object per line) for log shippers. The level is
+        /// `info` unless RUST_LOG says otherwise (`RUST_LOG=warn`,
+        /// `RUST_LOG=covenant::refusal=off` to drop the refusals).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Checks the stored ledger exactly as `serve` recovers it, without
     /// changing anything: every journal record and body, the fold, the
@@ -200,7 +206,9 @@ fn main_result() -> anyhow::Result<()> {
             println!("Appended as ledger entry {index}.");
             Ok(())
         }
-        Command::Serve { data, listen, metrics, dark_after } => serve(data, listen, &metrics, dark_after),
+        Command::Serve { data, listen, metrics, dark_after, log_format } => {
+            serve(data, listen, &metrics, dark_after, &log_format)
+        }
         Command::Check { data } => check(&data),
         Command::DebugAppendLoad { data, key_seed, appenders } => debug_append_load(data, &key_seed, appenders),
     }
@@ -248,20 +256,33 @@ fn counted_bytes(entries: u64, bytes: u64) -> String {
     format!("{entries} {noun} ({bytes} bytes)")
 }
 
-fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr, metrics: &str, dark_after: u64) -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+fn serve(
+    data: std::path::PathBuf,
+    listen: std::net::SocketAddr,
+    metrics: &str,
+    dark_after: u64,
+    log_format: &str,
+) -> anyhow::Result<()> {
+    let json = log_format == "json";
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if json {
+        tracing_subscriber::fmt().json().with_current_span(false).with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let metrics = match metrics {
         "off" => None,
         addr => {
             let addr: std::net::SocketAddr =
                 addr.parse().with_context(|| format!("--metrics {addr:?} is neither an address (IP:PORT) nor off"))?;
             if !addr.ip().to_canonical().is_loopback() {
-                eprintln!("warning: the metrics are served on {addr}, not on loopback: whoever reaches it reads them");
+                tracing::warn!(%addr, "the metrics are served off loopback: whoever reaches the address reads them");
             }
             match std::net::TcpListener::bind(addr) {
                 Ok(l) => Some(Arc::new(l)),
                 Err(e) => {
-                    eprintln!("warning: no metrics: {addr} cannot be bound ({e}); serving without them");
+                    tracing::warn!(%addr, error = %e, "no metrics: the address cannot be bound; serving without them");
                     None
                 }
             }
@@ -272,9 +293,16 @@ fn serve(data: std::path::PathBuf, listen: std::net::SocketAddr, metrics: &str, 
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-        println!("Serving {} on {} (mutual TLS).", data.display(), listener.local_addr()?);
-        if let Some(m) = &metrics {
-            println!("Metrics on http://{}/metrics.", m.local_addr()?);
+        let address = listener.local_addr()?;
+        let metrics_address = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+        if json {
+            // Every line of a JSON log is JSON: the addresses go in an event.
+            tracing::info!(data = %data.display(), %address, metrics = ?metrics_address, "listening");
+        } else {
+            println!("Serving {} on {address} (mutual TLS).", data.display());
+            if let Some(m) = metrics_address {
+                println!("Metrics on http://{m}/metrics.");
+            }
         }
         config.metrics = metrics;
         let shutdown = async {

@@ -77,3 +77,64 @@ fn the_served_services_are_the_protos_but_the_witnesses() {
     served.sort();
     assert_eq!(served, in_proto);
 }
+
+/// `serve --log-format json`: every line on standard output is one JSON
+/// object, and a refused call is logged once, with its RPC, code and
+/// cause, and nothing of what the caller sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_logged_once_as_json_without_the_request() {
+    use std::io::BufRead as _;
+    let dir = std::env::temp_dir().join(format!("covenant-json-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::block_in_place(|| covenant_server::datadir::init_dev(&dir)).unwrap();
+    let mut child = std::process::Command::new(binary("covenant-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--log-format", "json", "--data"])
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut address = None;
+    // Bounded: the server logs its address as it starts.
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["fields"]["message"] == "listening" {
+            address = event["fields"]["address"].as_str().map(str::to_owned);
+            break;
+        }
+        seen.push(event);
+    }
+    let address = address.expect("the server logged its address");
+    let auditor = covenant_cli::connect::Connection {
+        server: Some(format!("https://{address}")),
+        identity: Some(dir.join("identities/auditor")),
+    };
+    let mut updates =
+        covenant_proto::v1::update_service_client::UpdateServiceClient::new(auditor.channel().await.unwrap());
+    let sent = b"PRIVATE-REQUEST-BYTES".to_vec();
+    let refused = updates.check_in(covenant_proto::v1::CheckInRequest { checkin: sent }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    // A call that succeeds is not a refusal.
+    let mut health = HealthClient::new(auditor.channel().await.unwrap());
+    health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in lines {
+        let line = line.unwrap();
+        seen.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
+    }
+    let refusals: Vec<&serde_json::Value> = seen.iter().filter(|e| e["target"] == "covenant::refusal").collect();
+    assert_eq!(refusals.len(), 1, "one refusal, logged once: {refusals:?}");
+    let fields = &refusals[0]["fields"];
+    assert_eq!(fields["rpc"], "/covenant.v1.UpdateService/CheckIn", "{fields}");
+    assert_eq!(fields["code"], "PermissionDenied", "{fields}");
+    assert!(fields["cause"].as_str().is_some_and(|c| !c.is_empty()), "{fields}");
+    assert_eq!(refusals[0]["level"], "INFO");
+    let all = seen.iter().map(|e| e.to_string()).collect::<String>();
+    assert!(!all.contains("PRIVATE-REQUEST-BYTES"), "the log holds what the caller sent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
