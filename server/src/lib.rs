@@ -8,6 +8,7 @@ pub mod accept;
 pub mod admin_service;
 pub mod artifacts;
 pub mod attestation_service;
+pub mod backup;
 pub mod checkin;
 pub mod datadir;
 pub mod layout;

@@ -123,6 +123,38 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
     },
+    /// Writes a backup of a data directory, safe while the server serves it:
+    /// one tar file, consistent at the newest durable signed checkpoint
+    /// (the ledger's files cut there; the sled views and published tiles,
+    /// which are rebuilt, left out), with a manifest of every file's
+    /// SHA-256. Verified after writing by restoring it into a scratch folder
+    /// and checking it as `check` does. It holds the server's private keys:
+    /// keep it as safe as the data directory (docs/operations.md, "Backups").
+    Backup {
+        /// The data directory (served or not).
+        #[arg(long, value_name = "DIR")]
+        data: std::path::PathBuf,
+        /// The backup file to write (new).
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
+    /// Restores a backup into a new data directory. Verifies every file
+    /// against the manifest, then asks the witnesses which size they hold
+    /// (and reads --cosigned, a cosigned checkpoint you supply) and refuses
+    /// a backup shorter than the newest checkpoint any of them cosigned,
+    /// naming the entries it would lose; then checks the ledger. The sled
+    /// views are rebuilt when the server next starts.
+    Restore {
+        /// The backup file.
+        file: std::path::PathBuf,
+        /// The data directory to make (new or empty).
+        #[arg(long, value_name = "DIR")]
+        data: std::path::PathBuf,
+        /// A checkpoint (signed note, with cosignatures) known to have been
+        /// cosigned, e.g. from a witness's operator or an agent.
+        #[arg(long, value_name = "FILE")]
+        cosigned: Option<std::path::PathBuf>,
+    },
     /// Checks the stored ledger exactly as `serve` recovers it, without
     /// changing anything: every journal record and body, the fold, the
     /// signed checkpoint, the durable tiles, and what lies past the signed
@@ -210,6 +242,31 @@ fn main_result() -> anyhow::Result<()> {
             serve(data, listen, &metrics, dark_after, &log_format)
         }
         Command::Check { data } => check(&data),
+        Command::Backup { data, out } => {
+            let done = covenant_server::backup::backup(&data, &out)?;
+            println!(
+                "Wrote {}: {} entries (checkpoint root {}), {} files, {} bytes; restored into a scratch folder and \
+                 checked. It holds the server's private keys: keep it as safe as the data directory.",
+                done.out.display(),
+                done.size,
+                done.root_hash,
+                done.files,
+                done.bytes
+            );
+            Ok(())
+        }
+        Command::Restore { file, data, cosigned } => {
+            let done = covenant_server::backup::restore(&file, &data, cosigned.as_deref())?;
+            println!(
+                "Restored {} entries into {} (the newest size known cosigned: {}). Start it with: covenant-server \
+                 serve --data {}",
+                done.size,
+                done.data.display(),
+                done.witnessed,
+                done.data.display()
+            );
+            Ok(())
+        }
         Command::DebugAppendLoad { data, key_seed, appenders } => debug_append_load(data, &key_seed, appenders),
     }
 }

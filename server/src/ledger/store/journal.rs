@@ -39,7 +39,7 @@ pub(super) fn parse_record(bytes: &[u8]) -> Option<RecordRef<'_>> {
 
 /// The length of a batch end: `u32` zero (where an entry's header length
 /// would be), then the `u64` tree size the batch ends at.
-const BATCH_END_LEN: usize = 12;
+pub(super) const BATCH_END_LEN: usize = 12;
 
 /// Appends a batch end saying the batch ends at tree size `size`.
 pub(super) fn push_batch_end(out: &mut Vec<u8>, size: u64) {

@@ -158,6 +158,10 @@ pub enum OpenError {
     /// The storage failed.
     #[error("storage: {0}")]
     Storage(#[from] io::Error),
+    /// A live ledger's files do not line up for a consistent copy
+    /// ([`snapshot_point`]).
+    #[error("the ledger cannot be copied at a signed checkpoint: {0}")]
+    Snapshot(String),
     /// The checkpoint file does not verify with the ledger key.
     #[error("the stored checkpoint does not verify: {0}")]
     Checkpoint(#[from] note::NoteError),
@@ -295,4 +299,69 @@ pub enum OpenError {
         /// Why.
         reason: String,
     },
+}
+
+/// Where a consistent copy of a live ledger ends: its newest durable signed
+/// checkpoint and the length of each durable file's prefix that holds
+/// exactly the entries it covers ([`snapshot_point`]).
+#[derive(Debug, Clone)]
+pub struct SnapshotPoint {
+    /// The checkpoint, verified with the ledger key.
+    pub checkpoint: note::VerifiedCheckpoint,
+    /// `log/journal` up to and including the batch end of its size.
+    pub journal_len: u64,
+    /// `log/checkpoints` up to and including its record.
+    pub checkpoints_len: u64,
+    /// `log/index` for its entries.
+    pub index_len: u64,
+}
+
+/// The newest signed checkpoint made durable in `storage` and the file
+/// prefixes that hold exactly its entries, read without the ledger's lock:
+/// nothing at or below a signed size is ever rewritten, so a serving
+/// ledger's prefixes stay as read while it appends past them. Refuses
+/// (naming the file) anything that does not line up: a checkpoint that
+/// does not verify, an index or journal shorter than its size, or no batch
+/// end at its size.
+pub fn snapshot_point<S: covenant_storage::Storage>(
+    storage: &S,
+    log: &note::NoteVerifier,
+) -> Result<SnapshotPoint, OpenError> {
+    let bad = OpenError::Snapshot;
+    let checkpoints = storage.read(CHECKPOINTS)?.ok_or_else(|| bad(format!("{CHECKPOINTS} is missing")))?;
+    let (last, checkpoints_len) = journal::last_record(&checkpoints);
+    let note = last.ok_or_else(|| bad(format!("{CHECKPOINTS} holds no whole checkpoint")))?;
+    let checkpoint = note::open_checkpoint(note, log)
+        .map_err(|e| bad(format!("the last checkpoint in {CHECKPOINTS} does not verify: {e}")))?;
+    let size = checkpoint.checkpoint().size;
+    if size == 0 {
+        return Ok(SnapshotPoint { checkpoint, journal_len: 0, checkpoints_len: checkpoints_len as u64, index_len: 0 });
+    }
+    let end = storage.read_range(JOURNAL_INDEX, (size - 1) * 8, 8)?;
+    if end.len() != 8 {
+        return Err(bad(format!("{JOURNAL_INDEX} is shorter than the checkpoint's {size} entries")));
+    }
+    // The index holds where each entry's record ends, with the batch end
+    // that follows it: for the last entry of the checkpoint's batch, the
+    // batch end of its size is the 12 bytes before.
+    let record_end = journal::read_u64(&end);
+    let batch_len = journal::BATCH_END_LEN as u64;
+    let batch_end = match record_end.checked_sub(batch_len) {
+        Some(at) => storage.read_range(JOURNAL, at, journal::BATCH_END_LEN)?,
+        None => Vec::new(),
+    };
+    let mut want = Vec::new();
+    journal::push_batch_end(&mut want, size);
+    if batch_end != want {
+        return Err(bad(format!(
+            "{JOURNAL} has no batch end of size {size} where {JOURNAL_INDEX} says entry {} ends",
+            size - 1
+        )));
+    }
+    Ok(SnapshotPoint {
+        checkpoint,
+        journal_len: record_end,
+        checkpoints_len: checkpoints_len as u64,
+        index_len: size * 8,
+    })
 }
