@@ -78,8 +78,12 @@ fn start(program: &Path, args: &[&str]) -> anyhow::Result<(Child, String)> {
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let stdout = child.stdout.take().context("no output")?;
+    let mut reader = std::io::BufReader::new(stdout);
     let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    reader.read_line(&mut line)?;
+    // The rest (the server's log) is drained, so the program never blocks
+    // on a full pipe nor fails on a closed one.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     Ok((child, line))
 }
 

@@ -29,6 +29,8 @@ use crate::now;
 
 /// Headers asked for per page (the server's limit).
 const PAGE: u64 = 1024;
+/// How long to wait for the witnesses to cosign the served checkpoint.
+const COSIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The checkpoint a report covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,9 +67,22 @@ pub fn parse_instant(s: &str, what: &str) -> anyhow::Result<Timestamp> {
         .with_context(|| format!("--{what} {s:?} is neither a date (2026-12-01) nor an RFC 3339 time"))
 }
 
+/// The checkpoint a report covers, which must carry the root's threshold
+/// of witness cosignatures: the report exists to check the vendor, who
+/// holds the ledger key and could sign a checkpoint of a tree only it has
+/// (a split view); witnesses that cosign only consistent history are what
+/// make the counts everyone's.
 fn covered(verified: &VerifiedCheckpoint, trusted: &TrustedRoot) -> anyhow::Result<Covered> {
     let (witnesses, threshold) = trusted.witness_policy()?;
     let cosignatures = verified.require_cosignatures(&witnesses.iter().collect::<Vec<_>>(), 0)?.len();
+    if cosignatures < threshold {
+        bail!(
+            "the checkpoint of size {} carries {cosignatures} valid witness cosignatures and the root asks for \
+             {threshold}: counts from a checkpoint no witness vouched for prove nothing. Wait for the witnesses \
+             (or, with --ledger, copy the published files again once its checkpoint is cosigned)",
+            verified.checkpoint().size
+        );
+    }
     let cp = verified.checkpoint();
     Ok(Covered {
         origin: cp.origin.clone(),
@@ -112,9 +127,19 @@ pub async fn from_server(
     let trusted = walk_chain(provisioned, chain.iter().map(Vec::as_slice), now())
         .context("the server's root chain does not follow from the trusted root")?;
     let log = ledger_verifier(&trusted)?;
-    let cp = client.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
-    let verified = note::open_checkpoint(&cp.note, &log).context("the checkpoint is not signed by the ledger key")?;
-    let covered = covered(&verified, &trusted)?;
+    // The newest checkpoint is cosigned a moment after it is signed: wait
+    // (bounded) for the witness threshold rather than fail at once.
+    let deadline = std::time::Instant::now() + COSIGN_WAIT;
+    let covered = loop {
+        let cp = client.get_checkpoint(pb::GetCheckpointRequest {}).await?.into_inner();
+        let verified =
+            note::open_checkpoint(&cp.note, &log).context("the checkpoint is not signed by the ledger key")?;
+        match covered(&verified, &trusted) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
     let mut range = CompactRange::new();
     let mut index = 0;
     while index < covered.size {
@@ -217,7 +242,7 @@ pub fn text(t: &Transparency) -> String {
     let cp = &t.checkpoint;
     let mut out = format!(
         "Transparency report of the ledger {}, {} to {}, by {}.\nCounted from the public headers of its checkpoint \
-         of {} entries (root {}), cosigned by {} of the {} witnesses the root asks for.\n\n",
+         of {} entries (root {}), with {} valid witness cosignatures (the root asks for {}).\n\n",
         cp.origin,
         t.tally.from,
         t.tally.to,

@@ -314,7 +314,9 @@ impl tonic::service::Interceptor for CertificateGate {
 ///
 /// It is also where every refused call is logged, once: the RPC, the code
 /// and the status's words (never a body or a key; the words are the
-/// server's own), at `info` under the target `covenant::refusal`. A call
+/// server's own, escaped), at `info` under the target `covenant::refusal`;
+/// refusals anyone can cause at will (no certificate, a rate limit) at
+/// `debug`, counted in [`GATE_REFUSALS`]. A call
 /// refused before any message (every refusal of a handler) carries its
 /// status in the headers; an error after messages began (a download cut
 /// off) ends in trailers and is logged where it is decided.
@@ -344,6 +346,10 @@ where
     }
 }
 
+/// Calls refused as unauthenticated or over a rate limit (logged at debug
+/// only): the metrics export it.
+pub static GATE_REFUSALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The future of [`FramingErrors`], with the RPC's path for the log.
 #[derive(Debug)]
 pub struct FramingFuture<F>(F, String);
@@ -370,8 +376,22 @@ where
             && let Some(status) = tonic::Status::from_header_map(response.headers())
             && status.code() != tonic::Code::Ok
         {
+            // Debug-formatted: quoted, with control characters escaped, so
+            // that words a caller put in a message (an id it sent, a key a
+            // parser named) can never forge a log line.
             let cause: String = status.message().chars().take(512).collect();
-            tracing::info!(target: "covenant::refusal", rpc = %self.1, code = ?status.code(), cause = %cause, "refused");
+            match status.code() {
+                // What anyone on the network can cause at will (no
+                // certificate, over a rate limit): counted, not logged one
+                // by one, or a flood of them would flood the log.
+                tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted => {
+                    GATE_REFUSALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(target: "covenant::refusal", rpc = %self.1, code = ?status.code(), cause = ?cause, "refused");
+                }
+                _ => {
+                    tracing::info!(target: "covenant::refusal", rpc = %self.1, code = ?status.code(), cause = ?cause, "refused")
+                }
+            }
         }
         Poll::Ready(Ok(response))
     }

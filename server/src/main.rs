@@ -2,6 +2,7 @@
 //! data directory, `serve` runs the gRPC services over mutual TLS, `check`
 //! runs the recovery `serve` would as a dry run that writes nothing.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,7 +327,9 @@ fn serve(
     if json {
         tracing_subscriber::fmt().json().with_current_span(false).with_env_filter(filter).init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only for a terminal: a log file gets plain text.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt().with_ansi(terminal).with_env_filter(filter).init();
     }
     let metrics = match metrics {
         "off" => None,
@@ -356,10 +359,14 @@ fn serve(
             // Every line of a JSON log is JSON: the addresses go in an event.
             tracing::info!(data = %data.display(), %address, metrics = ?metrics_address, "listening");
         } else {
-            println!("Serving {} on {address} (mutual TLS).", data.display());
+            // Written, not printed: a reader that closed the pipe after the
+            // first line must not stop the server.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "Serving {} on {address} (mutual TLS).", data.display());
             if let Some(m) = metrics_address {
-                println!("Metrics on http://{m}/metrics.");
+                let _ = writeln!(out, "Metrics on http://{m}/metrics.");
             }
+            let _ = out.flush();
         }
         config.metrics = metrics;
         let shutdown = async {

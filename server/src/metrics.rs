@@ -30,8 +30,11 @@ pub struct LedgerMetrics {
     pub batch_seconds: Histogram,
     /// Appends and decisions queued for the sequencer, not yet taken.
     pub queue_depth: Gauge,
-    /// When the newest checkpoint was signed (Unix seconds).
+    /// When the newest checkpoint was signed, or the ledger opened
+    /// (Unix seconds).
     pub checkpoint_signed: Gauge,
+    /// 1 once the sequencer stopped taking appends after a storage failure.
+    pub halted: Gauge,
 }
 
 impl Default for LedgerMetrics {
@@ -43,6 +46,7 @@ impl Default for LedgerMetrics {
             batch_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             queue_depth: Gauge::default(),
             checkpoint_signed: Gauge::default(),
+            halted: Gauge::default(),
         }
     }
 }
@@ -130,6 +134,9 @@ pub struct Metrics {
     pub downloads_active: Gauge,
     /// Artifact bytes sent.
     pub download_bytes: Counter,
+    /// Calls refused as unauthenticated or over a rate limit, process-wide
+    /// (`accept::GATE_REFUSALS`).
+    gate_refusals: Counter,
     checkpoint_size: Gauge,
     checkpoint_age: Gauge,
     witnessed_size: Gauge,
@@ -167,6 +174,7 @@ impl Metrics {
             decisions: Family::default(),
             downloads_active: Gauge::default(),
             download_bytes: Counter::default(),
+            gate_refusals: Counter::default(),
             checkpoint_size: Gauge::default(),
             checkpoint_age: Gauge::default(),
             witnessed_size: Gauge::default(),
@@ -180,7 +188,7 @@ impl Metrics {
         r.register("checkpoint_size", "Entries in the newest signed checkpoint", m.checkpoint_size.clone());
         r.register_with_unit(
             "checkpoint_age",
-            "Time since the newest checkpoint was signed",
+            "Time since the newest checkpoint was signed (or, if none since, the ledger opened)",
             Unit::Seconds,
             m.checkpoint_age.clone(),
         );
@@ -210,6 +218,16 @@ impl Metrics {
             "From taking a batch to its checkpoint being durable",
             Unit::Seconds,
             m.ledger.batch_seconds.clone(),
+        );
+        r.register(
+            "ledger_halted",
+            "1 once the sequencer stopped taking appends after a storage failure (restart to recover)",
+            m.ledger.halted.clone(),
+        );
+        r.register(
+            "gate_refusals",
+            "Calls refused as unauthenticated or over a rate limit (logged at debug only)",
+            m.gate_refusals.clone(),
         );
         r.register(
             "sequencer_queue_depth",
@@ -247,6 +265,8 @@ impl Metrics {
         self.grants_expiring.set(size(s.grants_expiring));
         self.devices_dark.set(size(s.devices_dark));
         self.devices_never_seen.set(size(s.devices_never_seen));
+        let refused = crate::accept::GATE_REFUSALS.load(std::sync::atomic::Ordering::Relaxed);
+        self.gate_refusals.inc_by(refused.saturating_sub(self.gate_refusals.get()));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -242,7 +242,13 @@ impl Node {
     ) -> Result<Option<&'a Case>, Status> {
         let refused = || {
             if reads_all(caller) {
-                Status::not_found(format!("no customer, deployment or case {subject}"))
+                // The id is named only when it is one the ledger could
+                // hold: a caller's text never reaches a log or a message.
+                if covenant_core::statements::is_valid_id(subject) {
+                    Status::not_found(format!("no customer, deployment or case {subject}"))
+                } else {
+                    Status::not_found("no customer, deployment or case by that name")
+                }
             } else {
                 Status::permission_denied("this subject is not in your scope")
             }

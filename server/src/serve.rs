@@ -322,8 +322,6 @@ pub async fn run(
     Ok(())
 }
 
-/// `service` behind the certificate gate (no certificate, no decoding), with
-/// malformed frames answered InvalidArgument.
 /// Serves `GET /metrics` on `listener` (plain HTTP), and nothing else.
 fn serve_metrics(
     listener: &std::net::TcpListener,
@@ -334,19 +332,35 @@ fn serve_metrics(
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+    // One scrape at a time, off the async threads: a scrape walks every
+    // deployment, and parallel ones must not add up.
+    let one = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
     let app = axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let node = node.clone();
+                let (node, one) = (node.clone(), one.clone());
                 async move {
-                    let scrape = tokio::task::block_in_place(|| scrape(&node, dark_after));
+                    let Ok(_turn) = one.acquire().await else {
+                        return (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                            String::new(),
+                        );
+                    };
+                    let text = tokio::task::spawn_blocking(move || {
+                        let s = scrape(&node, dark_after);
+                        node.metrics.encode(&s)
+                    })
+                    .await
+                    .unwrap_or_default();
                     (
+                        axum::http::StatusCode::OK,
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        node.metrics.encode(&scrape),
+                        text,
                     )
                 }
             }),
@@ -372,21 +386,30 @@ fn scrape(node: &Node, dark_after: Duration) -> crate::metrics::Scrape {
         now: now.unix(),
         ..Default::default()
     };
-    if let Ok(state) = node.registry.state.read() {
-        for d in state.facts().deployments() {
-            let standing = state.facts().decisions_of(&d.id).last();
-            if let Some(expires) =
-                standing.filter(|s| s.verdict == covenant_core::statements::Verdict::Grant).and_then(|s| s.expires_at)
-                && expires > now
-                && expires <= week
-            {
-                out.grants_expiring += 1;
-            }
-            match node.seen.get(&d.id) {
-                Some(at) if at < dark_since => out.devices_dark += 1,
-                Some(_) => {}
-                None => out.devices_never_seen += 1,
-            }
+    // What the state says, copied under its lock; the last check-ins
+    // (sled reads) after it is released, so a scrape never holds up the
+    // sequencer.
+    let deployments: Vec<(String, bool)> = match node.registry.state.read() {
+        Ok(state) => state
+            .facts()
+            .deployments()
+            .map(|d| {
+                let standing = state.facts().decisions_of(&d.id).last();
+                let expiring = standing
+                    .filter(|s| s.verdict == covenant_core::statements::Verdict::Grant)
+                    .and_then(|s| s.expires_at)
+                    .is_some_and(|e| e > now && e <= week);
+                (d.id.clone(), expiring)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for (id, expiring) in deployments {
+        out.grants_expiring += u64::from(expiring);
+        match node.seen.get(&id) {
+            Some(at) if at < dark_since => out.devices_dark += 1,
+            Some(_) => {}
+            None => out.devices_never_seen += 1,
         }
     }
     out
@@ -406,6 +429,8 @@ pub const SERVICES: [&str; 5] = [
 pub const STANDARD_SERVICES: [&str; 3] =
     ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
 
+/// `service` behind the certificate gate (no certificate, no decoding), with
+/// malformed frames answered InvalidArgument and every refusal logged.
 fn gated<S>(
     service: S,
     gate: &crate::accept::CertificateGate,

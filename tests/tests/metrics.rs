@@ -89,6 +89,8 @@ async fn each_metric_moves_with_the_load_and_only_metrics_are_served_there() {
         "covenant_devices_never_seen",
         "covenant_append_batch_entries_count",
         "covenant_append_batch_duration_seconds_count",
+        "covenant_ledger_halted",
+        "covenant_gate_refusals_total",
     ] {
         at(&before, name);
     }
@@ -172,6 +174,7 @@ async fn each_metric_moves_with_the_load_and_only_metrics_are_served_there() {
     assert_eq!(at(&after, "covenant_downloads_active"), 0.0, "the download ended");
     assert_eq!(at(&after, "covenant_grants_expiring_7d"), 1.0, "a 7-day grant expires within 7 days");
     assert_eq!(at(&after, "covenant_devices_dark"), 0.0);
+    assert_eq!(at(&after, "covenant_ledger_halted"), 0.0);
 
     // Four hours on with no check-in: lim-07 is dark, its checkpoint old.
     clock.fetch_add(4 * 3600, Ordering::SeqCst);

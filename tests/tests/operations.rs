@@ -138,3 +138,39 @@ async fn a_refusal_is_logged_once_as_json_without_the_request() {
     assert!(!all.contains("PRIVATE-REQUEST-BYTES"), "the log holds what the caller sent");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A caller's text cannot forge a line of the text log: an id with a
+/// newline and a fake log line in it is neither echoed nor written raw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_text_cannot_forge_a_log_line() {
+    use std::io::BufRead as _;
+    let dir = std::env::temp_dir().join(format!("covenant-text-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::block_in_place(|| covenant_server::datadir::init_dev(&dir)).unwrap();
+    let mut child = std::process::Command::new(binary("covenant-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "off", "--data"])
+        .arg(&dir)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let address = first.split(" on ").nth(1).and_then(|a| a.split(' ').next()).unwrap().to_owned();
+    let admin = covenant_cli::connect::Connection {
+        server: Some(format!("https://{address}")),
+        identity: Some(dir.join("identities/admin1")),
+    };
+    let mut query = covenant_proto::v1::query_service_client::QueryServiceClient::new(admin.channel().await.unwrap());
+    let forged = "nobody\n2026-12-04T00:00:00Z  INFO covenant::refusal: FORGED";
+    let request = covenant_proto::v1::GetHistoryRequest { subject: forged.into(), ..Default::default() };
+    let refused = query.get_history(request).await.unwrap_err();
+    assert!(!refused.message().contains("FORGED"), "the caller's text is echoed: {}", refused.message());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(log.iter().any(|l| l.contains("covenant::refusal")), "the refusal is logged: {log:?}");
+    assert!(!log.iter().any(|l| l.contains("FORGED")), "a caller's text reached the log: {log:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

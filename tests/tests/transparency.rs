@@ -229,6 +229,19 @@ async fn a_tampered_copy_of_the_tiles_or_another_ledgers_root_is_refused() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not signed by the ledger key"), "{err}");
 
+    // The same files with the witness's cosignature taken off the
+    // checkpoint: a tree only the vendor signed proves nothing (a split
+    // view would look exactly so).
+    let bare = copy_of_public(&s, "uncosigned");
+    let note = std::fs::read_to_string(bare.join("checkpoint")).unwrap();
+    let ledger_only: String = note.lines().filter(|l| !l.starts_with("— witness")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(ledger_only, note, "the published checkpoint is cosigned");
+    std::fs::write(bare.join("checkpoint"), ledger_only).unwrap();
+    let (code, _, err) = covenant(files_args(&bare, &root, &[])).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("prove nothing") && err.contains("carries 0 valid witness cosignatures"), "{err}");
+    let _ = std::fs::remove_dir_all(&bare);
+
     // A range that holds nothing, and one too fine for its length.
     let mut args = files_args(&fresh, &root, &[]);
     let to = args.iter().position(|a| a == "--to").unwrap();

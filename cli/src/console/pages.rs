@@ -161,13 +161,34 @@ pub(super) struct EvidenceQuery {
     case: Option<String>,
 }
 
-/// Packs exported by this console, for unique folder names.
-static PACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A private scratch folder (0700, a random name, made new), removed when
+/// dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        let mut name = [0u8; 16];
+        getrandom::fill(&mut name).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let path = std::env::temp_dir().join(format!("covenant-console-{}", hex::encode(name)));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&path).with_context(|| format!("creating a private folder {}", path.display()))?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The evidence pack's `report.html` for one customer, deployment or case,
 /// as this identity may export it: the pack is written by exactly `covenant
-/// audit export` (which verifies what it wrote) into a fresh folder under
-/// the system's temporary folder, its report read, and the folder removed.
+/// audit export` (which verifies what it wrote) into a private folder (0700,
+/// a random name) under the system's temporary folder, its report read, and
+/// the folder removed, also when the request is dropped.
 /// `Ok` is the report's HTML; `Err` a page saying why not.
 pub(super) async fn evidence(frame: &Frame, conn: &Connection, root: &Path, q: EvidenceQuery) -> Result<String, Page> {
     let refused = |title: &str, message: String| {
@@ -183,11 +204,14 @@ pub(super) async fn evidence(frame: &Frame, conn: &Connection, root: &Path, q: E
         return refused("No such subject", "That is not an identifier the ledger could hold.".to_owned());
     }
     let select = crate::evidence::Select { customer: q.customer, deployment: q.deployment, case: q.case, all: false };
-    let out = std::env::temp_dir().join(format!(
-        "covenant-console-pack-{}-{}",
-        std::process::id(),
-        PACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    // A folder only this user can enter, under a name no one can guess
+    // and created new (never one that was there, or a link), removed
+    // whatever happens to the request (dropped when the browser goes).
+    let scratch = match Scratch::new() {
+        Ok(s) => s,
+        Err(e) => return Err(failure(frame, "", "the evidence report", &e)),
+    };
+    let out = scratch.0.join("pack");
     let made = async {
         let bytes = std::fs::read(root).with_context(|| format!("reading the trusted root {}", root.display()))?;
         let trusted = covenant_core::root::TrustedRoot::provision(
@@ -200,7 +224,7 @@ pub(super) async fn evidence(frame: &Frame, conn: &Connection, root: &Path, q: E
         std::fs::read_to_string(out.join("report.html")).context("reading the pack's report.html")
     }
     .await;
-    let _ = std::fs::remove_dir_all(&out);
+    drop(scratch);
     made.map_err(|e| failure(frame, "", "the evidence report", &e))
 }
 

@@ -237,6 +237,9 @@ impl<S: Storage> Ledger<S> {
         let (latest_tx, latest) = watch::channel(Arc::new(checkpoint));
         let (tx, rx) = mpsc::channel::<Msg>();
         let queued = config.metrics.queue_depth.clone();
+        // The checkpoint's age counts from now until the first is signed:
+        // a restart does not read as a ledger stuck since 1970.
+        config.metrics.checkpoint_signed.set(clock().unix());
         let sequencer = Sequencer {
             writer,
             reader: reader.clone(),

@@ -141,6 +141,7 @@ impl<S: Storage, M: StateMachine> Sequencer<S, M> {
                  restart the server to recover"
             );
             self.halted = Some(reason);
+            self.config.metrics.halted.set(1);
         }
     }
 
