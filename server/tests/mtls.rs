@@ -259,13 +259,23 @@ async fn who_may_call_what() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     let size = |cp: pb::SignedCheckpoint| note::Note::parse(&cp.note).map(|n| n.text().to_owned()).unwrap();
-    let before = size(
-        LedgerServiceClient::new(admin1.clone())
-            .get_checkpoint(pb::GetCheckpointRequest {})
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    // The served checkpoint is the newest cosigned one, which may trail the
+    // last append by a witness round: wait (bounded) for it to cover the
+    // seven entries, and see that it never covers more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let before = loop {
+        let text = size(
+            LedgerServiceClient::new(admin1.clone())
+                .get_checkpoint(pb::GetCheckpointRequest {})
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        if text.contains("\n7\n") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(before.contains("\n7\n"), "{before}");
     server.stop().await;
 }
