@@ -178,7 +178,29 @@ pub fn entitled_subjects<'a>(state: &'a State, viewer: &Viewer<'_>) -> Vec<&'a s
         .chain(facts.deployments().map(|d| d.id.as_str()))
         .chain(state.identities().map(|(_, i)| i.subject.as_str()))
         .collect();
-    candidates.into_iter().filter(|id| entitled(viewer, &Subject::resolve(state, id))).collect()
+    let mut out: Vec<&'a str> =
+        candidates.into_iter().filter(|id| entitled(viewer, &Subject::resolve(state, id))).collect();
+    // A deployment proposed for a held customer and not (yet) registered
+    // has a registration entry tagged with it, which the customer's
+    // evidence pack must account for: its key goes to those entitled to the
+    // customer, unless the id is also a person's (keys are per id).
+    let people: std::collections::BTreeSet<&str> = state
+        .identities()
+        .filter(|(_, i)| !matches!(i.role, IdentityRole::Customer | IdentityRole::Deployment))
+        .map(|(_, i)| i.subject.as_str())
+        .collect();
+    for (_, p) in facts.proposals() {
+        if let crate::state::ProposalKind::Deployment { deployment: d, .. } = &p.kind
+            && facts.deployment(&d.id).is_none()
+            && !people.contains(d.id.as_str())
+            && entitled(viewer, &Subject::Deployment { id: &d.id, customer: &d.customer })
+        {
+            out.push(&d.id);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]

@@ -1268,3 +1268,25 @@ fn a_closing_or_lifting_hidden_under_another_kind_is_refused() {
         assert_eq!(w.append(body).map(|i| w.entries[i as usize].0.kind).unwrap(), kind);
     }
 }
+
+/// A deployment waiting for approval (its customer held) whose id a person
+/// took meanwhile is refused at approval: registered, it would hand the
+/// person's entries to the customer, whose keys are per id.
+#[test]
+fn a_deployment_whose_id_a_person_took_while_it_waited_is_refused() {
+    let (mut w, _, _) = two_customers();
+    w.suspend(SuspensionTarget::Customer("min-x".into()), SuspensionLevel::L1);
+    let register = ActionKind::RegisterDeployment {
+        deployment: "lim-09".into(),
+        customer: "min-x".into(),
+        product: "lim".into(),
+        site: covenant_core::statements::Site { country: "XA".into(), site_id: "s9".into() },
+        provisioned_version: "1.0.0".parse().unwrap(),
+    };
+    let proposal = w.propose(register, 0).unwrap();
+    assert!(!w.state.facts().proposal(&proposal).unwrap().in_force, "a held customer's deployment waits");
+    w.identity(IdentityRole::Reporter, "lim-09", &support::key(200));
+    let err = w.approve(proposal, 1).unwrap_err().to_string();
+    assert!(err.contains("lim-09 is a person's id"), "{err}");
+    assert!(w.state.deployment("lim-09").is_none());
+}

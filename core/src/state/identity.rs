@@ -150,6 +150,19 @@ impl State {
                     );
                 }
             }
+            // A person issued under the deployment's id while it waited:
+            // registering it now would hand the person's entries to the
+            // customer (keys are per id).
+            Some(ProposalKind::Deployment { deployment, .. }) if self.person_named(&deployment.id) => {
+                return reject(
+                    Rejection::Precondition,
+                    format!(
+                        "{} is a person's id since this deployment was proposed; register the deployment under \
+                         another id",
+                        deployment.id
+                    ),
+                );
+            }
             // The governance facts check what the other proposals change.
             Some(
                 ProposalKind::Contract { .. }
