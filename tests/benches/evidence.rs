@@ -23,13 +23,16 @@
 //! `--all` and verifies the pack.
 //!
 //! `cargo bench -p covenant-tests --bench evidence [-- --sizes 100000,300000,1000000] [--entries N]
-//!  [--data DIR]`
+//!  [--data DIR] [--exe PATH] [--keep-packs]`
 //!
 //! `--entries N` runs one size (default 1,000,000); `--sizes` several.
 //! `--data DIR` keeps the seeded data directories in DIR (one per size) and
 //! reuses them on the next run (a seeded ledger is reused only if complete);
 //! without it they go in a temporary folder, removed at the end. The packs
 //! are removed after each size (a 1,000,000-entry pack is a few GB).
+//! `--exe PATH` measures that `covenant` binary instead of building this
+//! tree's (to compare commits on the same seeded ledgers). `--keep-packs`
+//! keeps the packs (in the data folder), to profile a verification.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -221,6 +224,7 @@ fn populate(dir: &Path, entries: u64) -> u64 {
         ledger.append_blocking(NewEntry { kind: p.kind, actor: p.actor, subjects: p.subjects, body }).unwrap();
         let upgraded: Vec<(usize, bool)> = rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
+            let mut out = Vec::new();
             for (d, &at) in installed.iter().enumerate() {
                 let ledger = ledger.clone();
                 let registry = registry.clone();
@@ -262,10 +266,9 @@ fn populate(dir: &Path, entries: u64) -> u64 {
                 });
                 // A bounded number in flight.
                 while tasks.len() >= 512 {
-                    tasks.join_next().await.unwrap().unwrap();
+                    out.push(tasks.join_next().await.unwrap().unwrap());
                 }
             }
-            let mut out = Vec::new();
             while let Some(done) = tasks.join_next().await {
                 out.push(done.unwrap());
             }
@@ -355,7 +358,14 @@ fn main() {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("covenant-evidence-bench-{}", std::process::id())));
     std::fs::create_dir_all(&root).unwrap();
-    let exe = binary_in("covenant", "release");
+    // `--exe PATH` measures a given build of `covenant` (another commit's).
+    let exe = args
+        .iter()
+        .position(|a| a == "--exe")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| binary_in("covenant", "release"));
+    let keep_packs = args.iter().any(|a| a == "--keep-packs");
     let mut rows = Vec::new();
     for &n in &sizes {
         let dir = seeded(&root, n);
@@ -402,7 +412,9 @@ fn main() {
             let verify =
                 tokio::task::block_in_place(|| measured(&exe, &["--json", "audit", "verify-export", &pack_arg], &env));
             println!("verify-export: {:.1} s, peak RSS {:.1} MiB", verify.seconds, mib(verify.peak_kib));
-            let _ = std::fs::remove_dir_all(&pack);
+            if !keep_packs {
+                let _ = std::fs::remove_dir_all(&pack);
+            }
             let _ = stop.send(());
             server.await.unwrap().unwrap();
             (size, export, verify, bytes)
