@@ -20,10 +20,11 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use covenant_core::digest::Timestamp;
 use covenant_core::envelope::Envelope;
-use covenant_core::evidence::{Item, PACK_FORMAT, PackEntry, PackIndex, PackReport, Selection, Withheld};
+use covenant_core::evidence::{
+    IndexSectionsSeed, Item, PACK_FORMAT, PackEntry, PackHead, PackReport, Selection, Withheld,
+};
 use covenant_core::keys::KeyId;
 use covenant_core::ledger::{EntryHeader, EntryKind, SubjectKey};
-use covenant_core::merkle::{self, MemoryTree};
 use covenant_core::note;
 use covenant_core::root::walk_chain;
 use covenant_core::statements::{ActionKind, AdminAction, Decision, Payload as _, RootMetadata};
@@ -32,6 +33,7 @@ use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
 use tonic::transport::Channel;
 
 use crate::connect::Connection;
+use crate::disktree::{DiskTree, DiskTreeWriter};
 
 /// Entries asked for per page (the server's limit).
 const PAGE: u64 = 1024;
@@ -182,10 +184,10 @@ pub async fn export(
     // Pass 1: every header (the tree, the selection, the identities).
     std::fs::create_dir_all(out.join("roots")).with_context(|| format!("creating {}", out.display()))?;
     let mut headers_file = std::io::BufWriter::new(std::fs::File::create(out.join("headers"))?);
-    let mut tree = MemoryTree::new();
-    let mut selected: BTreeSet<u64> = BTreeSet::new();
-    // Each entry's kind and time, by index (16 bytes an entry).
-    let mut kinds: Vec<(EntryKind, Timestamp)> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // The tree's levels go to files beside the pack (removed at the end):
+    // memory stays flat in the ledger's size.
+    let mut tree = DiskTreeWriter::create(&out.join(WORK).join("tree"))?;
+    let mut selected = IndexSet::default();
     let mut identities: Vec<u64> = Vec::new();
     let mut case_candidates: Vec<u64> = Vec::new();
     // Approvals (untagged) in the selection's time: those of a proposal in
@@ -201,7 +203,7 @@ pub async fn export(
             }
             headers_file.write_all(&e.header)?;
             headers_file.write_all(b"\n")?;
-            tree.push_leaf(&e.header);
+            tree.push_leaf(&e.header)?;
             let header = EntryHeader::parse(&e.header).with_context(|| format!("entry {}'s header", e.index))?;
             if header.kind == EntryKind::Identity {
                 identities.push(e.index);
@@ -228,22 +230,22 @@ pub async fn export(
             if (ours && in_time) || registers {
                 selected.insert(e.index);
             }
-            kinds.push((header.kind, header.time));
         }
         index = end;
         progress("headers", index, size);
     }
     headers_file.flush()?;
-    if tree.root() != verified.checkpoint().root_hash {
+    if tree.size() != size || tree.root() != verified.checkpoint().root_hash {
         bail!("the headers the server served do not reproduce its signed checkpoint of size {size}");
     }
+    let tree = tree.finish()?;
 
     // A case's moves and their approvals: found by their bodies.
     let mut wanted_keys: BTreeSet<KeyId> = BTreeSet::new();
     if !cases.is_empty() && kind != "all" {
         let mut moves_proposed = BTreeSet::new();
         for i in &case_candidates {
-            let (body, _) = fetch(&mut ledger, *i).await?;
+            let (body, _, header) = fetch(&mut ledger, *i).await?;
             let Some(action) = Envelope::parse(&body).ok().and_then(|e| AdminAction::parse(e.payload()).ok()) else {
                 continue;
             };
@@ -259,9 +261,8 @@ pub async fn export(
                 ActionKind::Approve { proposal } => moves_proposed.contains(proposal),
                 _ => false,
             };
-            let in_time = kinds
-                .get(usize::try_from(*i).unwrap_or(usize::MAX))
-                .is_some_and(|(_, t)| from.is_none_or(|f| *t >= f) && to.is_none_or(|x| *t <= x));
+            let t = EntryHeader::parse(&header).with_context(|| format!("entry {i}'s header"))?.time;
+            let in_time = from.is_none_or(|f| t >= f) && to.is_none_or(|x| t <= x);
             if ours && in_time {
                 selected.insert(*i);
             }
@@ -272,15 +273,7 @@ pub async fn export(
     // never all held), and the keys whose registrations they need.
     let mut withheld = Vec::new();
     let part = out.join("entries.jsonl.part");
-    let mut pack = PackWriter {
-        out: std::io::BufWriter::new(std::fs::File::create(&part)?),
-        tree: &tree,
-        size,
-        kinds: &kinds,
-        items: Vec::new(),
-        csv: String::from(covenant_core::evidence::CSV_HEADER),
-        written: 0,
-    };
+    let mut pack = PackWriter::create(out, &tree, &part)?;
     let mut found: BTreeSet<KeyId> = BTreeSet::new();
     let mut registrations_in_pack: BTreeSet<KeyId> = BTreeSet::new();
     // The payload digests of the admin actions written (how approvals name
@@ -291,19 +284,17 @@ pub async fn export(
     // Runs of selected indices (a gap of up to RUN_GAP joined), each read
     // in pages: a customer's entries spread over a long ledger cost a page
     // per run, not every body between them.
-    for (run_start, run_end) in runs(&selected) {
+    for (run_start, run_end) in selected.runs(RUN_GAP) {
         let mut start = run_start;
         while start < run_end {
             let end = (start + PAGE).min(run_end);
             let page = crate::ledger_page(&mut ledger, start, end, true).await?;
             for e in page {
-                if !selected.contains(&e.index) {
+                if !selected.contains(e.index) {
                     continue;
                 }
-                let (entry_kind, _) = kinds
-                    .get(usize::try_from(e.index).unwrap_or(usize::MAX))
-                    .copied()
-                    .context("an entry past the headers")?;
+                let entry_kind =
+                    EntryHeader::parse(&e.header).with_context(|| format!("entry {}'s header", e.index))?.kind;
                 if e.body.is_empty() {
                     if matches!(entry_kind, EntryKind::Grant | EntryKind::Withhold) {
                         bail!("your identity cannot read decision {}: a pack never withholds a decision", e.index);
@@ -319,29 +310,32 @@ pub async fn export(
                     proposed.insert(covenant_core::digest::Sha256Digest::of(env.payload()));
                     named.extend(env.first_signer());
                 }
-                let line = pack.entry(e.index, &e.body, &e.salt)?;
-                pack.out.write_all(line.as_bytes())?;
+                let (line, item, row) = pack.entry(e.index, &e.header, &e.body, &e.salt)?;
+                pack.keep(&line, item, row)?;
             }
             start = end;
         }
-        progress("bodies", pack.written, selected.len() as u64);
+        progress("bodies", pack.written, selected.len());
     }
-    pack.out.flush()?;
-    let mut registrations: BTreeMap<u64, String> = BTreeMap::new();
+    pack.flush()?;
+    // Entries outside the runs read (approvals, registrations): few, held
+    // with their index items until merged in by index.
+    let mut registrations: BTreeMap<u64, (String, Item)> = BTreeMap::new();
     // The approvals of the pack's proposals (a reader that may not read
     // approvals gets none: the report says none is in the pack).
     for i in approval_candidates {
-        if selected.contains(&i) || registrations.contains_key(&i) {
+        if selected.contains(i) || registrations.contains_key(&i) {
             continue;
         }
-        let (body, salt) = fetch(&mut ledger, i).await?;
+        let (body, salt, header) = fetch(&mut ledger, i).await?;
         let approves = Envelope::parse(&body)
             .ok()
             .and_then(|env| AdminAction::parse(env.payload()).ok())
             .is_some_and(|a| matches!(a.action, ActionKind::Approve { proposal } if proposed.contains(&proposal)));
         if approves {
             named.extend(Envelope::parse(&body).ok().and_then(|e| e.first_signer()));
-            registrations.insert(i, pack.entry(i, &body, &salt)?);
+            let (line, item, _) = pack.entry(i, &header, &body, &salt)?;
+            registrations.insert(i, (line, item));
         }
     }
     // The identity entries that registered those keys, when not already in
@@ -356,15 +350,16 @@ pub async fn export(
         if found.len() == wanted_keys.len() && named_found.len() == named.len() {
             break;
         }
-        if selected.contains(&i) {
+        if selected.contains(i) {
             continue;
         }
-        let (body, salt) = fetch(&mut ledger, i).await?;
+        let (body, salt, header) = fetch(&mut ledger, i).await?;
         let Some(k) = registered_key(&body) else { continue };
         let needed = wanted_keys.contains(&k) && found.insert(k);
         let naming = named.contains(&k) && named_found.insert(k);
         if needed || naming {
-            registrations.insert(i, pack.entry(i, &body, &salt)?);
+            let (line, item, _) = pack.entry(i, &header, &body, &salt)?;
+            registrations.insert(i, (line, item));
         }
     }
     if let Some(k) = wanted_keys.iter().find(|k| !found.contains(k)) {
@@ -374,38 +369,41 @@ pub async fn export(
     {
         let mut entries_file = std::io::BufWriter::new(std::fs::File::create(out.join("entries.jsonl"))?);
         let written = std::io::BufReader::new(std::fs::File::open(&part)?);
-        let mut pending = registrations.into_iter().peekable();
+        let mut pending = registrations.iter().peekable();
         for line in written.lines() {
             let line = line?;
             let index = serde_json::from_str::<PackEntry>(&line)?.index;
-            while let Some((_, r)) = pending.next_if(|(i, _)| *i < index) {
+            while let Some((_, (r, _))) = pending.next_if(|(i, _)| **i < index) {
                 entries_file.write_all(r.as_bytes())?;
             }
             entries_file.write_all(line.as_bytes())?;
             entries_file.write_all(b"\n")?;
         }
-        for (_, r) in pending {
+        for (_, (r, _)) in pending {
             entries_file.write_all(r.as_bytes())?;
         }
         entries_file.flush()?;
         std::fs::remove_file(&part)?;
     }
     let written = pack.written;
-    let PackWriter { items, csv, .. } = pack;
-    // The CSV in index order, as the verifier rebuilds it.
-    let mut rows: Vec<&str> = csv.lines().skip(1).collect();
-    rows.sort_by_key(|r| r.split(',').next().and_then(|i| i.parse::<u64>().ok()));
-    let csv = rows.iter().fold(String::from(covenant_core::evidence::CSV_HEADER), |acc, r| acc + r + "\n");
-    let index = PackIndex {
-        format: PACK_FORMAT.into(),
-        selection: Selection { kind: kind.into(), id, from, to },
-        tree_size: size,
-        subject_keys: keys.iter().map(|(s, k)| (s.clone(), hex::encode(k.0))).collect(),
-        withheld: withheld.clone(),
-        sections: covenant_core::evidence::sections(items),
-    };
-    std::fs::write(out.join("index.json"), serde_json::to_vec_pretty(&index)?)?;
-    std::fs::write(out.join("decisions.csv"), csv)?;
+    let sections = pack.finish(registrations.into_values().map(|(_, item)| item))?;
+    // index.json, its sections streamed from the files the items went to,
+    // as `serde_json::to_writer_pretty` of a `PackIndex` writes it.
+    {
+        let index = IndexOut {
+            format: PACK_FORMAT,
+            selection: Selection { kind: kind.into(), id, from, to },
+            tree_size: size,
+            subject_keys: keys.iter().map(|(s, k)| (s.clone(), hex::encode(k.0))).collect(),
+            withheld: &withheld,
+            sections,
+        };
+        let mut f = std::io::BufWriter::new(std::fs::File::create(out.join("index.json"))?);
+        serde_json::to_writer_pretty(&mut f, &index)?;
+        f.flush()?;
+    }
+    tree.remove()?;
+    std::fs::remove_dir_all(out.join(WORK))?;
     std::fs::write(out.join("checkpoint"), &cp)?;
     for r in &roots {
         let version = Envelope::parse(r).ok().and_then(|e| RootMetadata::parse(e.payload()).ok()).map(|m| m.version);
@@ -426,53 +424,219 @@ const WITNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// The largest gap between two selected indices read in one run.
 const RUN_GAP: u64 = 64;
 
-/// `selected` as half-open runs `[start, end)`, gaps up to [`RUN_GAP`] joined.
-fn runs(selected: &BTreeSet<u64>) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for &i in selected {
-        match out.last_mut() {
-            Some((_, end)) if i < *end + RUN_GAP => *end = i + 1,
-            _ => out.push((i, i + 1)),
-        }
-    }
-    out
+/// The folder, inside the pack's, that export works in (the tree's levels,
+/// the index's items by heading); removed when the pack is written.
+const WORK: &str = ".export";
+
+/// A set of ledger indices as half-open runs `[start, end)` by start: the
+/// whole ledger (`--all`) is one run, so memory follows the selection's
+/// shape, not the ledger's size.
+#[derive(Debug, Default)]
+struct IndexSet {
+    runs: BTreeMap<u64, u64>,
+    len: u64,
 }
 
-/// Turns entries into `entries.jsonl` lines (with their proofs), and keeps
-/// the index's items and the CSV's rows as it goes.
+impl IndexSet {
+    fn contains(&self, i: u64) -> bool {
+        self.runs.range(..=i).next_back().is_some_and(|(_, end)| i < *end)
+    }
+
+    fn insert(&mut self, i: u64) {
+        if self.contains(i) {
+            return;
+        }
+        self.len += 1;
+        let (mut start, mut end) = (i, i + 1);
+        if let Some((&s, &e)) = self.runs.range(..i).next_back()
+            && e == i
+        {
+            start = s;
+        }
+        if let Some(e) = self.runs.remove(&(i + 1)) {
+            end = e;
+        }
+        self.runs.insert(start, end);
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The runs, those less than `gap` apart joined.
+    fn runs(&self, gap: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (&s, &e) in &self.runs {
+            match out.last_mut() {
+                Some((_, end)) if s < *end + gap => *end = e,
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
+}
+
+/// Turns entries into `entries.jsonl` lines (with their proofs); keeps the
+/// entries' index items in one file per heading and writes the CSV's rows
+/// as they come, in index order.
 struct PackWriter<'a> {
     out: std::io::BufWriter<std::fs::File>,
-    tree: &'a MemoryTree,
-    size: u64,
-    kinds: &'a [(EntryKind, Timestamp)],
-    items: Vec<Item>,
-    csv: String,
+    tree: &'a DiskTree,
+    /// One file of items (JSON lines) per heading of `HEADINGS`, and how many.
+    headings: Vec<(std::io::BufWriter<std::fs::File>, u64)>,
+    dir: PathBuf,
+    csv: std::io::BufWriter<std::fs::File>,
+    last_row: Option<u64>,
     written: u64,
 }
 
-impl PackWriter<'_> {
-    /// The line of entry `i` (ending in a newline); its item and CSV row
-    /// are kept.
-    fn entry(&mut self, i: u64, body: &[u8], salt: &[u8]) -> anyhow::Result<String> {
-        let proof =
-            merkle::inclusion_proof(self.tree, i, self.size).map_err(|e| anyhow::anyhow!("proof of entry {i}: {e}"))?;
+fn heading_at(kind: EntryKind) -> usize {
+    let h = covenant_core::evidence::heading(kind);
+    covenant_core::evidence::HEADINGS.iter().position(|x| *x == h).unwrap_or(0)
+}
+
+impl<'a> PackWriter<'a> {
+    fn create(out: &Path, tree: &'a DiskTree, part: &Path) -> anyhow::Result<Self> {
+        let dir = out.join(WORK).join("sections");
+        std::fs::create_dir_all(&dir)?;
+        let mut headings = Vec::new();
+        for n in 0..covenant_core::evidence::HEADINGS.len() {
+            headings.push((std::io::BufWriter::new(std::fs::File::create(dir.join(n.to_string()))?), 0));
+        }
+        let mut csv = std::io::BufWriter::new(std::fs::File::create(out.join("decisions.csv"))?);
+        csv.write_all(covenant_core::evidence::CSV_HEADER.as_bytes())?;
+        Ok(PackWriter {
+            out: std::io::BufWriter::new(std::fs::File::create(part)?),
+            tree,
+            headings,
+            dir,
+            csv,
+            last_row: None,
+            written: 0,
+        })
+    }
+
+    /// The line of entry `i` (ending in a newline), its index item and its
+    /// CSV row (a decision's).
+    fn entry(
+        &mut self,
+        i: u64,
+        header: &[u8],
+        body: &[u8],
+        salt: &[u8],
+    ) -> anyhow::Result<(String, Item, Option<String>)> {
+        let leaf = covenant_core::merkle::leaf_hash(header);
+        if self.tree.leaf_hash(i)? != leaf {
+            bail!("the server served entry {i} with a header other than the one in its tree");
+        }
+        let parsed = EntryHeader::parse(header).with_context(|| format!("entry {i}'s header"))?;
+        let proof = self.tree.inclusion_proof(i)?;
         let line = PackEntry {
             index: i,
             salt: hex::encode(salt),
             body: base64::engine::general_purpose::STANDARD.encode(body),
             proof: proof.iter().map(hex::encode).collect(),
         };
-        let (k, time) =
-            self.kinds.get(usize::try_from(i).unwrap_or(usize::MAX)).copied().context("an entry past the headers")?;
-        let leaf = self.tree.leaf_hash(i).map(hex::encode).context("an entry past the tree")?;
-        self.items.push(covenant_core::evidence::item(i, time, k, &leaf, body));
-        self.csv.extend(covenant_core::evidence::csv_row(i, time, &leaf, body));
+        let leaf = hex::encode(leaf);
+        let item = covenant_core::evidence::item(i, parsed.time, parsed.kind, &leaf, body);
+        let row = covenant_core::evidence::csv_row(i, parsed.time, &leaf, body);
         self.written += 1;
-        Ok(serde_json::to_string(&line)? + "\n")
+        Ok((serde_json::to_string(&line)? + "\n", item, row))
+    }
+
+    /// Writes an entry read in index order: its line, its item, its row.
+    fn keep(&mut self, line: &str, item: Item, row: Option<String>) -> anyhow::Result<()> {
+        self.out.write_all(line.as_bytes())?;
+        if let Some(row) = row {
+            if self.last_row.is_some_and(|last| last >= item.index) {
+                bail!("decision {} came out of index order", item.index);
+            }
+            self.last_row = Some(item.index);
+            self.csv.write_all(row.as_bytes())?;
+        }
+        let (f, n) = self.headings.get_mut(heading_at(item.kind)).context("a heading")?;
+        serde_json::to_writer(&mut *f, &item)?;
+        f.write_all(b"\n")?;
+        *n += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        self.csv.flush()?;
+        Ok(())
+    }
+
+    /// The index's sections, to stream: the items kept, and `extra` (the
+    /// entries read out of order, few), merged by index.
+    fn finish(self, extra: impl IntoIterator<Item = Item>) -> anyhow::Result<SectionsOut> {
+        let mut by: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
+        for i in extra {
+            by.entry(heading_at(i.kind)).or_default().push(i);
+        }
+        let mut sections = Vec::new();
+        for (n, (mut f, count)) in self.headings.into_iter().enumerate() {
+            f.flush()?;
+            let mut extra = by.remove(&n).unwrap_or_default();
+            extra.sort_by_key(|i| i.index);
+            if count > 0 || !extra.is_empty() {
+                let heading = covenant_core::evidence::HEADINGS.get(n).copied().unwrap_or_default();
+                sections.push(SectionOut { heading, items: ItemsOut { path: self.dir.join(n.to_string()), extra } });
+            }
+        }
+        Ok(SectionsOut(sections))
     }
 }
 
-async fn fetch(ledger: &mut LedgerServiceClient<Channel>, index: u64) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+/// `index.json` as written: a `PackIndex`, field for field, its sections
+/// streamed.
+#[derive(serde::Serialize)]
+struct IndexOut<'a> {
+    format: &'a str,
+    selection: Selection,
+    tree_size: u64,
+    subject_keys: BTreeMap<String, String>,
+    withheld: &'a [Withheld],
+    sections: SectionsOut,
+}
+
+#[derive(serde::Serialize)]
+struct SectionsOut(Vec<SectionOut>);
+
+/// A `Section`, its items read from a file as they are written out.
+#[derive(serde::Serialize)]
+struct SectionOut {
+    heading: &'static str,
+    items: ItemsOut,
+}
+
+struct ItemsOut {
+    path: PathBuf,
+    extra: Vec<Item>,
+}
+
+impl serde::Serialize for ItemsOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq as _};
+        let file = std::fs::File::open(&self.path).map_err(S::Error::custom)?;
+        let mut seq = s.serialize_seq(None)?;
+        let mut extra = self.extra.iter().peekable();
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.map_err(S::Error::custom)?;
+            let item: Item = serde_json::from_str(&line).map_err(S::Error::custom)?;
+            while let Some(x) = extra.next_if(|x| x.index < item.index) {
+                seq.serialize_element(x)?;
+            }
+            seq.serialize_element(&item)?;
+        }
+        for x in extra {
+            seq.serialize_element(x)?;
+        }
+        seq.end()
+    }
+}
+
+async fn fetch(ledger: &mut LedgerServiceClient<Channel>, index: u64) -> anyhow::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
     let e = ledger
         .get_entries(pb::GetEntriesRequest { start: index, end: index + 1, with_bodies: true })
         .await?
@@ -481,7 +645,7 @@ async fn fetch(ledger: &mut LedgerServiceClient<Channel>, index: u64) -> anyhow:
         .into_iter()
         .next()
         .with_context(|| format!("entry {index} was not served"))?;
-    Ok((e.body, e.salt))
+    Ok((e.body, e.salt, e.header))
 }
 
 /// The keys whose registrations a verifier needs for `body`: the signer of
@@ -517,7 +681,21 @@ fn registered_key(body: &[u8]) -> Option<KeyId> {
 pub fn verify_export(dir: &Path, trusted: Option<&Path>) -> anyhow::Result<PackReport> {
     let read =
         |name: &str| std::fs::read(dir.join(name)).with_context(|| format!("reading {}", dir.join(name).display()));
-    let index: PackIndex = serde_json::from_slice(&read("index.json")?).context("index.json is not a pack index")?;
+    let open = |name: &str| {
+        std::fs::File::open(dir.join(name))
+            .map(|f| std::io::BufReader::with_capacity(64 * 1024, f))
+            .with_context(|| format!("opening {}", dir.join(name).display()))
+    };
+    // index.json is read twice as a stream, never held: its head, then its
+    // sections item by item into a digest.
+    let index: PackHead = serde_json::from_reader(open("index.json")?).context("index.json is not a pack index")?;
+    let sections = {
+        use serde::de::DeserializeSeed as _;
+        let mut de = serde_json::Deserializer::from_reader(open("index.json")?);
+        let digest = IndexSectionsSeed.deserialize(&mut de).context("index.json is not a pack index")?;
+        de.end().context("index.json is not a pack index")?;
+        digest
+    };
     let mut roots: Vec<(u64, Vec<u8>)> = Vec::new();
     for f in std::fs::read_dir(dir.join("roots")).context("reading the pack's roots/")? {
         let path = f?.path();
@@ -532,16 +710,48 @@ pub fn verify_export(dir: &Path, trusted: Option<&Path>) -> anyhow::Result<PackR
     let roots: Vec<Vec<u8>> = roots.into_iter().map(|(_, r)| r).collect();
     let trusted = trusted.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
     let checkpoint = read("checkpoint")?;
-    let csv = read("decisions.csv")?;
-    let headers = std::io::BufReader::new(std::fs::File::open(dir.join("headers")).context("opening headers")?);
-    let headers = lines(headers, MAX_HEADER_LINE, "headers");
-    let entries =
-        std::io::BufReader::new(std::fs::File::open(dir.join("entries.jsonl")).context("opening entries.jsonl")?);
-    let entries = lines(entries, MAX_ENTRY_LINE, "entries.jsonl").enumerate().map(|(n, l)| {
+    let csv = chunks(open("decisions.csv")?, "decisions.csv");
+    let headers = lines(open("headers")?, MAX_HEADER_LINE, "headers");
+    let entries = lines(open("entries.jsonl")?, MAX_ENTRY_LINE, "entries.jsonl").enumerate().map(|(n, l)| {
         let l = l?;
         serde_json::from_slice::<PackEntry>(&l).map_err(|e| format!("line {} is not an entry: {e}", n + 1))
     });
-    Ok(covenant_core::evidence::verify_pack(&index, &roots, trusted.as_deref(), &checkpoint, headers, entries, &csv)?)
+    Ok(covenant_core::evidence::verify_pack_streamed(
+        &index,
+        &sections,
+        &roots,
+        trusted.as_deref(),
+        &checkpoint,
+        headers,
+        entries,
+        csv,
+    )?)
+}
+
+/// The bytes of `r` in chunks of up to 64 KiB.
+fn chunks(mut r: impl std::io::Read, what: &'static str) -> impl Iterator<Item = Result<Vec<u8>, String>> {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        match r.read(&mut buf) {
+            Ok(0) => {
+                done = true;
+                None
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                Some(Ok(buf))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Some(Ok(Vec::new())),
+            Err(e) => {
+                done = true;
+                Some(Err(format!("{what}: {e}")))
+            }
+        }
+    })
 }
 
 /// The longest `headers` line read (a header is at most 8 KiB).

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod connect;
 pub mod console;
 pub mod demo;
+mod disktree;
 pub mod evidence;
 pub mod keys;
 pub mod output;

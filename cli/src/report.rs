@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::io::BufRead as _;
 use std::path::Path;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use askama::Template;
 use base64::Engine as _;
 use covenant_core::describe;
 use covenant_core::digest::Sha256Digest;
 use covenant_core::envelope::Envelope;
-use covenant_core::evidence::{PackEntry, PackIndex, PackReport};
+use covenant_core::evidence::{PackEntry, PackReport};
 use covenant_core::keys::KeyId;
 use covenant_core::ledger::EntryKind;
 use covenant_core::statements::{
@@ -73,7 +73,7 @@ struct EvidenceLine {
 
 #[derive(Template)]
 #[template(path = "evidence/report.html")]
-struct Report {
+struct Report<'a> {
     title: String,
     selection: String,
     tree_size: u64,
@@ -85,40 +85,151 @@ struct Report {
     entries: u64,
     withheld: String,
     counts: Vec<(String, usize)>,
-    decisions: Vec<DecisionLine>,
+    decisions: Streamed<'a, DecisionLine>,
     cases: Vec<CaseLine>,
     governance: Vec<GovernanceLine>,
-    evidence: Vec<EvidenceLine>,
+    evidence: Streamed<'a, EvidenceLine>,
 }
 
-/// Writes `report.html` into the pack `dir`, which `report` verified.
-pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
-    let index: PackIndex = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
-    // Kind, time and leaf of each entry, from the verified index.
-    let mut meta: BTreeMap<u64, (EntryKind, String, String)> = BTreeMap::new();
-    for s in &index.sections {
-        for i in &s.items {
-            meta.insert(i.index, (i.kind, i.time.to_string(), i.leaf_hash.clone()));
+/// One entry of the pack as the report reads it: its index, kind, ledger
+/// time and leaf hash (from its header line), and its body.
+struct Read {
+    index: u64,
+    kind: EntryKind,
+    time: String,
+    leaf: String,
+    body: Vec<u8>,
+}
+
+/// The pack's entries in order, each with its header's kind, time and
+/// leaf: `entries.jsonl` and `headers` read side by side, one line of each
+/// at a time. A failure ends the walk and is kept in `failed`.
+fn walk<'a>(dir: &Path, failed: &'a std::cell::RefCell<Option<String>>) -> Box<dyn Iterator<Item = Read> + 'a> {
+    let open = |name: &str| std::fs::File::open(dir.join(name)).map(std::io::BufReader::new);
+    let (entries, headers) = match (open("entries.jsonl"), open("headers")) {
+        (Ok(e), Ok(h)) => (e, h),
+        (Err(e), _) | (_, Err(e)) => {
+            *failed.borrow_mut() = Some(format!("opening the pack: {e}"));
+            return Box::new(std::iter::empty());
         }
+    };
+    let mut headers = headers.split(b'\n');
+    let mut at = 0u64;
+    let mut entries = entries.lines();
+    Box::new(std::iter::from_fn(move || {
+        let mut step = || -> anyhow::Result<Option<Read>> {
+            let Some(line) = entries.next() else { return Ok(None) };
+            let e: PackEntry = serde_json::from_str(&line?)?;
+            let header = loop {
+                let h = headers.next().context("entries.jsonl names an entry past the headers")??;
+                at += 1;
+                if at - 1 == e.index {
+                    break h;
+                }
+            };
+            let parsed = covenant_core::ledger::EntryHeader::parse(&header)?;
+            let body = base64::engine::general_purpose::STANDARD.decode(&e.body)?;
+            Ok(Some(Read {
+                index: e.index,
+                kind: parsed.kind,
+                time: parsed.time.to_string(),
+                leaf: covenant_core::evidence::leaf_hex(&header),
+                body,
+            }))
+        };
+        match step() {
+            Ok(r) => r,
+            Err(e) => {
+                *failed.borrow_mut() = Some(e.to_string());
+                None
+            }
+        }
+    }))
+}
+
+/// A list of the page read from the pack as it is rendered, never held:
+/// the entries `make` turns into lines.
+struct Streamed<'a, T> {
+    dir: &'a Path,
+    count: usize,
+    make: &'a dyn Fn(&Read) -> Option<T>,
+    failed: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl<T> Streamed<'_, T> {
+    fn is_empty(&self) -> bool {
+        self.count == 0
     }
-    // Who a key is: the identity entries of the pack, and the release names.
+}
+
+impl<'b, T: 'b> IntoIterator for &'b Streamed<'_, T> {
+    type Item = T;
+    type IntoIter = Box<dyn Iterator<Item = T> + 'b>;
+    fn into_iter(self) -> Self::IntoIter {
+        let make = self.make;
+        Box::new(walk(self.dir, self.failed).filter_map(move |r| make(&r)))
+    }
+}
+
+/// `fmt::Write` onto a file.
+struct FmtFile(std::io::BufWriter<std::fs::File>, Option<std::io::Error>);
+
+impl std::fmt::Write for FmtFile {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        use std::io::Write as _;
+        self.0.write_all(s.as_bytes()).map_err(|e| {
+            self.1 = Some(e);
+            std::fmt::Error
+        })
+    }
+}
+
+/// Writes `report.html` into the pack `dir`, which `report` verified,
+/// reading the pack as a stream: what the page lists of every entry (the
+/// decisions, the installs and other evidence) is read from the files as
+/// the page is written, and only the parties, approvals, cases and
+/// governance actions (the vendor's and the customers' own acts, few) are
+/// held. Memory stays flat in the pack's size.
+pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
+    let failed = std::cell::RefCell::new(None);
+    // Who a key is: the identity entries of the pack, and the release
+    // names; the approvals by the proposal they name; the few entries held.
     let mut names: BTreeMap<KeyId, String> = BTreeMap::new();
     let mut releases: BTreeMap<Sha256Digest, String> = BTreeMap::new();
-    let mut bodies: Vec<(u64, Vec<u8>)> = Vec::new();
-    let file = std::fs::File::open(dir.join("entries.jsonl")).context("opening entries.jsonl")?;
-    for line in std::io::BufReader::new(file).lines() {
-        let e: PackEntry = serde_json::from_str(&line?)?;
-        let body = base64::engine::general_purpose::STANDARD.decode(&e.body)?;
-        if let Some(action) = Envelope::parse(&body).ok().and_then(|env| AdminAction::parse(env.payload()).ok())
-            && let ActionKind::IssueIdentity { role, subject, signing_key, .. } = &action.action
-        {
-            names.insert(signing_key.key_id(), format!("{subject} ({role})"));
+    let mut approved: Vec<(Sha256Digest, Option<KeyId>)> = Vec::new();
+    let mut held: Vec<Read> = Vec::new();
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let (mut n_decisions, mut n_evidence) = (0usize, 0usize);
+    for r in walk(dir, &failed) {
+        *counts.entry(covenant_core::evidence::heading(r.kind)).or_default() += 1;
+        let Ok(env) = Envelope::parse(&r.body) else { continue };
+        if let Ok(action) = AdminAction::parse(env.payload()) {
+            match &action.action {
+                ActionKind::IssueIdentity { role, subject, signing_key, .. } => {
+                    names.insert(signing_key.key_id(), format!("{subject} ({role})"));
+                }
+                ActionKind::Approve { proposal } => approved.push((*proposal, env.first_signer())),
+                _ => {}
+            }
         }
-        if let Some(m) = Envelope::parse(&body).ok().and_then(|env| ReleaseManifest::parse(env.payload()).ok()) {
-            releases
-                .insert(Sha256Digest::of(Envelope::parse(&body)?.payload()), format!("{} {}", m.product, m.version));
+        if let Ok(m) = ReleaseManifest::parse(env.payload()) {
+            releases.insert(Sha256Digest::of(env.payload()), format!("{} {}", m.product, m.version));
         }
-        bodies.push((e.index, body));
+        match r.kind {
+            EntryKind::Grant | EntryKind::Withhold => n_decisions += 1,
+            EntryKind::Attestation | EntryKind::Verification | EntryKind::Note | EntryKind::Report => n_evidence += 1,
+            EntryKind::Signal
+            | EntryKind::Case
+            | EntryKind::Suspension
+            | EntryKind::Waiver
+            | EntryKind::SecurityFix
+            | EntryKind::Contract
+            | EntryKind::Licence => held.push(r),
+            _ => {}
+        }
+    }
+    if let Some(e) = failed.borrow_mut().take() {
+        bail!("reading the pack for its report: {e}");
     }
     let name = |k: &Option<KeyId>| match k {
         Some(k) => {
@@ -128,53 +239,16 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
     };
     // Approvals by the digest of the proposal they name.
     let mut approvals: BTreeMap<Sha256Digest, Vec<String>> = BTreeMap::new();
-    for (_, body) in &bodies {
-        let Ok(env) = Envelope::parse(body) else { continue };
-        if let Ok(action) = AdminAction::parse(env.payload())
-            && let ActionKind::Approve { proposal } = action.action
-        {
-            let signer = env.first_signer();
-            approvals.entry(proposal).or_default().push(name(&signer));
-        }
+    for (proposal, signer) in &approved {
+        approvals.entry(*proposal).or_default().push(name(signer));
     }
-    let mut decisions = Vec::new();
     let mut cases: BTreeMap<String, CaseLine> = BTreeMap::new();
     let mut governance = Vec::new();
-    let mut evidence = Vec::new();
-    for (i, body) in &bodies {
-        let Some((kind, time, leaf)) = meta.get(i).cloned() else { continue };
+    for r in held {
+        let (i, kind, time, leaf, body) = (&r.index, r.kind, r.time, r.leaf, &r.body);
         let Ok(env) = Envelope::parse(body) else { continue };
         let signer = env.first_signer();
         match kind {
-            EntryKind::Grant | EntryKind::Withhold => {
-                let Ok(d) = Decision::parse(env.payload()) else { continue };
-                decisions.push(DecisionLine {
-                    index: *i,
-                    time,
-                    deployment: d.deployment.clone(),
-                    granted: d.verdict == Verdict::Grant,
-                    // A release the pack names by version if it holds the
-                    // manifest, else by the start of its digest.
-                    release: d
-                        .release
-                        .map(|r| {
-                            releases
-                                .get(&r)
-                                .cloned()
-                                .unwrap_or_else(|| format!("release {}…", r.to_string().get(..16).unwrap_or_default()))
-                        })
-                        .unwrap_or_default(),
-                    expires: d.expires_at.map(|t| t.to_string()).unwrap_or_default(),
-                    suspension: d.suspension.to_string(),
-                    unmet: d
-                        .conditions
-                        .iter()
-                        .filter(|c| c.status == ConditionStatus::Unmet)
-                        .map(|c| (c.condition.clone(), c.reason.clone()))
-                        .collect(),
-                    leaf,
-                });
-            }
             EntryKind::Signal => {
                 let id = format!("case-{i}");
                 let about = describe::summary(body);
@@ -212,22 +286,62 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
                     leaf,
                 });
             }
-            EntryKind::Attestation | EntryKind::Verification | EntryKind::Note | EntryKind::Report => {
-                evidence.push(EvidenceLine {
-                    index: *i,
-                    time,
-                    kind: kind.to_string(),
-                    summary: match AdminAction::parse(env.payload()) {
-                        Ok(AdminAction { action: ActionKind::Note { text }, .. }) => format!("note: {text}"),
-                        _ => describe::summary(body),
-                    },
-                    signer: name(&signer),
-                    leaf,
-                });
-            }
             _ => {}
         }
     }
+    let decision_line = |r: &Read| -> Option<DecisionLine> {
+        if !matches!(r.kind, EntryKind::Grant | EntryKind::Withhold) {
+            return None;
+        }
+        let env = Envelope::parse(&r.body).ok()?;
+        let d = Decision::parse(env.payload()).ok()?;
+        let (i, time, leaf) = (&r.index, r.time.clone(), r.leaf.clone());
+        Some(DecisionLine {
+            index: *i,
+            time,
+            deployment: d.deployment.clone(),
+            granted: d.verdict == Verdict::Grant,
+            // A release the pack names by version if it holds the
+            // manifest, else by the start of its digest.
+            release: d
+                .release
+                .map(|r| {
+                    releases
+                        .get(&r)
+                        .cloned()
+                        .unwrap_or_else(|| format!("release {}…", r.to_string().get(..16).unwrap_or_default()))
+                })
+                .unwrap_or_default(),
+            expires: d.expires_at.map(|t| t.to_string()).unwrap_or_default(),
+            suspension: d.suspension.to_string(),
+            unmet: d
+                .conditions
+                .iter()
+                .filter(|c| c.status == ConditionStatus::Unmet)
+                .map(|c| (c.condition.clone(), c.reason.clone()))
+                .collect(),
+            leaf,
+        })
+    };
+    let evidence_line = |r: &Read| -> Option<EvidenceLine> {
+        if !matches!(r.kind, EntryKind::Attestation | EntryKind::Verification | EntryKind::Note | EntryKind::Report) {
+            return None;
+        }
+        let env = Envelope::parse(&r.body).ok()?;
+        let signer = env.first_signer();
+        let (i, kind, time, leaf, body) = (&r.index, r.kind, r.time.clone(), r.leaf.clone(), &r.body);
+        Some(EvidenceLine {
+            index: *i,
+            time,
+            kind: kind.to_string(),
+            summary: match AdminAction::parse(env.payload()) {
+                Ok(AdminAction { action: ActionKind::Note { text }, .. }) => format!("note: {text}"),
+                _ => describe::summary(body),
+            },
+            signer: name(&signer),
+            leaf,
+        })
+    };
     let selection = match &report.selection.id {
         Some(id) => format!("{} {id}", report.selection.kind),
         None => "the whole ledger".to_owned(),
@@ -255,12 +369,28 @@ pub fn write(dir: &Path, report: &PackReport) -> anyhow::Result<()> {
         } else {
             report.withheld.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
         },
-        counts: index.sections.iter().map(|s| (s.heading.clone(), s.items.len())).collect(),
-        decisions,
+        counts: covenant_core::evidence::HEADINGS
+            .iter()
+            .filter_map(|h| counts.get(h).map(|n| ((*h).to_owned(), *n)))
+            .collect(),
+        decisions: Streamed { dir, count: n_decisions, make: &decision_line, failed: &failed },
         cases: cases.into_values().collect(),
         governance,
-        evidence,
+        evidence: Streamed { dir, count: n_evidence, make: &evidence_line, failed: &failed },
     };
-    std::fs::write(dir.join("report.html"), page.render()?).context("writing report.html")?;
+    let file = std::fs::File::create(dir.join("report.html")).context("writing report.html")?;
+    let mut out = FmtFile(std::io::BufWriter::new(file), None);
+    let rendered = page.render_into(&mut out);
+    if let Some(e) = out.1.take() {
+        return Err(anyhow::Error::new(e).context("writing report.html"));
+    }
+    rendered?;
+    if let Some(e) = failed.borrow_mut().take() {
+        bail!("reading the pack for its report: {e}");
+    }
+    {
+        use std::io::Write as _;
+        out.0.flush().context("writing report.html")?;
+    }
     Ok(())
 }

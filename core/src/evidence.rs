@@ -120,6 +120,235 @@ pub struct PackIndex {
     pub sections: Vec<Section>,
 }
 
+/// `index.json` without its sections: what the verifier needs before it
+/// reads the entries, parsed with the sections skipped (they are compared
+/// through a [`SectionsDigest`], so that a verifier never holds them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackHead {
+    /// Always [`PACK_FORMAT`].
+    pub format: String,
+    /// What was selected.
+    pub selection: Selection,
+    /// The checkpoint's tree size.
+    pub tree_size: u64,
+    /// The subject keys (hex).
+    #[serde(default)]
+    pub subject_keys: BTreeMap<String, String>,
+    /// Entries of the selection whose bodies the exporter could not read.
+    #[serde(default)]
+    pub withheld: Vec<Withheld>,
+    /// Skipped here (see [`SectionsSeed`]); required.
+    #[serde(rename = "sections")]
+    _sections: serde::de::IgnoredAny,
+}
+
+impl PackHead {
+    /// The head of a whole index.
+    pub fn of(index: &PackIndex) -> Self {
+        PackHead {
+            format: index.format.clone(),
+            selection: index.selection.clone(),
+            tree_size: index.tree_size,
+            subject_keys: index.subject_keys.clone(),
+            withheld: index.withheld.clone(),
+            _sections: serde::de::IgnoredAny,
+        }
+    }
+}
+
+/// Sections compared without being held: for each section in order, its
+/// heading, its number of items and a SHA-256 over its items' canonical
+/// (compact JSON) forms, each length-prefixed. Two lists of sections are
+/// equal exactly when their digests are (SHA-256 being collision-resistant).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SectionsDigest(Vec<(String, u64, [u8; 32])>);
+
+/// The running digest of one section's items.
+#[derive(Clone, Default)]
+struct ItemsHasher {
+    count: u64,
+    hash: sha2::Sha256,
+}
+
+impl ItemsHasher {
+    fn push(&mut self, item: &Item) {
+        use sha2::Digest as _;
+        let bytes = serde_json::to_vec(item).unwrap_or_default();
+        self.hash.update((bytes.len() as u64).to_be_bytes());
+        self.hash.update(&bytes);
+        self.count += 1;
+    }
+
+    fn finish(self) -> (u64, [u8; 32]) {
+        use sha2::Digest as _;
+        (self.count, self.hash.finalize().into())
+    }
+}
+
+impl SectionsDigest {
+    /// The digest of sections held in memory.
+    pub fn of(sections: &[Section]) -> Self {
+        SectionsDigest(
+            sections
+                .iter()
+                .map(|s| {
+                    let mut h = ItemsHasher::default();
+                    s.items.iter().for_each(|i| h.push(i));
+                    let (count, digest) = h.finish();
+                    (s.heading.clone(), count, digest)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// What [`sections`] gives for items fed one at a time in increasing
+/// index, as a [`SectionsDigest`]: the verifier's side.
+#[derive(Default)]
+struct SectionsBuilder {
+    by: BTreeMap<&'static str, ItemsHasher>,
+}
+
+impl SectionsBuilder {
+    fn push(&mut self, item: &Item) {
+        self.by.entry(heading(item.kind)).or_default().push(item);
+    }
+
+    fn finish(mut self) -> SectionsDigest {
+        SectionsDigest(
+            HEADINGS
+                .iter()
+                .filter_map(|h| {
+                    self.by.remove(h).map(|x| {
+                        let (count, digest) = x.finish();
+                        ((*h).to_owned(), count, digest)
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Reads the `sections` array of `index.json` item by item into a
+/// [`SectionsDigest`], holding one item at a time: use it as the seed of
+/// the `sections` value (see [`IndexSectionsSeed`] for the whole file).
+pub struct SectionsSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for SectionsSeed {
+    type Value = SectionsDigest;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<SectionsDigest, D::Error> {
+        struct Sections;
+        impl<'de> serde::de::Visitor<'de> for Sections {
+            type Value = SectionsDigest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of sections")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SectionsDigest, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element_seed(SectionSeed)? {
+                    out.push(s);
+                }
+                Ok(SectionsDigest(out))
+            }
+        }
+        d.deserialize_seq(Sections)
+    }
+}
+
+/// One section: `{"heading", "items"}`, no other field, each once.
+struct SectionSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for SectionSeed {
+    type Value = (String, u64, [u8; 32]);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = (String, u64, [u8; 32]);
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a section")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                use serde::de::Error as _;
+                let (mut heading, mut items) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "heading" if heading.is_none() => heading = Some(map.next_value::<String>()?),
+                        "items" if items.is_none() => items = Some(map.next_value_seed(ItemsSeed)?),
+                        "heading" | "items" => return Err(A::Error::custom(format!("duplicate field `{key}`"))),
+                        other => return Err(A::Error::unknown_field(other, &["heading", "items"])),
+                    }
+                }
+                let heading = heading.ok_or_else(|| A::Error::missing_field("heading"))?;
+                let (count, digest) = items.ok_or_else(|| A::Error::missing_field("items"))?;
+                Ok((heading, count, digest))
+            }
+        }
+        d.deserialize_struct("Section", &["heading", "items"], V)
+    }
+}
+
+/// A section's items, hashed one at a time.
+struct ItemsSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for ItemsSeed {
+    type Value = (u64, [u8; 32]);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = (u64, [u8; 32]);
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut h = ItemsHasher::default();
+                while let Some(item) = seq.next_element::<Item>()? {
+                    h.push(&item);
+                }
+                Ok(h.finish())
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Reads a whole `index.json` for its `sections` alone (every other field
+/// skipped, as [`PackHead`] reads them), into a [`SectionsDigest`].
+pub struct IndexSectionsSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for IndexSectionsSeed {
+    type Value = SectionsDigest;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<SectionsDigest, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SectionsDigest;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a pack index")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SectionsDigest, A::Error> {
+                use serde::de::Error as _;
+                let mut sections = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "sections" {
+                        if sections.is_some() {
+                            return Err(A::Error::custom("duplicate field `sections`"));
+                        }
+                        sections = Some(map.next_value_seed(SectionsSeed)?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                sections.ok_or_else(|| A::Error::missing_field("sections"))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// One line of `entries.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,6 +621,53 @@ struct Seen {
     signal: Option<(String, Option<String>)>,
 }
 
+/// Compares a stream of byte chunks with the bytes expected, piece by
+/// piece, holding one chunk: how the CSV is checked without being held.
+struct StreamMatch<I> {
+    chunks: I,
+    chunk: Vec<u8>,
+    at: usize,
+    differs: bool,
+}
+
+impl<I: Iterator<Item = Result<Vec<u8>, String>>> StreamMatch<I> {
+    fn new(chunks: I) -> Self {
+        StreamMatch { chunks, chunk: Vec::new(), at: 0, differs: false }
+    }
+
+    /// The next bytes of the stream must be `want`.
+    fn expect(&mut self, mut want: &[u8]) {
+        while !want.is_empty() && !self.differs {
+            let rest = self.chunk.get(self.at..).unwrap_or_default();
+            if rest.is_empty() {
+                match self.chunks.next() {
+                    Some(Ok(c)) => {
+                        self.chunk = c;
+                        self.at = 0;
+                    }
+                    // A read failure, or the stream ends early.
+                    Some(Err(_)) | None => self.differs = true,
+                }
+                continue;
+            }
+            let n = rest.len().min(want.len());
+            if rest.get(..n) != want.get(..n) {
+                self.differs = true;
+            }
+            self.at += n;
+            want = want.get(n..).unwrap_or_default();
+        }
+    }
+
+    /// Whether the stream was exactly the bytes expected, and ends here.
+    fn end(mut self) -> bool {
+        if self.differs || self.chunk.len() > self.at {
+            return false;
+        }
+        self.chunks.all(|c| c.is_ok_and(|c| c.is_empty()))
+    }
+}
+
 /// Verifies a pack. `roots` are the root envelopes, oldest first (version
 /// 1 first); `trusted` a root the verifier already trusts, which must be
 /// one of them (else the first is trusted on first use); `headers` every
@@ -409,6 +685,39 @@ pub fn verify_pack<H, E>(
 where
     H: IntoIterator<Item = Result<Vec<u8>, String>>,
     E: IntoIterator<Item = Result<PackEntry, String>>,
+{
+    verify_pack_streamed(
+        &PackHead::of(index),
+        &SectionsDigest::of(&index.sections),
+        roots,
+        trusted,
+        checkpoint,
+        headers,
+        entries,
+        std::iter::once(Ok(csv.to_vec())),
+    )
+}
+
+/// [`verify_pack`] with nothing of the ledger's size held: the index's
+/// head, its sections as a [`SectionsDigest`] (read item by item with
+/// [`IndexSectionsSeed`]), and `decisions.csv` as chunks of its bytes (any
+/// chunking), compared as a stream with the rows the verified decisions
+/// give. Memory stays flat in the ledger's and the pack's size.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_pack_streamed<H, E, C>(
+    index: &PackHead,
+    listed: &SectionsDigest,
+    roots: &[Vec<u8>],
+    trusted: Option<&[u8]>,
+    checkpoint: &[u8],
+    headers: H,
+    entries: E,
+    csv: C,
+) -> Result<PackReport, PackError>
+where
+    H: IntoIterator<Item = Result<Vec<u8>, String>>,
+    E: IntoIterator<Item = Result<PackEntry, String>>,
+    C: IntoIterator<Item = Result<Vec<u8>, String>>,
 {
     if index.format != PACK_FORMAT {
         return Err(PackError::Index(format!("format {:?}, not {PACK_FORMAT}", index.format)));
@@ -491,8 +800,9 @@ where
     let mut entries = entries.into_iter().peekable();
     let mut registered = Registered::new();
     let mut seen = Seen::default();
-    let mut items = Vec::new();
-    let mut rows = String::from(CSV_HEADER);
+    let mut items = SectionsBuilder::default();
+    let mut rows = StreamMatch::new(csv.into_iter());
+    rows.expect(CSV_HEADER.as_bytes());
     let mut verified_entries = 0u64;
     let mut covered: Option<(u64, u64)> = None;
     let mut listed_withheld = 0usize;
@@ -526,8 +836,10 @@ where
             bind_subjects(i, &header, &body, &subject_keys)?;
             note_selection(i, &body, &selected, &mut seen);
             let leaf_hex = hex::encode(leaf);
-            items.push(item(i, header.time, header.kind, &leaf_hex, &body));
-            rows.extend(csv_row(i, header.time, &leaf_hex, &body));
+            items.push(&item(i, header.time, header.kind, &leaf_hex, &body));
+            if let Some(row) = csv_row(i, header.time, &leaf_hex, &body) {
+                rows.expect(row.as_bytes());
+            }
             verified_entries += 1;
             if let Some(Ok(e)) = entries.peek()
                 && e.index <= i
@@ -588,12 +900,12 @@ where
     }
     selection_keys(&selected, &seen, &subject_keys)?;
     // 6. The listings are what the bodies say.
-    if index.sections != sections(items) {
+    if items.finish() != *listed {
         return Err(PackError::Listing(
             "index.json's sections are not those the verified entries give (an item missing, added or changed)".into(),
         ));
     }
-    if csv != rows.as_bytes() {
+    if !rows.end() {
         return Err(PackError::Listing("decisions.csv is not the one the verified decisions give".into()));
     }
     let mut by_kind = BTreeMap::new();

@@ -212,19 +212,27 @@ pub(super) async fn evidence(frame: &Frame, conn: &Connection, root: &Path, q: E
         Err(e) => return Err(failure(frame, "", "the evidence report", &e)),
     };
     let out = scratch.0.join("pack");
-    let made = async {
-        let bytes = std::fs::read(root).with_context(|| format!("reading the trusted root {}", root.display()))?;
+    // The export runs on a thread of its own with its own runtime: its
+    // future holds the pack's files (not Send), which a handler's may not.
+    let (conn, root) = (conn.clone(), root.to_path_buf());
+    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let bytes = std::fs::read(&root).with_context(|| format!("reading the trusted root {}", root.display()))?;
         let trusted = covenant_core::root::TrustedRoot::provision(
             &bytes,
             crate::now(),
             covenant_core::root::RootPolicy { allow_development: true },
         )
         .context("the identity's root is not trusted")?;
-        crate::evidence::export(conn, trusted, &select, &None, &None, &out).await?;
-        std::fs::read_to_string(out.join("report.html")).context("reading the pack's report.html")
-    }
-    .await;
-    drop(scratch);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(crate::evidence::export(&conn, trusted, &select, &None, &None, &out))?;
+        let report = std::fs::read_to_string(out.join("report.html")).context("reading the pack's report.html");
+        // Removed here, on the export's thread, whether or not anyone still
+        // waits for the page.
+        drop(scratch);
+        report
+    })
+    .await
+    .unwrap_or_else(|e| Err(anyhow::anyhow!("the export stopped: {e}")));
     made.map_err(|e| failure(frame, "", "the evidence report", &e))
 }
 
