@@ -164,8 +164,14 @@ pub async fn export(
         ("case", Some(c)) => {
             let case = listed.into_iter().find(|x| x.id == *c).with_context(|| format!("no case {c} you may see"))?;
             cases.insert(case.id.clone(), case.opened_index);
+            if case.deployment.is_empty() {
+                // About the whole customer: it holds back each deployment.
+                let rows = crate::query::fleet(&mut query, Some(&case.customer), Default::default()).await?;
+                subjects.extend(rows.deployments.into_iter().map(|d| d.id));
+            } else {
+                subjects.push(case.deployment);
+            }
             subjects.push(case.customer);
-            subjects.extend((!case.deployment.is_empty()).then_some(case.deployment));
         }
         _ => {}
     }

@@ -804,6 +804,7 @@ where
     let mut rows = StreamMatch::new(csv.into_iter());
     rows.expect(CSV_HEADER.as_bytes());
     let mut verified_entries = 0u64;
+    let mut roots_logged = 0usize;
     let mut covered: Option<(u64, u64)> = None;
     let mut listed_withheld = 0usize;
     for (i, header_bytes) in headers.into_iter().enumerate() {
@@ -832,6 +833,9 @@ where
                     header.kind
                 )));
             }
+            if header.kind == EntryKind::Root {
+                roots_logged += 1;
+            }
             let body = check_entry(&entry, &header, &leaf, size, &root_hash, &keys, &mut registered)?;
             bind_subjects(i, &header, &body, &subject_keys)?;
             note_selection(i, &body, &selected, &mut seen);
@@ -847,6 +851,24 @@ where
                 return Err(PackError::Entries(format!("entry {} is out of order or repeated", e.index)));
             }
             continue;
+        }
+        if header.kind == EntryKind::Root {
+            roots_logged += 1;
+        }
+        // A registration of a subject the pack holds a key for is never left
+        // out, whatever the range: a customer's deployment registrations are
+        // what say which deployments' keys its pack must hold, so one left
+        // out (or listed as withheld) would hide every decision about that
+        // deployment.
+        if registration(header.kind)
+            && header.kind != EntryKind::Identity
+            && subject_keys.values().any(|k| header.tags.contains(&k.tag(&header.body_digest)))
+        {
+            return Err(PackError::Incomplete {
+                index: i,
+                kind: header.kind,
+                why: "registers a subject of the pack and is missing (a registration is never withheld)".into(),
+            });
         }
         // Not in the pack: it must not be part of the selection, unless it
         // is listed as withheld (and a decision never is).
@@ -894,6 +916,15 @@ where
             Ok(e) => format!("entry {} is past the tree or out of order", e.index),
             Err(e) => e,
         }));
+    }
+    // Every root version the tree logged is in the pack's chain: a chain
+    // cut short would check the checkpoint against an older root (a lower
+    // witness threshold, a ledger key since rotated away).
+    if roots.len() != roots_logged {
+        return Err(PackError::Roots(format!(
+            "the tree logs {roots_logged} root versions and the pack's chain holds {}",
+            roots.len()
+        )));
     }
     if listed_withheld != withheld.len() {
         return Err(PackError::Index("it lists as withheld an entry that is not the selection's".into()));
@@ -1007,8 +1038,17 @@ fn selection_keys(selected: &Selected, seen: &Seen, keys: &BTreeMap<&str, Subjec
                 });
             };
             need(customer, seen.customers.contains(customer))?;
-            if let Some(d) = deployment {
-                need(d, seen.deployments.contains_key(d))?;
+            match deployment {
+                Some(d) => need(d, seen.deployments.contains_key(d))?,
+                // A case about the whole customer holds back every one of
+                // its deployments: each one's key, so its decisions are in.
+                None => {
+                    for (d, c) in &seen.deployments {
+                        if c == customer {
+                            need(d, true)?;
+                        }
+                    }
+                }
             }
             Ok(())
         }

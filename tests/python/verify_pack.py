@@ -98,6 +98,7 @@ def main(pack):
     registered = {}  # key id -> public key, from identity entries of the pack
     stack = []  # the compact range: (height, hash)
     count = 0
+    roots_logged = 0
     with open(os.path.join(pack, "headers"), "rb") as f:
         for i, line in enumerate(f):
             if not line.endswith(b"\n"):
@@ -114,6 +115,8 @@ def main(pack):
             header = json.loads(raw)
             inside = in_range(i, header)
             e = by_index.get(i)
+            if e is not None and header["kind"] == "root":
+                roots_logged += 1
             if e is not None:
                 if not inside and header["kind"] not in ("identity", "customer", "deployment"):
                     raise Failed(f"entries.jsonl: entry {i} is outside the selection's range")
@@ -133,12 +136,18 @@ def main(pack):
                 if payload_type == SIGNAL_TYPE and i == case_n:
                     signal_about = payload["about"]
                 continue
-            if not inside:
-                continue
             digest = bytes.fromhex(header["body_digest"])
             tagged = any(
                 hmac.new(k, digest, hashlib.sha256).digest()[:16].hex() in header.get("tags", []) for k in keys.values()
             )
+            # A registration of a subject the pack holds a key for is never
+            # left out, whatever the range (evidence.md, step 5).
+            if tagged and header["kind"] in ("customer", "deployment"):
+                raise Failed(f"the pack is incomplete: entry {i} ({header['kind']}) registers a subject of the pack and is missing")
+            if header["kind"] == "root":
+                roots_logged += 1
+            if not inside:
+                continue
             if not (everything or tagged):
                 continue
             if i not in withheld:
@@ -157,6 +166,8 @@ def main(pack):
     missing = [i for i in by_index if i >= cp.size]
     if missing:
         raise Failed(f"entries.jsonl: entry {missing[0]} is past the tree")
+    if roots_logged != len(chain):
+        raise Failed(f"roots/: the tree logs {roots_logged} root versions and the pack's chain holds {len(chain)}")
     if withheld_found != len(withheld):
         raise Failed("index.json: it lists as withheld an entry that is not the selection's")
     # The selection's own subjects have keys, bound by their registrations.
@@ -172,6 +183,9 @@ def main(pack):
         need = [(signal_about["customer"], signal_about["customer"] in seen_customers)]
         if signal_about.get("deployment"):
             need.append((signal_about["deployment"], signal_about["deployment"] in seen_deployments))
+        else:
+            # About the whole customer: every one of its deployments.
+            need += [(d, True) for d, c in seen_deployments.items() if c == signal_about["customer"]]
     for subject, registered_in_pack in need:
         if subject not in keys or not registered_in_pack:
             raise Failed(f"the subject key of {subject}: missing, or not bound by its registration in the pack")

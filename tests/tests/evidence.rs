@@ -328,6 +328,28 @@ async fn a_pack_that_hides_what_its_selection_holds_is_refused() {
     });
     refused(&dir, "the subject key of lim-07: the selection's subject has no key in the index");
 
+    // The review's attack: lim-07's registration listed as withheld, its
+    // key and every entry about it left out. The registration is tagged
+    // with min-x, whose key the pack holds: a registration is never
+    // withheld, so which deployments min-x has cannot be hidden.
+    let dir = copy(&pack, "hidden-deployment");
+    let mut es = entries(&dir);
+    let registration = es
+        .iter()
+        .find(|e| kind_of(e) == covenant_core::ledger::EntryKind::Deployment)
+        .map(|e| e.index)
+        .expect("lim-07's registration in the pack");
+    es.retain(|e| {
+        let subjects = covenant_core::state::classify(&body_of(e)).map(|p| p.subjects).unwrap_or_default();
+        e.index != registration && !subjects.iter().any(|s| s == "lim-07")
+    });
+    write_entries(&dir, &es);
+    set_index(&dir, |i| {
+        i["subject_keys"].as_object_mut().unwrap().remove("lim-07");
+        i["withheld"].as_array_mut().unwrap().push(serde_json::json!({ "index": registration, "kind": "deployment" }));
+    });
+    refused(&dir, "registers a subject of the pack and is missing");
+
     // A narrower selection claimed (a time window that ends before the
     // decisions) while the entries stay: refused, as outside the range.
     let dir = copy(&pack, "narrowed");
