@@ -177,12 +177,11 @@ pub async fn export(
     }
     let case_signal = cases.values().min().copied();
     let signals: BTreeSet<u64> = cases.values().copied().collect();
-    let keys = ledger.get_subject_keys(pb::GetSubjectKeysRequest {}).await?.into_inner().keys;
-    let keys: BTreeMap<String, SubjectKey> = keys
-        .into_iter()
-        .filter(|k| subjects.contains(&k.subject))
-        .filter_map(|k| Some((k.subject, SubjectKey(k.key.try_into().ok()?))))
-        .collect();
+    let handed = ledger.get_subject_keys(pb::GetSubjectKeysRequest {}).await?.into_inner().keys;
+    let handed: BTreeMap<String, SubjectKey> =
+        handed.into_iter().filter_map(|k| Some((k.subject, SubjectKey(k.key.try_into().ok()?)))).collect();
+    let mut keys: BTreeMap<String, SubjectKey> =
+        handed.iter().filter(|(s, _)| subjects.contains(s)).map(|(s, k)| (s.clone(), *k)).collect();
     if let Some(missing) = subjects.iter().find(|s| !keys.contains_key(*s)) {
         bail!("your identity is not entitled to {missing}: it cannot export a pack about it");
     }
@@ -305,11 +304,32 @@ pub async fn export(
                     if matches!(entry_kind, EntryKind::Grant | EntryKind::Withhold) {
                         bail!("your identity cannot read decision {}: a pack never withholds a decision", e.index);
                     }
+                    // A signal carries no subject tag, so it is the
+                    // selection's only by the exporter's word: one this
+                    // identity may not read is left out, not listed (a
+                    // scoped auditor sees the case, never the report).
+                    if entry_kind == EntryKind::Signal {
+                        continue;
+                    }
                     withheld.push(Withheld { index: e.index, kind: entry_kind });
                     continue;
                 }
                 wanted_keys.extend(signers_to_register(&e.body));
                 registrations_in_pack.extend(registered_key(&e.body));
+                // A deployment registered for the selection's customer but
+                // not (yet) in force (a proposal waiting for approval, or
+                // one that lapsed) is not in the fleet: its key, which the
+                // verifier asks for, comes with its registration.
+                if entry_kind == EntryKind::Deployment
+                    && let Ok(env) = Envelope::parse(&e.body)
+                    && let Ok(action) = AdminAction::parse(env.payload())
+                    && let ActionKind::RegisterDeployment { deployment, customer, .. } = action.action
+                    && subjects.contains(&customer)
+                    && !keys.contains_key(&deployment)
+                    && let Some(k) = handed.get(&deployment)
+                {
+                    keys.insert(deployment, *k);
+                }
                 if let Ok(env) = Envelope::parse(&e.body)
                     && AdminAction::parse(env.payload()).is_ok()
                 {

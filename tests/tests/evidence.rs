@@ -466,3 +466,22 @@ async fn the_report_reads_in_a_browser_without_network_and_prints() {
     println!("report: {} {}", pdf.display(), png.display());
     st.s.stop().await;
 }
+
+/// An honest pack that the review found would fail its own check: a held
+/// customer's pack while a deployment registration waits for approval (its
+/// key comes with its registration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_customers_pack_verifies_while_a_deployment_waits() {
+    let st = story("pack-honest").await;
+    // min-x is held by the open case: lim-09's registration waits for a
+    // second admin.
+    let before = st.s.size().await;
+    admin(&st.s.admin(1), min_x_deployment("lim-09")).await;
+    assert_eq!(st.s.size().await, before + 1, "the registration was recorded, as a proposal");
+    let pack = export(&st, select(Some("min-x"), None, None, false), "held").await;
+    let report = covenant_cli::evidence::verify_export(&pack, None).unwrap();
+    assert!(report.withheld.is_empty(), "{:?}", report.withheld);
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(pack.join("index.json")).unwrap()).unwrap();
+    assert!(index["subject_keys"].get("lim-09").is_some(), "the waiting deployment's key is in the pack");
+    st.s.stop().await;
+}
