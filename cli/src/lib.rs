@@ -10,6 +10,7 @@ pub mod connect;
 pub mod console;
 pub mod demo;
 pub mod evidence;
+pub mod field;
 pub mod keys;
 pub mod output;
 pub mod query;

@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod attestation_service;
 pub mod checkin;
 pub mod datadir;
+pub mod field_service;
 pub mod layout;
 pub mod ledger;
 pub mod ledger_service;

@@ -223,6 +223,11 @@ pub async fn run(
             &gate,
         ))
         .add_service(gated(
+            pb::field_service_server::FieldServiceServer::new(node.clone())
+                .max_decoding_message_size(MAX_UPDATE_REQUEST),
+            &gate,
+        ))
+        .add_service(gated(
             pb::query_service_server::QueryServiceServer::new(node.clone())
                 .max_decoding_message_size(MAX_LEDGER_REQUEST),
             &gate,
