@@ -20,6 +20,7 @@ use covenant_core::keys::SigningKey;
 use covenant_core::text::Untrusted;
 use covenant_storage::write_private;
 
+pub mod bundle;
 pub mod config;
 pub mod engine;
 pub mod net;

@@ -105,15 +105,54 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         configuration_digest: bool,
     },
+    /// An air-gapped device: a signed request out, a bundle in, a receipt
+    /// out (docs/offline.md).
+    #[command(subcommand)]
+    Offline(Offline),
+}
+
+#[derive(Subcommand, Debug)]
+enum Offline {
+    /// Writes a check-in signed by this device for an engineer to carry to
+    /// the server; its nonce is remembered as the outstanding request.
+    Request {
+        /// The state directory.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Where to write the request.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verifies a bundle exactly as an online answer, installs a granted
+    /// release through the A/B slots, and writes the receipt (the signed
+    /// install report and the verdict) for the engineer to carry back.
+    Install {
+        /// The bundle from `covenant field fetch`.
+        bundle: PathBuf,
+        /// The state directory.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Where to write the receipt.
+        #[arg(long, value_name = "FILE")]
+        receipt: PathBuf,
+    },
 }
 
 fn open(state: &Path) -> anyhow::Result<(Config, Agent<FsStorage, Grpc>)> {
     let config = Config::read(&state.join(config::FILE))?;
+    let transport = Grpc::new(&config, state)?;
+    open_with(state, config, transport)
+}
+
+fn open_with<T: covenant_agent::engine::Transport>(
+    state: &Path,
+    config: Config,
+    transport: T,
+) -> anyhow::Result<(Config, Agent<FsStorage, T>)> {
     let key_text = zeroize::Zeroizing::new(
         std::fs::read_to_string(state.join(store::SIGNING_KEY)).context("reading signing.key")?,
     );
     let key = covenant_core::keys::SigningKey::from_seed_hex(&key_text).context("signing.key is not a signing key")?;
-    let transport = Grpc::new(&config, state)?;
     let fs = FsStorage::new(state)?;
     // One agent process per state directory (a `check` beside a running
     // daemon would race it for the slots).
@@ -227,6 +266,83 @@ fn run(state: &Path) -> anyhow::Result<()> {
 
 /// The configuration digest a field engineer compares with what they
 /// observe on site.
+fn offline_request(state: &Path, out: &Path) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let config = Config::read(&state.join(config::FILE))?;
+    let (_, mut agent) = open_with(state, config, NoServer)?;
+    let request = rt.block_on(agent.offline_request(system_now()))?;
+    std::fs::write(out, &request).with_context(|| format!("writing {}", out.display()))?;
+    say!("Wrote the signed request {}; carry it to the server with `covenant field fetch`.", out.display());
+    Ok(())
+}
+
+fn offline_install(state: &Path, bundle: &Path, receipt: &Path) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let config = Config::read(&state.join(config::FILE))?;
+    let transport = covenant_agent::bundle::BundleTransport::open(bundle)?;
+    let head = transport.head().clone();
+    let (_, mut agent) = open_with(state, config, transport)?;
+    let result = rt.block_on(agent.offline_install(&head, system_now(), &mut |_, _| {}));
+    let verdict = match &result {
+        Ok(checked) => checked_words(checked),
+        Err(e) => format!("refused: {e}"),
+    };
+    let (store, transport, _, _) = agent.into_parts();
+    let identity = store.identity()?;
+    if !transport.reports.is_empty() || result.is_ok() {
+        let bytes = covenant_core::offline::Receipt {
+            deployment: identity.deployment,
+            verdict: verdict.clone(),
+            reports: transport.reports,
+        }
+        .encode()?;
+        std::fs::write(receipt, bytes).with_context(|| format!("writing {}", receipt.display()))?;
+    }
+    let checked = result?;
+    say!("{}", checked_words(&checked));
+    if let Some(v) = store.verdict()?
+        && matches!(checked, Checked::Withheld)
+    {
+        say!("{}", covenant_agent::describe(&v));
+    }
+    say!("Wrote the receipt {}; carry it back with `covenant field return`.", receipt.display());
+    Ok(())
+}
+
+/// The transport of an offline request: nothing is sent.
+struct NoServer;
+
+impl covenant_agent::engine::Transport for NoServer {
+    type Chunks = NoChunks;
+    async fn root_chain(&mut self, _: u64) -> Result<Vec<Vec<u8>>, covenant_agent::engine::TransportError> {
+        Err(covenant_agent::engine::TransportError::Network("offline".into()))
+    }
+    async fn check_in(
+        &mut self,
+        _: Vec<u8>,
+    ) -> Result<covenant_proto::v1::CheckInResponse, covenant_agent::engine::TransportError> {
+        Err(covenant_agent::engine::TransportError::Network("offline".into()))
+    }
+    async fn download(
+        &mut self,
+        _: covenant_core::digest::Sha256Digest,
+        _: u64,
+    ) -> Result<NoChunks, covenant_agent::engine::TransportError> {
+        Err(covenant_agent::engine::TransportError::Network("offline".into()))
+    }
+    async fn report(&mut self, _: Vec<u8>) -> Result<(), covenant_agent::engine::ReportError> {
+        Err(covenant_agent::engine::ReportError::Unsent("offline: kept for the next receipt".into()))
+    }
+}
+
+struct NoChunks;
+
+impl covenant_agent::engine::Chunks for NoChunks {
+    async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, covenant_agent::engine::TransportError> {
+        Ok(None)
+    }
+}
+
 fn configuration_digest(state: &Path) -> anyhow::Result<covenant_core::digest::Sha256Digest> {
     Ok(Config::read(&state.join(config::FILE))?.settings(state).configuration_digest)
 }
@@ -325,6 +441,8 @@ fn main() {
             Ok(())
         }),
         Command::Status { state, json, configuration_digest: false } => status(&state, json),
+        Command::Offline(Offline::Request { state, out }) => offline_request(&state, &out),
+        Command::Offline(Offline::Install { bundle, state, receipt }) => offline_install(&state, &bundle, &receipt),
     };
     if let Err(e) = result {
         // A reader that went away (`covenant-agent status | head -1`) is

@@ -14,6 +14,7 @@
 //! verdict.json         the last verdict and its reasons
 //! reports/*.pending    signed install reports not yet acknowledged
 //! failed               releases that failed here (never tried again)
+//! offline-request      the nonce of the outstanding offline request (hex)
 //! LOCK                 held by the one agent process using the directory
 //! ```
 //!
@@ -50,6 +51,7 @@ const VERDICT: &str = "verdict.json";
 const FAILED: &str = "failed";
 const STAGING: &str = "staging";
 const REPORTS: &str = "reports";
+const OFFLINE_REQUEST: &str = "offline-request";
 
 /// One of the two slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +314,26 @@ impl<S: Storage> Store<S> {
             return Ok(());
         }
         self.write_atomic(TIME, t.unix().to_string().as_bytes())
+    }
+
+    /// The nonce of the outstanding offline request, if any.
+    pub fn outstanding(&self) -> io::Result<Option<Sha256Digest>> {
+        let Some(bytes) = self.fs.read(OFFLINE_REQUEST)? else { return Ok(None) };
+        let text = String::from_utf8(bytes).map_err(|e| corrupt(OFFLINE_REQUEST, e))?;
+        let raw = hex::decode(text.trim()).map_err(|e| corrupt(OFFLINE_REQUEST, e))?;
+        let nonce: [u8; 32] = raw.try_into().map_err(|_| corrupt(OFFLINE_REQUEST, "not 32 bytes"))?;
+        Ok(Some(Sha256Digest(nonce)))
+    }
+
+    /// Remembers `nonce` as the one outstanding offline request (a newer
+    /// request replaces an older one, whose answer is then refused).
+    pub fn set_outstanding(&self, nonce: &Sha256Digest) -> io::Result<()> {
+        self.write_atomic(OFFLINE_REQUEST, hex::encode(nonce.0).as_bytes())
+    }
+
+    /// Forgets the outstanding offline request (its answer is being used).
+    pub fn clear_outstanding(&self) -> io::Result<()> {
+        if self.fs.read(OFFLINE_REQUEST)?.is_some() { self.remove(OFFLINE_REQUEST) } else { Ok(()) }
     }
 
     /// Who this agent is.

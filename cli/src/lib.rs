@@ -11,6 +11,7 @@ pub mod console;
 pub mod demo;
 mod disktree;
 pub mod evidence;
+pub mod field;
 pub mod keys;
 pub mod output;
 pub mod query;

@@ -68,6 +68,10 @@ enum Command {
     /// Field engineers: show an attestation, sign and submit a verification.
     #[command(subcommand)]
     Verify(attest::Verify),
+    /// Field engineers: carry an air-gapped device's request to the server
+    /// and its bundle back, and return its receipt (docs/offline.md).
+    #[command(subcommand)]
+    Field(covenant_cli::field::Field),
     /// Engineers and auditors: report a misuse signal (never shown to the customer).
     #[command(subcommand)]
     Signal(SignalCmd),
@@ -192,6 +196,7 @@ fn main() {
                 Command::Release(cmd) => release::run(cmd, args.json),
                 Command::Attest(cmd) => attest::attest(cmd, &args.conn, args.json).await,
                 Command::Verify(cmd) => attest::verify(cmd, &args.conn, args.json).await,
+                Command::Field(cmd) => covenant_cli::field::run(cmd, &args.conn, args.json).await,
                 Command::Signal(SignalCmd::Submit { customer, deployment, source, summary, evidence }) => {
                     attest::signal(&args.conn, customer, deployment, &source, summary, evidence, args.json).await
                 }

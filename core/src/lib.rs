@@ -16,6 +16,7 @@ pub mod keys;
 pub mod ledger;
 pub mod merkle;
 pub mod note;
+pub mod offline;
 pub mod policy;
 pub mod provision;
 pub mod replay;

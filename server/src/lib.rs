@@ -11,6 +11,7 @@ pub mod attestation_service;
 pub mod backup;
 pub mod checkin;
 pub mod datadir;
+pub mod field_service;
 pub mod layout;
 pub mod ledger;
 pub mod ledger_service;

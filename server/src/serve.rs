@@ -271,6 +271,11 @@ pub async fn run(
             &gate,
         ))
         .add_service(gated(
+            pb::field_service_server::FieldServiceServer::new(node.clone())
+                .max_decoding_message_size(MAX_UPDATE_REQUEST),
+            &gate,
+        ))
+        .add_service(gated(
             pb::query_service_server::QueryServiceServer::new(node.clone())
                 .max_decoding_message_size(MAX_LEDGER_REQUEST),
             &gate,
@@ -417,12 +422,13 @@ fn scrape(node: &Node, dark_after: Duration) -> crate::metrics::Scrape {
 
 /// The `covenant.v1` services this server serves, by their full names (what
 /// the health check answers for; the empty name is the server as a whole).
-pub const SERVICES: [&str; 5] = [
+pub const SERVICES: [&str; 6] = [
     "covenant.v1.LedgerService",
     "covenant.v1.AdminService",
     "covenant.v1.UpdateService",
     "covenant.v1.QueryService",
     "covenant.v1.AttestationService",
+    "covenant.v1.FieldService",
 ];
 
 /// The standard services beside them: the health check and reflection.

@@ -59,67 +59,16 @@ impl Node {
         let text = TlogProof { extra: None, index, proof, checkpoint: cp.note.clone() }.to_text();
         Ok(Response::new(pb::ReportResponse { index, inclusion: Some(pb::TlogProof { text: text.into_bytes() }) }))
     }
-}
 
-/// A download stream open: counted while it lives.
-struct Active(prometheus_client::metrics::gauge::Gauge);
-
-impl Active {
-    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Active {
-        gauge.inc();
-        Active(gauge.clone())
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-#[tonic::async_trait]
-impl pb::update_service_server::UpdateService for Node {
-    async fn check_in(&self, request: Request<pb::CheckInRequest>) -> Result<Response<pb::CheckInResponse>, Status> {
-        let caller = self.caller(&request)?;
-        self.require(&caller, &[IdentityRole::Deployment])?;
-        let bytes = request.into_inner().checkin;
-        let view = LedgerView {
-            registry: &self.registry,
-            ledger: &self.ledger,
-            cosigned: &self.cosigned,
-            witnesses: self.witnesses,
-            decision: self.decision.as_deref(),
-        };
-        let now = self.now();
-        let answer = match checkin::answer(&view, &bytes, &caller.subject, now).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: "refused" }).inc();
-                return Err(checkin_status(e));
-            }
-        };
-        self.seen.record(&caller.subject, now);
-        let verdict = answer
-            .decision
-            .as_ref()
-            .and_then(|d| EntryHeader::parse(&d.header).ok())
-            .map(|h| if h.kind == EntryKind::Grant { "grant" } else { "withhold" });
-        self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: verdict.unwrap_or("current") }).inc();
-        if answer.logged
-            && let Some(verdict) = verdict
-        {
-            self.metrics.decisions.get_or_create(&VerdictLabel { verdict }).inc();
-        }
-        Ok(Response::new(checkin_response(answer)))
-    }
-
-    type DownloadStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DownloadChunk, Status>> + Send>>;
-
-    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
-        let caller = self.caller(&request)?;
-        self.require(&caller, &[IdentityRole::Deployment])?;
-        let fingerprint = caller.fingerprint;
-        let req = request.into_inner();
+    /// Streams the artifact of `req`'s release to a caller (certificate
+    /// `fingerprint`) for `deployment`, which must hold a standing grant of
+    /// it: the deployment itself, or an engineer carrying its files.
+    pub(crate) fn serve_artifact(
+        &self,
+        deployment: String,
+        fingerprint: Sha256Digest,
+        req: pb::DownloadRequest,
+    ) -> Result<Response<ArtifactStream>, Status> {
         let release = Sha256Digest(
             req.release_digest
                 .as_slice()
@@ -128,12 +77,12 @@ impl pb::update_service_server::UpdateService for Node {
         );
         // Authorise first: only a deployment holding a standing grant of
         // this release learns whether it exists and how large it is.
-        self.grant_holds(&caller.subject, &fingerprint, &release)?;
+        self.grant_holds(&deployment, &fingerprint, &release)?;
         let (artifact, size, customer) = {
             let state = self.registry.state.read().map_err(|_| Status::internal("registry lock poisoned"))?;
             let r = state.facts().release(&release).ok_or_else(|| Status::not_found("no such release"))?;
             let customer = state
-                .deployment(&caller.subject)
+                .deployment(&deployment)
                 .map(|d| d.customer.clone())
                 .ok_or_else(|| Status::permission_denied("this deployment is not registered"))?;
             (r.manifest.artifact.sha256, r.manifest.artifact.size, customer)
@@ -149,7 +98,6 @@ impl pb::update_service_server::UpdateService for Node {
         let chunk = self.download_chunk;
         let idle = self.download_idle;
         let progress = self.download_progress;
-        let deployment = caller.subject;
         let (stalled, last_word) = tokio::sync::oneshot::channel();
         // One chunk queued at most, and each checked only once there is room
         // for it: memory stays flat, and when a grant is voided at most the
@@ -220,16 +168,19 @@ impl pb::update_service_server::UpdateService for Node {
         Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(stream, LastWord(Some(last_word))))))
     }
 
-    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
-        let caller = self.caller(&request)?;
-        self.require(&caller, &[IdentityRole::Deployment])?;
-        let body = request.into_inner().report;
+    /// Records a device-signed install report about `deployment` (sent by
+    /// the deployment, or carried back by an engineer).
+    pub(crate) async fn record_report(
+        &self,
+        deployment: &str,
+        body: Vec<u8>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
         within(&body, "install report", covenant_core::statements::MAX_REPORT_ENVELOPE_BYTES)?;
         // Within the report's own limits (one signature), before any work.
         let env = envelope::Envelope::parse_for::<InstallReport>(&body)
             .map_err(|e| Status::invalid_argument(format!("the install report is refused: {e}")))?;
         let placed = classify(&body).map_err(refusal_status)?;
-        if placed.subjects != [caller.subject.clone()] {
+        if placed.subjects != [deployment.to_owned()] {
             return Err(Status::permission_denied("a deployment reports on itself only"));
         }
         // A report is recorded once. The same report again (an agent whose
@@ -248,7 +199,7 @@ impl pb::update_service_server::UpdateService for Node {
             state.facts().report_of(report.grant_index, report.outcome)
         };
         if let Some(first) = reported {
-            datadir::bounded(datadir::Bounded::Report, &caller.subject);
+            datadir::bounded(datadir::Bounded::Report, deployment);
             return Err(Status::already_exists(format!(
                 "the outcome of grant {} is already reported as {} (entry {first})",
                 report.grant_index,
@@ -266,8 +217,80 @@ impl pb::update_service_server::UpdateService for Node {
     }
 }
 
+/// A download stream open: counted while it lives.
+struct Active(prometheus_client::metrics::gauge::Gauge);
+
+impl Active {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Active {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[tonic::async_trait]
+impl pb::update_service_server::UpdateService for Node {
+    async fn check_in(&self, request: Request<pb::CheckInRequest>) -> Result<Response<pb::CheckInResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Deployment])?;
+        let bytes = request.into_inner().checkin;
+        let view = LedgerView {
+            registry: &self.registry,
+            ledger: &self.ledger,
+            cosigned: &self.cosigned,
+            witnesses: self.witnesses,
+            decision: self.decision.as_deref(),
+        };
+        let now = self.now();
+        let answer = match checkin::answer(&view, &bytes, &caller.subject, now).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: "refused" }).inc();
+                return Err(checkin_status(e));
+            }
+        };
+        self.seen.record(&caller.subject, now);
+        let verdict = answer
+            .decision
+            .as_ref()
+            .and_then(|d| EntryHeader::parse(&d.header).ok())
+            .map(|h| if h.kind == EntryKind::Grant { "grant" } else { "withhold" });
+        self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: verdict.unwrap_or("current") }).inc();
+        if answer.logged
+            && let Some(verdict) = verdict
+        {
+            self.metrics.decisions.get_or_create(&VerdictLabel { verdict }).inc();
+        }
+        Ok(Response::new(checkin_response(answer)))
+    }
+
+    type DownloadStream = ArtifactStream;
+
+    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<Self::DownloadStream>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Deployment])?;
+        let fingerprint = caller.fingerprint;
+        self.serve_artifact(caller.subject, fingerprint, request.into_inner())
+    }
+
+    async fn report(&self, request: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let caller = self.caller(&request)?;
+        self.require(&caller, &[IdentityRole::Deployment])?;
+        self.record_report(&caller.subject, request.into_inner().report).await
+    }
+}
+
+/// A stream of an artifact's chunks.
+pub(crate) type ArtifactStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DownloadChunk, Status>> + Send>>;
+
 /// A check-in answer as the wire carries it.
-fn checkin_response(answer: CheckInAnswer) -> pb::CheckInResponse {
+pub(crate) fn checkin_response(answer: CheckInAnswer) -> pb::CheckInResponse {
     pb::CheckInResponse {
         freshness: answer.freshness,
         decision: answer.decision.map(|e| pb::LedgerEntry {

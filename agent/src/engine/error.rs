@@ -63,6 +63,43 @@ pub enum AgentError {
     /// The state directory holds something unusable.
     #[error("the state directory: {0}")]
     State(String),
+    /// An offline bundle is refused before its answer is verified.
+    #[error("the offline bundle is refused: {0}")]
+    Offline(#[from] OfflineError),
+}
+
+/// Why an offline bundle is refused before (or besides) the verification
+/// every answer gets. Nothing is installed after any of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfflineError {
+    /// The bundle's bytes are not a bundle (truncated, over a limit, garbage).
+    #[error("{0}")]
+    Format(#[from] covenant_core::offline::BundleError),
+    /// No request is outstanding: none was made, or its answer was already
+    /// installed (a bundle is used once).
+    #[error("no offline request is outstanding on this device (its answer was used already, or none was made)")]
+    NoRequest,
+    /// The bundle answers a request of another deployment.
+    #[error("the bundle is for deployment {found}, this device is {expected}")]
+    AnotherDevice {
+        /// This device's deployment.
+        expected: String,
+        /// The bundle's.
+        found: String,
+    },
+    /// The bundle answers another request than the outstanding one (an
+    /// older request, or one already used).
+    #[error("the bundle answers request {found}, the outstanding request is {expected}")]
+    AnotherRequest {
+        /// The outstanding nonce.
+        expected: Sha256Digest,
+        /// The bundle's.
+        found: Sha256Digest,
+    },
+    /// The answer inside is not a check-in answer.
+    #[error("the answer inside is not a check-in answer: {0}")]
+    Answer(String),
 }
 
 impl AgentError {

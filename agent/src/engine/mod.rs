@@ -18,6 +18,7 @@ use covenant_core::statements::{
     CheckIn, CheckInTag, CheckpointRef, InstallOutcome, InstallReport, ReportTag, SchemaV1,
 };
 use covenant_core::update::{self, Answer, AnswerBytes, Asked, EntryBytes, Refusal, Ruling, Trust};
+use covenant_proto::v1 as pb;
 use covenant_storage::Storage;
 
 use crate::store::{LastVerdict, Phase, Store, Trial, Verdict};
@@ -28,9 +29,10 @@ pub const MAX_HEALTH_ATTEMPTS: u32 = 3;
 
 mod error;
 mod install;
+mod offline;
 mod transport;
 
-pub use error::AgentError;
+pub use error::{AgentError, OfflineError};
 pub use transport::{Chunks, ReportError, Transport, TransportError};
 
 /// An external command (an installer or a health check) with a timeout.
@@ -294,9 +296,16 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         self.send_reports().await;
         let held = self.trust()?;
         let now = now.max(held.time);
+        let chain = self.transport.root_chain(held.root.version() + 1).await.map_err(AgentError::Transport)?;
+        let (checkin, nonce) = self.signed_checkin(&held, now)?;
+        let response = self.transport.check_in(checkin).await.map_err(AgentError::Transport)?;
+        self.rule(&held, now, &chain, &response, nonce, progress).await
+    }
+
+    /// A check-in signed by the device with a fresh nonce, and the nonce.
+    fn signed_checkin(&self, held: &Trust, now: Timestamp) -> Result<(Vec<u8>, Sha256Digest), AgentError> {
         let identity = self.store.identity()?;
         let installed = self.store.installed()?;
-        let chain = self.transport.root_chain(held.root.version() + 1).await.map_err(AgentError::Transport)?;
         let mut nonce = [0u8; 32];
         getrandom::fill(&mut nonce).map_err(|e| AgentError::State(format!("no randomness: {e}")))?;
         let checkin = CheckIn {
@@ -312,14 +321,29 @@ impl<S: Storage, T: Transport> Agent<S, T> {
             nonce: Sha256Digest(nonce),
             time: now,
         };
-        let response =
-            self.transport.check_in(envelope::sign(&checkin, &[&self.key])).await.map_err(AgentError::Transport)?;
+        Ok((envelope::sign(&checkin, &[&self.key]), Sha256Digest(nonce)))
+    }
+
+    /// Verifies the server's answer to the check-in that carried `nonce`
+    /// (with the same pure verification online and offline), records the
+    /// verdict, and for a grant downloads and installs the release.
+    async fn rule(
+        &mut self,
+        held: &Trust,
+        now: Timestamp,
+        chain: &[Vec<u8>],
+        response: &pb::CheckInResponse,
+        nonce: Sha256Digest,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Checked, AgentError> {
+        let identity = self.store.identity()?;
+        let installed = self.store.installed()?;
         let consistency: Vec<Hash> = response.consistency.iter().filter_map(|h| h.as_slice().try_into().ok()).collect();
         if consistency.len() != response.consistency.len() {
             return self.refused(now, Refusal::Standing("a consistency hash is not 32 bytes"));
         }
         let answer = AnswerBytes {
-            root_chain: &chain,
+            root_chain: chain,
             freshness: &response.freshness,
             entry: response.decision.as_ref().map(|e| EntryBytes { header: &e.header, body: &e.body, salt: &e.salt }),
             release_manifest: &response.release_manifest,
@@ -329,18 +353,18 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         let asked = Asked {
             deployment: &identity.deployment,
             product: &identity.product,
-            nonce: Sha256Digest(nonce),
+            nonce,
             installed: &installed.version,
         };
         let limits = update::Limits {
             max_artifact_size: self.settings.max_artifact_size,
             max_grant_validity: self.settings.max_grant_validity,
         };
-        let Answer { ruling, trust } = match update::verify_answer(&held, asked, answer, now, limits) {
+        let Answer { ruling, trust } = match update::verify_answer(held, asked, answer, now, limits) {
             Ok(a) => a,
             Err(refusal) => return self.refused(now, refusal),
         };
-        self.keep_trust(&held, &trust)?;
+        self.keep_trust(held, &trust)?;
         let mut verdict = LastVerdict {
             verdict: Verdict::Current,
             checked_at: now.max(trust.time),
