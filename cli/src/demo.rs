@@ -79,8 +79,14 @@ fn start(program: &Path, args: &[&str]) -> anyhow::Result<(Child, String)> {
         .with_context(|| format!("starting {}", program.display()))?;
     let stdout = child.stdout.take().context("no output")?;
     let mut reader = std::io::BufReader::new(stdout);
+    // The first line that names an address (a warning may come first).
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    for _ in 0..20 {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line.contains(" on ") {
+            break;
+        }
+    }
     // The rest (the server's log) is drained, so the program never blocks
     // on a full pipe nor fails on a closed one.
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
@@ -405,7 +411,8 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
             wstate.join("tls-cert.pem").display()
         ),
     )?;
-    let (child, line) = start(&d.server_bin, &["serve", "--data", &data, "--listen", "127.0.0.1:0"])?;
+    let (child, line) =
+        start(&d.server_bin, &["serve", "--data", &data, "--listen", "127.0.0.1:0", "--metrics", "off"])?;
     d.children.push(child);
     d.url = format!("https://{}", address(&line)?);
     println!("   server {}, witness {wname} at {waddr}", d.url);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use covenant_core::digest::{Sha256Digest, Timestamp};
+use covenant_core::digest::Sha256Digest;
 use covenant_core::statements::*;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
@@ -57,7 +57,10 @@ fn at(m: &BTreeMap<String, f64>, name: &str) -> f64 {
 async fn each_metric_moves_with_the_load_and_only_metrics_are_served_there() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let clock = Arc::new(AtomicI64::new(now().unix()));
+    // The server's clock runs with the system's, plus an offset the test
+    // moves (a clock that stood still would date the test's own
+    // statements after the ledger's time on a slow run).
+    let clock = Arc::new(AtomicI64::new(0));
     let read = clock.clone();
     let s = Running::start_configured("metrics", true, move |config| {
         // A second witness that is down: its errors count, its lag grows.
@@ -72,7 +75,7 @@ async fn each_metric_moves_with_the_load_and_only_metrics_are_served_there() {
         ));
         std::fs::write(&toml, listed).unwrap();
         config.metrics = Some(Arc::new(listener));
-        config.clock = Arc::new(move || Timestamp::from_unix(read.load(Ordering::SeqCst)));
+        config.clock = Arc::new(move || now().plus_seconds(read.load(Ordering::SeqCst)));
     })
     .await;
     s.size().await;
