@@ -236,7 +236,9 @@ pub enum IdentityCmd {
         /// The folder to write the certificate into (the holder's identity folder).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// For an auditor: the customers in scope, comma-separated (default: all).
+        /// For an auditor, the customers whose records it may read; for an
+        /// engineer, the customers whose deployments it may verify and carry
+        /// air-gapped files for. Comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         scope: Option<Vec<String>>,
     },

@@ -374,6 +374,9 @@ pub async fn status(conn: &Connection, deployment: String, json: bool) -> anyhow
     if let Some(finding) = &d.finding {
         println!("  finding: {finding}");
     }
+    if let Some(courier) = &d.courier {
+        println!("  carried from an air-gapped site by engineer {}", Untrusted(courier));
+    }
     print_expiring(ending.as_ref());
     Ok(())
 }

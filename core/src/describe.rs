@@ -234,6 +234,18 @@ fn summarise(body: &[u8]) -> Option<String> {
                 }
             }
         }
+        crate::statements::RestoreLoss::PAYLOAD_TYPE => {
+            let l = crate::statements::RestoreLoss::parse(payload).ok()?;
+            let lost = l.witnessed_size - l.restored_size;
+            format!(
+                "restored from a backup of {} entries, losing {lost} entr{} a witness had cosigned (up to size {}, {}): {}",
+                l.restored_size,
+                if lost == 1 { "y" } else { "ies" },
+                l.witnessed_size,
+                crate::text::Untrusted(&l.evidence),
+                crate::text::Untrusted(&l.why)
+            )
+        }
         InstallReport::PAYLOAD_TYPE => {
             let r = InstallReport::parse(payload).ok()?;
             format!(

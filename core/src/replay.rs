@@ -157,4 +157,17 @@ fn check_decision(state: &State, index: u64, header: &EntryHeader, body: &[u8], 
     if logged.expires_at != expected.expires_at {
         push("expires_at", format!("logged {:?}, replay gives {:?}", logged.expires_at, expected.expires_at));
     }
+    if let Some(courier) = &logged.courier
+        && !state.may_carry(courier, &logged.deployment)
+    {
+        push(
+            "courier",
+            format!(
+                "names {} as the engineer who carried the check-in, but no active engineer of that id had {} in \
+                 scope",
+                crate::text::Untrusted(courier),
+                logged.deployment
+            ),
+        );
+    }
 }

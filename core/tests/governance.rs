@@ -1290,3 +1290,30 @@ fn a_deployment_whose_id_a_person_took_while_it_waited_is_refused() {
     assert!(err.contains("lim-09 is a person's id"), "{err}");
     assert!(w.state.deployment("lim-09").is_none());
 }
+
+/// Issue #20: an engineer's identity may carry a scope, the customers whose
+/// deployments it verifies (and carries for from air-gapped sites). A
+/// scoped engineer's verification of another customer's deployment is
+/// refused; a customer's or reporter's identity still carries no scope.
+#[test]
+fn a_scoped_engineer_verifies_only_its_customers_deployments() {
+    let mut w = World::new();
+    let (ck, _, _) = setup(&mut w, "min-x", "lim-07", 100);
+    let (cy, _, _) = setup(&mut w, "min-y", "lim-08", 110);
+    let scoped = key(120);
+    w.scoped_identity(IdentityRole::Engineer, "eng-y", &scoped, Some(vec!["min-y".into()])).unwrap();
+    let att_x = w.attest(&ck, "min-x", &["lim-07"], 100);
+    let att_y = w.attest(&cy, "min-y", &["lim-08"], 100);
+    let outside =
+        w.verification_body(&scoped, att_x, "lim-07", site("s1"), Sha256Digest::of(b"c"), VerificationResult::Pass);
+    let before = w.entries.len();
+    let err = w.append(outside).unwrap_err();
+    assert!(matches!(err, covenant_core::state::Rejection::NotAllowed(_)), "{err:?}");
+    assert!(err.to_string().contains("scope does not hold customer min-x"), "{err}");
+    assert_eq!(w.entries.len(), before, "nothing appended");
+    w.verify(&scoped, att_y, "lim-08", Sha256Digest::of(b"c"));
+    for (role, id) in [(IdentityRole::Customer, "min-x"), (IdentityRole::Reporter, "ngo-1")] {
+        let err = w.scoped_identity(role, id, &key(130), Some(vec!["min-x".into()])).unwrap_err();
+        assert!(err.to_string().contains("only an auditor's or an engineer's identity carries a scope"), "{err}");
+    }
+}

@@ -938,6 +938,7 @@ fn decisions() -> Vec<Decision> {
             issued_at: t("2026-06-01T00:00:01Z"),
             expires_at: Some(t("2026-07-01T00:00:00Z")),
             finding: None,
+            courier: None,
         },
         Decision {
             type_tag: Default::default(),
@@ -955,6 +956,7 @@ fn decisions() -> Vec<Decision> {
             issued_at: t("2026-06-01T00:00:01Z"),
             expires_at: None,
             finding: None,
+            courier: None,
         },
     ]
 }

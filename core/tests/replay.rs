@@ -540,6 +540,7 @@ impl Gen {
             issued_at: self.w.now,
             expires_at: offered.as_ref().map(|_| self.w.now.plus_seconds(i64::from(VALIDITY))),
             finding: None,
+            courier: None,
         };
         let index = self.w.log(&decision).unwrap();
         self.decisions += 1;
@@ -800,4 +801,34 @@ fn replay_refuses_an_install_report_for_a_voided_grant() {
     assert!(named(&r.mismatches, forced, "refused"), "{:?}", r.mismatches);
     assert!(r.mismatches[0].detail.contains(&format!("grant {grant} no longer stood")));
     assert_eq!(r.state.deployment("lim-07").unwrap().installed_version.to_string(), "1.0.0");
+}
+
+/// Issue #20: a decision names the engineer who carried its check-in from
+/// an air-gapped site. Replay accepts an engineer with the deployment in
+/// scope and names any other courier: a customer's id, an unknown id, an
+/// engineer scoped to another customer.
+#[test]
+fn replay_names_a_courier_who_could_not_have_carried_the_check_in() {
+    let mut w = World::new();
+    let (_, dk, _) = support::world::setup(&mut w, "min-x", "lim-07", 100);
+    w.customer("min-y");
+    w.scoped_identity(IdentityRole::Engineer, "eng-y", &support::key(120), Some(vec!["min-y".into()])).unwrap();
+    w.release("1.1.0", ReleaseClass::Capability, "1.1.0");
+    w.contract("min-x", 1, vec![]).unwrap();
+    let mut d = w.decide(&w.checkin(&dk, "lim-07", "1.0.0", "1.0.0"));
+    let bodies: Vec<(Timestamp, Vec<u8>)> = w.entries.iter().map(|(h, b)| (h.time, b.clone())).collect();
+    let at = bodies.len();
+    let with_courier = |courier: &str, d: &mut Decision| {
+        d.courier = Some(courier.into());
+        let mut all = bodies.clone();
+        all.push((w.now, envelope::sign(d, &[&w.keys.decision])));
+        replay_of(&rebuild(all))
+    };
+    let honest = with_courier("eng-100", &mut d);
+    assert_eq!(honest.mismatches, vec![], "an engineer with lim-07 in scope carries it");
+    for courier in ["min-x", "nobody", "eng-y"] {
+        let r = with_courier(courier, &mut d);
+        assert!(named(&r.mismatches, at, "courier"), "{courier}: {:?}", r.mismatches);
+        assert_eq!(r.mismatches.len(), 1, "{courier}: {:?}", r.mismatches);
+    }
 }

@@ -116,6 +116,7 @@ fn grant() -> Decision {
         issued_at: NOW,
         expires_at: Some(NOW.plus_seconds(86_400)),
         finding: None,
+        courier: None,
     }
 }
 

@@ -402,15 +402,19 @@ pub struct Restored {
     /// The newest size a witness (or the supplied checkpoint) is known to
     /// have cosigned.
     pub witnessed: u64,
+    /// With `--accept-loss`: the index of the entry that records the loss.
+    pub loss_recorded_at: Option<u64>,
 }
 
-/// `covenant-server restore FILE --data DIR [--cosigned NOTE]`.
-pub fn restore(file: &Path, data: &Path, cosigned: Option<&Path>) -> anyhow::Result<Restored> {
+/// `covenant-server restore FILE --data DIR [--cosigned NOTE] [--accept-loss WHY]`.
+/// With `accept_loss` (the operator's reason), a backup shorter than what a
+/// witness cosigned is restored all the same, and the loss is recorded.
+pub fn restore(file: &Path, data: &Path, cosigned: Option<&Path>, accept_loss: Option<&str>) -> anyhow::Result<Restored> {
     if data.exists() && std::fs::read_dir(data)?.next().is_some() {
         bail!("{} exists and is not empty: a restore makes a new data directory", data.display());
     }
     let scratch = scratch_beside(data)?;
-    let result = restore_into(file, &scratch, cosigned);
+    let result = restore_into(file, &scratch, cosigned, accept_loss);
     let restored = match result {
         Ok(r) => r,
         Err(e) => {
@@ -426,7 +430,12 @@ pub fn restore(file: &Path, data: &Path, cosigned: Option<&Path>) -> anyhow::Res
     Ok(Restored { data: data.to_path_buf(), ..restored })
 }
 
-fn restore_into(file: &Path, scratch: &Path, cosigned: Option<&Path>) -> anyhow::Result<Restored> {
+fn restore_into(
+    file: &Path,
+    scratch: &Path,
+    cosigned: Option<&Path>,
+    accept_loss: Option<&str>,
+) -> anyhow::Result<Restored> {
     let manifest = extract(file, scratch)?;
     datadir::check_format(scratch)?;
     // What the witnesses hold: the copy's record of its in-process witness,
@@ -442,25 +451,97 @@ fn restore_into(file: &Path, scratch: &Path, cosigned: Option<&Path>) -> anyhow:
             root: Some(cp.checkpoint().root_hash),
         });
     }
+    let mut recorded_loss = None;
     if let Some(newest) = witnessed.iter().max_by_key(|w| w.size)
         && newest.size > manifest.size
     {
         let lost = newest.size - manifest.size;
-        bail!(
-            "refusing to restore: this backup holds {} entries, but {} shows a checkpoint of size {} was cosigned. \
-             Restoring it would lose {lost} {} ({}..{}) that witnesses and devices have already seen, and every \
-             agent would then see a fork. Restore a newer backup.",
-            manifest.size,
-            newest.source,
-            newest.size,
-            if lost == 1 { "entry" } else { "entries" },
-            manifest.size,
-            newest.size - 1
-        );
+        let Some(why) = accept_loss else {
+            bail!(
+                "refusing to restore: this backup holds {} entries, but {} shows a checkpoint of size {} was \
+                 cosigned. Restoring it would lose {lost} {} ({}..{}) that witnesses and devices have already \
+                 seen, and every agent would then see a fork. Restore a newer backup; only if none exists, pass \
+                 --accept-loss WHY, which records the loss in the ledger for good (docs/operations.md, \"Backups\").",
+                manifest.size,
+                newest.source,
+                newest.size,
+                if lost == 1 { "entry" } else { "entries" },
+                manifest.size,
+                newest.size - 1
+            );
+        };
+        check_restored(scratch, &manifest)?;
+        record_loss(scratch, &manifest, newest, why)?;
+        recorded_loss = Some(manifest.size);
+    } else {
+        check_restored(scratch, &manifest)?;
     }
-    check_restored(scratch, &manifest)?;
     let newest = witnessed.iter().map(|w| w.size).max().unwrap_or(0);
-    Ok(Restored { data: scratch.to_path_buf(), size: manifest.size, witnessed: newest })
+    let size = manifest.size + u64::from(recorded_loss.is_some());
+    Ok(Restored { data: scratch.to_path_buf(), size, witnessed: newest, loss_recorded_at: recorded_loss })
+}
+
+/// Records an accepted loss in the restored ledger (`scratch`): a
+/// [`RestoreLoss`] signed by the decision key, appended as the entry right
+/// after the restored ones, and listed in `accepted-losses.json` so that the
+/// server opens although witnesses cosigned the lost history.
+fn record_loss(
+    scratch: &Path,
+    manifest: &Manifest,
+    newest: &crate::ledger::store::Witnessed,
+    why: &str,
+) -> anyhow::Result<()> {
+    use covenant_core::statements::{LossTag, RestoreLoss, SchemaV1};
+    let data = DataDir::new(scratch);
+    let decision = datadir::read_key(&data.decision_key())
+        .context("recording the loss needs the decision key, which signs it")?;
+    let restored_root = covenant_core::digest::Sha256Digest::from_hex(&manifest.root_hash)
+        .context("the manifest's root hash is not 64 hex digits")?;
+    let loss = RestoreLoss {
+        type_tag: LossTag,
+        schema: SchemaV1,
+        restored_size: manifest.size,
+        restored_root,
+        witnessed_size: newest.size,
+        witnessed_root: newest.root.map(covenant_core::digest::Sha256Digest),
+        evidence: newest.source.clone(),
+        why: why.to_owned(),
+        issued_at: covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now()),
+    };
+    covenant_core::statements::Payload::validate(&loss).map_err(|e| anyhow::anyhow!("the loss is refused: {e}"))?;
+    let body = covenant_core::envelope::sign(&loss, &[&decision]);
+    // The list first: the ledger opens only with the witnesses' evidence of
+    // the lost history set aside, and refuses a list it does not record,
+    // so a cut between the two leaves a scratch folder that is removed.
+    let accepted = vec![datadir::AcceptedLoss { index: manifest.size, witnessed_size: newest.size }];
+    let mut listed = datadir::accepted_losses(scratch)?;
+    listed.extend(accepted);
+    datadir::write_private(&data.accepted_losses(), &serde_json::to_vec_pretty(&listed)?)?;
+    let storage = std::sync::Arc::new(FsStorage::new(data.ledger())?);
+    let signer = covenant_core::note::NoteSigner::new(
+        &datadir::ledger_name(scratch)?,
+        datadir::read_key(&data.ledger_key())?,
+    )?;
+    let registry = datadir::registry_for(scratch)?;
+    let config = crate::ledger::LedgerConfig {
+        witnessed: crate::witnesses::recorded_cosignatures(scratch)?,
+        ..crate::ledger::LedgerConfig::default()
+    };
+    let ledger = crate::ledger::Ledger::open(storage, signer, registry, crate::ledger::system_clock(), config)
+        .context("opening the restored ledger to record the loss")?;
+    let placed = covenant_core::state::classify(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let appended = ledger.append_blocking(crate::ledger::NewEntry {
+        kind: placed.kind,
+        actor: placed.actor,
+        subjects: placed.subjects,
+        body,
+    });
+    ledger.close();
+    let appended = appended.map_err(|e| anyhow::anyhow!("recording the loss in the ledger: {e}"))?;
+    if appended.index != manifest.size {
+        bail!("the loss was recorded at entry {}, not right after the restored {}", appended.index, manifest.size);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -138,11 +138,15 @@ impl From<ReadError> for CheckInError {
 /// Answers `signed_checkin` (the device-signed envelope, exact bytes) sent
 /// by or for `deployment` at the server's time `now`: verified against the
 /// state, evaluated, the decision logged in ledger order if it changes what
-/// the ledger says, and the answer signed.
+/// the ledger says, and the answer signed. `courier` is the engineer who
+/// carried it from an air-gapped site (`None` for the device's own call):
+/// whether a decision is logged never depends on it, and a decision logged
+/// names it.
 pub async fn answer<S: Storage>(
     view: &LedgerView<'_, S>,
     signed_checkin: &[u8],
     deployment: &str,
+    courier: Option<&str>,
     now: Timestamp,
 ) -> Result<CheckInAnswer, CheckInError> {
     // Before any parsing or signature work: a logged decision carries the
@@ -191,7 +195,7 @@ pub async fn answer<S: Storage>(
     let standing = match fast {
         Some(standing) => standing,
         // Then in ledger order, by the sequencer, which logs the decision.
-        None => match view.ledger.decide(checkin).await {
+        None => match view.ledger.decide_carried(checkin, courier.map(str::to_owned)).await {
             Ok(done) => {
                 logged = true;
                 Some(done.index)

@@ -35,25 +35,35 @@ pub const DEV_WITNESS_NAME: &str = "witness.localhost/dev";
 /// a suspension's lifting header kinds of their own (`case_closure`,
 /// `suspension_lift`) and took the subject tags off misuse signals; the
 /// fold derives every header from its body, so a ledger written in
-/// another format cannot be folded by this server.
-pub const LEDGER_FORMAT: u32 = 2;
+/// format 1 cannot be folded by this server. Format 3 only adds bodies (a
+/// decision's `courier`, a restore's recorded loss): every format-2 ledger
+/// is a format-3 ledger, and is upgraded in place when opened to append.
+pub const LEDGER_FORMAT: u32 = 3;
 
-/// The first line of `DATA/FORMAT`.
-fn format_line() -> String {
-    format!("covenant ledger format {LEDGER_FORMAT}")
+/// The older format this server still reads, and upgrades when it appends.
+pub const UPGRADABLE_FORMAT: u32 = 2;
+
+/// The first line of `DATA/FORMAT` for format `n`.
+fn format_line(n: u32) -> String {
+    format!("covenant ledger format {n}")
 }
 
-/// Refuses a data directory whose ledger is written in another format than
-/// [`LEDGER_FORMAT`], saying what to do, before anything is folded or
-/// written.
-pub fn check_format(dir: &Path) -> anyhow::Result<()> {
+/// The format a data directory names (1 when it has no `FORMAT` file).
+fn read_format(dir: &Path) -> anyhow::Result<String> {
     let path = DataDir::new(dir).format();
-    let found = match std::fs::read_to_string(&path) {
-        Ok(text) => text.lines().next().unwrap_or_default().trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    if found == format_line() {
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().next().unwrap_or_default().trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Refuses a data directory whose ledger is written in a format this
+/// server cannot fold ([`LEDGER_FORMAT`], or [`UPGRADABLE_FORMAT`]), saying
+/// what to do, before anything is folded or written.
+pub fn check_format(dir: &Path) -> anyhow::Result<()> {
+    let found = read_format(dir)?;
+    if found == format_line(LEDGER_FORMAT) || found == format_line(UPGRADABLE_FORMAT) {
         return Ok(());
     }
     let written = match found.strip_prefix("covenant ledger format ") {
@@ -62,12 +72,37 @@ pub fn check_format(dir: &Path) -> anyhow::Result<()> {
         None => format!("an unknown format ({:?})", found.chars().take(64).collect::<String>()),
     };
     bail!(
-        "{} holds a ledger written in {written}; this server reads and writes ledger format {LEDGER_FORMAT} \
-         (docs/ledger.md, \"Ledger formats\"). Its entries' headers would not match what this server derives \
-         from their bodies, so it will not open it. Keep serving it with the release that wrote it (its \
-         published tiles and evidence packs stay verifiable), or start a new ledger with `covenant-server init`.",
+        "{} holds a ledger written in {written}; this server reads ledger formats {UPGRADABLE_FORMAT} and \
+         {LEDGER_FORMAT} and writes {LEDGER_FORMAT} (docs/ledger.md, \"Ledger formats\"). Its entries' headers \
+         would not match what this server derives from their bodies, so it will not open it. Keep serving it with \
+         the release that wrote it (its published tiles and evidence packs stay verifiable), or start a new ledger \
+         with `covenant-server init`.",
         dir.display()
     )
+}
+
+/// Before appending to a format-2 ledger: names format 3 in `DATA/FORMAT`
+/// (written aside, synced and renamed into place), so that a release that
+/// reads format 2 only refuses the ledger rather than meeting a body it
+/// does not know. Nothing in the ledger changes.
+pub fn upgrade_format(dir: &Path) -> anyhow::Result<()> {
+    check_format(dir)?;
+    if read_format(dir)? == format_line(LEDGER_FORMAT) {
+        return Ok(());
+    }
+    let path = DataDir::new(dir).format();
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, format!("{}\n", format_line(LEDGER_FORMAT)).as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    tracing::info!(dir = %dir.display(), "the ledger's format was upgraded from 2 to 3 (no entry changed)");
+    Ok(())
 }
 
 /// The state folded from the ledger, shared between the sequencer (which
@@ -100,9 +135,9 @@ struct OwnDecision {
 
 impl StateMachine for SharedRegistry {
     fn prepare(&mut self, index: u64, time: Timestamp, request: Request) -> Result<Prepared, Rejection> {
-        let checkin = match request {
+        let (checkin, courier) = match request {
             Request::Append(entry) => return Ok(Prepared::Append(entry)),
-            Request::Decide(checkin) => checkin,
+            Request::Decide(to) => (to.checkin, to.courier),
         };
         let key = self
             .decision_key
@@ -115,7 +150,16 @@ impl StateMachine for SharedRegistry {
         // Verified again against exactly the state at its index: the device
         // may have been revoked since the handler verified it.
         let checkin = state.verify_checkin(checkin.bytes())?;
-        let decision = match policy::evaluate(&state, &checkin, time)? {
+        // And the courier, who may have been revoked or rescoped since.
+        if let Some(courier) = &courier
+            && !state.may_carry(courier, &checkin.deployment)
+        {
+            return Err(Rejection::NotAllowed(format!(
+                "{courier} is not an active engineer with {} in scope",
+                checkin.deployment
+            )));
+        }
+        let mut decision = match policy::evaluate(&state, &checkin, time)? {
             policy::Outcome::Current => return Ok(Prepared::Nothing(None)),
             policy::Outcome::Decided(d) => d,
         };
@@ -127,6 +171,10 @@ impl StateMachine for SharedRegistry {
                 return Ok(Prepared::Nothing(Some(i)));
             }
         }
+        // Whether it is logged is decided without the courier (a carried
+        // check-in logs exactly what the device's own call would), which is
+        // then recorded in the body.
+        decision.courier = courier;
         let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
         let placed = covenant_core::state::classify(&body)?;
         drop(state);
@@ -267,7 +315,7 @@ pub fn open_ledger_measured(
     clock: Clock,
     metrics: crate::metrics::LedgerMetrics,
 ) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
-    check_format(dir)?;
+    upgrade_format(dir)?;
     let data = DataDir::new(dir);
     let ledger_key = read_key(&data.ledger_key())?;
     let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
@@ -276,6 +324,10 @@ pub fn open_ledger_measured(
     let ledger =
         Ledger::open(storage, signer, registry.clone(), clock, LedgerConfig { metrics, ..ledger_config(dir)? })
             .with_context(|| format!("opening the ledger in {}", data.ledger().display()))?;
+    if let Err(e) = check_losses(dir, &registry) {
+        ledger.close();
+        return Err(e);
+    }
     Ok((ledger, registry))
 }
 
@@ -298,7 +350,56 @@ pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
         let question = empty.sign(&signer)?.to_text();
         witnessed.extend(crate::witnesses::ask_held_sizes(&witnesses, &question));
     }
+    // A restore that accepted a loss recorded it (in the ledger, and in
+    // `accepted-losses.json` for this): what a witness cosigned of the
+    // history that was lost is not evidence against the ledger restored.
+    // Anything larger still is.
+    let losses = accepted_losses(dir)?;
+    witnessed.retain(|w| !losses.iter().any(|l| l.index < w.size && w.size <= l.witnessed_size));
     Ok(LedgerConfig { witnessed, ..LedgerConfig::default() })
+}
+
+/// A loss a restore accepted, as `accepted-losses.json` lists it; the
+/// ledger's own record ([`covenant_core::state::LossFact`]) must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedLoss {
+    /// The index of the ledger entry that records it (the restored size).
+    pub index: u64,
+    /// The largest size a witness had cosigned of the lost history.
+    pub witnessed_size: u64,
+}
+
+/// The losses restores accepted in this data directory (none without the
+/// file).
+pub fn accepted_losses(dir: &Path) -> anyhow::Result<Vec<AcceptedLoss>> {
+    let path = DataDir::new(dir).accepted_losses();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Refuses a data directory whose `accepted-losses.json` names a loss the
+/// folded ledger does not record (an operator cannot set witnesses'
+/// evidence aside without the ledger saying so for good).
+pub fn check_losses(dir: &Path, registry: &SharedRegistry) -> anyhow::Result<()> {
+    let state = registry.state.read().map_err(|_| anyhow::anyhow!("registry lock poisoned"))?;
+    for loss in accepted_losses(dir)? {
+        let recorded = state.losses().iter().any(|l| l.index == loss.index && l.witnessed_size == loss.witnessed_size);
+        if !recorded {
+            bail!(
+                "{} names a loss of the entries {}..{} that the ledger does not record at entry {}: only \
+                 `covenant-server restore --accept-loss` accepts a loss, and it records it in the ledger",
+                DataDir::new(dir).accepted_losses().display(),
+                loss.index,
+                loss.witnessed_size,
+                loss.index
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The empty registry a data directory's ledger folds into: with its
@@ -473,7 +574,7 @@ fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
 fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_name: &str) -> anyhow::Result<OnlineKeys> {
     let data = DataDir::new(dir);
     std::fs::create_dir_all(data.keys())?;
-    write_public(&data.format(), format!("{}\n", format_line()).as_bytes())?;
+    write_public(&data.format(), format!("{}\n", format_line(LEDGER_FORMAT)).as_bytes())?;
     let decision = new_key()?;
     let ledger_key = new_key()?;
     write_key(&data.decision_key(), &decision)?;

@@ -3,8 +3,9 @@
 //! `checkin::answer` as the device's own call, the artifact streamed by the
 //! same code as its download, the report recorded by the same code as its
 //! report; the only additions are that the caller is an engineer and the
-//! deployment in its scope. The courier is recorded in the server's log
-//! (docs/formats.md, the courier).
+//! deployment in its scope, and that a decision logged for a carried
+//! check-in names the engineer as its courier (never as its actor:
+//! docs/formats.md §18a).
 
 use covenant_core::envelope::Envelope;
 use covenant_core::statements::{CheckIn, IdentityRole, Payload as _};
@@ -66,8 +67,9 @@ impl pb::field_service_server::FieldService for Node {
             decision: self.decision.as_deref(),
         };
         let now = self.now();
-        let answer = checkin::answer(&view, &bytes, &deployment, now).await.map_err(checkin_status)?;
-        eprintln!("covenant-server: engineer {} carried a check-in of {deployment}", caller.subject);
+        let answer =
+            checkin::answer(&view, &bytes, &deployment, Some(&caller.subject), now).await.map_err(checkin_status)?;
+        tracing::info!(engineer = %caller.subject, %deployment, logged = answer.logged, "a check-in carried by an engineer");
         let granted = !answer.release_manifest.is_empty();
         let (expires, artifact_size, release_digest) = {
             let state = self.registry.state.read().map_err(|_| Status::internal("registry lock poisoned"))?;
@@ -115,7 +117,7 @@ impl pb::field_service_server::FieldService for Node {
         let deployment = deployment.clone();
         self.carries(&caller, &deployment)?;
         let done = self.record_report(&deployment, body).await?;
-        eprintln!("covenant-server: engineer {} returned an install report of {deployment}", caller.subject);
+        tracing::info!(engineer = %caller.subject, %deployment, "an install report returned by an engineer");
         Ok(done)
     }
 }

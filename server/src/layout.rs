@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! DIR/FORMAT                    the ledger format the data was written in
+//! DIR/accepted-losses.json      the losses restores accepted (each also in the ledger)
 //! DIR/root.json                 the root of trust, version 1 (DSSE envelope)
 //! DIR/ca.pem, ca.key            the vendor's CA (key 0600)
 //! DIR/server.pem, server.key    the server's TLS certificate
@@ -46,6 +47,13 @@ impl DataDir {
     /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// `accepted-losses.json`: the losses restores accepted (written by
+    /// `covenant-server restore --accept-loss`; each is recorded in the
+    /// ledger too, and the server refuses to open if one is not).
+    pub fn accepted_losses(&self) -> PathBuf {
+        self.root.join("accepted-losses.json")
     }
 
     /// `FORMAT`: which ledger format the directory's ledger is written in

@@ -155,6 +155,14 @@ enum Command {
         /// cosigned, e.g. from a witness's operator or an agent.
         #[arg(long, value_name = "FILE")]
         cosigned: Option<std::path::PathBuf>,
+        /// Restore although witnesses cosigned more than the backup holds,
+        /// losing those entries: only when no newer backup exists. WHY, the
+        /// reason in words, goes into the ledger with the loss (a note signed
+        /// by the decision key, right after the restored entries). Every
+        /// witness that cosigned the lost entries then refuses this ledger
+        /// until its operator resets it (docs/operations.md, "Backups").
+        #[arg(long, value_name = "WHY")]
+        accept_loss: Option<String>,
     },
     /// Checks the stored ledger exactly as `serve` recovers it, without
     /// changing anything: every journal record and body, the fold, the
@@ -256,8 +264,15 @@ fn main_result() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Restore { file, data, cosigned } => {
-            let done = covenant_server::backup::restore(&file, &data, cosigned.as_deref())?;
+        Command::Restore { file, data, cosigned, accept_loss } => {
+            let done = covenant_server::backup::restore(&file, &data, cosigned.as_deref(), accept_loss.as_deref())?;
+            if let Some(at) = done.loss_recorded_at {
+                println!(
+                    "The loss of entries {at}..{} is recorded as entry {at}. Every witness that cosigned them will \
+                     refuse this ledger until its operator resets it; tell them, and the devices' operators.",
+                    done.witnessed
+                );
+            }
             println!(
                 "Restored {} entries into {} (the newest size known cosigned: {}). Start it with: covenant-server \
                  serve --data {}",
@@ -290,8 +305,9 @@ fn check(data: &std::path::Path) -> anyhow::Result<()> {
     let registry = covenant_server::datadir::registry_for(data)?;
     // And the same evidence: what the witnesses are recorded to have cosigned.
     let config = covenant_server::datadir::ledger_config(data)?;
-    let checked = Ledger::check(&storage, &verifier, registry, &config)
+    let checked = Ledger::check(&storage, &verifier, registry.clone(), &config)
         .with_context(|| format!("checking the ledger in {}", dir.display()))?;
+    covenant_server::datadir::check_losses(data, &registry)?;
     println!(
         "All {} entries check: every record is well formed, every body matches its digest, every entry folds, \
          the journal reproduces the signed checkpoint, and every durable tile matches it.",

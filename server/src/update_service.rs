@@ -247,7 +247,7 @@ impl pb::update_service_server::UpdateService for Node {
             decision: self.decision.as_deref(),
         };
         let now = self.now();
-        let answer = match checkin::answer(&view, &bytes, &caller.subject, now).await {
+        let answer = match checkin::answer(&view, &bytes, &caller.subject, None, now).await {
             Ok(answer) => answer,
             Err(e) => {
                 self.metrics.checkins.get_or_create(&OutcomeLabel { outcome: "refused" }).inc();

@@ -15,6 +15,7 @@ use covenant_cli::admin::Admin;
 use covenant_cli::audit::Audit;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
+use covenant_core::statements::Payload as _;
 use covenant_server::backup;
 use covenant_tests::*;
 
@@ -85,7 +86,7 @@ async fn a_backup_taken_while_eight_writers_append_restores_every_acknowledged_e
     // Restored into a new directory, it opens, verifies, and holds exactly
     // the first `done.size` entries.
     let restored = dir.join("restored");
-    let r = tokio::task::block_in_place(|| backup::restore(&file, &restored, None)).unwrap();
+    let r = tokio::task::block_in_place(|| backup::restore(&file, &restored, None, None)).unwrap();
     assert_eq!(r.size, done.size);
     assert!(restored.join("FORMAT").is_file() && !restored.join("views").exists());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,7 +138,7 @@ async fn an_older_backup_is_refused_while_a_witness_holds_a_newer_checkpoint() {
 
     // Asked at restore, the witness says it holds more: refused, nothing made.
     let target = dir.join("restored");
-    let err = tokio::task::block_in_place(|| backup::restore(&file, &target, None)).unwrap_err();
+    let err = tokio::task::block_in_place(|| backup::restore(&file, &target, None, None)).unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains(&want) && err.contains(&format!("size {size}")), "{err}");
     assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(), "nothing restored");
@@ -146,12 +147,59 @@ async fn an_older_backup_is_refused_while_a_witness_holds_a_newer_checkpoint() {
     // witness unreachable (its address in the copy's witnesses.toml is ours).
     let note = dir.join("cosigned.note");
     std::fs::write(&note, &cosigned).unwrap();
-    let err = tokio::task::block_in_place(|| backup::restore(&file, &target, Some(&note))).unwrap_err();
+    let err = tokio::task::block_in_place(|| backup::restore(&file, &target, Some(&note), None)).unwrap_err();
     assert!(format!("{err:#}").contains(&want), "{err:#}");
     // A checkpoint another key signed is not evidence.
     std::fs::write(&note, String::from_utf8_lossy(&cosigned).replace("covenant.localhost", "evil.example")).unwrap();
-    let err = tokio::task::block_in_place(|| backup::restore(&file, &target, Some(&note))).unwrap_err();
+    let err = tokio::task::block_in_place(|| backup::restore(&file, &target, Some(&note), None)).unwrap_err();
     assert!(format!("{err:#}").contains("not a checkpoint signed by this ledger's key"), "{err:#}");
+    assert!(!target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(), "nothing restored");
+
+    // With the explicit flag it proceeds, and the ledger records the loss:
+    // a note signed by the decision key, right after the restored entries.
+    let why = "the disk and its mirror failed together; no newer backup";
+    let r = tokio::task::block_in_place(|| backup::restore(&file, &target, None, Some(why))).unwrap();
+    assert_eq!((r.loss_recorded_at, r.witnessed, r.size), (Some(done.size), size, done.size + 1));
+    let losses = covenant_server::datadir::accepted_losses(&target).unwrap();
+    assert_eq!(losses, vec![covenant_server::datadir::AcceptedLoss { index: done.size, witnessed_size: size }]);
+    // The restored server opens although the witness (still up, and asked
+    // at start) cosigned the lost history, and an auditor finds the loss.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let (stop_tx, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = covenant_server::serve::ServeConfig::new(target.clone());
+    let task = tokio::spawn(covenant_server::serve::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let admin =
+        covenant_cli::connect::Connection { server: Some(url), identity: Some(target.join("identities/admin1")) };
+    let verify = Audit::Verify { bodies: true, ledger: None, state: Some(dir.join("audit-state.json")) };
+    covenant_cli::audit::run(verify, &admin, None, true).await.unwrap();
+    let mut ledger = LedgerServiceClient::new(admin.channel().await.unwrap());
+    let entry = ledger
+        .get_entries(pb::GetEntriesRequest { start: done.size, end: done.size + 1, with_bodies: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let body = &entry.entries[0].body;
+    let loss = covenant_core::statements::RestoreLoss::parse(
+        covenant_core::envelope::Envelope::parse(body).unwrap().payload(),
+    )
+    .unwrap();
+    assert_eq!((loss.restored_size, loss.witnessed_size, loss.why.as_str()), (done.size, size, why));
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+
+    // A list of accepted losses the ledger does not record is refused: an
+    // operator cannot set the witnesses' evidence aside by editing a file.
+    let forged = dir.join("forged");
+    let r = tokio::task::block_in_place(|| backup::restore(&file, &forged, None, Some(why))).unwrap();
+    assert_eq!(r.loss_recorded_at, Some(done.size));
+    let path = covenant_server::layout::DataDir::new(&forged).accepted_losses();
+    let wider = vec![covenant_server::datadir::AcceptedLoss { index: done.size, witnessed_size: size + 10 }];
+    std::fs::write(&path, serde_json::to_vec(&wider).unwrap()).unwrap();
+    let err = tokio::task::block_in_place(|| covenant_server::datadir::open_ledger(&forged)).map(|_| ()).unwrap_err();
+    assert!(format!("{err:#}").contains("that the ledger does not record"), "{err:#}");
     s.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -178,7 +226,7 @@ async fn a_tampered_or_cut_backup_is_refused_and_nothing_is_made() {
     // Refused: a backup over an existing file, a restore into a non-empty folder.
     let again = tokio::task::block_in_place(|| backup::backup(&data, &file)).unwrap_err();
     assert!(format!("{again:#}").contains("never overwrites"), "{again:#}");
-    let busy = tokio::task::block_in_place(|| backup::restore(&file, &s.dir, None)).unwrap_err();
+    let busy = tokio::task::block_in_place(|| backup::restore(&file, &s.dir, None, None)).unwrap_err();
     assert!(format!("{busy:#}").contains("not empty"), "{busy:#}");
     s.stop().await;
 
@@ -200,7 +248,7 @@ async fn a_tampered_or_cut_backup_is_refused_and_nothing_is_made() {
         std::fs::copy(&file, &copy).unwrap();
         spoil(&copy);
         let target = dir.join(format!("restored-{name}"));
-        let err = tokio::task::block_in_place(|| backup::restore(&copy, &target, None)).unwrap_err();
+        let err = tokio::task::block_in_place(|| backup::restore(&copy, &target, None, None)).unwrap_err();
         assert!(format!("{err:#}").contains(says), "{name}: {err:#}");
         assert!(!target.exists(), "{name}: nothing may be made");
         let leftovers: Vec<_> = std::fs::read_dir(&dir)

@@ -14,7 +14,9 @@ use covenant_cli::audit::Audit;
 use covenant_cli::field::Field;
 use covenant_core::envelope::{self, Envelope};
 use covenant_core::offline::Receipt;
-use covenant_core::statements::{CheckIn, InstallReport, Payload as _};
+use covenant_core::statements::{CheckIn, Decision, InstallReport, Payload as _, Verdict};
+use covenant_proto::v1 as pb;
+use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
 use covenant_tests::*;
 
 /// An enrolled device whose configuration names a server no one answers.
@@ -61,6 +63,18 @@ async fn an_air_gapped_device_is_updated_through_an_engineer_and_the_ledger_repl
     covenant_cli::field::run(Field::Fetch { request: req.clone(), out: bundle.clone() }, &engineer, true)
         .await
         .unwrap();
+    // The grant logged for the carried check-in names the engineer as its
+    // courier (in the body; the decision key is its actor).
+    let mut verdicts = AttestationServiceClient::new(s.admin(1).channel().await.unwrap());
+    let standing = verdicts
+        .get_verdict(pb::GetVerdictRequest { deployment: "lim-09".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .decision;
+    let decision = Decision::parse(Envelope::parse(&standing).unwrap().payload()).unwrap();
+    assert_eq!(decision.verdict, Verdict::Grant);
+    assert_eq!(decision.courier.as_deref(), Some("eng-1"));
     let (ok, out, err) = install(&state, &bundle, &receipt);
     assert!(ok, "{out}{err}");
     assert!(out.contains("Installed version 1.1.0"), "{out}");
@@ -76,7 +90,8 @@ async fn an_air_gapped_device_is_updated_through_an_engineer_and_the_ledger_repl
     let (ok, _, err) = install(&state, &bundle, &s.dir.join("again.receipt"));
     assert!(!ok);
     assert!(err.contains("no offline request is outstanding"), "{err}");
-    // The auditor replays the whole ledger: the decision and the report, clean.
+    // The auditor replays the whole ledger: the decision (its courier an
+    // engineer with lim-09 in scope) and the report, clean.
     let auditor = s.conn(&s.dir.join("identities/auditor"));
     covenant_cli::audit::run(Audit::Replay, &auditor, None, true).await.unwrap();
     s.stop().await;

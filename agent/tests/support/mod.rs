@@ -227,6 +227,7 @@ impl Vendor {
             issued_at: self.now,
             expires_at: expires,
             finding: None,
+            courier: None,
         }
     }
 

@@ -205,6 +205,7 @@ pub fn evaluate(state: &State, checkin: &SignedCheckIn, now: Timestamp) -> Resul
         issued_at: now,
         expires_at: offered.and(contract).map(|c| now.plus_seconds(i64::from(c.grant_validity_seconds))),
         finding,
+        courier: None,
     };
     Ok(Outcome::Decided(Box::new(decision)))
 }

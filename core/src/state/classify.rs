@@ -11,7 +11,7 @@ use crate::ledger::{EntryKind, MAX_SUBJECTS};
 use crate::state::rejection::{Rejection, reject};
 use crate::statements::{
     ActionKind, AdminAction, CaseState, Decision, EndUseAttestation, FieldVerification, InTotoStatement, InstallReport,
-    MisuseSignal, Payload, ReleaseManifest, RootMetadata, SuspensionLevel, SuspensionTarget, Verdict,
+    MisuseSignal, Payload, ReleaseManifest, RestoreLoss, RootMetadata, SuspensionLevel, SuspensionTarget, Verdict,
 };
 
 /// Where an entry goes: the header fields that follow from its body.
@@ -90,6 +90,12 @@ pub fn classify(body: &[u8]) -> Result<Placement, Rejection> {
         InstallReport::PAYLOAD_TYPE => {
             let r = InstallReport::parse(env.payload()).map_err(bad)?;
             placed(EntryKind::Report, vec![r.deployment])
+        }
+        // A restore's accepted loss (ledger format 3): a note, by the
+        // decision key, about no subject.
+        RestoreLoss::PAYLOAD_TYPE => {
+            RestoreLoss::parse(env.payload()).map_err(bad)?;
+            placed(EntryKind::Note, vec![])
         }
         "application/vnd.in-toto+json" => {
             #[derive(serde::Deserialize)]

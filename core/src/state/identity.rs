@@ -231,8 +231,10 @@ impl State {
         if *role == IdentityRole::Deployment && self.gov.deployment(subject).is_none() {
             return reject(Rejection::Precondition, format!("register deployment {subject} before its key"));
         }
-        if *role != IdentityRole::Auditor && scope.is_some() {
-            return reject(Rejection::Precondition, "only an auditor's identity carries a scope");
+        // An auditor's scope is what it may read; an engineer's, the
+        // customers whose deployments it verifies and carries for.
+        if !matches!(role, IdentityRole::Auditor | IdentityRole::Engineer) && scope.is_some() {
+            return reject(Rejection::Precondition, "only an auditor's or an engineer's identity carries a scope");
         }
         // A person's id that spells a customer's or a deployment's would
         // share that subject's key (keys are per id): refused, so that the

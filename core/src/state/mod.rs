@@ -39,7 +39,7 @@ use crate::ledger::{EntryHeader, EntryKind, Keyring};
 use crate::root::{RootPolicy, TrustedRoot};
 use crate::statements::{
     CheckIn, Decision, EndUseAttestation, FieldVerification, IdentityRole, InTotoStatement, InstallReport,
-    MisuseSignal, Payload, ReleaseManifest, Verdict,
+    MisuseSignal, Payload, ReleaseManifest, RestoreLoss, Verdict,
 };
 
 /// A revocation of an identity.
@@ -101,6 +101,21 @@ pub struct RootEntry {
     pub version: u64,
 }
 
+/// A restore's accepted loss, as the ledger records it
+/// ([`RestoreLoss`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossFact {
+    /// The record's ledger index (the restored backup's size).
+    pub index: u64,
+    /// The largest size a witness had cosigned: entries `index..witnessed_size`
+    /// of the old history are lost.
+    pub witnessed_size: u64,
+    /// That size's root hash, when known.
+    pub witnessed_root: Option<Sha256Digest>,
+    /// The operator's reason.
+    pub why: String,
+}
+
 /// The state folded from the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct State {
@@ -114,6 +129,8 @@ pub struct State {
     /// Every signing key ever registered, to its certificate (revoked too).
     key_history: BTreeMap<KeyId, Sha256Digest>,
     notes: u64,
+    /// The losses restores recorded (ledger format 3), oldest first.
+    losses: Vec<LossFact>,
     size: u64,
     last_time: Option<Timestamp>,
     /// The payload digest of every admin action recorded, to its index: an
@@ -195,6 +212,20 @@ impl State {
         }
     }
 
+    /// Whether an active engineer identity with subject id `courier` has
+    /// `deployment`'s customer in scope: who may carry that deployment's
+    /// check-ins and reports from an air-gapped site (docs/offline.md), and
+    /// what replay requires of a decision's `courier`.
+    pub fn may_carry(&self, courier: &str, deployment: &str) -> bool {
+        let Some(customer) = self.deployment(deployment).map(|d| d.customer.as_str()) else { return false };
+        self.identities.values().any(|i| {
+            i.role == IdentityRole::Engineer
+                && i.subject == courier
+                && i.revoked.is_none()
+                && i.scope.as_ref().is_none_or(|scope| scope.iter().any(|c| c == customer))
+        })
+    }
+
     /// The ledger index of the admin action with this payload digest, if
     /// one was recorded.
     pub fn recorded_action(&self, payload_digest: &Sha256Digest) -> Option<u64> {
@@ -204,6 +235,42 @@ impl State {
     /// Annotations folded.
     pub fn notes(&self) -> u64 {
         self.notes
+    }
+
+    /// The losses restores recorded, oldest first.
+    pub fn losses(&self) -> &[LossFact] {
+        &self.losses
+    }
+
+    /// A restore's accepted loss: signed by the root's decision key, as
+    /// the entry right after the restored ones, dated no later than its
+    /// ledger time.
+    fn apply_loss(&mut self, index: u64, time: Timestamp, body: &[u8]) -> Result<(), Rejection> {
+        let root = self.root.as_ref().ok_or_else(|| Rejection::Precondition("no root yet".into()))?;
+        let keys = root.decision_keys().map_err(|e| Rejection::Precondition(e.to_string()))?;
+        let loss =
+            envelope::verify::<RestoreLoss>(body, &keys).map_err(|e| Rejection::envelope("the recorded loss", e))?;
+        if loss.restored_size != index {
+            return reject(
+                Rejection::Precondition,
+                format!(
+                    "a restore's loss is recorded right after the restored entries: it names size {}, but it is \
+                     entry {index}",
+                    loss.restored_size
+                ),
+            );
+        }
+        if loss.issued_at > time {
+            return reject(Rejection::Precondition, "the recorded loss is dated after its ledger time");
+        }
+        self.notes += 1;
+        self.losses.push(LossFact {
+            index,
+            witnessed_size: loss.witnessed_size,
+            witnessed_root: loss.witnessed_root,
+            why: loss.why.clone(),
+        });
+        Ok(())
     }
 
     /// Entries folded.
@@ -366,10 +433,23 @@ impl State {
                 self.gov.apply_attestation(index, t, &customer_of_key, header.actor, statement)
             }
             EntryKind::Verification => {
-                let (_, keys) =
+                let (identity, keys) =
                     self.registered_signer(header.actor, &[IdentityRole::Engineer], "a field verification")?;
+                let scope = identity.scope.clone();
+                let engineer = identity.subject.clone();
                 let statement = envelope::verify::<InTotoStatement<FieldVerification>>(body, &keys)
                     .map_err(|e| Rejection::envelope("the field verification", e))?;
+                // A scoped engineer verifies only its customers' deployments.
+                let deployment = &statement.predicate.deployment;
+                if let (Some(scope), Some(d)) = (&scope, self.deployment(deployment))
+                    && !scope.iter().any(|c| *c == d.customer)
+                {
+                    return Err(Rejection::NotAllowed(format!(
+                        "engineer {engineer}'s scope does not hold customer {}, whose deployment {deployment} this \
+                         verifies",
+                        d.customer
+                    )));
+                }
                 self.gov.apply_verification(index, t, header.actor, statement)
             }
             EntryKind::Signal => {
@@ -409,6 +489,11 @@ impl State {
                     );
                 }
                 self.gov.apply_report(index, &report)
+            }
+            EntryKind::Note
+                if Envelope::parse(body).is_ok_and(|e| e.payload_type() == RestoreLoss::PAYLOAD_TYPE) =>
+            {
+                self.apply_loss(index, t, body)
             }
             EntryKind::Identity
             | EntryKind::Revocation

@@ -117,6 +117,13 @@ pub struct Decision {
     /// alternating its claim logs nothing new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finding: Option<String>,
+    /// The identity id of the field engineer who carried the check-in from
+    /// an air-gapped site (`FieldService.Fetch`, docs/offline.md), if one
+    /// did. Never the actor (the decision key signs), never an input to the
+    /// verdict; replay checks that it names an engineer whose scope held the
+    /// deployment. Ledger format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub courier: Option<String>,
 }
 
 impl Payload for Decision {
@@ -126,6 +133,9 @@ impl Payload for Decision {
 
     fn validate(&self) -> Result<(), StatementError> {
         check_id("deployment", &self.deployment)?;
+        if let Some(courier) = &self.courier {
+            check_id("courier", courier)?;
+        }
         if self.checkin.is_empty() {
             return Err(invalid("checkin", "must carry the signed check-in it answers"));
         }

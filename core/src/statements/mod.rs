@@ -10,6 +10,7 @@ mod contract;
 mod decision;
 mod device;
 mod intoto;
+mod loss;
 mod release;
 mod root;
 
@@ -35,6 +36,7 @@ pub use intoto::{
     InTotoStatement, InTotoTag, MAX_ATTESTATION_BYTES, MAX_VERIFICATION_BYTES, Predicate, Signatory, Site, Subject,
     SubjectDigest, Undertakings, VerificationMethod, VerificationResult, deployment_subject,
 };
+pub use loss::{LossTag, RestoreLoss};
 pub use release::{Artifact, ReleaseClass, ReleaseManifest, ReleaseTag};
 pub use root::{RoleSpec, Roles, RootKey, RootMetadata, RootTag};
 

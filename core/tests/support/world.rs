@@ -133,6 +133,18 @@ impl World {
     /// admin 0 issues it, and admin 1 approves when it needs the threshold
     /// (a customer, engineer or auditor key, or a held customer's device).
     pub fn identity(&mut self, role: IdentityRole, subject: &str, signing: &SigningKey) -> Sha256Digest {
+        self.scoped_identity(role, subject, signing, None).unwrap()
+    }
+
+    /// As [`World::identity`], with a scope (the customers an auditor reads,
+    /// or an engineer verifies and carries for); the fold's refusal, if any.
+    pub fn scoped_identity(
+        &mut self,
+        role: IdentityRole,
+        subject: &str,
+        signing: &SigningKey,
+        scope: Option<Vec<String>>,
+    ) -> Result<Sha256Digest, Rejection> {
         self.next_cert += 1;
         let cert = Sha256Digest::of(format!("cert {}", self.next_cert).as_bytes());
         let p = self
@@ -142,15 +154,14 @@ impl World {
                     subject: subject.into(),
                     signing_key: signing.public(),
                     certificate_sha256: cert,
-                    scope: None,
+                    scope,
                 },
                 0,
-            )
-            .unwrap();
+            )?;
         if self.state.facts().proposal(&p).is_some_and(|p| !p.in_force) {
-            self.approve(p, 1).unwrap();
+            self.approve(p, 1)?;
         }
-        cert
+        Ok(cert)
     }
 
     /// Sets a contract version with both admins: admin 0 acts, and admin 1

@@ -106,7 +106,18 @@ pub enum Request {
     /// the signed decision to log, or into nothing when the standing one
     /// says the same (then the append answers [`AppendError::Nothing`](super::AppendError::Nothing)).
     /// Boxed: a verified check-in is several times an entry's size.
-    Decide(Box<SignedCheckIn>),
+    Decide(Box<ToDecide>),
+}
+
+/// A check-in for the sequencer to decide, and who carried it.
+#[derive(Debug, Clone)]
+pub struct ToDecide {
+    /// The device-signed check-in, verified against the state.
+    pub checkin: SignedCheckIn,
+    /// The identity id of the engineer who carried it from an air-gapped
+    /// site, recorded in the decision's body (`Decision::courier`); `None`
+    /// when the device called itself.
+    pub courier: Option<String>,
 }
 
 /// The source of ledger time (seconds); the sequencer never lets it go back.

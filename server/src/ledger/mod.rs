@@ -298,7 +298,17 @@ impl<S: Storage> Ledger<S> {
     /// durable and signed into a checkpoint; [`AppendError::Nothing`] with
     /// the standing entry's index when nothing needed logging.
     pub async fn decide(&self, checkin: SignedCheckIn) -> Result<Appended, AppendError> {
-        self.request(Request::Decide(Box::new(checkin))).await
+        self.decide_carried(checkin, None).await
+    }
+
+    /// [`Ledger::decide`] for a check-in an engineer carried from an
+    /// air-gapped site: the decision logged names `courier`.
+    pub async fn decide_carried(
+        &self,
+        checkin: SignedCheckIn,
+        courier: Option<String>,
+    ) -> Result<Appended, AppendError> {
+        self.request(Request::Decide(Box::new(machine::ToDecide { checkin, courier }))).await
     }
 
     /// Sends a request to the sequencer and waits for its answer.
