@@ -1119,6 +1119,12 @@ fn check_entry(
             envelope::verify::<CheckIn>(&decision.checkin, &single(&device_key))
                 .map_err(|e| sig(format!("its check-in: {e}")))?;
         }
+        // A restore's accepted loss: a note by the decision key.
+        EntryKind::Note if env.payload_type() == crate::statements::RestoreLoss::PAYLOAD_TYPE => {
+            let key =
+                first_signer.and_then(|id| keys.decision.get(&id)).ok_or_else(|| sig("not a decision key".into()))?;
+            envelope::verify::<crate::statements::RestoreLoss>(&body, &single(key)).map_err(|e| sig(e.to_string()))?;
+        }
         EntryKind::Attestation | EntryKind::Verification | EntryKind::Report | EntryKind::Signal => {
             let key = person(first_signer, registered)?;
             if env.valid_signers(&single(&key)).is_empty() {

@@ -409,7 +409,12 @@ pub struct Restored {
 /// `covenant-server restore FILE --data DIR [--cosigned NOTE] [--accept-loss WHY]`.
 /// With `accept_loss` (the operator's reason), a backup shorter than what a
 /// witness cosigned is restored all the same, and the loss is recorded.
-pub fn restore(file: &Path, data: &Path, cosigned: Option<&Path>, accept_loss: Option<&str>) -> anyhow::Result<Restored> {
+pub fn restore(
+    file: &Path,
+    data: &Path,
+    cosigned: Option<&Path>,
+    accept_loss: Option<&str>,
+) -> anyhow::Result<Restored> {
     if data.exists() && std::fs::read_dir(data)?.next().is_some() {
         bail!("{} exists and is not empty: a restore makes a new data directory", data.display());
     }
@@ -493,8 +498,8 @@ fn record_loss(
 ) -> anyhow::Result<()> {
     use covenant_core::statements::{LossTag, RestoreLoss, SchemaV1};
     let data = DataDir::new(scratch);
-    let decision = datadir::read_key(&data.decision_key())
-        .context("recording the loss needs the decision key, which signs it")?;
+    let decision =
+        datadir::read_key(&data.decision_key()).context("recording the loss needs the decision key, which signs it")?;
     let restored_root = covenant_core::digest::Sha256Digest::from_hex(&manifest.root_hash)
         .context("the manifest's root hash is not 64 hex digits")?;
     let loss = RestoreLoss {
@@ -518,10 +523,8 @@ fn record_loss(
     listed.extend(accepted);
     datadir::write_private(&data.accepted_losses(), &serde_json::to_vec_pretty(&listed)?)?;
     let storage = std::sync::Arc::new(FsStorage::new(data.ledger())?);
-    let signer = covenant_core::note::NoteSigner::new(
-        &datadir::ledger_name(scratch)?,
-        datadir::read_key(&data.ledger_key())?,
-    )?;
+    let signer =
+        covenant_core::note::NoteSigner::new(&datadir::ledger_name(scratch)?, datadir::read_key(&data.ledger_key())?)?;
     let registry = datadir::registry_for(scratch)?;
     let config = crate::ledger::LedgerConfig {
         witnessed: crate::witnesses::recorded_cosignatures(scratch)?,

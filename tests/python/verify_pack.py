@@ -21,6 +21,7 @@ import sys
 import covenant_verify as cv
 
 ACTION_TYPE = "application/vnd.covenant.action.v1+json"
+RESTORE_LOSS_TYPE = "application/vnd.covenant.restore-loss.v1+json"
 SIGNAL_TYPE = "application/vnd.covenant.signal.v1+json"
 INTOTO_TYPE = "application/vnd.in-toto+json"
 
@@ -246,6 +247,8 @@ def check_entry(i, e, header, leaf, cp, admin, decision, registered, chain):
             verify_one(checkin, cv.CHECKIN_TYPE, registered[first_keyid(checkin)])
         elif kind in ("attestation", "verification", "report", "signal"):
             verify_one(body, ptype, registered[signer])
+        elif kind == "note" and ptype == RESTORE_LOSS_TYPE:
+            verify_one(body, RESTORE_LOSS_TYPE, decision[signer])  # a restore's accepted loss
         else:
             verify_one(body, ACTION_TYPE, admin[signer])
             action = json.loads(payload)["action"]

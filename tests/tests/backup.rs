@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use covenant_cli::admin::Admin;
 use covenant_cli::audit::Audit;
+use covenant_core::statements::Payload as _;
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::ledger_service_client::LedgerServiceClient;
-use covenant_core::statements::Payload as _;
 use covenant_server::backup;
 use covenant_tests::*;
 

@@ -442,7 +442,7 @@ impl State {
                 // A scoped engineer verifies only its customers' deployments.
                 let deployment = &statement.predicate.deployment;
                 if let (Some(scope), Some(d)) = (&scope, self.deployment(deployment))
-                    && !scope.iter().any(|c| *c == d.customer)
+                    && !scope.contains(&d.customer)
                 {
                     return Err(Rejection::NotAllowed(format!(
                         "engineer {engineer}'s scope does not hold customer {}, whose deployment {deployment} this \
@@ -490,9 +490,7 @@ impl State {
                 }
                 self.gov.apply_report(index, &report)
             }
-            EntryKind::Note
-                if Envelope::parse(body).is_ok_and(|e| e.payload_type() == RestoreLoss::PAYLOAD_TYPE) =>
-            {
+            EntryKind::Note if Envelope::parse(body).is_ok_and(|e| e.payload_type() == RestoreLoss::PAYLOAD_TYPE) => {
                 self.apply_loss(index, t, body)
             }
             EntryKind::Identity

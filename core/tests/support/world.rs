@@ -147,17 +147,16 @@ impl World {
     ) -> Result<Sha256Digest, Rejection> {
         self.next_cert += 1;
         let cert = Sha256Digest::of(format!("cert {}", self.next_cert).as_bytes());
-        let p = self
-            .propose(
-                ActionKind::IssueIdentity {
-                    role,
-                    subject: subject.into(),
-                    signing_key: signing.public(),
-                    certificate_sha256: cert,
-                    scope,
-                },
-                0,
-            )?;
+        let p = self.propose(
+            ActionKind::IssueIdentity {
+                role,
+                subject: subject.into(),
+                signing_key: signing.public(),
+                certificate_sha256: cert,
+                scope,
+            },
+            0,
+        )?;
         if self.state.facts().proposal(&p).is_some_and(|p| !p.in_force) {
             self.approve(p, 1)?;
         }
