@@ -13,7 +13,14 @@
 //!     before the answer (target ≥ 20 % of (a));
 //! (d) p50/p99 of a logged grant at an offered 2,000/s (target p99 ≤ 20 ms).
 //!
-//! `cargo bench -p covenant-tests --bench checkins [-- --seconds S --rounds R] [--no-dev-witness]`
+//! `cargo bench -p covenant-tests --bench checkins [-- --seconds S --rounds R] [--no-dev-witness] [--metrics off|on|both]`
+//!
+//! `--metrics on` serves the Prometheus endpoint (issue #21) while it runs
+//! and scrapes it once a second (fifteen times Prometheus's usual rate);
+//! `--metrics both` runs everything twice in one process, first without
+//! metrics and then with them, each on a fresh data directory, and prints
+//! the two side by side with the cost of the metrics in percent (off by
+//! default: the numbers of issue #6 are without metrics).
 //!
 //! A development server cosigns its checkpoints with its development witness
 //! in process, and a logged grant's answer waits for that cosignature.
@@ -154,14 +161,46 @@ struct Up {
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn up(dir: &Path) -> Up {
+async fn up(dir: &Path, metrics: Option<Arc<std::net::TcpListener>>) -> Up {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(run(ServeConfig::new(dir), listener, async {
+    let config = ServeConfig { metrics, ..ServeConfig::new(dir) };
+    tokio::spawn(run(config, listener, async {
         let _ = stopped.await;
     }));
     Up { url, stop }
+}
+
+/// Scrapes `GET /metrics` at `addr` once a second until `stop`; returns
+/// the number of scrapes and the bytes of the last one.
+async fn scrape_every_second(addr: std::net::SocketAddr, stop: Arc<std::sync::atomic::AtomicBool>) -> (u64, usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut n, mut last) = (0u64, 0usize);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await {
+            let ask = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+            if conn.write_all(ask).await.is_ok() {
+                let mut text = Vec::new();
+                if conn.read_to_end(&mut text).await.is_ok() && text.starts_with(b"HTTP/1.1 200") {
+                    n += 1;
+                    last = text.len();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    (n, last)
+}
+
+/// One run's numbers.
+#[derive(Debug, Clone, Copy)]
+struct Numbers {
+    ceiling: f64,
+    unlogged: f64,
+    grants: f64,
+    p50: f64,
+    p99: f64,
 }
 
 /// Writes, signs (two release keys) and publishes release `version`.
@@ -181,11 +220,13 @@ fn checkin(d: usize, nonce: &str) -> Vec<u8> {
     signed_checkin(&deployment, "1.0.0", Sha256Digest::of(b"config"), None, nonce, &key)
 }
 
-fn main() {
-    let seconds = arg("--seconds", 5);
-    let rounds = arg("--rounds", 20) as usize;
-    install_crypto_provider();
-    let root: PathBuf = std::env::temp_dir().join(format!("covenant-checkin-bench-{}", std::process::id()));
+/// Everything once, on a fresh data directory, with or without metrics.
+fn run_once(seconds: u64, rounds: usize, with_metrics: bool) -> Numbers {
+    let root: PathBuf = std::env::temp_dir().join(format!(
+        "covenant-checkin-bench-{}-{}",
+        std::process::id(),
+        if with_metrics { "metrics" } else { "plain" }
+    ));
     let _ = std::fs::remove_dir_all(&root);
     let dir = root.join("server");
     datadir::init_dev(&dir).unwrap();
@@ -200,8 +241,13 @@ fn main() {
         built.elapsed().as_secs_f64()
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let server = up(&dir).await;
+    let numbers = rt.block_on(async {
+        let metrics = with_metrics.then(|| Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap()));
+        let scraping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = metrics.as_ref().map(|l| {
+            tokio::spawn(scrape_every_second(l.local_addr().unwrap(), scraping.clone()))
+        });
+        let server = up(&dir, metrics).await;
         let admin_conn = Connection { server: Some(server.url.clone()), identity: Some(dir.join("identities/admin1")) };
         let mut admin = loop {
             if let Ok(ch) = admin_conn.channel().await {
@@ -321,7 +367,49 @@ fn main() {
             p(0.99),
             lat.len()
         );
+        scraping.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(scraper) = scraper {
+            let (n, bytes) = scraper.await.unwrap();
+            assert!(n > 0, "the metrics endpoint answered no scrape");
+            println!("    metrics: {n} scrapes answered during the run, the last {bytes} bytes");
+        }
         let _ = server.stop.send(());
+        Numbers { ceiling, unlogged, grants, p50: p(0.5), p99: p(0.99) }
     });
     let _ = std::fs::remove_dir_all(&root);
+    numbers
+}
+
+fn main() {
+    let seconds = arg("--seconds", 5);
+    let rounds = arg("--rounds", 20) as usize;
+    let mode = std::env::args().skip_while(|a| a != "--metrics").nth(1).unwrap_or_else(|| "off".into());
+    install_crypto_provider();
+    let runs: Vec<bool> = match mode.as_str() {
+        "off" => vec![false],
+        "on" => vec![true],
+        "both" => vec![false, true],
+        other => panic!("--metrics takes off, on or both, not {other:?}"),
+    };
+    let mut all = Vec::new();
+    for with_metrics in runs {
+        println!("== {} metrics", if with_metrics { "with" } else { "without" });
+        all.push((with_metrics, run_once(seconds, rounds, with_metrics)));
+    }
+    if let [(false, off), (true, on)] = all.as_slice() {
+        let cost = |a: f64, b: f64| (a - b) / a * 100.0;
+        println!("\nthe metrics' cost, side by side (one run; a positive cost is slower with metrics):");
+        println!("| measure | without | with | cost |");
+        println!("| --- | --- | --- | --- |");
+        println!("| (a) empty RPC/s | {:.0} | {:.0} | {:.1} % |", off.ceiling, on.ceiling, cost(off.ceiling, on.ceiling));
+        println!(
+            "| (b) unlogged check-ins/s | {:.0} | {:.0} | {:.1} % |",
+            off.unlogged,
+            on.unlogged,
+            cost(off.unlogged, on.unlogged)
+        );
+        println!("| (c) logged grants/s | {:.0} | {:.0} | {:.1} % |", off.grants, on.grants, cost(off.grants, on.grants));
+        println!("| (d) p50 ms | {:.2} | {:.2} | {:.1} % |", off.p50, on.p50, -cost(off.p50, on.p50));
+        println!("| (d) p99 ms | {:.2} | {:.2} | {:.1} % |", off.p99, on.p99, -cost(off.p99, on.p99));
+    }
 }
