@@ -244,9 +244,8 @@ fn run_once(seconds: u64, rounds: usize, with_metrics: bool) -> Numbers {
     let numbers = rt.block_on(async {
         let metrics = with_metrics.then(|| Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap()));
         let scraping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let scraper = metrics.as_ref().map(|l| {
-            tokio::spawn(scrape_every_second(l.local_addr().unwrap(), scraping.clone()))
-        });
+        let scraper =
+            metrics.as_ref().map(|l| tokio::spawn(scrape_every_second(l.local_addr().unwrap(), scraping.clone())));
         let server = up(&dir, metrics).await;
         let admin_conn = Connection { server: Some(server.url.clone()), identity: Some(dir.join("identities/admin1")) };
         let mut admin = loop {
@@ -401,14 +400,24 @@ fn main() {
         println!("\nthe metrics' cost, side by side (one run; a positive cost is slower with metrics):");
         println!("| measure | without | with | cost |");
         println!("| --- | --- | --- | --- |");
-        println!("| (a) empty RPC/s | {:.0} | {:.0} | {:.1} % |", off.ceiling, on.ceiling, cost(off.ceiling, on.ceiling));
+        println!(
+            "| (a) empty RPC/s | {:.0} | {:.0} | {:.1} % |",
+            off.ceiling,
+            on.ceiling,
+            cost(off.ceiling, on.ceiling)
+        );
         println!(
             "| (b) unlogged check-ins/s | {:.0} | {:.0} | {:.1} % |",
             off.unlogged,
             on.unlogged,
             cost(off.unlogged, on.unlogged)
         );
-        println!("| (c) logged grants/s | {:.0} | {:.0} | {:.1} % |", off.grants, on.grants, cost(off.grants, on.grants));
+        println!(
+            "| (c) logged grants/s | {:.0} | {:.0} | {:.1} % |",
+            off.grants,
+            on.grants,
+            cost(off.grants, on.grants)
+        );
         println!("| (d) p50 ms | {:.2} | {:.2} | {:.1} % |", off.p50, on.p50, -cost(off.p50, on.p50));
         println!("| (d) p99 ms | {:.2} | {:.2} | {:.1} % |", off.p99, on.p99, -cost(off.p99, on.p99));
     }

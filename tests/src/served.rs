@@ -140,32 +140,32 @@ pub async fn admin(conn: &Connection, cmd: Admin) {
 /// A person or device makes its keys; admin1 issues and registers them
 /// (and admin2 approves a person's, see [`issue_identity`]).
 pub async fn person(s: &Running, role: &str, id: &str) -> PathBuf {
-    let dir = s.dir.join(format!("people/{id}"));
-    tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
-    std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
-    let issue = IdentityCmd::Issue {
-        role: role.parse().unwrap(),
-        id: id.into(),
-        csr: dir.join("request.csr"),
-        out: dir.clone(),
-        scope: None,
-    };
-    issue_identity(s, issue).await;
-    dir
+    issued(s, role.parse().unwrap(), id, None).await
 }
 
 /// An auditor `id` whose scope is the customers `scope`: keys, identity
 /// issued and approved. Its identity folder.
 pub async fn scoped_auditor(s: &Running, id: &str, scope: &[&str]) -> PathBuf {
+    issued(s, IdentityRole::Auditor, id, Some(scope)).await
+}
+
+/// An engineer `id` whose scope is the customers `scope` (the deployments
+/// it verifies and carries air-gapped files for). Its identity folder.
+pub async fn scoped_engineer(s: &Running, id: &str, scope: &[&str]) -> PathBuf {
+    issued(s, IdentityRole::Engineer, id, Some(scope)).await
+}
+
+/// Keys made in `people/{id}`, the identity issued (and approved).
+async fn issued(s: &Running, role: IdentityRole, id: &str, scope: Option<&[&str]>) -> PathBuf {
     let dir = s.dir.join(format!("people/{id}"));
     tokio::task::block_in_place(|| covenant_cli::keys::new(&dir, false, true)).unwrap();
     std::fs::copy(s.dir.join("root.json"), dir.join("root.json")).unwrap();
     let issue = IdentityCmd::Issue {
-        role: IdentityRole::Auditor,
+        role,
         id: id.into(),
         csr: dir.join("request.csr"),
         out: dir.clone(),
-        scope: Some(scope.iter().map(|c| (*c).to_owned()).collect()),
+        scope: scope.map(|scope| scope.iter().map(|c| (*c).to_owned()).collect()),
     };
     issue_identity(s, issue).await;
     dir

@@ -17,6 +17,7 @@ use covenant_core::offline::Receipt;
 use covenant_core::statements::{CheckIn, Decision, InstallReport, Payload as _, Verdict};
 use covenant_proto::v1 as pb;
 use covenant_proto::v1::attestation_service_client::AttestationServiceClient;
+use covenant_proto::v1::field_service_client::FieldServiceClient;
 use covenant_tests::*;
 
 /// An enrolled device whose configuration names a server no one answers.
@@ -150,5 +151,61 @@ async fn a_receipt_forged_or_altered_by_the_courier_is_refused_by_the_server() {
     std::fs::write(&receipt, genuine.encode().unwrap()).unwrap();
     covenant_cli::field::run(Field::Return { receipt }, &engineer, true).await.unwrap();
     assert_eq!(s.size().await, before + 1);
+    s.stop().await;
+}
+
+/// Item 4: an engineer whose identity's scope is another customer carries
+/// nothing for min-x's air-gapped deployment (Fetch, FetchArtifact and
+/// Return refused, nothing logged), while one scoped to min-x carries all
+/// three, and the decision names it as its courier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engineer_carries_only_for_the_customers_in_its_scope() {
+    let s = Running::start_witnessed("offline-scope").await;
+    let _c = cast_with(&s, "").await;
+    let state = air_gapped(&s, "lim-09").await;
+    let outside = s.conn(&scoped_engineer(&s, "eng-y", &["min-y"]).await);
+    let inside = s.conn(&scoped_engineer(&s, "eng-x", &["min-x"]).await);
+    let (req, bundle, receipt) = (s.dir.join("s.request"), s.dir.join("s.bundle"), s.dir.join("s.receipt"));
+    request(&state, &req);
+    let denied = |e: anyhow::Error| {
+        let text = format!("{e:#}");
+        assert!(text.contains("carries only for registered deployments in its scope"), "{text}");
+    };
+    let before = s.size().await;
+    let fetch = |conn| covenant_cli::field::run(Field::Fetch { request: req.clone(), out: bundle.clone() }, conn, true);
+    denied(fetch(&outside).await.unwrap_err());
+    assert!(!bundle.exists(), "no bundle is written");
+    assert_eq!(s.size().await, before, "nothing is logged");
+
+    fetch(&inside).await.unwrap();
+    let logged = s.size().await;
+    assert!(logged > before, "the grant is logged");
+    let mut verdicts = AttestationServiceClient::new(s.admin(1).channel().await.unwrap());
+    let standing = verdicts
+        .get_verdict(pb::GetVerdictRequest { deployment: "lim-09".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .decision;
+    let decision = Decision::parse(Envelope::parse(&standing).unwrap().payload()).unwrap();
+    assert_eq!(decision.courier.as_deref(), Some("eng-x"));
+    // The artifact, asked for directly by the out-of-scope engineer.
+    let mut field = FieldServiceClient::new(outside.channel().await.unwrap());
+    let err = field
+        .fetch_artifact(pb::FieldArtifactRequest {
+            deployment: "lim-09".into(),
+            release_digest: decision.release.unwrap().0.to_vec(),
+            offset: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    let (ok, out, err) = install(&state, &bundle, &receipt);
+    assert!(ok, "{out}{err}");
+    denied(covenant_cli::field::run(Field::Return { receipt: receipt.clone() }, &outside, true).await.unwrap_err());
+    assert_eq!(s.size().await, logged, "nothing is logged");
+    covenant_cli::field::run(Field::Return { receipt }, &inside, true).await.unwrap();
+    assert_eq!(s.size().await, logged + 1, "the report is logged");
     s.stop().await;
 }
