@@ -111,6 +111,15 @@ fn granted_bytes(site: &Site) -> Vec<u8> {
 /// Installs `path` on the device; returns the result and the reports the
 /// receipt would carry.
 fn install(site: &mut Site, path: &Path) -> (Result<Checked, AgentError>, Vec<Vec<u8>>) {
+    install_with(site, path, settings())
+}
+
+/// As [`install`], with the agent's settings (a health check).
+fn install_with(
+    site: &mut Site,
+    path: &Path,
+    settings: covenant_agent::engine::Settings,
+) -> (Result<Checked, AgentError>, Vec<Vec<u8>>) {
     let transport = match BundleTransport::open(path) {
         Ok(t) => t,
         Err(OfflineBundleError::Refused(e)) => return (Err(AgentError::Offline(e)), vec![]),
@@ -118,7 +127,7 @@ fn install(site: &mut Site, path: &Path) -> (Result<Checked, AgentError>, Vec<Ve
     };
     let head = transport.head().clone();
     let store = std::mem::replace(&mut site.store, Store::new(SimStorage::new()));
-    let mut agent = Agent::new(store, transport, site_key(), settings());
+    let mut agent = Agent::new(store, transport, site_key(), settings);
     let result = block_on(agent.offline_install(&head, NOW, &mut |_, _| {}));
     let (store, transport, _, _) = agent.into_parts();
     site.store = store;
@@ -290,4 +299,155 @@ fn a_truncated_bundle_is_refused() {
     let (result, reports) = install(&mut site, &path);
     assert!(matches!(result, Err(AgentError::Offline(OfflineError::Format(BundleError::Truncated(_))))), "{result:?}");
     assert_nothing_installed(&site, &reports);
+}
+
+/// Settings whose health check always fails (the rollback path).
+fn failing() -> covenant_agent::engine::Settings {
+    let mut settings = settings();
+    settings.health_check =
+        Some(covenant_agent::engine::Hook { argv: vec!["false".into()], timeout: std::time::Duration::from_secs(10) });
+    settings
+}
+
+/// The device's store after a power cut (`torn` picks how much of an
+/// unsynced write survives, as agent/tests/power.rs).
+fn power_back(site: &mut Site, torn: u64) {
+    let fs = site.store.fs().after_power_cut(|extra| match torn % 3 {
+        0 => 0,
+        1 => extra / 2,
+        _ => extra,
+    });
+    site.store = Store::new(fs);
+}
+
+/// A site with a bundle granting 1.1.0 written for its outstanding request.
+fn site_with_bundle() -> (Site, PathBuf) {
+    let mut site = site();
+    let checkin = request(&mut site);
+    let response = answer(&mut site, &checkin);
+    let path = bundle(&site, "b", &checkin, &response, &granted_bytes(&site));
+    (site, path)
+}
+
+/// The file operations of one whole offline install of a fresh site.
+fn operations_of_an_offline_install(settings: covenant_agent::engine::Settings) -> u64 {
+    let (mut site, path) = site_with_bundle();
+    let before = site.store.fs().ops();
+    assert!(install_with(&mut site, &path, settings).0.is_ok());
+    site.store.fs().ops() - before
+}
+
+/// After a cut and the power back: the same bundle again (which recovers
+/// first), and if its request was already used, a fresh request, bundle and
+/// install, as an engineer's next visit would bring. Returns every report
+/// the receipts carried, and whether the next visit was needed.
+fn second_run(
+    site: &mut Site,
+    path: &Path,
+    settings: &covenant_agent::engine::Settings,
+    cut: u64,
+) -> (Vec<Vec<u8>>, bool) {
+    let (again, mut reports) = install_with(site, path, settings.clone());
+    let active = site.store.current().unwrap_or_else(|e| panic!("cut {cut}: no active slot: {e}"));
+    assert!(site.store.verify_slot(active).unwrap(), "cut {cut}: the active slot is incomplete");
+    let next_visit = match again {
+        Ok(_) => false,
+        Err(AgentError::Offline(OfflineError::NoRequest)) => {
+            let checkin = request(site);
+            let response = answer(site, &checkin);
+            let next = bundle(site, "next", &checkin, &response, &granted_bytes(site));
+            let (done, more) = install_with(site, &next, settings.clone());
+            done.unwrap_or_else(|e| panic!("cut {cut}: the next visit's install failed: {e}"));
+            reports.extend(more);
+            true
+        }
+        Err(e) => panic!("cut {cut}: the second run failed: {e}"),
+    };
+    (reports, next_visit)
+}
+
+fn outcomes(reports: &[Vec<u8>]) -> Vec<covenant_core::statements::InstallOutcome> {
+    reports
+        .iter()
+        .map(|r| {
+            covenant_core::statements::InstallReport::parse(Envelope::parse(r).unwrap().payload()).unwrap().outcome
+        })
+        .collect()
+}
+
+/// Power cuts during `offline install`, between any two file operations:
+/// after the power comes back the active slot holds a complete, verified
+/// version (1.0.0 or 1.1.0), and a second run (the same bundle, or if its
+/// request was already used, the next visit's) completes: 1.1.0 active,
+/// its hash right, and its install report in a receipt.
+#[test]
+fn a_power_cut_anywhere_in_an_offline_install_leaves_a_complete_version_and_a_second_run_completes() {
+    let total = operations_of_an_offline_install(settings());
+    assert!(total >= 40, "an offline install takes {total} file operations; the test wants at least 40 cut points");
+    let expected = covenant_core::digest::Sha256Digest::of(&artifact(ARTIFACT, 1));
+    let (mut same_bundle, mut next_visit, mut old_after_cut) = (0, 0, 0);
+    for cut in 1..=total {
+        let (mut site, path) = site_with_bundle();
+        site.store.fs().cut_after(cut);
+        let _ = install(&mut site, &path);
+        assert!(site.store.fs().is_dead(), "cut {cut}: the power should have gone out");
+        power_back(&mut site, cut);
+        if site.store.installed().is_ok_and(|i| i.version.to_string() == "1.0.0") {
+            old_after_cut += 1;
+        }
+        let (reports, next) = second_run(&mut site, &path, &settings(), cut);
+        if next {
+            next_visit += 1;
+        } else {
+            same_bundle += 1;
+        }
+        let store = &site.store;
+        let active = store.current().unwrap();
+        assert_eq!(store.installed().unwrap().version.to_string(), "1.1.0", "cut {cut}");
+        assert_eq!(store.slot(active).unwrap().unwrap().artifact.unwrap().0, expected, "cut {cut}");
+        assert!(store.verify_slot(active).unwrap(), "cut {cut}: the installed artifact's hash");
+        assert!(store.pending_reports().unwrap().is_empty(), "cut {cut}: every report went into a receipt");
+        // The receipt carries the installed report, unless the cut fell
+        // after the first run had already handed it over.
+        let delivered = outcomes(&reports);
+        assert!(
+            delivered.is_empty() || delivered.contains(&covenant_core::statements::InstallOutcome::Installed),
+            "cut {cut}: {delivered:?}"
+        );
+    }
+    // Both ways a second run goes were taken, and cuts fell before the switch.
+    assert!(same_bundle > 0 && next_visit > 0 && old_after_cut > 0, "{same_bundle} {next_visit} {old_after_cut}");
+}
+
+/// The same with a health check that always fails: wherever the power is
+/// cut, the device ends on 1.0.0, complete, with the rolled-back report in
+/// a receipt, and 1.1.0 is not tried again.
+#[test]
+fn a_power_cut_anywhere_in_a_failing_offline_install_always_ends_rolled_back() {
+    let total = operations_of_an_offline_install(failing());
+    assert!(total >= 40, "{total} file operations");
+    for cut in 1..=total {
+        let (mut site, path) = site_with_bundle();
+        site.store.fs().cut_after(cut);
+        let _ = install_with(&mut site, &path, failing());
+        assert!(site.store.fs().is_dead(), "cut {cut}");
+        power_back(&mut site, cut);
+        let (reports, _) = second_run(&mut site, &path, &failing(), cut);
+        let store = &site.store;
+        assert_eq!(store.current().unwrap(), Slot::A, "cut {cut}");
+        assert_eq!(store.installed().unwrap().version.to_string(), "1.0.0", "cut {cut}");
+        assert!(store.verify_slot(Slot::A).unwrap(), "cut {cut}");
+        assert!(store.pending_reports().unwrap().is_empty(), "cut {cut}");
+        assert!(
+            outcomes(&reports).contains(&covenant_core::statements::InstallOutcome::RolledBack),
+            "cut {cut}: {:?}",
+            outcomes(&reports)
+        );
+        // A third visit: the failed release is not tried again.
+        let checkin = request(&mut site);
+        let response = answer(&mut site, &checkin);
+        let next = bundle(&site, "third", &checkin, &response, &granted_bytes(&site));
+        let (third, _) = install_with(&mut site, &next, failing());
+        assert_eq!(third.unwrap(), Checked::Skipped("1.1.0".parse().unwrap()), "cut {cut}");
+    }
 }
