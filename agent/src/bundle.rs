@@ -1,7 +1,8 @@
 //! An offline bundle as the agent's [`Transport`] (docs/offline.md): the
 //! root chain and the artifact come from the file (read in chunks from the
 //! offset asked, never whole), a check-in cannot be sent, and install
-//! reports are collected for the receipt.
+//! reports stay in the device's queue: `Agent::hand_over_reports` moves
+//! them into the receipt once it is written.
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -21,8 +22,6 @@ pub struct BundleTransport {
     file: File,
     head: Head,
     artifact_at: u64,
-    /// The signed install reports handed over for the receipt.
-    pub reports: Vec<Vec<u8>>,
 }
 
 impl BundleTransport {
@@ -36,7 +35,7 @@ impl BundleTransport {
         let mut head = vec![0u8; p.head_len];
         read_exact(&mut file, &mut head, "head")?;
         let head = Head::parse(&head).map_err(OfflineError::Format)?;
-        Ok(BundleTransport { file, head, artifact_at: (PREFIX_BYTES + p.head_len) as u64, reports: vec![] })
+        Ok(BundleTransport { file, head, artifact_at: (PREFIX_BYTES + p.head_len) as u64 })
     }
 
     /// The bundle's head.
@@ -123,8 +122,9 @@ impl Transport for BundleTransport {
         Ok(FileChunks { file, at: offset, left })
     }
 
-    async fn report(&mut self, report: Vec<u8>) -> Result<(), ReportError> {
-        self.reports.push(report);
-        Ok(())
+    /// Never sent from here: a report leaves the device's queue only once
+    /// a receipt holding it is durably written (`Agent::hand_over_reports`).
+    async fn report(&mut self, _report: Vec<u8>) -> Result<(), ReportError> {
+        Err(ReportError::Unsent("it goes into the receipt".into()))
     }
 }

@@ -287,17 +287,19 @@ fn offline_install(state: &Path, bundle: &Path, receipt: &Path) -> anyhow::Resul
         Ok(checked) => checked_words(checked),
         Err(e) => format!("refused: {e}"),
     };
-    let (store, transport, _, _) = agent.into_parts();
-    let identity = store.identity()?;
-    if !transport.reports.is_empty() || result.is_ok() {
-        let bytes = covenant_core::offline::Receipt {
-            deployment: identity.deployment,
-            verdict: verdict.clone(),
-            reports: transport.reports,
+    let deployment = agent.store().identity()?.deployment;
+    // The receipt is written (synced, then renamed into place) before its
+    // reports leave the device's queue: a cut in between leaves them queued
+    // for the next receipt, never lost.
+    agent.hand_over_reports(|reports| {
+        // A refusal with nothing to report writes no receipt.
+        if reports.is_empty() && result.is_err() {
+            return Ok(());
         }
-        .encode()?;
-        std::fs::write(receipt, bytes).with_context(|| format!("writing {}", receipt.display()))?;
-    }
+        let bytes = covenant_core::offline::Receipt { deployment, verdict: verdict.clone(), reports }.encode()?;
+        write_durably(receipt, &bytes)
+    })??;
+    let (store, _, _, _) = agent.into_parts();
     let checked = result?;
     say!("{}", checked_words(&checked));
     if let Some(v) = store.verdict()?
@@ -306,6 +308,26 @@ fn offline_install(state: &Path, bundle: &Path, receipt: &Path) -> anyhow::Resul
         say!("{}", covenant_agent::describe(&v));
     }
     say!("Wrote the receipt {}; carry it back with `covenant field return`.", receipt.display());
+    Ok(())
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file
+/// beside it, synced, renamed into place, and the folder synced.
+fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
     Ok(())
 }
 

@@ -129,9 +129,16 @@ fn install_with(
     let store = std::mem::replace(&mut site.store, Store::new(SimStorage::new()));
     let mut agent = Agent::new(store, transport, site_key(), settings);
     let result = block_on(agent.offline_install(&head, NOW, &mut |_, _| {}));
-    let (store, transport, _, _) = agent.into_parts();
+    // The receipt: here a list in memory (written at once); on a dead file
+    // system the reports stay queued.
+    let mut receipt = Vec::new();
+    let _ = agent.hand_over_reports(|reports| {
+        receipt = reports;
+        Ok::<(), ()>(())
+    });
+    let (store, _, _, _) = agent.into_parts();
     site.store = store;
-    (result, transport.reports)
+    (result, receipt)
 }
 
 fn assert_nothing_installed(site: &Site, reports: &[Vec<u8>]) {
@@ -450,4 +457,33 @@ fn a_power_cut_anywhere_in_a_failing_offline_install_always_ends_rolled_back() {
         let (third, _) = install_with(&mut site, &next, failing());
         assert_eq!(third.unwrap(), Checked::Skipped("1.1.0".parse().unwrap()), "cut {cut}");
     }
+}
+
+/// The install report leaves the device's queue only once the receipt
+/// holding it is written: a receipt that cannot be written (a full USB
+/// stick) leaves it queued, and the next receipt carries it.
+#[test]
+fn an_install_report_leaves_the_device_only_once_its_receipt_is_written() {
+    let (mut site, path) = site_with_bundle();
+    let transport = BundleTransport::open(&path).unwrap();
+    let head = transport.head().clone();
+    let store = std::mem::replace(&mut site.store, Store::new(SimStorage::new()));
+    let mut agent = Agent::new(store, transport, site_key(), settings());
+    assert_eq!(
+        block_on(agent.offline_install(&head, NOW, &mut |_, _| {})).unwrap(),
+        Checked::Installed("1.1.0".parse().unwrap())
+    );
+    let failed = agent.hand_over_reports(|_| Err("the receipt could not be written")).unwrap();
+    assert_eq!(failed, Err("the receipt could not be written"));
+    assert_eq!(agent.store().pending_reports().unwrap().len(), 1, "still queued");
+    let mut receipt = Vec::new();
+    let handed = agent
+        .hand_over_reports(|reports| {
+            receipt = reports;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    assert_eq!(handed, Ok(1));
+    assert_eq!(outcomes(&receipt), vec![covenant_core::statements::InstallOutcome::Installed]);
+    assert!(agent.store().pending_reports().unwrap().is_empty(), "handed over");
 }

@@ -5,8 +5,9 @@
 //! forgets the request (a bundle is used once), and hands the answer to the
 //! same verification, download (from the bundle, hashed as it is read),
 //! A/B install and health check as an online cycle. The transport is the
-//! bundle (`crate::bundle::BundleTransport`): its `report` collects the
-//! signed install reports for the receipt.
+//! bundle (`crate::bundle::BundleTransport`), which sends no report: the
+//! signed install reports stay queued until [`Agent::hand_over_reports`]
+//! has the receipt holding them written, so a power cut never loses one.
 
 use covenant_core::digest::Timestamp;
 use covenant_core::offline::Head;
@@ -31,8 +32,8 @@ impl<S: Storage, T: Transport> Agent<S, T> {
     /// Installs from a bundle whose head is `head` (the transport serves its
     /// root chain and artifact): refused unless it answers this device's
     /// outstanding request and has not expired; then exactly an online
-    /// cycle's verification and install. Pending install reports go to the
-    /// transport (the receipt) at the end.
+    /// cycle's verification and install. The install reports stay queued
+    /// for [`Agent::hand_over_reports`].
     pub async fn offline_install(
         &mut self,
         head: &Head,
@@ -58,8 +59,26 @@ impl<S: Storage, T: Transport> Agent<S, T> {
         // Used once, whatever follows: a copy of this bundle is refused.
         self.store.clear_outstanding()?;
         let chain = self.transport.root_chain(held.root.version() + 1).await.map_err(AgentError::Transport)?;
-        let checked = self.rule(&held, now, &chain, &response, outstanding, progress).await;
-        self.send_reports().await;
-        checked
+        self.rule(&held, now, &chain, &response, outstanding, progress).await
+    }
+
+    /// Hands the queued install reports to `keep` (which writes the receipt
+    /// and makes it durable) and only then drops them from the queue: a cut
+    /// before `keep` returns leaves them queued for the next receipt, and a
+    /// report in two receipts is recorded once by the server. Returns how
+    /// many were handed over.
+    pub fn hand_over_reports<E>(
+        &mut self,
+        keep: impl FnOnce(Vec<Vec<u8>>) -> Result<(), E>,
+    ) -> Result<Result<usize, E>, AgentError> {
+        let pending = self.store.pending_reports()?;
+        let (paths, reports): (Vec<String>, Vec<Vec<u8>>) = pending.into_iter().unzip();
+        if let Err(e) = keep(reports) {
+            return Ok(Err(e));
+        }
+        for path in &paths {
+            self.store.remove(path)?;
+        }
+        Ok(Ok(paths.len()))
     }
 }
