@@ -504,6 +504,73 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
     d.verify(&engineer, &att_a, "a-01", &agent_a)?;
     println!("   a-01 checks in: {}", d.check(&agent_a)?);
 
+    d.say(
+        "Agency A's second site, a-02, is air-gapped: its device reaches no server. The engineer carries its signed \
+         request in and the update out on files, and its receipt back.",
+    );
+    // A customer's further deployment, once it has a contract, waits for a
+    // second admin.
+    let registered: Recorded = d.admin(
+        1,
+        &[
+            "deployment",
+            "a-02",
+            "--customer",
+            "agency-a",
+            "--product",
+            "lim",
+            "--country",
+            "XA",
+            "--site",
+            "s1",
+            "--provisioned-version",
+            "1.0.0",
+        ],
+    )?;
+    d.approve(&registered)?;
+    let agent_c = d.agent("a-02")?;
+    air_gap(&agent_c)?;
+    let att_c = d.attest(&customer_a, "agency-a", "a-02", "2099-01-01T00:00:00Z")?;
+    d.verify(&engineer, &att_c, "a-02", &agent_c)?;
+    if d.check(&agent_c).is_ok() {
+        bail!("the air-gapped device reached a server");
+    }
+    println!("   a-02 checks in: no server answers (the site is closed)");
+    let files = d.tmp.join("usb-stick");
+    std::fs::create_dir_all(&files)?;
+    let (request, bundle, receipt) =
+        (files.join("a-02.request"), files.join("a-02.bundle"), files.join("a-02.receipt"));
+    let st = agent_c.display().to_string();
+    run(&d.agent_bin, &["offline", "request", "--state", &st, "--out", &request.display().to_string()])?;
+    println!("   the device writes its signed request: {}", request.display());
+    d.as_whom(&engineer, &["field", "fetch", &request.display().to_string(), "--out", &bundle.display().to_string()])?;
+    println!(
+        "   at the vendor, the engineer fetches the answer: {} ({} bytes)",
+        bundle.display(),
+        std::fs::metadata(&bundle)?.len()
+    );
+    let out = run(
+        &d.agent_bin,
+        &[
+            "offline",
+            "install",
+            &bundle.display().to_string(),
+            "--state",
+            &st,
+            "--receipt",
+            &receipt.display().to_string(),
+        ],
+    )?;
+    let said = out.lines().next().unwrap_or_default().trim().to_owned();
+    println!("   on site, a-02 installs from the bundle: {said}");
+    d.as_whom(&engineer, &["field", "return", &receipt.display().to_string()])?;
+    println!("   back at the vendor, the engineer returns the device-signed receipt; the ledger records the install");
+    let standing: output::Standing = json(&d.as_whom(&d.data.join("identities/admin1"), &["status", "a-02"])?)?;
+    println!("   the grant (entry {}) names eng-1 as the courier, never as its signer", standing.index);
+    if standing.decision.courier.as_deref() != Some("eng-1") {
+        bail!("the grant for a-02 does not name its courier");
+    }
+
     d.say("An auditor verifies the ledger and replays every decision.");
     let auditor = d.data.join("identities/auditor");
     let verified: output::Verified = json(&d.as_whom(&auditor, &["audit", "verify", "--bodies"])?)?;
@@ -538,7 +605,7 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
 
     d.say("Summary.");
     println!("   {:<12} {:<10} {:<10} reason", "deployment", "installed", "verdict");
-    for (dep, state) in [("a-01", &agent_a), ("b-01", &agent_b)] {
+    for (dep, state) in [("a-01", &agent_a), ("b-01", &agent_b), ("a-02", &agent_c)] {
         let s = d.status(state)?;
         // The first reason there is: an unmet condition, else a newer
         // release still withheld (a granted security fix can leave one),
@@ -560,6 +627,19 @@ fn story(d: &mut Demo) -> anyhow::Result<()> {
         );
     }
     println!("   ledger: {} entries; checkpoint root {}", verified.size, verified.root);
+    Ok(())
+}
+
+/// Points a device's configuration at an address no server answers: an
+/// air-gapped site.
+fn air_gap(state: &Path) -> anyhow::Result<()> {
+    let path = state.join("agent.toml");
+    let text = std::fs::read_to_string(&path)?;
+    let cut: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with("server =") { "server = \"https://127.0.0.1:9\"".to_owned() } else { l.to_owned() })
+        .collect();
+    std::fs::write(&path, cut.join("\n") + "\n")?;
     Ok(())
 }
 

@@ -21,6 +21,9 @@ fn the_demo_plays_the_whole_story_to_its_summary() {
         "b-01 checks in: installed 1.0.1",
         "unmet: end_use_attested: The end-use attestation for deployment a-01 expired",
         "a-01 checks in: installed 1.2.0",
+        "a-02 checks in: no server answers",
+        "on site, a-02 installs from the bundle: Installed version 1.2.0",
+        "names eng-1 as the courier",
         "0 mismatches",
         "the checkpoint carries 1 witness cosignature\n",
         "refused: the ledger's files do not reproduce its signed checkpoint",
@@ -34,13 +37,15 @@ fn the_demo_plays_the_whole_story_to_its_summary() {
         summary.lines().any(|l| l.contains("b-01") && l.contains("1.0.1") && l.contains("1.1.0 still withheld")),
         "{summary}"
     );
+    assert!(summary.lines().any(|l| l.contains("a-02") && l.contains("1.2.0") && l.contains("granted")), "{summary}");
     // Written for a compliance officer: no debug formatting.
     for debug in ["Some(", "None", "{ ", "Err(", "Ok(", "panicked", "backtrace", "(s)", ".;"] {
         assert!(!text.contains(debug), "debug formatting {debug:?} in:\n{text}");
     }
 
     // The ledger the demo's server left (it is stopped when the demo ends):
-    // a-01 installed 1.1.0 and 1.2.0, b-01 the security fix 1.0.1, each
+    // a-01 installed 1.1.0 and 1.2.0, b-01 the security fix 1.0.1, a-02
+    // (air-gapped) 1.2.0 from a bundle, each
     // under a grant in the ledger for that deployment and release; it
     // replays clean.
     let kept = text
@@ -50,9 +55,14 @@ fn the_demo_plays_the_whole_story_to_its_summary() {
         .expect("--keep names the demo's folder");
     let ledger = covenant_tests::check_ledger(
         &kept.join("server"),
-        &[(&kept.join("device-a-01"), "a-01"), (&kept.join("device-b-01"), "b-01")],
+        &[
+            (&kept.join("device-a-01"), "a-01"),
+            (&kept.join("device-b-01"), "b-01"),
+            (&kept.join("device-a-02"), "a-02"),
+        ],
     );
-    assert_eq!(ledger.installed_grants, 3, "{ledger:?}");
+    // And a-02, air-gapped, 1.2.0 through an engineer's files.
+    assert_eq!(ledger.installed_grants, 4, "{ledger:?}");
     assert!(ledger.withholds >= 3, "a-01 before attesting and after expiry, b-01 under L2: {ledger:?}");
     let _ = std::fs::remove_dir_all(&kept);
 }
