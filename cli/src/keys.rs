@@ -54,3 +54,13 @@ pub fn random_signing_key() -> anyhow::Result<SigningKey> {
         .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
     Ok(SigningKey::from_seed(&seed))
 }
+
+/// The signing key `key` names: a PKCS#11 URI (`pkcs11:token=…;object=…`,
+/// the key stays in its token) or a key file's path.
+pub fn signer(key: &str) -> anyhow::Result<std::sync::Arc<dyn covenant_core::keys::Signer>> {
+    if covenant_pkcs11::is_uri(key) {
+        let key = covenant_pkcs11::Pkcs11Key::open_text(key).context("opening the key in its token")?;
+        return Ok(key);
+    }
+    Ok(std::sync::Arc::new(crate::connect::read_key(Path::new(key))?))
+}

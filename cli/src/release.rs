@@ -12,7 +12,7 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::admin_service_client::AdminServiceClient;
 use sha2::Digest as _;
 
-use crate::connect::{Connection, read_key};
+use crate::connect::Connection;
 use crate::output;
 
 /// The release commands.
@@ -44,9 +44,11 @@ pub enum Release {
     Sign {
         /// The manifest.
         manifest: PathBuf,
-        /// Your release signing-key file.
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        /// Your release signing-key file, or a PKCS#11 URI of a key in a token
+        /// (pkcs11:token=T;object=K?module-path=M&pin-source=file:P; the
+        /// PIN may also come from COVENANT_PKCS11_PIN).
+        #[arg(long, value_name = "FILE|URI")]
+        key: String,
     },
     /// Shows a manifest, its digest and how many signatures it carries.
     Show {
@@ -122,8 +124,8 @@ pub fn run(cmd: Release, json: bool) -> anyhow::Result<()> {
         }
         Release::Sign { manifest, key } => {
             let (mut envelope, _) = read_manifest(&manifest)?;
-            let key = read_key(&key)?;
-            envelope.sign(&key);
+            let key = crate::keys::signer(&key)?;
+            envelope.try_sign(key.as_ref())?;
             let tmp = manifest.with_extension("tmp");
             std::fs::write(&tmp, envelope.to_bytes())?;
             std::fs::rename(&tmp, &manifest)?;

@@ -68,9 +68,11 @@ pub enum Root {
     Sign {
         /// The root file.
         file: PathBuf,
-        /// Your root signing-key file.
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        /// Your root signing-key file, or a PKCS#11 URI of a key in a token
+        /// (pkcs11:token=T;object=K?module-path=M&pin-source=file:P; the
+        /// PIN may also come from COVENANT_PKCS11_PIN).
+        #[arg(long, value_name = "FILE|URI")]
+        key: String,
     },
     /// Shows what a root file says and who has signed it.
     Show {
@@ -171,8 +173,8 @@ pub fn run(cmd: Root, json: bool) -> anyhow::Result<()> {
                 bail!("{} is not a root", file.display());
             }
             RootMetadata::parse(envelope.payload()).context("this root is malformed")?;
-            let key = read_key(&key)?;
-            envelope.sign(&key);
+            let key = crate::keys::signer(&key)?;
+            envelope.try_sign(key.as_ref())?;
             let tmp = file.with_extension("tmp");
             std::fs::write(&tmp, envelope.to_bytes())?;
             std::fs::rename(&tmp, &file)?;

@@ -181,7 +181,10 @@ pub fn init(name: &str, state: &Path, json: bool) -> anyhow::Result<String> {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state)?;
     }
-    covenant_storage::write_private(&state.join(KEY_FILE), signer.to_private_string().as_bytes())?;
+    covenant_storage::write_private(
+        &state.join(KEY_FILE),
+        signer.to_private_string().context("a new witness key is in memory")?.as_bytes(),
+    )?;
     let vkey = verifier_key(&signer);
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(state.join(VKEY_FILE))?;
     std::io::Write::write_all(&mut file, format!("{vkey}\n").as_bytes())?;

@@ -48,14 +48,14 @@ fn a_root_needs_a_threshold_of_its_own_keys() {
         provision().unwrap_err(),
         RootError::Envelope(EnvelopeError::ThresholdNotMet { valid: 0, threshold: 2 })
     );
-    run(Root::Sign { file: file.clone(), key: dir.join("k1.key") }, true).unwrap();
+    run(Root::Sign { file: file.clone(), key: dir.join("k1.key").display().to_string() }, true).unwrap();
     // Signing twice with one key still counts once.
-    run(Root::Sign { file: file.clone(), key: dir.join("k1.key") }, true).unwrap();
+    run(Root::Sign { file: file.clone(), key: dir.join("k1.key").display().to_string() }, true).unwrap();
     assert_eq!(
         provision().unwrap_err(),
         RootError::Envelope(EnvelopeError::ThresholdNotMet { valid: 1, threshold: 2 })
     );
-    run(Root::Sign { file: file.clone(), key: dir.join("k3.key") }, true).unwrap();
+    run(Root::Sign { file: file.clone(), key: dir.join("k3.key").display().to_string() }, true).unwrap();
     assert_eq!(provision().unwrap().version(), 1);
     run(Root::Show { file: file.clone() }, true).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

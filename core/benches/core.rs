@@ -126,7 +126,7 @@ fn checkpoints(c: &mut Criterion) {
     };
     let plain = checkpoint.sign(&log).unwrap();
     let mut cosigned = plain.clone();
-    cosigned.push_signature(witness.cosign(plain.text(), 1_780_000_000));
+    cosigned.push_signature(witness.cosign(plain.text(), 1_780_000_000).unwrap());
     let plain = plain.to_text().into_bytes();
     let cosigned = cosigned.to_text().into_bytes();
     let witnesses = [&witness_verifier];

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
-use crate::keys::{KeyId, KeySet, SigningKey};
+use crate::keys::{KeyId, KeySet, SignError, Signer, SigningKey};
 use crate::statements::{Payload, StatementError};
 
 // The envelope's limits are defined beside the `Payload` trait whose
@@ -213,6 +213,16 @@ impl Envelope {
         self.signatures.push(EnvelopeSignature { keyid, sig });
     }
 
+    /// As [`Envelope::sign`], with a key that may be held elsewhere (a
+    /// token), which may fail to sign.
+    pub fn try_sign(&mut self, signer: &dyn Signer) -> Result<(), SignError> {
+        let keyid = signer.key_id().to_string();
+        let sig = signer.try_sign(&pae(&self.payload_type, &self.payload))?.to_vec();
+        self.signatures.retain(|s| s.keyid != keyid);
+        self.signatures.push(EnvelopeSignature { keyid, sig });
+        Ok(())
+    }
+
     /// The payload type as written.
     pub fn payload_type(&self) -> &str {
         &self.payload_type
@@ -349,6 +359,16 @@ pub fn sign<T: Payload>(payload: &T, keys: &[&SigningKey]) -> Vec<u8> {
         envelope.sign(key);
     }
     envelope.to_bytes()
+}
+
+/// As [`sign`], with keys that may be held elsewhere (a token): the
+/// envelope bytes, or why a key did not sign.
+pub fn try_sign<T: Payload>(payload: &T, signers: &[&dyn Signer]) -> Result<Vec<u8>, SignError> {
+    let mut envelope = Envelope::new(T::PAYLOAD_TYPE, payload.to_payload_bytes());
+    for signer in signers {
+        envelope.try_sign(*signer)?;
+    }
+    Ok(envelope.to_bytes())
 }
 
 #[cfg(test)]

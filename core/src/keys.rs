@@ -213,6 +213,39 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// Why a [`Signer`] did not sign: a key held elsewhere (a PKCS#11 token)
+/// that could not be reached, logged into or asked. In words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the signing key could not sign: {0}")]
+pub struct SignError(pub String);
+
+/// What signs with an Ed25519 key: a [`SigningKey`] in memory, or a key
+/// held elsewhere (a hardware token) that signs on request and never hands
+/// out its private half. The core signs only through this trait where a
+/// key may be held elsewhere (the online keys, release and root signing).
+pub trait Signer: Send + Sync + fmt::Debug {
+    /// The public half.
+    fn public(&self) -> PublicKey;
+
+    /// Signs `message` (pure Ed25519), returning the 64-byte signature.
+    fn try_sign(&self, message: &[u8]) -> Result<[u8; 64], SignError>;
+
+    /// The key id of the public half.
+    fn key_id(&self) -> KeyId {
+        self.public().key_id()
+    }
+}
+
+impl Signer for SigningKey {
+    fn public(&self) -> PublicKey {
+        SigningKey::public(self)
+    }
+
+    fn try_sign(&self, message: &[u8]) -> Result<[u8; 64], SignError> {
+        Ok(self.sign(message))
+    }
+}
+
 /// A set of public keys with the number of distinct valid signatures needed.
 ///
 /// Used for a role of the root (`release` 2 of 3, say) and, with threshold

@@ -50,6 +50,9 @@ pub enum WitnessError {
         /// Why.
         reason: NoteError,
     },
+    /// The witness's own key did not sign (a key held in a token).
+    #[error("the witness could not cosign: {0}")]
+    Signer(NoteError),
 }
 
 /// Decides whether to cosign `checkpoint` (the log's signed note) at
@@ -92,6 +95,7 @@ pub fn cosign(
     }
     // The first checkpoint of a log is taken on trust (tlog-witness: old size 0).
     let sig = witness.cosign(verified.note().text(), timestamp);
+    let sig = sig.map_err(WitnessError::Signer)?;
     Ok((WitnessRecord { size: cp.size, root: hex::encode(cp.root_hash) }, sig))
 }
 

@@ -455,7 +455,7 @@ fn cosignature_over_a_different_checkpoint() {
     let genuine = checkpoint(&t, &log);
     let body_of = |text: &str| note::Note::parse(text.as_bytes()).unwrap().text().to_owned();
     // The witness cosigned size 7; the line is moved onto a size-8 checkpoint.
-    let cosig = witness.cosign(&body_of(&genuine), 1_700_000_000).to_line();
+    let cosig = witness.cosign(&body_of(&genuine), 1_700_000_000).unwrap().to_line();
     let mut bigger = t.clone();
     bigger.push_leaf(b"entry 7");
     let other = format!("{}{cosig}", checkpoint(&bigger, &log));
@@ -478,7 +478,8 @@ fn witness_threshold_not_met() {
     let text = checkpoint(&tree(3), &log);
     let body = note::Note::parse(text.as_bytes()).unwrap().text().to_owned();
     // w0 cosigns twice: still one witness.
-    let cosigned = format!("{text}{}{}", w0.cosign(&body, 1).to_line(), w0.cosign(&body, 2).to_line());
+    let cosigned =
+        format!("{text}{}{}", w0.cosign(&body, 1).unwrap().to_line(), w0.cosign(&body, 2).unwrap().to_line());
     let verified = note::open_checkpoint(cosigned.as_bytes(), &log.verifier()).unwrap();
     assert_eq!(
         verified.require_cosignatures(&[&w0.cosignature_verifier(), &w1.cosignature_verifier()], 2).unwrap_err(),
@@ -493,7 +494,7 @@ fn log_signature_does_not_count_as_a_cosignature() {
     let w0 = NoteSigner::new("witness.test/w0", key(60)).unwrap();
     let text = checkpoint(&tree(3), &log);
     let body = note::Note::parse(text.as_bytes()).unwrap().text().to_owned();
-    let cosigned = format!("{text}{}", w0.sign(&body).to_line());
+    let cosigned = format!("{text}{}", w0.sign(&body).unwrap().to_line());
     let verified = note::open_checkpoint(cosigned.as_bytes(), &log.verifier()).unwrap();
     assert_eq!(
         verified.require_cosignatures(&[&w0.cosignature_verifier()], 1).unwrap_err(),

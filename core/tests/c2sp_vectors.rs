@@ -47,7 +47,7 @@ fn signed_note_peter_neumann_signature_is_reproduced() {
             .unwrap();
     let text = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
     assert_eq!(
-        signer.sign(text).to_line(),
+        signer.sign(text).unwrap().to_line(),
         "\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
     );
     assert_eq!(format!("{:08x}", signer.verifier().id()), "c74f20a3");
@@ -100,7 +100,7 @@ fn c2sp_cosignature_verifies_and_is_reproduced() {
     let seed: [u8; 32] = hex::decode(s(&v, &["ed25519_seed_hex"])).unwrap().try_into().unwrap();
     let signer = NoteSigner::new("witness.example/w1", SigningKey::from_seed(&seed)).unwrap();
     assert_eq!(signer.cosignature_verifier().to_string(), s(&v, &["cosignature", "witness_verifier_key"]));
-    assert_eq!(signer.cosign(&body, timestamp).to_line(), format!("{line}\n"));
+    assert_eq!(signer.cosign(&body, timestamp).unwrap().to_line(), format!("{line}\n"));
 }
 
 /// The vector's payload: `{"_type":"release","product":"lim","version":"1.1.0"}`

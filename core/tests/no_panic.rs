@@ -1120,7 +1120,7 @@ impl Log {
         let mut n = cp.sign(&self.log).unwrap();
         let text = n.text().to_owned();
         for (i, w) in self.witnesses.iter().take(witnesses).enumerate() {
-            n.push_signature(w.cosign(&text, 1_700_000_000 + i as u64));
+            n.push_signature(w.cosign(&text, 1_700_000_000 + i as u64).unwrap());
         }
         n
     }
@@ -1133,7 +1133,7 @@ impl Log {
             self.cosigned(&self.checkpoint(&["ext one", "\u{2014} ext+two"]), 1).to_text().into_bytes(),
         ];
         let mut foreign = self.cosigned(&self.checkpoint(&[]), 1);
-        foreign.push_signature(NoteSigner::new("other.example/log", key(30)).unwrap().sign(foreign.text()));
+        foreign.push_signature(NoteSigner::new("other.example/log", key(30)).unwrap().sign(foreign.text()).unwrap());
         out.push(foreign.to_text().into_bytes());
         out
     }
@@ -1633,10 +1633,10 @@ fn open_checkpoint_never_panics() {
                 let text = String::from_utf8_lossy(&mutated).into_owned();
                 match Note::new(&text) {
                     Ok(mut n) => {
-                        n.push_signature(log.log.sign(&text));
+                        n.push_signature(log.log.sign(&text).unwrap());
                         for w in log.witnesses.iter().take(rng.below(3)) {
                             let over = if rng.chance(80) { text.clone() } else { format!("{text}x\n") };
-                            n.push_signature(w.cosign(&over, rng.interesting_u64()));
+                            n.push_signature(w.cosign(&over, rng.interesting_u64()).unwrap());
                         }
                         n.to_text().into_bytes()
                     }

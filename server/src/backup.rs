@@ -498,8 +498,8 @@ fn record_loss(
 ) -> anyhow::Result<()> {
     use covenant_core::statements::{LossTag, RestoreLoss, SchemaV1};
     let data = DataDir::new(scratch);
-    let decision =
-        datadir::read_key(&data.decision_key()).context("recording the loss needs the decision key, which signs it")?;
+    let decision = datadir::decision_signer(scratch)?
+        .context("recording the loss needs the decision key, which signs it, and this data directory has none")?;
     let restored_root = covenant_core::digest::Sha256Digest::from_hex(&manifest.root_hash)
         .context("the manifest's root hash is not 64 hex digits")?;
     let loss = RestoreLoss {
@@ -514,7 +514,7 @@ fn record_loss(
         issued_at: covenant_core::digest::Timestamp::since_epoch(std::time::SystemTime::now()),
     };
     covenant_core::statements::Payload::validate(&loss).map_err(|e| anyhow::anyhow!("the loss is refused: {e}"))?;
-    let body = covenant_core::envelope::sign(&loss, &[&decision]);
+    let body = covenant_core::envelope::try_sign(&loss, &[decision.as_ref()])?;
     // The list first: the ledger opens only with the witnesses' evidence of
     // the lost history set aside, and refuses a list it does not record,
     // so a cut between the two leaves a scratch folder that is removed.
@@ -524,7 +524,7 @@ fn record_loss(
     datadir::write_private(&data.accepted_losses(), &serde_json::to_vec_pretty(&listed)?)?;
     let storage = std::sync::Arc::new(FsStorage::new(data.ledger())?);
     let signer =
-        covenant_core::note::NoteSigner::new(&datadir::ledger_name(scratch)?, datadir::read_key(&data.ledger_key())?)?;
+        covenant_core::note::NoteSigner::held(&datadir::ledger_name(scratch)?, datadir::ledger_signer(scratch)?)?;
     let registry = datadir::registry_for(scratch)?;
     let config = crate::ledger::LedgerConfig {
         witnessed: crate::witnesses::recorded_cosignatures(scratch)?,

@@ -13,7 +13,6 @@
 
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
-use covenant_core::keys::SigningKey;
 use covenant_core::ledger::leaf_hash;
 use covenant_core::merkle::Hash;
 use covenant_core::note::TlogProof;
@@ -48,7 +47,7 @@ pub struct LedgerView<'a, S: Storage> {
     /// own checkpoint at once).
     pub witnesses: usize,
     /// The decision key, which signs the freshness answer.
-    pub decision: Option<&'a SigningKey>,
+    pub decision: Option<&'a dyn covenant_core::keys::Signer>,
 }
 
 /// The answer to a check-in, as the device receives it.
@@ -124,6 +123,9 @@ pub enum CheckInError {
     /// This server holds no decision key.
     #[error("this server holds no decision key")]
     NoDecisionKey,
+    /// The decision key (held in a token) did not sign the answer.
+    #[error("{0}")]
+    Sign(covenant_core::keys::SignError),
     /// The state's lock is poisoned.
     #[error("registry lock poisoned")]
     Poisoned,
@@ -236,7 +238,7 @@ pub async fn answer<S: Storage>(
     let freshness =
         Freshness { type_tag: FreshTag, schema: SchemaV1, deployment, nonce, time: now, standing: freshness_standing };
     let key = view.decision.ok_or(CheckInError::NoDecisionKey)?;
-    answer.freshness = envelope::sign(&freshness, &[key]);
+    answer.freshness = envelope::try_sign(&freshness, &[key]).map_err(CheckInError::Sign)?;
     Ok(answer)
 }
 

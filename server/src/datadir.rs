@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, bail};
 use covenant_core::digest::{Sha256Digest, Timestamp};
 use covenant_core::envelope;
-use covenant_core::keys::{PublicKey, SigningKey};
+use covenant_core::keys::{PublicKey, Signer, SigningKey};
 use covenant_core::ledger::{EntryKind, Keyring, SubjectSecret, SubjectTag};
 use covenant_core::note::{NoteSigner, NoteVerifier};
 use covenant_core::policy;
@@ -114,7 +114,7 @@ pub struct SharedRegistry {
     pub state: Arc<RwLock<State>>,
     /// The decision key the sequencer signs decisions with (`None`: this
     /// server decides nothing).
-    pub decision_key: Option<Arc<SigningKey>>,
+    pub decision_key: Option<Arc<dyn Signer>>,
     /// The decisions the sequencer signed and has yet to apply.
     pub(crate) own: OwnDecisions,
 }
@@ -175,7 +175,8 @@ impl StateMachine for SharedRegistry {
         // check-in logs exactly what the device's own call would), which is
         // then recorded in the body.
         decision.courier = courier;
-        let body = envelope::sign(decision.as_ref(), &[key.as_ref()]);
+        let body = envelope::try_sign(decision.as_ref(), &[key.as_ref()])
+            .map_err(|e| Rejection::Unavailable(format!("the decision was not signed: {e}")))?;
         let placed = covenant_core::state::classify(&body)?;
         drop(state);
         self.own.by_body.insert(Sha256Digest::of(&body), OwnDecision { decision, checkin });
@@ -317,8 +318,7 @@ pub fn open_ledger_measured(
 ) -> anyhow::Result<(Ledger<FsStorage>, SharedRegistry)> {
     upgrade_format(dir)?;
     let data = DataDir::new(dir);
-    let ledger_key = read_key(&data.ledger_key())?;
-    let signer = NoteSigner::new(&ledger_name(dir)?, ledger_key)?;
+    let signer = NoteSigner::held(&ledger_name(dir)?, ledger_signer(dir)?)?;
     let registry = registry_for(dir)?;
     let storage = Arc::new(FsStorage::new(data.ledger())?);
     let ledger =
@@ -340,7 +340,7 @@ pub fn ledger_config(dir: &Path) -> anyhow::Result<LedgerConfig> {
     // signed by the ledger key (the empty tree) that they cannot cosign.
     let witnesses = crate::witnesses::load(dir)?;
     if witnesses.iter().any(|w| matches!(w.reach, crate::witnesses::Reach::Remote { .. })) {
-        let signer = NoteSigner::new(&ledger_name(dir)?, read_key(&DataDir::new(dir).ledger_key())?)?;
+        let signer = NoteSigner::held(&ledger_name(dir)?, ledger_signer(dir)?)?;
         let empty = covenant_core::note::Checkpoint {
             origin: signer.name().to_owned(),
             size: 0,
@@ -402,11 +402,60 @@ pub fn check_losses(dir: &Path, registry: &SharedRegistry) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `DATA/keys.toml`: the online keys held in a PKCS#11 token instead of
+/// `keys/decision.key` and `keys/ledger.key`, each named by its URI
+/// (docs/operations.md, "Keys in a PKCS#11 token"). No file: both are
+/// key files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldKeys {
+    /// The decision key's URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The ledger key's URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<String>,
+}
+
+/// The data directory's [`HeldKeys`] (none without `keys.toml`).
+pub fn held_keys(dir: &Path) -> anyhow::Result<HeldKeys> {
+    let path = DataDir::new(dir).held_keys();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("{} is not a keys file", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HeldKeys::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Opens the key a PKCS#11 URI names, for `role` (in errors).
+fn token_key(uri: &str, role: &str) -> anyhow::Result<Arc<dyn Signer>> {
+    let key =
+        covenant_pkcs11::Pkcs11Key::open_text(uri).with_context(|| format!("opening the {role} key in its token"))?;
+    Ok(key)
+}
+
+/// The decision key: in its token (`keys.toml`), else `keys/decision.key`,
+/// else none (this server decides nothing).
+pub fn decision_signer(dir: &Path) -> anyhow::Result<Option<Arc<dyn Signer>>> {
+    if let Some(uri) = held_keys(dir)?.decision {
+        return Ok(Some(token_key(&uri, "decision")?));
+    }
+    Ok(read_key(&DataDir::new(dir).decision_key()).ok().map(|k| Arc::new(k) as Arc<dyn Signer>))
+}
+
+/// The ledger key: in its token (`keys.toml`), else `keys/ledger.key`.
+pub fn ledger_signer(dir: &Path) -> anyhow::Result<Arc<dyn Signer>> {
+    if let Some(uri) = held_keys(dir)?.ledger {
+        return token_key(&uri, "ledger");
+    }
+    Ok(Arc::new(read_key(&DataDir::new(dir).ledger_key())?))
+}
+
 /// The empty registry a data directory's ledger folds into: with its
 /// subject secret (so header tags are checked) and its decision key. `serve`
 /// (through [`open_ledger`]) and `check` fold with exactly this.
 pub fn registry_for(dir: &Path) -> anyhow::Result<SharedRegistry> {
-    let decision = read_key(&DataDir::new(dir).decision_key()).ok().map(Arc::new);
+    let decision = decision_signer(dir)?;
     let keyring = Keyring::Secret(read_subject_secret(dir)?);
     let state = State::with_keyring(keyring);
     Ok(SharedRegistry { state: Arc::new(RwLock::new(state)), decision_key: decision, own: OwnDecisions::default() })
@@ -434,12 +483,18 @@ pub struct DevInit {
 
 /// `covenant-server init --dev --data DIR`.
 pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
+    init_dev_held(dir, &HeldKeys::default())
+}
+
+/// As [`init_dev`], with the decision and ledger keys `held` in a PKCS#11
+/// token (the SoftHSM2 tests; every other key still in files).
+pub fn init_dev_held(dir: &Path, held: &HeldKeys) -> anyhow::Result<DevInit> {
     refuse_non_empty(dir)?;
     let data = DataDir::new(dir);
     std::fs::create_dir_all(data.identities())?;
     let root_keys = [new_key()?, new_key()?, new_key()?];
     let release_keys = [new_key()?, new_key()?, new_key()?];
-    let online = make_online_keys(dir, DEV_LEDGER_NAME, &["localhost", "127.0.0.1"], "Covenant development CA")?;
+    let online = make_online_keys(dir, DEV_LEDGER_NAME, &["localhost", "127.0.0.1"], "Covenant development CA", held)?;
     let witness = new_key()?;
     let admins = [new_key()?, new_key()?];
     let spec = |keys: &[&SigningKey], threshold: u32, note: Option<&str>| RoleSpec {
@@ -474,7 +529,10 @@ pub fn init_dev(dir: &Path) -> anyhow::Result<DevInit> {
     }
     // The witness's key file carries its note name (a C2SP private key).
     let witness_signer = NoteSigner::new(DEV_WITNESS_NAME, witness)?;
-    write_private(&data.witness_dev_key(), witness_signer.to_private_string().as_bytes())?;
+    write_private(
+        &data.witness_dev_key(),
+        witness_signer.to_private_string().context("a new witness key is in memory")?.as_bytes(),
+    )?;
     write_public(&data.witness_dev_vkey(), format!("{}\n", witness_signer.cosignature_verifier()).as_bytes())?;
     let vkey = online.ledger.to_string();
     let ca = online.ca;
@@ -571,21 +629,40 @@ fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
 /// Makes the server's own keys in `dir`: the decision and ledger keys, the
 /// ledger's verifier key, a CA and the server's TLS certificate for
 /// `server_names` (DNS names or IP addresses).
-fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_name: &str) -> anyhow::Result<OnlineKeys> {
+fn make_online_keys(
+    dir: &Path,
+    ledger_name: &str,
+    server_names: &[&str],
+    ca_name: &str,
+    held: &HeldKeys,
+) -> anyhow::Result<OnlineKeys> {
     let data = DataDir::new(dir);
     std::fs::create_dir_all(data.keys())?;
     write_public(&data.format(), format!("{}\n", format_line(LEDGER_FORMAT)).as_bytes())?;
-    let decision = new_key()?;
-    let ledger_key = new_key()?;
-    write_key(&data.decision_key(), &decision)?;
-    write_key(&data.ledger_key(), &ledger_key)?;
+    // A key named by a token's URI stays in its token: only the URI is
+    // written (keys.toml); otherwise a new key file.
+    let online = |uri: &Option<String>, role: &str, path: PathBuf| -> anyhow::Result<Arc<dyn Signer>> {
+        match uri {
+            Some(uri) => token_key(uri, role),
+            None => {
+                let key = new_key()?;
+                write_key(&path, &key)?;
+                Ok(Arc::new(key))
+            }
+        }
+    };
+    let decision = online(&held.decision, "decision", data.decision_key())?;
+    let ledger_key = online(&held.ledger, "ledger", data.ledger_key())?;
+    if *held != HeldKeys::default() {
+        write_public(&data.held_keys(), toml::to_string(held)?.as_bytes())?;
+    }
     // The subject secret never leaves the server: the subject keys derived
     // from it are handed to those entitled to each subject.
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(secret.as_mut()).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let secret = SubjectSecret::from_bytes(*secret);
     write_private(&data.subjects_key(), zeroize::Zeroizing::new(secret.to_hex()).as_bytes())?;
-    let ledger = NoteSigner::new(ledger_name, ledger_key)
+    let ledger = NoteSigner::held(ledger_name, ledger_key)
         .with_context(|| {
             format!("{ledger_name:?} is not a valid note name (use a host/path such as example.com/ledger)")
         })?
@@ -605,12 +682,17 @@ fn make_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str], ca_nam
 /// `covenant-server init --online-keys`: the first step of the production
 /// ceremony. Makes only the keys the server holds; their public halves go
 /// into the root, which the root-key holders write and sign offline.
-pub fn init_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str]) -> anyhow::Result<OnlineKeys> {
+pub fn init_online_keys(
+    dir: &Path,
+    ledger_name: &str,
+    server_names: &[&str],
+    held: &HeldKeys,
+) -> anyhow::Result<OnlineKeys> {
     refuse_non_empty(dir)?;
     if server_names.is_empty() {
         bail!("name the server's host names or addresses with --server-name");
     }
-    make_online_keys(dir, ledger_name, server_names, "Covenant CA")
+    make_online_keys(dir, ledger_name, server_names, "Covenant CA", held)
 }
 
 /// `covenant-server init --root ROOT`: the second step. Checks that the
@@ -620,7 +702,7 @@ pub fn init_online_keys(dir: &Path, ledger_name: &str, server_names: &[&str]) ->
 pub fn init_root(dir: &Path, root_path: &Path) -> anyhow::Result<u64> {
     let bytes = std::fs::read(root_path).with_context(|| format!("reading {}", root_path.display()))?;
     let data = DataDir::new(dir);
-    if !data.ledger_key().exists() {
+    if !data.ledger_vkey().exists() {
         bail!("{} has no online keys: run `covenant-server init --online-keys` first", dir.display());
     }
     if data.root_json().exists() || data.ledger().exists() {
@@ -628,7 +710,7 @@ pub fn init_root(dir: &Path, root_path: &Path) -> anyhow::Result<u64> {
     }
     let root = TrustedRoot::provision(&bytes, now(), RootPolicy { allow_development: true })
         .with_context(|| format!("{} is not a valid, fully signed root", root_path.display()))?;
-    let decision = read_key(&data.decision_key())?.public();
+    let decision = decision_signer(dir)?.context("this data directory has no decision key")?.public();
     if !root.metadata().roles.decision.keys.iter().any(|k| k.public == decision) {
         bail!("the root does not list this server's decision key {}", hex::encode(decision.to_bytes()));
     }

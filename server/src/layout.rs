@@ -10,6 +10,7 @@
 //! DIR/server.pem, server.key    the server's TLS certificate
 //! DIR/ledger.vkey               the ledger's C2SP verifier key
 //! DIR/decision.pub              the decision key's public half (hex)
+//! DIR/keys.toml                the online keys held in a PKCS#11 token, by URI
 //! DIR/keys/*.key                signing-key seeds, hex (0600); in production
 //!                               only decision.key and ledger.key live here
 //! DIR/keys/subjects.key         the subject secret, hex (0600): derives the
@@ -47,6 +48,12 @@ impl DataDir {
     /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// `keys.toml`: the online keys held in a PKCS#11 token, by URI
+    /// (`crate::datadir::HeldKeys`).
+    pub fn held_keys(&self) -> PathBuf {
+        self.root.join("keys.toml")
     }
 
     /// `accepted-losses.json`: the losses restores accepted (written by

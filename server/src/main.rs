@@ -22,6 +22,24 @@ struct Args {
     command: Command,
 }
 
+/// `covenant-server keys`.
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Makes an Ed25519 key pair in a PKCS#11 token, labelled as the URI's
+    /// object (the private half sensitive and never extractable), and
+    /// prints its public key. The token must exist and have a user PIN
+    /// (for SoftHSM2: softhsm2-util --init-token --free --label covenant).
+    /// Then name the URI in `init --decision-key` or `--ledger-key`.
+    Generate {
+        /// The key's URI, e.g.
+        /// pkcs11:token=covenant;object=decision?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/covenant/pin
+        uri: String,
+        /// One JSON object: public_key, key_id.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Makes a data directory.
@@ -61,10 +79,24 @@ enum Command {
         /// certificate (repeatable).
         #[arg(long = "server-name", value_name = "HOST", requires = "online_keys")]
         server_names: Vec<String>,
+        /// With --online-keys or --dev: keep the decision key in a PKCS#11
+        /// token instead of keys/decision.key, named by its URI, e.g.
+        /// pkcs11:token=covenant;object=decision?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/covenant/pin
+        /// (make it with `covenant-server keys generate URI`). The PIN comes
+        /// from pin-source or pin-value, else COVENANT_PKCS11_PIN.
+        #[arg(long, value_name = "URI", conflicts_with = "root")]
+        decision_key: Option<String>,
+        /// With --online-keys or --dev: keep the ledger key in a PKCS#11
+        /// token instead of keys/ledger.key (as --decision-key).
+        #[arg(long, value_name = "URI", conflicts_with = "root")]
+        ledger_key: Option<String>,
         /// The data directory (must not exist or be empty, except for --root).
         #[arg(long, value_name = "DIR")]
         data: std::path::PathBuf,
     },
+    /// Keys in a PKCS#11 token (an HSM; SoftHSM2 to try it).
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Has the data directory's CA sign a certificate request while the
     /// server is stopped: the first admin's, before anyone can call it.
     /// Writes cert.pem, ca.pem and root.json into --out.
@@ -198,11 +230,12 @@ fn main() {
 
 fn main_result() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Init { dev, online_keys, root, ledger_name, server_names, data } => {
+        Command::Init { dev, online_keys, root, ledger_name, server_names, decision_key, ledger_key, data } => {
+            let held = covenant_server::datadir::HeldKeys { decision: decision_key, ledger: ledger_key };
             if online_keys {
                 let name = ledger_name.context("name the ledger's checkpoint origin with --ledger-name")?;
                 let names: Vec<&str> = server_names.iter().map(String::as_str).collect();
-                let made = covenant_server::datadir::init_online_keys(&data, &name, &names)?;
+                let made = covenant_server::datadir::init_online_keys(&data, &name, &names, &held)?;
                 let decision = hex::encode(made.decision.to_bytes());
                 println!("Made the server's online keys in {}.", data.display());
                 println!(
@@ -224,12 +257,29 @@ fn main_result() -> anyhow::Result<()> {
             if !dev {
                 anyhow::bail!("say --dev, --online-keys or --root FILE (see --help for the production ceremony)");
             }
-            let made = covenant_server::datadir::init_dev(&data)?;
+            let made = covenant_server::datadir::init_dev_held(&data, &held)?;
             println!("Made a development data directory in {}.", data.display());
             for id in &made.identities {
                 println!("  identity: {}", id.display());
             }
             println!("The ledger's verifier key (also in ledger.vkey):\n{}", made.ledger_vkey);
+            Ok(())
+        }
+        Command::Keys(KeysCmd::Generate { uri, json }) => {
+            let uri = covenant_pkcs11::Pkcs11Uri::parse(&uri)?;
+            let public = covenant_pkcs11::generate(&uri)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "public_key": public.to_hex(), "key_id": public.key_id().to_string() })
+                );
+            } else {
+                println!(
+                    "Made an Ed25519 key labelled {:?} in token {:?}; its private half never leaves the token.",
+                    uri.object, uri.token
+                );
+                println!("  public key: {}", public.to_hex());
+            }
             Ok(())
         }
         Command::Certify { data, role, id, csr, out } => {

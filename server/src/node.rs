@@ -64,7 +64,7 @@ pub struct Node {
     /// How many witnesses are configured.
     pub(crate) witnesses: usize,
     /// The decision key (signs freshness answers).
-    pub(crate) decision: Option<Arc<covenant_core::keys::SigningKey>>,
+    pub(crate) decision: Option<Arc<dyn covenant_core::keys::Signer>>,
     /// The data directory (artifacts live under it).
     pub(crate) data: DataDir,
     /// The one clock the server was started with: every request reads the
@@ -355,7 +355,7 @@ pub(crate) fn checkin_status(e: CheckInError) -> Status {
         CheckInError::TooLarge { .. } | CheckInError::Clock { .. } => Status::invalid_argument(e.to_string()),
         CheckInError::Append(e) => append_status(e),
         CheckInError::Read(e) => read_status(e),
-        CheckInError::NoDecisionKey => Status::unavailable(e.to_string()),
+        CheckInError::NoDecisionKey | CheckInError::Sign(_) => Status::unavailable(e.to_string()),
         CheckInError::Poisoned => Status::internal(e.to_string()),
     }
 }

@@ -524,7 +524,7 @@ fn the_published_checkpoint_is_the_newest_cosigned_one_with_its_tiles() {
     append_many(&ledger, 300);
     let cp = ledger.checkpoint();
     let text = note::open_checkpoint(cp.note.as_bytes(), &signer().verifier()).unwrap().note().text().to_owned();
-    let cosigned = format!("{}{}", cp.note, witness.cosign(&text, 1_800_000_000).to_line());
+    let cosigned = format!("{}{}", cp.note, witness.cosign(&text, 1_800_000_000).unwrap().to_line());
     ledger.publish_cosigned(cp.size, cosigned.clone());
     // Then more entries that no witness cosigned (crossing a tile): the
     // published checkpoint stays the cosigned one, its tiles still there.

@@ -47,10 +47,21 @@ impl Running {
 
     /// As [`Running::start`], with the server's limits changed by `configure`.
     pub async fn start_configured(name: &str, witnessed: bool, configure: impl FnOnce(&mut ServeConfig)) -> Running {
+        Self::start_held(name, witnessed, &datadir::HeldKeys::default(), configure).await
+    }
+
+    /// As [`Running::start_configured`], with the decision and ledger keys
+    /// `held` in a PKCS#11 token.
+    pub async fn start_held(
+        name: &str,
+        witnessed: bool,
+        held: &datadir::HeldKeys,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> Running {
         install_crypto_provider();
         let dir = std::env::temp_dir().join(format!("covenant-story-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        tokio::task::block_in_place(|| datadir::init_dev(&dir)).unwrap();
+        tokio::task::block_in_place(|| datadir::init_dev_held(&dir, held)).unwrap();
         if witnessed {
             start_dev_witness(&dir).await;
         }
@@ -347,7 +358,10 @@ pub async fn publish_release(s: &Running, version: &str, class: &str, baseline: 
     };
     covenant_cli::release::run(new, true).unwrap();
     for k in ["release-1", "release-2"] {
-        let sign = Release::Sign { manifest: manifest.clone(), key: s.dir.join(format!("keys/{k}.key")) };
+        let sign = Release::Sign {
+            manifest: manifest.clone(),
+            key: s.dir.join(format!("keys/{k}.key")).display().to_string(),
+        };
         covenant_cli::release::run(sign, true).unwrap();
     }
     admin(&s.admin(1), Admin::Publish { manifest: manifest.clone(), artifact }).await;

@@ -65,7 +65,11 @@ fn write_root(base: &Path, p: &People, decision: &str, ledger: &str, signers: us
     let witness = format!("witness.example/w1={}", pubhex(&p.witness));
     root_new(&out, p, decision, ledger, &witness).unwrap();
     for holder in p.root.iter().take(signers) {
-        covenant_cli::root::run(Root::Sign { file: out.clone(), key: holder.join("signing.key") }, true).unwrap();
+        covenant_cli::root::run(
+            Root::Sign { file: out.clone(), key: holder.join("signing.key").display().to_string() },
+            true,
+        )
+        .unwrap();
     }
     out
 }
@@ -113,7 +117,13 @@ async fn the_production_ceremony_starts_a_ledger_no_root_key_ever_touched() {
 fn ceremony(base: &Path, data: &Path) -> People {
     let p = people(&base.join("people"));
     // 1. The server's online keys, and nothing else.
-    let online = datadir::init_online_keys(data, "ledger.example.com/covenant", &["127.0.0.1", "localhost"]).unwrap();
+    let online = datadir::init_online_keys(
+        data,
+        "ledger.example.com/covenant",
+        &["127.0.0.1", "localhost"],
+        &datadir::HeldKeys::default(),
+    )
+    .unwrap();
     let mut keys: Vec<_> =
         std::fs::read_dir(data.join("keys")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     keys.sort();
@@ -126,7 +136,10 @@ fn ceremony(base: &Path, data: &Path) -> People {
         assert_eq!(mode & 0o777, 0o600, "the subject secret is readable by the server only");
     }
     assert_eq!(online.ledger.name(), "ledger.example.com/covenant");
-    assert!(datadir::init_online_keys(data, "x.example/l", &["localhost"]).is_err(), "never overwrites");
+    assert!(
+        datadir::init_online_keys(data, "x.example/l", &["localhost"], &datadir::HeldKeys::default()).is_err(),
+        "never overwrites"
+    );
 
     // 2. The root, written and signed offline by two of three holders.
     let (decision, ledger) = online_args(data);
@@ -180,7 +193,8 @@ fn a_root_that_does_not_list_the_servers_keys_or_lacks_signatures_is_refused() {
     let base = scratch("badroot");
     let data = base.join("server");
     let p = people(&base.join("people"));
-    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"]).unwrap();
+    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"], &datadir::HeldKeys::default())
+        .unwrap();
     let (decision, ledger) = online_args(&data);
 
     let one_signature = write_root(&base, &p, &decision, &ledger, 1);
@@ -204,7 +218,8 @@ fn an_enrollment_not_signed_by_a_root_admin_key_is_refused() {
     let base = scratch("badenroll");
     let data = base.join("server");
     let p = people(&base.join("people"));
-    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"]).unwrap();
+    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"], &datadir::HeldKeys::default())
+        .unwrap();
     let (decision, ledger) = online_args(&data);
     datadir::init_root(&data, &write_root(&base, &p, &decision, &ledger, 2)).unwrap();
 
@@ -240,7 +255,8 @@ fn a_root_takes_the_servers_and_witnesss_verifier_keys_and_refuses_them_swapped(
     let base = scratch("vkeys");
     let data = base.join("server");
     let p = people(&base.join("people"));
-    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"]).unwrap();
+    datadir::init_online_keys(&data, "ledger.example.com/covenant", &["localhost"], &datadir::HeldKeys::default())
+        .unwrap();
     let witness = base.join("witness");
     let witness_vkey = covenant_cli::witness::init("witness.example/w1", &witness, true).unwrap();
     let e = covenant_cli::witness::init("witness.example/w1", &witness, true).unwrap_err();
@@ -256,8 +272,11 @@ fn a_root_takes_the_servers_and_witnesss_verifier_keys_and_refuses_them_swapped(
     // As written: the ledger then starts with it.
     new("root.json", &ledger_vkey, &witness_vkey).unwrap();
     for holder in p.root.iter().take(2) {
-        covenant_cli::root::run(Root::Sign { file: base.join("root.json"), key: holder.join("signing.key") }, true)
-            .unwrap();
+        covenant_cli::root::run(
+            Root::Sign { file: base.join("root.json"), key: holder.join("signing.key").display().to_string() },
+            true,
+        )
+        .unwrap();
     }
     assert_eq!(datadir::init_root(&data, &base.join("root.json")).unwrap(), 1);
     let root = covenant_core::state::peek_root(&std::fs::read(base.join("root.json")).unwrap()).unwrap();

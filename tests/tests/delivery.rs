@@ -495,7 +495,7 @@ async fn a_publisher_revoked_mid_upload_publishes_nothing() {
     for k in ["release-1", "release-2"] {
         let sign = covenant_cli::release::Release::Sign {
             manifest: manifest.clone(),
-            key: s.dir.join(format!("keys/{k}.key")),
+            key: s.dir.join(format!("keys/{k}.key")).display().to_string(),
         };
         covenant_cli::release::run(sign, true).unwrap();
     }

@@ -308,7 +308,7 @@ async fn nothing_invalid_is_appended() {
     )
     .unwrap();
     covenant_cli::release::run(
-        Release::Sign { manifest: manifest.clone(), key: s.dir.join("keys/release-1.key") },
+        Release::Sign { manifest: manifest.clone(), key: s.dir.join("keys/release-1.key").display().to_string() },
         true,
     )
     .unwrap();

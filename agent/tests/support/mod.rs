@@ -36,7 +36,7 @@ pub fn copy(k: &SigningKey) -> SigningKey {
 
 /// A copy of a note signer.
 pub fn copy_signer(n: &NoteSigner) -> NoteSigner {
-    NoteSigner::parse_private(&n.to_private_string()).unwrap()
+    NoteSigner::parse_private(&n.to_private_string().unwrap()).unwrap()
 }
 
 /// The vendor's keys, a root chain and a ledger.
@@ -265,7 +265,7 @@ impl Vendor {
                 .sign(log)
                 .unwrap();
         for w in witnesses {
-            note.push_signature(w.cosign(note.text(), self.now.unix() as u64));
+            note.push_signature(w.cosign(note.text(), self.now.unix() as u64).unwrap());
         }
         note.to_text()
     }

@@ -60,7 +60,7 @@ impl Checkpoint {
         }
         let text = self.to_text();
         let mut note = Note::new(&text)?;
-        note.push_signature(log.sign(&text));
+        note.push_signature(log.sign(&text)?);
         Ok(note)
     }
 }

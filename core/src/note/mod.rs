@@ -72,6 +72,9 @@ pub enum NoteError {
     /// No signature from a known key.
     #[error("no signature from a known key")]
     NoKnownSignature,
+    /// A key held elsewhere (a token) did not sign.
+    #[error("the signing key could not sign: {0}")]
+    Signer(String),
     /// The checkpoint's origin is not the log's.
     #[error("checkpoint origin {found:?} is not the expected {expected:?}")]
     WrongOrigin {
@@ -199,11 +202,37 @@ impl std::fmt::Display for NoteVerifier {
     }
 }
 
-/// An Ed25519 note signer (a log's checkpoint key, or a witness's).
+/// An Ed25519 note signer (a log's checkpoint key, or a witness's): a key
+/// in memory, or one held elsewhere (a token) that signs on request.
 #[derive(Debug)]
 pub struct NoteSigner {
     name: String,
-    key: SigningKey,
+    key: NoteKey,
+}
+
+/// Where a note signer's key is.
+#[derive(Debug)]
+enum NoteKey {
+    /// In memory (a key file's seed).
+    Local(Box<SigningKey>),
+    /// Held elsewhere: it signs, and never hands out its private half.
+    Held(std::sync::Arc<dyn crate::keys::Signer>),
+}
+
+impl NoteKey {
+    fn public(&self) -> PublicKey {
+        match self {
+            NoteKey::Local(k) => k.public(),
+            NoteKey::Held(k) => k.public(),
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], NoteError> {
+        match self {
+            NoteKey::Local(k) => Ok(k.sign(message)),
+            NoteKey::Held(k) => k.try_sign(message).map_err(|e| NoteError::Signer(e.0)),
+        }
+    }
 }
 
 impl NoteSigner {
@@ -212,7 +241,15 @@ impl NoteSigner {
         if !is_valid_key_name(name) {
             return Err(NoteError::BadKeyName);
         }
-        Ok(NoteSigner { name: name.to_owned(), key })
+        Ok(NoteSigner { name: name.to_owned(), key: NoteKey::Local(Box::new(key)) })
+    }
+
+    /// A signer named `name` whose key is held elsewhere (a PKCS#11 token).
+    pub fn held(name: &str, key: std::sync::Arc<dyn crate::keys::Signer>) -> Result<Self, NoteError> {
+        if !is_valid_key_name(name) {
+            return Err(NoteError::BadKeyName);
+        }
+        Ok(NoteSigner { name: name.to_owned(), key: NoteKey::Held(key) })
     }
 
     /// Parses `PRIVATE+KEY+name+hex8+base64(0x01 || seed)`.
@@ -237,16 +274,18 @@ impl NoteSigner {
     }
 
     /// The private key string `PRIVATE+KEY+name+hex8+base64(0x01 || seed)`,
-    /// the format [`NoteSigner::parse_private`] reads (for key files).
-    pub fn to_private_string(&self) -> zeroize::Zeroizing<String> {
+    /// the format [`NoteSigner::parse_private`] reads (for key files); none
+    /// for a key held elsewhere.
+    pub fn to_private_string(&self) -> Option<zeroize::Zeroizing<String>> {
+        let NoteKey::Local(key) = &self.key else { return None };
         let mut raw = zeroize::Zeroizing::new(vec![TYPE_ED25519]);
-        raw.extend_from_slice(self.key.to_seed().as_slice());
-        zeroize::Zeroizing::new(format!(
+        raw.extend_from_slice(key.to_seed().as_slice());
+        Some(zeroize::Zeroizing::new(format!(
             "PRIVATE+KEY+{}+{:08x}+{}",
             self.name,
             self.verifier().id,
             STANDARD.encode(raw.as_slice())
-        ))
+        )))
     }
 
     /// The type-0x01 verifier of this signer.
@@ -274,20 +313,21 @@ impl NoteSigner {
         &self.name
     }
 
-    /// Signs a note text, returning its signature.
-    pub fn sign(&self, text: &str) -> NoteSignature {
+    /// Signs a note text, returning its signature (or why a key held
+    /// elsewhere did not sign).
+    pub fn sign(&self, text: &str) -> Result<NoteSignature, NoteError> {
         let v = self.verifier();
-        NoteSignature { name: self.name.clone(), key_id: v.id, sig: self.key.sign(text.as_bytes()).to_vec() }
+        Ok(NoteSignature { name: self.name.clone(), key_id: v.id, sig: self.key.sign(text.as_bytes())?.to_vec() })
     }
 
     /// Cosigns a checkpoint text at `timestamp` (tlog-cosignature, type 0x04).
-    pub fn cosign(&self, checkpoint_text: &str, timestamp: u64) -> NoteSignature {
+    pub fn cosign(&self, checkpoint_text: &str, timestamp: u64) -> Result<NoteSignature, NoteError> {
         let v = self.cosignature_verifier();
-        let sig = self.key.sign(&cosignature_message(checkpoint_text, timestamp));
+        let sig = self.key.sign(&cosignature_message(checkpoint_text, timestamp))?;
         let mut bytes = Vec::with_capacity(8 + 64);
         bytes.extend_from_slice(&timestamp.to_be_bytes());
         bytes.extend_from_slice(&sig);
-        NoteSignature { name: self.name.clone(), key_id: v.id, sig: bytes }
+        Ok(NoteSignature { name: self.name.clone(), key_id: v.id, sig: bytes })
     }
 }
 
