@@ -415,6 +415,21 @@ pub struct HeldKeys {
     /// The ledger key's URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<String>,
+    /// The CA key's URI (it issues every identity's certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+/// The data directory's CA: `ca.pem`, and its key in its token
+/// (`keys.toml`'s `ca`) or `ca.key`.
+pub fn authority(dir: &Path) -> anyhow::Result<Authority> {
+    let data = DataDir::new(dir);
+    let read = |path: PathBuf, name: &str| std::fs::read_to_string(path).with_context(|| format!("reading {name}"));
+    let key = match held_keys(dir)?.ca {
+        Some(uri) => crate::pki::CaKey::Held(token_key(&uri, "CA")?),
+        None => crate::pki::CaKey::Pem(read(data.ca_key(), "ca.key")?),
+    };
+    Ok(Authority { cert_pem: read(data.ca_cert(), "ca.pem")?, key })
 }
 
 /// The data directory's [`HeldKeys`] (none without `keys.toml`).
@@ -670,9 +685,14 @@ fn make_online_keys(
     write_public(&data.ledger_vkey(), format!("{ledger}\n").as_bytes())?;
     // The decision key's public half, for `covenant root new --decision`.
     write_public(&data.decision_pub(), format!("{}\n", decision.public().to_hex()).as_bytes())?;
-    let ca = Authority::create(ca_name)?;
+    let ca = match &held.ca {
+        Some(uri) => Authority::create_held(ca_name, token_key(uri, "CA")?)?,
+        None => Authority::create(ca_name)?,
+    };
     write_public(&data.ca_cert(), ca.cert_pem.as_bytes())?;
-    write_private(&data.ca_key(), ca.key_pem.as_bytes())?;
+    if let crate::pki::CaKey::Pem(pem) = &ca.key {
+        write_private(&data.ca_key(), pem.as_bytes())?;
+    }
     let server = ca.issue_server(server_names)?;
     write_public(&data.server_cert(), server.cert_pem.as_bytes())?;
     write_private(&data.server_key(), server.key_pem.as_bytes())?;
@@ -743,8 +763,7 @@ pub fn certify(
     out: &Path,
 ) -> anyhow::Result<(Sha256Digest, PublicKey)> {
     let data = DataDir::new(dir);
-    let read = |path: PathBuf, name: &str| std::fs::read_to_string(path).with_context(|| format!("reading {name}"));
-    let ca = Authority { cert_pem: read(data.ca_cert(), "ca.pem")?, key_pem: read(data.ca_key(), "ca.key")? };
+    let ca = authority(dir)?;
     let root = std::fs::read(data.root_json()).context("reading root.json (run `init --root` first)")?;
     let (issued, signing_key) = ca.issue_from_request(csr_pem, role, subject)?;
     let out = IdentityDir::new(out);

@@ -90,6 +90,11 @@ enum Command {
         /// token instead of keys/ledger.key (as --decision-key).
         #[arg(long, value_name = "URI", conflicts_with = "root")]
         ledger_key: Option<String>,
+        /// With --online-keys or --dev: keep the CA's key (an Ed25519 key;
+        /// it signs every identity's certificate) in a PKCS#11 token instead
+        /// of ca.key (as --decision-key).
+        #[arg(long, value_name = "URI", conflicts_with = "root")]
+        ca_key: Option<String>,
         /// The data directory (must not exist or be empty, except for --root).
         #[arg(long, value_name = "DIR")]
         data: std::path::PathBuf,
@@ -230,8 +235,8 @@ fn main() {
 
 fn main_result() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::Init { dev, online_keys, root, ledger_name, server_names, decision_key, ledger_key, data } => {
-            let held = covenant_server::datadir::HeldKeys { decision: decision_key, ledger: ledger_key };
+        Command::Init { dev, online_keys, root, ledger_name, server_names, decision_key, ledger_key, ca_key, data } => {
+            let held = covenant_server::datadir::HeldKeys { decision: decision_key, ledger: ledger_key, ca: ca_key };
             if online_keys {
                 let name = ledger_name.context("name the ledger's checkpoint origin with --ledger-name")?;
                 let names: Vec<&str> = server_names.iter().map(String::as_str).collect();

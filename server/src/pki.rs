@@ -37,13 +37,66 @@ fn ten_years() -> (time::OffsetDateTime, time::OffsetDateTime) {
     (now - time::Duration::days(1), now + time::Duration::days(3650))
 }
 
-/// The certificate authority: its certificate and key, as PEM.
+/// The certificate authority: its certificate, PEM, and its key.
 #[derive(Debug, Clone)]
 pub struct Authority {
     /// The CA certificate, PEM.
     pub cert_pem: String,
-    /// The CA key, PEM (kept 0600 in the data directory).
-    pub key_pem: String,
+    /// The CA key.
+    pub key: CaKey,
+}
+
+/// Where the CA's key is.
+#[derive(Debug, Clone)]
+pub enum CaKey {
+    /// PEM (kept 0600 in the data directory as `ca.key`).
+    Pem(String),
+    /// An Ed25519 key held in a PKCS#11 token (`keys.toml`'s `ca`): it signs
+    /// certificates there and never leaves it.
+    Held(std::sync::Arc<dyn covenant_core::keys::Signer>),
+}
+
+/// What signs a certificate: a key pair in memory, or the CA's key in a
+/// token, through rcgen's `SigningKey`.
+enum CaSigner {
+    Pair(Box<KeyPair>),
+    Held { signer: std::sync::Arc<dyn covenant_core::keys::Signer>, public: [u8; 32] },
+}
+
+impl rcgen::PublicKeyData for CaSigner {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            CaSigner::Pair(k) => k.der_bytes(),
+            CaSigner::Held { public, .. } => public,
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaSigner::Pair(k) => k.algorithm(),
+            CaSigner::Held { .. } => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaSigner {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            CaSigner::Pair(k) => k.sign(msg),
+            CaSigner::Held { signer, .. } => {
+                signer.try_sign(msg).map(|s| s.to_vec()).map_err(|_| rcgen::Error::RemoteKeyError)
+            }
+        }
+    }
+}
+
+impl CaKey {
+    fn signer(&self) -> Result<CaSigner, PkiError> {
+        Ok(match self {
+            CaKey::Pem(pem) => CaSigner::Pair(Box::new(KeyPair::from_pem(pem)?)),
+            CaKey::Held(signer) => CaSigner::Held { signer: signer.clone(), public: signer.public().to_bytes() },
+        })
+    }
 }
 
 /// A certificate and its key, as PEM.
@@ -61,6 +114,17 @@ impl Authority {
     /// A new self-signed CA.
     pub fn create(name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
+        let pem = key.serialize_pem();
+        Self::self_signed(name, CaSigner::Pair(Box::new(key)), CaKey::Pem(pem))
+    }
+
+    /// A new self-signed CA whose Ed25519 key is held in a token.
+    pub fn create_held(name: &str, signer: std::sync::Arc<dyn covenant_core::keys::Signer>) -> Result<Self, PkiError> {
+        let key = CaKey::Held(signer);
+        Self::self_signed(name, key.signer()?, key)
+    }
+
+    fn self_signed(name: &str, signer: CaSigner, key: CaKey) -> Result<Self, PkiError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
@@ -69,13 +133,12 @@ impl Authority {
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         (params.not_before, params.not_after) = ten_years();
-        let cert = params.self_signed(&key)?;
-        Ok(Authority { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        let cert = params.self_signed(&signer)?;
+        Ok(Authority { cert_pem: cert.pem(), key })
     }
 
-    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
-        let key = KeyPair::from_pem(&self.key_pem)?;
-        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
+    fn issuer(&self) -> Result<Issuer<'static, CaSigner>, PkiError> {
+        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, self.key.signer()?)?)
     }
 
     /// The server's certificate for these DNS names and IP addresses.

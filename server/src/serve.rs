@@ -26,7 +26,6 @@ use crate::node::{
     MAX_STREAMS_PER_CONNECTION, MAX_STREAMS_PER_IDENTITY, MAX_UNAUTHENTICATED, MAX_UPDATE_REQUEST, Node, RATE_LIMIT,
     REQUEST_TIMEOUT, SUBMISSION_LIMITS, UNAUTHENTICATED_PER_PEER,
 };
-use crate::pki::Authority;
 
 /// A running server's configuration, from its data directory.
 #[derive(Clone)]
@@ -152,7 +151,7 @@ pub async fn run(
             format!("reading {}", path.file_name().map_or(path.display(), |n| std::path::Path::new(n).display()))
         })
     };
-    let ca = Arc::new(Authority { cert_pem: read(dir.ca_cert())?, key_pem: read(dir.ca_key())? });
+    let ca = Arc::new(crate::datadir::authority(dir.path())?);
     let tls = crate::accept::tls_acceptor(&read(dir.server_cert())?, &read(dir.server_key())?, &ca.cert_pem)?;
     let log = covenant_core::note::NoteVerifier::parse(read(dir.ledger_vkey())?.trim())?;
     // The sled views: checked against the ledger (rebuilt if they belong to

@@ -43,7 +43,6 @@ use covenant_proto::v1::admin_service_client::AdminServiceClient;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::NewEntry;
-use covenant_server::pki::Authority;
 use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use covenant_tests::device::{is_grant, manifest, now, numbered_device, signed_checkin};
 use covenant_tests::load::{arg, checkpoint_calls_per_second};
@@ -70,10 +69,7 @@ fn action(what: ActionKind) -> AdminAction {
 fn populate(dir: &Path) -> Vec<PathBuf> {
     let admin = datadir::read_key(&dir.join("identities/admin1/signing.key")).unwrap();
     let second = datadir::read_key(&dir.join("identities/admin2/signing.key")).unwrap();
-    let ca = Authority {
-        cert_pem: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
-    };
+    let ca = datadir::authority(dir).unwrap();
     // Units of entries that must go in order; units go in parallel.
     let mut customers: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut deployments: Vec<Vec<Vec<u8>>> = Vec::new();

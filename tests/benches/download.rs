@@ -35,7 +35,6 @@ use covenant_proto::v1 as pb;
 use covenant_proto::v1::update_service_client::UpdateServiceClient;
 use covenant_server::datadir;
 use covenant_server::ledger::{Ledger, NewEntry};
-use covenant_server::pki::Authority;
 use covenant_server::serve::{ServeConfig, install_crypto_provider, run};
 use covenant_server::update_service::DOWNLOAD_CHUNK;
 use covenant_tests::device::{manifest, now, numbered_device, signed_checkin};
@@ -132,10 +131,7 @@ fn populate(dir: &Path) -> Vec<PathBuf> {
         envelope::sign(&a, &[admin])
     };
     let act = |what| by(what, &admin);
-    let ca = Authority {
-        cert_pem: std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
-        key_pem: std::fs::read_to_string(dir.join("ca.key")).unwrap(),
-    };
+    let ca = datadir::authority(dir).unwrap();
     let (ledger, _) = datadir::open_ledger(dir).unwrap();
     append(
         &ledger,
@@ -229,7 +225,7 @@ fn nginx_throughput(dir: &Path, artifact: &Path) -> Option<f64> {
     }
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    let ca = Authority::create("bench").unwrap();
+    let ca = covenant_server::pki::Authority::create("bench").unwrap();
     let server = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(prefix.join("cert.pem"), &server.cert_pem).unwrap();
     std::fs::write(prefix.join("key.pem"), &server.key_pem).unwrap();

@@ -32,21 +32,37 @@ const PIN: &str = "1234";
 
 /// The label of the token these tests share, made once per process.
 fn token() -> &'static str {
-    static TOKEN: OnceLock<String> = OnceLock::new();
-    TOKEN.get_or_init(|| {
+    &tokens().0
+}
+
+/// A second token, which no test logs into with the right PIN in this
+/// process (PKCS#11 logs a process into a token once, for all its
+/// sessions, so a wrong PIN is only ever refused before that).
+fn pin_token() -> &'static str {
+    &tokens().1
+}
+
+/// Both tokens, made before anything in this process loads the module.
+fn tokens() -> &'static (String, String) {
+    static TOKENS: OnceLock<(String, String)> = OnceLock::new();
+    TOKENS.get_or_init(|| (make_token("covenant-test"), make_token("covenant-pin")))
+}
+
+fn make_token(prefix: &str) -> String {
+    {
         let util = Command::new("softhsm2-util").arg("--version").output();
         assert!(
             util.is_ok_and(|o| o.status.success()) && Path::new(covenant_pkcs11::SOFTHSM2_MODULE).is_file(),
             "SoftHSM2 is not installed: run the tests with .ci/test, which installs Debian's softhsm2"
         );
-        let label = format!("covenant-test-{}", std::process::id());
+        let label = format!("{prefix}-{}", std::process::id());
         let out = Command::new("softhsm2-util")
             .args(["--init-token", "--free", "--label", &label, "--pin", PIN, "--so-pin", "5678"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         label
-    })
+    }
 }
 
 /// The tests in this file; the last to finish deletes the shared token.
@@ -56,7 +72,9 @@ const TESTS: usize = 3;
 fn finished() {
     static DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     if DONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == TESTS {
-        let _ = Command::new("softhsm2-util").args(["--delete-token", "--token", token()]).output();
+        for label in [token(), pin_token()] {
+            let _ = Command::new("softhsm2-util").args(["--delete-token", "--token", label]).output();
+        }
     }
 }
 
@@ -87,8 +105,8 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_decision_and_ledger_keys_are_in_a_token_serves_check_ins_and_checkpoints_that_verify() {
     let _ = token();
-    let (decision, ledger) = (generate("decision-a"), generate("ledger-a"));
-    let held = HeldKeys { decision: Some(uri("decision-a")), ledger: Some(uri("ledger-a")) };
+    let (decision, ledger, ca) = (generate("decision-a"), generate("ledger-a"), generate("ca-a"));
+    let held = HeldKeys { decision: Some(uri("decision-a")), ledger: Some(uri("ledger-a")), ca: Some(uri("ca-a")) };
     let s = Running::start_held("hsm", true, &held, |_| ()).await;
 
     // The root names the token's keys; no private key file was written for them.
@@ -99,8 +117,17 @@ async fn a_server_whose_decision_and_ledger_keys_are_in_a_token_serves_check_ins
     let vkey = NoteVerifier::parse(std::fs::read_to_string(s.dir.join("ledger.vkey")).unwrap().trim()).unwrap();
     assert_eq!(*vkey.public_key(), ledger);
     assert!(!s.dir.join("keys/decision.key").exists() && !s.dir.join("keys/ledger.key").exists());
+    assert!(!s.dir.join("ca.key").exists());
     let keys_toml = std::fs::read_to_string(s.dir.join("keys.toml")).unwrap();
-    assert!(keys_toml.contains("object=decision-a") && keys_toml.contains("object=ledger-a"), "{keys_toml}");
+    for object in ["decision-a", "ledger-a", "ca-a"] {
+        assert!(keys_toml.contains(&format!("object={object}")), "{keys_toml}");
+    }
+    // The CA certificate is the token's key's: every identity below (the
+    // admins' at init, the cast's and the device's over the wire) is
+    // issued by it, and every mTLS call is made with one.
+    let ca_pem = std::fs::read_to_string(s.dir.join("ca.pem")).unwrap();
+    let ca_der = rustls_pemfile_der(&ca_pem);
+    assert!(ca_der.windows(32).any(|w| w == ca.to_bytes()), "the CA certificate carries the token's key");
 
     // A device checks in and installs: the freshness answer and the grant
     // are signed by the token's decision key, the checkpoint by its ledger
@@ -126,7 +153,7 @@ async fn a_server_whose_decision_and_ledger_keys_are_in_a_token_serves_check_ins
     // holds for them is their public halves and URIs only.
     for f in files(&s.dir) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name != "decision.key" && name != "ledger.key", "{}", f.display());
+        assert!(name != "decision.key" && name != "ledger.key" && name != "ca.key", "{}", f.display());
     }
     s.stop().await;
     finished();
@@ -174,6 +201,13 @@ fn a_release_and_a_root_signed_through_pkcs11_verify() {
     finished();
 }
 
+/// The DER bytes of a PEM certificate.
+fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
 /// A release manifest of `bytes` (unsigned).
 fn manifest_for(bytes: &[u8]) -> ReleaseManifest {
     covenant_tests::device::manifest(
@@ -189,7 +223,11 @@ fn a_wrong_pin_an_unknown_key_and_a_missing_module_are_refused_in_words() {
     let _ = token();
     let _ = generate("pin-a");
     let open = |text: &str| covenant_pkcs11::Pkcs11Key::open_text(text).map(|_| ()).unwrap_err().to_string();
-    let wrong = uri("pin-a").replace(&format!("pin-value={PIN}"), "pin-value=0000");
+    // The key made by the real binary in the token this process never logs into.
+    let in_pin_token = uri("pin-a").replace(token(), pin_token());
+    let out = Command::new(binary("covenant-server")).args(["keys", "generate", &in_pin_token]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wrong = in_pin_token.replace(&format!("pin-value={PIN}"), "pin-value=0000");
     assert!(open(&wrong).contains("refused the PIN"), "{}", open(&wrong));
     let unknown = uri("no-such-key");
     assert!(open(&unknown).contains("holds 0 Ed25519 private keys labelled \"no-such-key\""), "{}", open(&unknown));
@@ -204,7 +242,7 @@ fn a_wrong_pin_an_unknown_key_and_a_missing_module_are_refused_in_words() {
     // And the server refuses to start on a key it cannot open, saying which.
     let dir = std::env::temp_dir().join(format!("covenant-hsm-bad-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let held = HeldKeys { decision: Some(wrong.clone()), ledger: None };
+    let held = HeldKeys { decision: Some(uri("no-such-key")), ..HeldKeys::default() };
     let err = datadir::init_dev_held(&dir, &held).map(|_| ()).unwrap_err();
     assert!(format!("{err:#}").contains("opening the decision key in its token"), "{err:#}");
     let _ = std::fs::remove_dir_all(&dir);
