@@ -148,22 +148,34 @@ async fn give_back(conn: &Connection, receipt: &Path, json: bool) -> anyhow::Res
     let receipt = Receipt::parse(&bytes).context("the receipt")?;
     let ch = conn.channel().await?;
     let mut indexes = vec![];
+    let mut already = 0usize;
     for report in receipt.reports {
-        let done = FieldServiceClient::new(ch.clone())
-            .r#return(pb::ReportRequest { report })
-            .await
-            .map_err(|s| anyhow::anyhow!("the server refuses the report: {}", s.message()))?
-            .into_inner();
-        indexes.push(done.index);
+        // A report can ride in two receipts (the device keeps it queued until
+        // a receipt holding it is written): one recorded already is fine,
+        // and the rest of the receipt still goes.
+        match FieldServiceClient::new(ch.clone()).r#return(pb::ReportRequest { report }).await {
+            Ok(done) => indexes.push(done.into_inner().index),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => already += 1,
+            Err(s) => anyhow::bail!("the server refuses the report: {}", s.message()),
+        }
     }
     if json {
-        println!("{}", serde_json::json!({ "deployment": receipt.deployment, "recorded": indexes }));
+        println!(
+            "{}",
+            serde_json::json!({ "deployment": receipt.deployment, "recorded": indexes, "already_recorded": already })
+        );
     } else {
         println!("{}: {}", receipt.deployment, receipt.verdict);
         for i in &indexes {
             println!("The install report is recorded at ledger entry {i}.");
         }
-        if indexes.is_empty() {
+        if already > 0 {
+            println!(
+                "{} already recorded (an earlier receipt carried it).",
+                crate::counted(already, "report was", "reports were")
+            );
+        }
+        if indexes.is_empty() && already == 0 {
             println!("The receipt carries no install report.");
         }
     }

@@ -82,6 +82,10 @@ async fn an_air_gapped_device_is_updated_through_an_engineer_and_the_ledger_repl
     let before = s.size().await;
     covenant_cli::field::run(Field::Return { receipt: receipt.clone() }, &engineer, true).await.unwrap();
     assert_eq!(s.size().await, before + 1, "the install report is logged");
+    // The same receipt again (a report can ride in two receipts): already
+    // recorded, not an error, nothing logged twice.
+    covenant_cli::field::run(Field::Return { receipt: receipt.clone() }, &engineer, true).await.unwrap();
+    assert_eq!(s.size().await, before + 1, "recorded once");
     let (ok, out, _) = tokio::task::block_in_place(|| agent_cli(&["status", "--state", &st(&state), "--json"]));
     assert!(ok);
     let status: output::Status = serde_json::from_str(&out).unwrap();
