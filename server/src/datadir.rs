@@ -669,7 +669,8 @@ fn make_online_keys(
     let decision = online(&held.decision, "decision", data.decision_key())?;
     let ledger_key = online(&held.ledger, "ledger", data.ledger_key())?;
     if *held != HeldKeys::default() {
-        write_public(&data.held_keys(), toml::to_string(held)?.as_bytes())?;
+        // 0600: a URI may carry its PIN (pin-value).
+        write_private(&data.held_keys(), toml::to_string(held)?.as_bytes())?;
     }
     // The subject secret never leaves the server: the subject keys derived
     // from it are handed to those entitled to each subject.

@@ -119,6 +119,9 @@ async fn a_server_whose_decision_and_ledger_keys_are_in_a_token_serves_check_ins
     assert!(!s.dir.join("keys/decision.key").exists() && !s.dir.join("keys/ledger.key").exists());
     assert!(!s.dir.join("ca.key").exists());
     let keys_toml = std::fs::read_to_string(s.dir.join("keys.toml")).unwrap();
+    // Private to the server's user: a URI may carry its PIN.
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(s.dir.join("keys.toml")).unwrap().permissions().mode() & 0o777, 0o600);
     for object in ["decision-a", "ledger-a", "ca-a"] {
         assert!(keys_toml.contains(&format!("object={object}")), "{keys_toml}");
     }
