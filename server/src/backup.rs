@@ -384,8 +384,12 @@ fn check_restored(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
         witnessed: crate::witnesses::recorded_cosignatures(dir)?,
         ..crate::ledger::LedgerConfig::default()
     };
-    let checked = crate::ledger::Ledger::check(&storage, &verifier(dir)?, registry, &config)
+    let checked = crate::ledger::Ledger::check(&storage, &verifier(dir)?, registry.clone(), &config)
         .context("the backup's ledger does not check")?;
+    // A list of accepted losses the ledger does not record (an edited
+    // backup) would set witnesses' evidence aside: refused here, as `serve`
+    // and `check` refuse it.
+    datadir::check_losses(dir, &registry)?;
     if checked.size != manifest.size || checked.unsigned_bytes > 0 {
         bail!("the backup's ledger holds {} entries, not the {} its manifest names", checked.size, manifest.size);
     }

@@ -200,6 +200,10 @@ async fn an_older_backup_is_refused_while_a_witness_holds_a_newer_checkpoint() {
     std::fs::write(&path, serde_json::to_vec(&wider).unwrap()).unwrap();
     let err = tokio::task::block_in_place(|| covenant_server::datadir::open_ledger(&forged)).map(|_| ()).unwrap_err();
     assert!(format!("{err:#}").contains("that the ledger does not record"), "{err:#}");
+    // And a backup of that directory does not restore either.
+    let copy = dir.join("forged.backup");
+    let err = tokio::task::block_in_place(|| backup::backup(&forged, &copy)).map(|_| ()).unwrap_err();
+    assert!(format!("{err:#}").contains("that the ledger does not record"), "{err:#}");
     s.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
